@@ -1,0 +1,42 @@
+# What a user types. Every target sets up .venv on first use (pip install -e '.[dev]').
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+CONFIG ?= experiments/default.toml
+ARGS   ?=
+
+.PHONY: install train eval test test-slow lint tensorboard clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## train: a small CPM on the embedded synthetic depth data (CPU, ~10 min), per-stage PCK table at the end
+train: $(STAMP)
+	$(VENV)/bin/cpm train $(CONFIG) $(ARGS)
+
+## eval: per-stage PCK of a checkpoint, e.g. make eval CKPT=runs/default/best.pt
+eval: $(STAMP)
+	$(VENV)/bin/cpm eval $(CKPT) $(ARGS)
+
+## test: the fast test suite (< 10 min on 2 cores)
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+## test-slow: the long tests (real training runs)
+test-slow: $(STAMP)
+	$(PY) -m pytest -q -m slow
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+tensorboard: $(STAMP)
+	$(VENV)/bin/tensorboard --logdir runs --bind_all
+
+clean:
+	rm -rf runs .pytest_cache .ruff_cache build dist *.egg-info
+	find . -name __pycache__ -type d -not -path './$(VENV)/*' -prune -exec rm -rf {} +

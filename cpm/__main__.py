@@ -1,0 +1,5 @@
+import sys
+
+from cpm.cli import main
+
+sys.exit(main())

@@ -1,0 +1,101 @@
+"""Checkpoints: written atomically (temporary file, then rename), read with ``weights_only=True``.
+
+A checkpoint is a dict: ``model`` (state dict), ``model_kwargs`` (what rebuilds the network),
+``config`` (the resolved config as a dict), ``optimizer``, ``scheduler``, ``scaler``, ``epoch``,
+``step``, ``best_metric``, ``rng`` (Python, numpy and torch generator states) and ``git_revision``.
+``weights_only`` loading refuses pickled code, so a checkpoint from an untrusted source cannot run
+anything.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import random
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from cpm.errors import CheckpointError
+
+REQUIRED_KEYS = ("model", "model_kwargs", "config")
+
+
+def git_revision() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              check=True, cwd=Path(__file__).resolve().parent).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def rng_state() -> dict[str, Any]:
+    """Generator states in forms ``weights_only`` loading accepts (tensors and plain Python values)."""
+    kind, keys, position, has_gauss, cached = np.random.get_state()  # noqa: NPY002 - global state, saved as is
+    state: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "position": int(position),
+                  "has_gauss": int(has_gauss), "cached": float(cached)},
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(tuple(v if not isinstance(v, list) else tuple(v) for v in state["python"]))
+    numpy_state = state["numpy"]
+    np.random.set_state((numpy_state["kind"], numpy_state["keys"].numpy().astype(np.uint32),  # noqa: NPY002
+                         numpy_state["position"], numpy_state["has_gauss"], numpy_state["cached"]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(checkpoint: dict[str, Any], path: str | Path) -> None:
+    """Write to a temporary file in the same folder and rename it over ``path``: a crash at any
+    moment leaves either the old file or the new one, never a torn one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as file:
+            torch.save(checkpoint, file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load with ``weights_only=True``; any problem becomes a `CheckpointError` naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found")
+    try:
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else "unsafe content"
+        raise CheckpointError(f"{path}: refused to load, not a plain-tensor checkpoint ({first_line})") from None
+    except Exception as error:  # noqa: BLE001 - whatever the bytes are, the answer is "not a checkpoint"
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CheckpointError(f"{path}: not a readable checkpoint ({first_line})") from None
+    if not isinstance(checkpoint, dict) or any(key not in checkpoint for key in REQUIRED_KEYS):
+        raise CheckpointError(f"{path}: not a cpm checkpoint (expected keys {', '.join(REQUIRED_KEYS)})")
+    return checkpoint
+
+
+def load_model_state(model: torch.nn.Module, state: dict[str, torch.Tensor], path: str | Path) -> None:
+    """``load_state_dict`` whose mismatch error names the checkpoint and the first differing keys."""
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as error:
+        detail = str(error).splitlines()[1].strip() if len(str(error).splitlines()) > 1 else str(error)
+        raise CheckpointError(f"{path}: checkpoint does not fit this architecture ({detail[:200]})") from None

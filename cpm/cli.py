@@ -1,0 +1,94 @@
+"""The ``cpm`` command: ``cpm train CONFIG``, ``cpm eval CHECKPOINT``, ``cpm config CONFIG``.
+
+Bad input (a missing file, an unknown config key, a file that is not a checkpoint) ends the command
+with one line on stderr naming the file or key, and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from cpm.errors import CPMError
+
+
+def _add_set(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="override a config value, e.g. --set train.epochs=2 (repeatable)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cpm", description="Convolutional Pose Machines in PyTorch")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    train = commands.add_parser("train", help="train a model from a TOML config")
+    train.add_argument("config", nargs="?", help="TOML file (only what differs from the defaults)")
+    _add_set(train)
+    train.add_argument("--resume", metavar="LAST_PT", help="continue the run that wrote this last.pt")
+    train.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    evaluate = commands.add_parser("eval", help="per-stage PCK of a checkpoint on its held-out split")
+    evaluate.add_argument("checkpoint")
+    _add_set(evaluate)
+    evaluate.add_argument("--device", default="auto")
+    evaluate.add_argument("--json", action="store_true", help="print the results as JSON")
+    evaluate.add_argument("--no-progress", action="store_true")
+
+    show = commands.add_parser("config", help="print the resolved config (defaults + file + --set)")
+    show.add_argument("config", nargs="?")
+    _add_set(show)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    from cpm.config import load_config, parse_override
+
+    if args.command == "config":
+        print(load_config(args.config, args.overrides).to_toml(), end="")
+        return 0
+    if args.command == "train":
+        from cpm.train import format_stage_table, train
+
+        config = load_config(args.config, args.overrides)
+        results = train(config, resume=args.resume, progress=not args.no_progress)
+        print(f"\nPer-stage PCK on the held-out split ({results['run_dir']}):\n")
+        print(format_stage_table(results))
+        return 0
+    if args.command == "eval":
+        from cpm.train import evaluate_checkpoint, format_stage_table
+
+        overrides: dict = {}
+        for text in args.overrides:
+            for section, values in parse_override(text).items():
+                overrides.setdefault(section, {}).update(values)
+        results = evaluate_checkpoint(args.checkpoint, overrides=overrides, progress=not args.no_progress,
+                                      device_name=args.device)
+        if args.json:
+            print(json.dumps({
+                "checkpoint": args.checkpoint, "samples": results["samples"], "excluded": results.get("excluded", 0),
+                "pck": {f"{a:g}": per_stage for a, per_stage in results["pck"].items()},
+                "per_joint": {f"{a:g}": [None if v != v else v for v in per_joint.tolist()]
+                              for a, per_joint in results["per_joint"].items()},
+                "loss": results["loss"],
+            }, indent=2))
+        else:
+            print(format_stage_table(results))
+        return 0
+    raise AssertionError(args.command)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except CPMError as error:
+        print(f"cpm {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"cpm {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,267 @@
+"""Typed configuration: dataclasses with defaults, TOML files, and ``--set section.key=value``.
+
+A config file holds only what differs from the defaults::
+
+    [model]
+    stages = 6
+
+    [train]
+    intermediate_supervision = false
+
+Unknown sections or keys, values of the wrong type and out-of-range values raise `ConfigError`,
+whose message names the key. Only entry points (train, evaluate, CLI) read a `Config`; models, codecs
+and losses take plain keyword arguments.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import tomllib
+
+from cpm.errors import ConfigError
+
+
+@dataclass
+class DataConfig:
+    source: str = "synthetic"
+    skeleton: str = "itop15"
+    seed: int = 0  # training samples are a pure function of (seed, index, epoch)
+    train_samples: int = 20000  # samples per epoch; each epoch renders new ones
+    val_seed: int = 1000  # a different seed keeps the held-out split disjoint from training
+    val_samples: int = 500
+    input_size: int = 128  # side of the square crop fed to the model, pixels
+    crop_padding: float = 1.3  # crop side = crop_padding * person extent (joints' bounding box)
+    scale_range: list[float] = field(default_factory=lambda: [0.8, 1.2])
+    rotation: float = 30.0  # degrees, uniform in [-rotation, rotation]
+    flip: bool = True  # mirror with probability 0.5 (left and right joints swap)
+    shift: float = 0.08  # centre jitter as a fraction of the crop side
+    workers: int = 1
+
+
+@dataclass
+class ModelConfig:
+    head: str = "heatmap"
+    stages: int = 4
+    trunk_widths: list[int] = field(default_factory=lambda: [16, 32, 64])  # per pooling level (128s in the paper)
+    trunk_kernel: int = 5  # kernel of the image trunks' convolutions (9 in the paper)
+    feature_channels: int = 32  # per-stage projection of the shared features (5x5 conv 32 in the paper)
+    stage1_width: int = 128  # stage 1's wide layers (512 in the paper)
+    stage1_kernel: int = 7  # stage 1's large kernel (9 in the paper)
+    stage_width: int = 64  # channels of the refinement stages' convolutions (128 in the paper)
+    stage_kernel: int = 7  # kernel of the refinement stages (11 in the paper)
+    stage_layers: int = 3  # large-kernel convs per refinement stage
+    stride: int = 8
+    center_map: bool = True
+    background: bool = True
+    batch_norm: bool = False
+    dropout: float = 0.0
+    sigma: float = 1.0  # Gaussian target sigma, heatmap cells
+    center_sigma: float = 2.5  # centre map sigma, heatmap cells
+
+
+@dataclass
+class TrainConfig:
+    name: str = "default"
+    runs_dir: str = "runs"
+    epochs: int = 8
+    batch_size: int = 32
+    optimizer: str = "adamw"
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    momentum: float = 0.9  # SGD only
+    schedule: str = "cosine"
+    warmup_steps: int = 100
+    intermediate_supervision: bool = True
+    stage_weights: list[float] = field(default_factory=list)  # overrides intermediate_supervision
+    amp: str = "auto"  # auto: bf16 on CUDA and on CPUs with native bf16, else off | bf16 | fp16 | off
+    channels_last: bool = True
+    device: str = "auto"
+    seed: int = 0
+    deterministic: bool = False
+    log_every: int = 25  # steps between loss reads (each read syncs the device)
+    grad_clip: float = 0.0  # max gradient norm; 0 = off
+    threads: int = 0  # torch intra-op threads; 0 = torch's default
+
+
+@dataclass
+class EvalConfig:
+    decoder: str = "parabola"  # argmax | quarter | parabola (see cpm.codecs)
+    pck_thresholds: list[float] = field(default_factory=lambda: [0.1, 0.2])
+    batch_size: int = 64
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        return dataclasses.asdict(self)
+
+    def to_toml(self) -> str:
+        lines: list[str] = []
+        for section, values in self.to_dict().items():
+            lines.append(f"[{section}]")
+            lines.extend(f"{key} = {_toml_value(value)}" for key, value in values.items())
+            lines.append("")
+        return "\n".join(lines)
+
+
+CHOICES = {
+    "data.source": ("synthetic",),
+    "data.skeleton": ("itop15", "lsp14"),
+    "model.head": ("heatmap",),
+    "train.optimizer": ("adamw", "sgd"),
+    "train.schedule": ("cosine", "step", "constant"),
+    "train.amp": ("auto", "bf16", "fp16", "off"),
+    "eval.decoder": ("argmax", "quarter", "parabola"),
+}
+
+# (minimum, maximum), inclusive; None = unbounded
+RANGES = {
+    "data.train_samples": (1, None), "data.val_samples": (1, None), "data.input_size": (16, None),
+    "data.crop_padding": (0.5, None), "data.rotation": (0, 180), "data.shift": (0, 1), "data.workers": (0, None),
+    "model.stages": (1, 6), "model.stage_width": (1, None),
+    "model.trunk_kernel": (1, None), "model.stage1_width": (1, None), "model.stage1_kernel": (1, None),
+    "model.feature_channels": (1, None), "model.stage_kernel": (1, None), "model.stage_layers": (1, None),
+    "model.stride": (1, 64), "model.dropout": (0, 0.99), "model.sigma": (1e-3, None),
+    "model.center_sigma": (1e-3, None),
+    "train.epochs": (1, None), "train.batch_size": (1, None), "train.lr": (0, None),
+    "train.weight_decay": (0, None), "train.momentum": (0, 1), "train.warmup_steps": (0, None),
+    "train.log_every": (1, None), "train.grad_clip": (0, None), "train.threads": (0, None),
+    "eval.batch_size": (1, None),
+}
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {type(value).__name__} to TOML")
+
+
+def _coerce(value: Any, annotation: Any, key: str) -> Any:
+    """Check ``value`` against a field annotation; ints are accepted where floats are expected."""
+    origin = typing.get_origin(annotation)
+    if origin is list:
+        (item_type,) = typing.get_args(annotation)
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        return [_coerce(v, item_type, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin in (typing.Union, types.UnionType):
+        raise TypeError(f"{key}: union annotations are not supported")
+    if annotation is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if annotation is bool and not isinstance(value, bool):
+        raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    if annotation is int and (isinstance(value, bool) or not isinstance(value, int)):
+        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    if not isinstance(value, annotation):
+        raise ConfigError(f"{key}: expected {annotation.__name__}, got {value!r}")
+    return value
+
+
+def _section_types(section: Any) -> dict[str, Any]:
+    return typing.get_type_hints(type(section))
+
+
+def apply(config: Config, overrides: dict[str, Any], *, source: str = "") -> Config:
+    """Set ``{"section": {"key": value}}`` on ``config`` in place, checking names and types."""
+    where = f"{source}: " if source else ""
+    for section_name, values in overrides.items():
+        section = getattr(config, section_name, None) if section_name in Config.__dataclass_fields__ else None
+        if section is None:
+            known = ", ".join(Config.__dataclass_fields__)
+            raise ConfigError(f"{where}unknown config section [{section_name}] (known: {known})")
+        if not isinstance(values, dict):
+            raise ConfigError(f"{where}{section_name}: expected a table of settings, got {values!r}")
+        types_ = _section_types(section)
+        for key, value in values.items():
+            if key not in types_:
+                raise ConfigError(f"{where}unknown config key {section_name}.{key}")
+            setattr(section, key, _coerce(value, types_[key], f"{where}{section_name}.{key}"))
+    return config
+
+
+def validate(config: Config) -> Config:
+    for section_name in Config.__dataclass_fields__:
+        section = getattr(config, section_name)
+        for key in section.__dataclass_fields__:
+            name, value = f"{section_name}.{key}", getattr(section, key)
+            if name in CHOICES and value not in CHOICES[name]:
+                raise ConfigError(f"{name}: {value!r} is not one of {', '.join(CHOICES[name])}")
+            if name in RANGES:
+                low, high = RANGES[name]
+                if (low is not None and value < low) or (high is not None and value > high):
+                    bounds = f">= {low}" if high is None else f"in [{low}, {high}]"
+                    raise ConfigError(f"{name}: {value!r} must be {bounds}")
+    data, model, train = config.data, config.model, config.train
+    if len(data.scale_range) != 2 or not 0 < data.scale_range[0] <= data.scale_range[1]:
+        raise ConfigError(f"data.scale_range: expected [low, high] with 0 < low <= high, got {data.scale_range}")
+    if data.input_size % model.stride:
+        raise ConfigError(f"data.input_size: {data.input_size} is not a multiple of model.stride = {model.stride}")
+    if len(model.trunk_widths) != model.stride.bit_length() - 1 or 2 ** (model.stride.bit_length() - 1) != model.stride:
+        raise ConfigError(f"model.trunk_widths: need one width per pooling level, log2(model.stride = {model.stride})")
+    if any(w < 1 for w in model.trunk_widths):
+        raise ConfigError("model.trunk_widths: widths must be >= 1")
+    if train.stage_weights and len(train.stage_weights) != model.stages:
+        raise ConfigError(
+            f"train.stage_weights: {len(train.stage_weights)} weights given for {model.stages} stages"
+        )
+    if any(w < 0 for w in train.stage_weights):
+        raise ConfigError("train.stage_weights: weights must be >= 0")
+    if any(not 0 < a <= 1 for a in config.eval.pck_thresholds) or not config.eval.pck_thresholds:
+        raise ConfigError("eval.pck_thresholds: expected a non-empty list of values in (0, 1]")
+    return config
+
+
+def parse_override(text: str) -> dict[str, dict[str, Any]]:
+    """``"train.lr=1e-3"`` -> ``{"train": {"lr": 0.001}}``; the value is read as TOML, else as a string."""
+    key, sep, raw = text.partition("=")
+    section, dot, name = key.strip().partition(".")
+    if not sep or not dot or not section or not name:
+        raise ConfigError(f"--set {text!r}: expected section.key=value, e.g. train.lr=1e-3")
+    try:
+        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()
+    return {section: {name: value}}
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Defaults, then the TOML file at ``path``, then each ``section.key=value`` override."""
+    config = Config()
+    if path is not None:
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: config file not found") from None
+        except (OSError, UnicodeDecodeError) as error:
+            raise ConfigError(f"{path}: cannot read config file ({error})") from None
+        try:
+            table = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as error:
+            raise ConfigError(f"{path}: invalid TOML ({error})") from None
+        apply(config, table, source=str(path))
+    for override in overrides:
+        apply(config, parse_override(override), source="--set")
+    return validate(config)
+
+
+def config_from_dict(table: dict[str, dict[str, Any]]) -> Config:
+    """Rebuild a config saved in a checkpoint or run directory."""
+    return validate(apply(Config(), table, source="saved config"))

@@ -1,0 +1,95 @@
+"""Samples -> tensors: crop around the person, augment, normalise.
+
+A *source* is any sequence of sample dicts ``{"image": (H, W[, C]) uint8, "keypoints": (K, 3),
+"center": (2,), "scale": float}`` (the synthetic renderer, a dataset reader). `PoseDataset` turns
+sample i of epoch e into::
+
+    image      (C, N, N) float32, (pixel / 255 - 0.5) / 0.5
+    keypoints  (K, 3) float32, x, y in crop pixels, v as in the source
+    center     (2,) float32, the person centre in crop pixels (where the centre map goes)
+    matrix     (2, 3) float32, source pixels -> crop pixels (decode maps back with its inverse)
+    source_keypoints (K, 3) float32, the keypoints in source pixels, for metrics
+
+Targets are not made here: `cpm.codecs.HeatmapCodec.encode` makes them for the whole batch on the
+training device in one call. Every sample is a pure function of (seed, index, epoch).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from cpm.data.transforms import crop_matrix, sample_augmentation, transform_keypoints, warp_image
+
+PIXEL_MEAN, PIXEL_STD = 0.5, 0.5
+
+
+class PoseDataset(Dataset):
+    def __init__(
+        self,
+        source: Sequence[dict],
+        *,
+        input_size: int,
+        flip_permutation: tuple[int, ...],
+        crop_padding: float = 1.2,
+        augment: bool = False,
+        scale_range: tuple[float, float] = (1.0, 1.0),
+        rotation: float = 0.0,
+        flip: bool = False,
+        shift: float = 0.0,
+        seed: int = 0,
+        length: int | None = None,
+        resample_each_epoch: bool = False,
+    ) -> None:
+        """``length`` samples per epoch (default: all of ``source``). With ``resample_each_epoch``,
+        epoch e reads source items e*length .. e*length + length - 1, so an unbounded source (the
+        renderer) shows new samples every epoch."""
+        self.source = source
+        self.length = len(source) if length is None else length
+        self.input_size = input_size
+        self.flip_permutation = flip_permutation
+        self.crop_padding = crop_padding
+        self.augment = augment
+        self.augmentation = {"scale_range": tuple(scale_range), "rotation": rotation, "flip": flip, "shift": shift}
+        self.seed = seed
+        self.resample_each_epoch = resample_each_epoch
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Call before iterating an epoch (DataLoader workers copy the dataset when they start)."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        if not 0 <= index < self.length:
+            raise IndexError(index)
+        source_index = self.epoch * self.length + index if self.resample_each_epoch else index
+        sample = self.source[source_index]
+        crop_side = self.crop_padding * float(sample["scale"])
+        if self.augment:
+            rng = np.random.default_rng([self.seed, self.epoch, index])
+            aug = sample_augmentation(rng, output_size=self.input_size, **self.augmentation)
+            matrix = crop_matrix(sample["center"], crop_side / aug["scale"], self.input_size,
+                                 rotation=aug["rotation"], flip=aug["flip"], shift=aug["shift"])
+            flipped = aug["flip"]
+        else:
+            matrix = crop_matrix(sample["center"], crop_side, self.input_size)
+            flipped = False
+        image = warp_image(sample["image"], matrix, self.input_size)
+        if image.ndim == 2:
+            image = image[:, :, None]
+        keypoints = transform_keypoints(np.asarray(sample["keypoints"]), matrix, self.flip_permutation, flipped)
+        center = transform_keypoints(np.array([[*sample["center"], 2.0]]), matrix, None, False)[0, :2]
+        image_tensor = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float()
+        return {
+            "image": (image_tensor / 255 - PIXEL_MEAN) / PIXEL_STD,
+            "keypoints": torch.from_numpy(keypoints),
+            "center": torch.from_numpy(center.astype(np.float32)),
+            "matrix": torch.from_numpy(matrix.astype(np.float32)),
+            "source_keypoints": torch.from_numpy(np.asarray(sample["keypoints"], dtype=np.float32)),
+        }

@@ -1,0 +1,83 @@
+"""Affine crops around the person: scale, rotation, horizontal flip and shift, with exact keypoint maths.
+
+One 2x3 matrix ``M`` maps source pixels to crop pixels, ``[x', y'] = M @ [x, y, 1]``, in the pixel-
+centre convention (pixel (row i, column j) has its centre at x = j, y = i), which is also the one
+OpenCV's ``warpAffine`` uses. The image and its keypoints go through the same matrix, so keypoints
+stay on the pixels they mark whatever the augmentation::
+
+    source frame                    crop (size N x N)
+    +--------------------+          +-----------+
+    |      .  centre c   |   M      |     c'    |   c' = ((N-1)/2, (N-1)/2) + shift
+    |    (person)        |  ---->   | (person)  |   scale N / crop_side, rotation about c,
+    +--------------------+          +-----------+   then x' -> N - 1 - x' if flipped
+
+A flip mirrors the image, so the person's left arm ends up where a right arm would be: the joints
+are renamed with the skeleton's flip permutation to keep "left" meaning the person's left.
+"""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+
+
+def crop_matrix(center: np.ndarray, crop_side: float, output_size: int, *, rotation: float = 0.0,
+                flip: bool = False, shift: tuple[float, float] = (0.0, 0.0)) -> np.ndarray:
+    """2x3 float64 matrix: source pixels -> crop pixels. ``rotation`` in degrees, counter-clockwise
+    on screen; ``shift`` in crop pixels, applied before the flip."""
+    scale = output_size / crop_side
+    angle = math.radians(rotation)
+    cos, sin = math.cos(angle) * scale, math.sin(angle) * scale
+    middle = (output_size - 1) / 2
+    cx, cy = float(center[0]), float(center[1])
+    # Image y points down, so a counter-clockwise turn on screen is [[cos, sin], [-sin, cos]].
+    matrix = np.array([
+        [cos, sin, middle + shift[0] - (cos * cx + sin * cy)],
+        [-sin, cos, middle + shift[1] - (-sin * cx + cos * cy)],
+    ])
+    if flip:
+        matrix[0] = -matrix[0]
+        matrix[0, 2] += output_size - 1
+    return matrix
+
+
+def invert_affine(matrix: np.ndarray) -> np.ndarray:
+    """Inverse of a 2x3 affine matrix, also 2x3 (works on stacks (..., 2, 3))."""
+    linear = np.linalg.inv(matrix[..., :2])
+    return np.concatenate([linear, -linear @ matrix[..., 2:]], axis=-1)
+
+
+def apply_affine(points: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """points (..., K, 2), matrix (..., 2, 3) -> transformed points (..., K, 2)."""
+    return points @ np.swapaxes(matrix[..., :2], -1, -2) + matrix[..., None, :, 2]
+
+
+def warp_image(image: np.ndarray, matrix: np.ndarray, output_size: int, *, fill: float = 0) -> np.ndarray:
+    """Resample ``image`` (H, W[, C]) into the (N, N[, C]) crop; outside the frame reads ``fill``."""
+    return cv2.warpAffine(image, matrix, (output_size, output_size), flags=cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=fill)
+
+
+def transform_keypoints(keypoints: np.ndarray, matrix: np.ndarray, flip_permutation: tuple[int, ...] | None,
+                        flipped: bool) -> np.ndarray:
+    """keypoints (K, 3) [x, y, v] -> crop keypoints (K, 3); renames left/right joints when flipped."""
+    out = keypoints.astype(np.float32, copy=True)
+    out[:, :2] = apply_affine(keypoints[:, :2].astype(np.float64), matrix)
+    if flipped:
+        if flip_permutation is None:
+            raise ValueError("a flip needs the skeleton's flip permutation")
+        out = out[list(flip_permutation)]
+    return out
+
+
+def sample_augmentation(rng: np.random.Generator, *, scale_range: tuple[float, float], rotation: float,
+                        flip: bool, shift: float, output_size: int) -> dict:
+    """Random scale factor, rotation (degrees), flip and shift (crop pixels) for one sample."""
+    return {
+        "scale": float(rng.uniform(*scale_range)),
+        "rotation": float(rng.uniform(-rotation, rotation)) if rotation > 0 else 0.0,
+        "flip": bool(flip and rng.random() < 0.5),
+        "shift": tuple(float(s) for s in rng.uniform(-shift, shift, size=2) * output_size),
+    }

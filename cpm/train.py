@@ -1,0 +1,277 @@
+"""Entry points that read a `Config`: build data, model and optimiser; train with checkpoints; evaluate.
+
+A run lives in ``<train.runs_dir>/<train.name>/``: ``config.toml`` (resolved), ``metrics.jsonl``
+(one line per evaluation), TensorBoard events, ``last.pt`` and ``best.pt`` (best final-stage PCK@0.2).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, DistributedSampler
+
+from cpm.checkpoint import git_revision, load_checkpoint, load_model_state, rng_state, save_checkpoint, set_rng_state
+from cpm.codecs import HeatmapCodec
+from cpm.config import Config, config_from_dict
+from cpm.data.dataset import PoseDataset
+from cpm.data.synthetic import SyntheticPoses
+from cpm.engine import evaluate, resolve_amp, resolve_device, train_one_epoch
+from cpm.errors import CPMError
+from cpm.losses import stage_weights_for
+from cpm.models import build_model
+from cpm.skeleton import get_skeleton
+
+SELECTION_THRESHOLD = 0.2  # best.pt keeps the best final-stage PCK at this threshold
+
+
+def model_kwargs(config: Config) -> dict[str, Any]:
+    m = config.model
+    return {
+        "num_joints": get_skeleton(config.data.skeleton).num_joints, "in_channels": 1, "stages": m.stages,
+        "stride": m.stride, "trunk_widths": list(m.trunk_widths), "trunk_kernel": m.trunk_kernel,
+        "feature_channels": m.feature_channels, "stage1_width": m.stage1_width,
+        "stage1_kernel": m.stage1_kernel, "stage_width": m.stage_width, "stage_kernel": m.stage_kernel,
+        "stage_layers": m.stage_layers, "center_map": m.center_map, "background": m.background,
+        "batch_norm": m.batch_norm, "dropout": m.dropout,
+    }
+
+
+def build_codec(config: Config) -> HeatmapCodec:
+    size = config.data.input_size
+    return HeatmapCodec(input_size=(size, size), stride=config.model.stride, sigma=config.model.sigma,
+                        background=config.model.background, center_sigma=config.model.center_sigma)
+
+
+def build_datasets(config: Config) -> tuple[PoseDataset, PoseDataset]:
+    data = config.data
+    skeleton = get_skeleton(data.skeleton)
+    common = {"input_size": data.input_size, "flip_permutation": skeleton.flip_permutation,
+              "crop_padding": data.crop_padding}
+    train_set = PoseDataset(
+        SyntheticPoses(seed=data.seed, size=data.train_samples * config.train.epochs), **common,
+        augment=True, scale_range=tuple(data.scale_range), rotation=data.rotation, flip=data.flip,
+        shift=data.shift, seed=data.seed, length=data.train_samples, resample_each_epoch=True,
+    )
+    val_set = PoseDataset(SyntheticPoses(seed=data.val_seed, size=data.val_samples), **common)
+    return train_set, val_set
+
+
+def make_loader(dataset: PoseDataset, *, batch_size: int, shuffle: bool, workers: int, device: torch.device,
+                seed: int, drop_last: bool = False) -> DataLoader:
+    """The sampler's order is a function of (seed, epoch) (``loader.sampler.set_epoch``), so a resumed
+    run sees the same batches as an uninterrupted one."""
+    sampler = DistributedSampler(dataset, num_replicas=1, rank=0, shuffle=shuffle, seed=seed, drop_last=False)
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
+                      pin_memory=device.type == "cuda", drop_last=drop_last,
+                      prefetch_factor=4 if workers else None)
+
+
+def lr_factor(step: int, *, total_steps: int, warmup_steps: int, schedule: str) -> float:
+    """Linear warm-up, then cosine to zero, steps of x0.333 at 1/2 and 3/4 of training, or constant."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    if schedule == "cosine":
+        return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+    if schedule == "step":
+        return 0.333 ** sum(progress >= milestone for milestone in (0.5, 0.75))
+    return 1.0
+
+
+def build_optimizer(model: torch.nn.Module, config: Config, total_steps: int):
+    t = config.train
+    # No weight decay on biases and normalisation parameters.
+    decay = [p for p in model.parameters() if p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.ndim <= 1]
+    groups = [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if t.optimizer == "sgd":
+        optimizer = torch.optim.SGD(groups, lr=t.lr, momentum=t.momentum)
+    else:
+        optimizer = torch.optim.AdamW(groups, lr=t.lr)
+    factor = functools.partial(lr_factor, total_steps=total_steps, warmup_steps=t.warmup_steps, schedule=t.schedule)
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def seed_everything(seed: int, deterministic: bool) -> None:
+    random.seed(seed)
+    np.random.seed(seed)  # noqa: NPY002 - for user code that draws from the global generator
+    torch.manual_seed(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+
+
+def new_run_dir(runs_dir: str, name: str) -> Path:
+    """``runs/<name>``, or ``runs/<name>-2``, ``-3``... when that exists: a new run never overwrites."""
+    base = Path(runs_dir)
+    candidate, n = base / name, 1
+    while candidate.exists():
+        n += 1
+        candidate = base / f"{name}-{n}"
+    return candidate
+
+
+def flatten_metrics(results: dict, prefix: str = "val") -> dict[str, float]:
+    flat: dict[str, float] = {}
+    for threshold, per_stage in results["pck"].items():
+        for t, value in enumerate(per_stage, start=1):
+            flat[f"{prefix}/pck@{threshold:g}/stage{t}"] = value
+    for t, value in enumerate(results["loss"], start=1):
+        flat[f"{prefix}/loss/stage{t}"] = value
+    return flat
+
+
+def format_stage_table(results: dict) -> str:
+    """Markdown table: one row per stage, one column per PCK threshold (torso-normalised)."""
+    thresholds = sorted(results["pck"])
+    header = "| stage | " + " | ".join(f"PCK@{a:g}" for a in thresholds) + " |"
+    rule = "|---:|" + "---:|" * len(thresholds)
+    rows = [
+        f"| {t + 1} | " + " | ".join(f"{100 * results['pck'][a][t]:.2f}" for a in thresholds) + " |"
+        for t in range(len(results["pck"][thresholds[0]]))
+    ]
+    note = f"\n{results['samples']} held-out samples, torso-normalised PCK in %"
+    if results.get("excluded"):
+        note += f"; {results['excluded']} samples excluded (zero torso)"
+    return "\n".join([header, rule, *rows]) + note
+
+
+def train(config: Config, *, resume: str | Path | None = None, progress: bool = True,
+          log=print) -> dict:
+    """Train from ``config`` (or continue the run whose ``last.pt`` is ``resume``). Returns the final
+    evaluation results plus ``run_dir``."""
+    t = config.train
+    if t.threads:
+        torch.set_num_threads(t.threads)
+    device = resolve_device(t.device)
+    amp_dtype = resolve_amp(t.amp, device)
+    checkpoint = None
+    if resume is not None:
+        checkpoint = load_checkpoint(resume)
+        config = config_from_dict(checkpoint["config"])
+        t = config.train
+        run_dir = Path(resume).parent
+    else:
+        run_dir = new_run_dir(t.runs_dir, t.name)
+    seed_everything(t.seed, t.deterministic)
+
+    skeleton = get_skeleton(config.data.skeleton)
+    codec = build_codec(config)
+    train_set, val_set = build_datasets(config)
+    train_loader = make_loader(train_set, batch_size=t.batch_size, shuffle=True, workers=config.data.workers,
+                               device=device, seed=t.seed, drop_last=True)
+    val_loader = make_loader(val_set, batch_size=config.eval.batch_size, shuffle=False,
+                             workers=config.data.workers, device=device, seed=t.seed)
+    if len(train_loader) == 0:
+        raise CPMError(f"data.train_samples: {config.data.train_samples} is fewer than one batch of {t.batch_size}")
+
+    kwargs = model_kwargs(config)
+    model = build_model(config.model.head, **kwargs).to(device)
+    if t.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    total_steps = len(train_loader) * t.epochs
+    optimizer, scheduler = build_optimizer(model, config, total_steps)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    stage_weights = stage_weights_for(config.model.stages, intermediate_supervision=t.intermediate_supervision,
+                                      stage_weights=t.stage_weights)
+    start_epoch, step, best = 0, 0, -1.0
+    if checkpoint is not None:
+        load_model_state(model, checkpoint["model"], resume)
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        scheduler.load_state_dict(checkpoint["scheduler"])
+        scaler.load_state_dict(checkpoint["scaler"])
+        start_epoch, step, best = checkpoint["epoch"], checkpoint["step"], checkpoint["best_metric"]
+        set_rng_state(checkpoint["rng"])
+        if start_epoch >= t.epochs:
+            raise CPMError(f"{resume}: this run already finished its {t.epochs} epochs")
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.toml").write_text(config.to_toml(), encoding="utf-8")
+    from torch.utils.tensorboard import SummaryWriter  # imported late: it is slow to import
+
+    writer = SummaryWriter(log_dir=str(run_dir))
+    parameters = sum(p.numel() for p in model.parameters())
+    log(f"run {run_dir} | {parameters / 1e6:.2f}M parameters | {config.model.stages} stages | device {device}"
+        f" | autocast {amp_dtype or 'off'} | {t.epochs} epochs x {len(train_loader)} steps")
+
+    def on_log(at_step: int, values: dict[str, float]) -> None:
+        for name, value in values.items():
+            writer.add_scalar(f"train/{name}", value, at_step)
+
+    results: dict = {}
+    try:
+        for epoch in range(start_epoch, t.epochs):
+            train_set.set_epoch(epoch)
+            train_loader.sampler.set_epoch(epoch)
+            started = time.perf_counter()
+            step, train_losses = train_one_epoch(
+                model, train_loader, optimizer, scheduler, codec, stage_weights, device=device,
+                amp_dtype=amp_dtype, scaler=scaler, channels_last=t.channels_last, grad_clip=t.grad_clip,
+                log_every=t.log_every, step=step, on_log=on_log, progress=progress,
+                description=f"epoch {epoch + 1}/{t.epochs}",
+            )
+            train_seconds = time.perf_counter() - started
+            results = evaluate(model, val_loader, codec, torso=skeleton.torso, thresholds=config.eval.pck_thresholds,
+                               decoder=config.eval.decoder, device=device, amp_dtype=amp_dtype,
+                               channels_last=t.channels_last, progress=progress)
+            metrics = {"epoch": epoch + 1, "step": step, "train_seconds": round(train_seconds, 2),
+                       "images_per_second": round(len(train_loader) * t.batch_size / train_seconds, 1),
+                       **{f"train/{k}": v for k, v in train_losses.items()}, **flatten_metrics(results)}
+            for name, value in metrics.items():
+                if name.startswith(("train/", "val/")) or name == "images_per_second":
+                    writer.add_scalar(name, value, step)
+            with open(run_dir / "metrics.jsonl", "a", encoding="utf-8") as file:
+                file.write(json.dumps(metrics) + "\n")
+            score = results["pck"][SELECTION_THRESHOLD][-1] if SELECTION_THRESHOLD in results["pck"] else -step
+            final = {a: f"{100 * v[-1]:.1f}" for a, v in results["pck"].items()}
+            log(f"epoch {epoch + 1}/{t.epochs} | loss {train_losses['loss']:.5f} | "
+                f"{metrics['images_per_second']:.0f} img/s | final-stage PCK " +
+                " ".join(f"@{a:g} {v}" for a, v in final.items()))
+            is_best = score > best
+            best = max(best, score)
+            state = {
+                "model": model.state_dict(), "model_kwargs": kwargs, "config": config.to_dict(),
+                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "scaler": scaler.state_dict(), "epoch": epoch + 1, "step": step, "best_metric": best,
+                "rng": rng_state(), "git_revision": git_revision(),
+            }
+            save_checkpoint(state, run_dir / "last.pt")
+            if is_best:
+                save_checkpoint(state, run_dir / "best.pt")
+    finally:
+        writer.close()
+    results["run_dir"] = str(run_dir)
+    return results
+
+
+def evaluate_checkpoint(path: str | Path, *, overrides: dict[str, Any] | None = None, progress: bool = True,
+                        device_name: str = "auto") -> dict:
+    """Rebuild the model of a checkpoint and evaluate it on the held-out split of its config."""
+    checkpoint = load_checkpoint(path)
+    config = config_from_dict(checkpoint["config"])
+    if overrides:
+        from cpm.config import apply, validate
+
+        validate(apply(config, overrides, source="--set"))
+    device = resolve_device(device_name)
+    model = build_model(config.model.head, **checkpoint["model_kwargs"])
+    load_model_state(model, checkpoint["model"], path)
+    model.to(device)
+    channels_last = config.train.channels_last
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    _, val_set = build_datasets(config)
+    loader = make_loader(val_set, batch_size=config.eval.batch_size, shuffle=False, workers=config.data.workers,
+                         device=device, seed=0)
+    return evaluate(model, loader, build_codec(config), torso=get_skeleton(config.data.skeleton).torso,
+                    thresholds=config.eval.pck_thresholds, decoder=config.eval.decoder, device=device,
+                    amp_dtype=resolve_amp(config.train.amp, device), channels_last=channels_last,
+                    progress=progress)

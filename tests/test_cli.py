@@ -1,0 +1,72 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from cpm.cli import main
+from tests.helpers import tiny_overrides
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "cpm", *args], capture_output=True, text=True, timeout=300)
+
+
+def assert_one_clear_line(result: subprocess.CompletedProcess, *fragments: str) -> None:
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+def test_train_with_a_typo_in_the_config_exits_2_naming_the_key(tmp_path):
+    config = tmp_path / "typo.toml"
+    config.write_text("[train]\nepohcs = 3\n")
+    result = run_cli("train", str(config), "--set", f"train.runs_dir={tmp_path / 'runs'}")
+    assert_one_clear_line(result, "typo.toml", "unknown config key train.epohcs")
+    assert not (tmp_path / "runs").exists()  # nothing half-written
+
+
+def test_eval_on_a_missing_checkpoint_exits_2(tmp_path):
+    assert_one_clear_line(run_cli("eval", str(tmp_path / "missing.pt")), "missing.pt", "checkpoint not found")
+
+
+def test_eval_on_a_file_that_is_not_a_checkpoint_exits_2(tmp_path):
+    bogus = tmp_path / "notes.pt"
+    bogus.write_text("these are not weights")
+    assert_one_clear_line(run_cli("eval", str(bogus)), "notes.pt", "not a readable checkpoint")
+
+
+def test_eval_refuses_a_checkpoint_with_pickled_code(tmp_path):
+    import torch
+
+    class Payload:
+        def __reduce__(self):
+            return (print, ("this must never run",))
+
+    evil = tmp_path / "evil.pt"
+    torch.save({"model": Payload(), "model_kwargs": {}, "config": {}}, evil)
+    result = run_cli("eval", str(evil))
+    assert_one_clear_line(result, "evil.pt", "refused to load")
+    assert "this must never run" not in result.stdout
+
+
+def test_train_then_eval_prints_the_per_stage_table(tmp_path, capsys):
+    assert main(["train", "--no-progress", *sum((["--set", o] for o in tiny_overrides(tmp_path)), [])]) == 0
+    printed = capsys.readouterr().out
+    assert "| stage | PCK@0.1 | PCK@0.2 |" in printed
+    rows = [line for line in printed.splitlines() if line.startswith("| ") and "stage" not in line]
+    assert [row.split("|")[1].strip() for row in rows] == ["1", "2", "3", "4"]
+    checkpoint = tmp_path / "runs" / "tiny" / "best.pt"
+    assert main(["eval", str(checkpoint), "--json", "--no-progress", "--device", "cpu"]) == 0
+    results = json.loads(capsys.readouterr().out)
+    assert len(results["pck"]["0.2"]) == 4 and results["samples"] == 16
+    assert all(0.0 <= value <= 1.0 for value in results["pck"]["0.1"])
+
+
+@pytest.mark.parametrize("override", ["model.stages=0", "train.nope=1", "model.sigma=-2"])
+def test_bad_overrides_exit_2(override, capsys):
+    assert main(["config", "--set", override]) == 2
+    assert override.split("=")[0] in capsys.readouterr().err

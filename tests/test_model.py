@@ -1,0 +1,58 @@
+import pytest
+import torch
+
+from cpm.losses import stage_weights_for, staged_heatmap_loss
+from cpm.models import ConvolutionalPoseMachine, build_model
+from tests.helpers import TINY_MODEL
+
+
+@pytest.mark.parametrize("stages", [1, 2, 3, 4, 5, 6])
+def test_forward_returns_one_belief_map_per_stage(stages):
+    model = ConvolutionalPoseMachine(stages=stages, **TINY_MODEL)
+    beliefs = model(torch.randn(2, 1, 64, 64), torch.rand(2, 1, 8, 8))
+    assert len(beliefs) == stages == model.num_stages
+    assert all(b.shape == (2, 16, 8, 8) for b in beliefs)
+
+
+@pytest.mark.parametrize(("in_channels", "height", "width", "stride"),
+                         [(1, 64, 64, 8), (3, 64, 64, 8), (3, 96, 128, 8), (1, 48, 80, 4), (3, 128, 64, 8)])
+def test_output_grid_is_the_input_divided_by_the_stride(in_channels, height, width, stride):
+    options = TINY_MODEL | {"trunk_widths": [4] * (stride.bit_length() - 1)}
+    model = ConvolutionalPoseMachine(in_channels=in_channels, stages=3, stride=stride, num_joints=14,
+                                     background=False, **options)
+    beliefs = model(torch.randn(1, in_channels, height, width), torch.rand(1, 1, height // stride, width // stride))
+    assert [b.shape for b in beliefs] == [(1, 14, height // stride, width // stride)] * 3
+
+
+def test_model_without_centre_map_needs_none():
+    model = ConvolutionalPoseMachine(stages=2, center_map=False, **TINY_MODEL)
+    assert model(torch.randn(1, 1, 64, 64))[1].shape == (1, 16, 8, 8)
+    with pytest.raises(ValueError, match="centre map"):
+        ConvolutionalPoseMachine(stages=2, **TINY_MODEL)(torch.randn(1, 1, 64, 64))
+
+
+def test_refinement_stages_share_one_image_trunk():
+    model = ConvolutionalPoseMachine(stages=6, **TINY_MODEL)
+    trunks = [m for name, m in model.named_children() if name.startswith("image_features")]
+    assert len(trunks) == 2  # stage 1's own and the one shared by stages 2..6
+    assert len(model.stages) == len(model.project) == 5
+
+
+@pytest.mark.parametrize("batch_norm", [False, True])
+@pytest.mark.parametrize("intermediate_supervision", [True, False])
+def test_every_parameter_gets_a_gradient(intermediate_supervision, batch_norm):
+    torch.manual_seed(0)
+    model = ConvolutionalPoseMachine(stages=3, batch_norm=batch_norm, **TINY_MODEL)
+    beliefs = model(torch.randn(2, 1, 64, 64), torch.rand(2, 1, 8, 8))
+    target = torch.rand(2, 16, 8, 8)
+    weights = torch.ones(2, 15)
+    stage_weights = stage_weights_for(3, intermediate_supervision=intermediate_supervision)
+    staged_heatmap_loss(beliefs, target, weights, stage_weights)["loss"].backward()
+    missing = [name for name, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    # Without intermediate supervision stage 1 still learns, through the gradient of later stages.
+    assert missing == []
+
+
+def test_build_model_names_unknown_heads():
+    with pytest.raises(ValueError, match="unknown head 'fancy'"):
+        build_model("fancy")

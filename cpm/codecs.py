@@ -112,7 +112,8 @@ class HeatmapCodec:
                     )
                     curvature = log_before - 2 * log_centre + log_after
                     concave = curvature < -1e-6
-                    shift = 0.5 * (log_before - log_after) / torch.where(concave, curvature, -torch.ones_like(curvature))
+                    safe_curvature = torch.where(concave, curvature, -torch.ones_like(curvature))
+                    shift = 0.5 * (log_before - log_after) / safe_curvature
                     shift = torch.where(concave, shift.clamp(-0.5, 0.5), torch.zeros_like(shift))
                 offset[..., axis] = torch.where(inner, shift, torch.zeros_like(shift))
         cells = torch.stack([col, row], dim=-1).float() + offset

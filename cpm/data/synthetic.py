@@ -306,7 +306,7 @@ def _render_capsules(zbuf: np.ndarray, caps: np.ndarray) -> None:
 
 def _render_box(zbuf: np.ndarray, camera: Camera, box: tuple[float, ...]) -> None:
     """Ray-cast the faces of an axis-aligned box that can face the camera (front, top, one side)."""
-    x0, x1, tall, z0, z1 = box
+    x0, x1, tall, z0, z1 = (float(v) for v in box)  # python floats: comparisons give bools, not numpy.bool
     bounds = np.array([[x0, x1], [0.0, tall], [z0, z1]])
     faces = [(2, z0)] + [(1, tall)] * (tall < camera.height) + [(0, x0)] * (x0 > 0) + [(0, x1)] * (x1 < 0)
     rot = camera.rotation().tolist()  # python floats keep the pixel arrays float32

@@ -11,21 +11,29 @@ centre lies at input pixel ``x = s*u + (s - 1)/2``::
 
 encode and decode both go through `cell_to_pixel` / `pixel_to_cell`, so a noise-free Gaussian encoded
 at any sub-pixel position decodes back to it (with the ``parabola`` decoder) to numerical precision.
+The decoders themselves live in `cpm.decoders`, which works in cells; `RegressionCodec` is the
+counterpart for heads that output coordinates.
 """
 
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
+import math
 
-DECODERS = ("argmax", "quarter", "parabola")
+import torch
+
+from cpm import decoders
+from cpm.decoders import soft_argmax
+
+__all__ = ["DECODERS", "HeatmapCodec", "RegressionCodec", "soft_argmax"]
+
+DECODERS = ("argmax", "quarter", "parabola", "bicubic", "dark", "soft_argmax")
 
 
 class HeatmapCodec:
     """Gaussian belief-map targets (Sec. 3.3 of the paper) and their decoders, batched on any device."""
 
     def __init__(self, *, input_size: tuple[int, int], stride: int, sigma: float, background: bool = True,
-                 center_sigma: float = 2.5) -> None:
+                 center_sigma: float = 2.5, soft_argmax_beta: float | None = None) -> None:
         height, width = input_size
         if height % stride or width % stride:
             raise ValueError(f"input size {input_size} is not a multiple of the stride {stride}")
@@ -37,6 +45,7 @@ class HeatmapCodec:
         self.sigma = sigma
         self.center_sigma = center_sigma
         self.background = background
+        self.soft_argmax_beta = soft_argmax_beta  # None: default_soft_argmax_beta(heatmap_size)
 
     def pixel_to_cell(self, x: torch.Tensor) -> torch.Tensor:
         return (x - (self.stride - 1) / 2) / self.stride
@@ -80,41 +89,77 @@ class HeatmapCodec:
     def decode(self, beliefs: torch.Tensor, method: str = "parabola") -> tuple[torch.Tensor, torch.Tensor]:
         """beliefs (B, K[+1], h, w) -> keypoints (B, K, 2) in input pixels, confidence (B, K) = peak value.
 
-        Methods: ``argmax`` (cell centre of the maximum); ``quarter`` (argmax moved a quarter cell
-        toward the higher neighbour on each axis, as in Newell et al. and the CPM evaluation code);
-        ``parabola`` (a parabola through the log of the maximum and its two neighbours on each axis,
-        exact for a noise-free Gaussian; falls back to the argmax on the border or when not concave).
+        ``method`` is one of `DECODERS`, described in `cpm.decoders`: ``argmax``, ``quarter``, ``parabola``
+        (exact for a noise-free Gaussian), ``bicubic`` (the original CPM's), ``dark`` (blur with this
+        codec's sigma, then a Newton step), ``soft_argmax`` (with ``soft_argmax_beta``). All are batched.
         """
         if method not in DECODERS:
             raise ValueError(f"unknown decoder {method!r}; known: {', '.join(DECODERS)}")
         beliefs = beliefs[:, : beliefs.shape[1] - int(self.background)].float()  # (B, K, h, w)
-        batch, joints, h, w = beliefs.shape
-        confidence, index = beliefs.reshape(batch, joints, h * w).max(dim=-1)  # (B, K)
-        row, col = index // w, index % w
-        offset = torch.zeros(batch, joints, 2, device=beliefs.device)
-        if method != "argmax":
-            # Neighbour values through a replicate-padded copy, so border cells read themselves.
-            padded = F.pad(beliefs, (1, 1, 1, 1), mode="replicate").reshape(batch, joints, -1)
-
-            def value_at(d_row: int, d_col: int) -> torch.Tensor:
-                flat = (row + 1 + d_row) * (w + 2) + (col + 1 + d_col)
-                return padded.gather(-1, flat[..., None])[..., 0]
-
-            for axis, (before, after, inner) in enumerate(
-                [(value_at(0, -1), value_at(0, 1), (col > 0) & (col < w - 1)),
-                 (value_at(-1, 0), value_at(1, 0), (row > 0) & (row < h - 1))]
-            ):
-                if method == "quarter":
-                    shift = 0.25 * torch.sign(after - before)
-                else:
-                    log_before, log_centre, log_after = (
-                        v.clamp(min=1e-10).log() for v in (before, confidence, after)
-                    )
-                    curvature = log_before - 2 * log_centre + log_after
-                    concave = curvature < -1e-6
-                    safe_curvature = torch.where(concave, curvature, -torch.ones_like(curvature))
-                    shift = 0.5 * (log_before - log_after) / safe_curvature
-                    shift = torch.where(concave, shift.clamp(-0.5, 0.5), torch.zeros_like(shift))
-                offset[..., axis] = torch.where(inner, shift, torch.zeros_like(shift))
-        cells = torch.stack([col, row], dim=-1).float() + offset
+        confidence = beliefs.flatten(-2).amax(dim=-1)  # (B, K)
+        if method == "bicubic":
+            cells = decoders.bicubic(beliefs, self.stride)
+        elif method == "dark":
+            cells = decoders.dark(beliefs, self.sigma)
+        elif method == "soft_argmax":
+            beta = self.soft_argmax_beta or default_soft_argmax_beta(self.heatmap_size)
+            cells = decoders.soft_argmax(beliefs, beta)
+        else:
+            local = {"argmax": decoders.argmax, "quarter": decoders.quarter, "parabola": decoders.parabola}
+            cells = local[method](beliefs)
         return self.cell_to_pixel(cells), confidence
+
+
+def default_soft_argmax_beta(heatmap_size: tuple[int, int]) -> float:
+    """log(h*w) + 6: on a unit-peak map, the softmax mass at the peak then outweighs that of the h*w background
+    cells (each exp(0) = 1) about e^6 = 400 times over. Smaller beta lets the background pull the mean toward
+    the map centre; larger beta narrows the peak to sigma/sqrt(beta) cells and the mean snaps to the argmax
+    cell. 13.7 on 46 x 46 maps, near the measured optimum there (see ``python -m cpm.bench_decode``).
+    """
+    return math.log(heatmap_size[0] * heatmap_size[1]) + 6
+
+
+class RegressionCodec:
+    """Keypoints <-> (x, y) normalised to the input crop, the targets of a coordinate-regression head.
+
+    Normalised coordinates span the crop's outer edges (the pixel-centre convention of
+    ``F.grid_sample(align_corners=False)``): pixel x (a centre) -> ``n = (2x + 1)/W - 1``::
+
+        pixel edges   -0.5         0.5    ...    W-1.5         W-0.5
+        pixel centres       0              ...          W-1
+        n            -1        -1 + 1/W    ...     1 - 1/W       1
+
+    so every point inside the crop has n in [-1, 1), and heatmap and regression codecs agree on where a
+    pixel is. Computed in float64; the dtype of the keypoints is kept.
+    """
+
+    def __init__(self, *, input_size: tuple[int, int]) -> None:
+        self.input_size = tuple(input_size)  # (H, W)
+
+    def _size(self, like: torch.Tensor) -> torch.Tensor:
+        height, width = self.input_size
+        return torch.tensor([width, height], dtype=torch.float64, device=like.device)  # (x, y) order
+
+    def encode(self, keypoints: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """keypoints (B, K, 3) [x, y, v] in input pixels -> targets (B, K, 2) normalised, weights (B, K).
+
+        Weight 0 (and target 0) for joints that are unlabeled (v = 0), not finite, or outside the crop.
+        """
+        xy = keypoints[..., :2].double()
+        size = self._size(keypoints)
+        finite = torch.isfinite(xy).all(dim=-1)
+        xy = torch.where(finite[..., None], xy, torch.zeros_like(xy))
+        inside = ((xy >= -0.5) & (xy < size - 0.5)).all(dim=-1)
+        weights = finite & inside & (keypoints[..., 2] > 0)  # (B, K)
+        targets = torch.where(weights[..., None], (2 * xy + 1) / size - 1, 0.0)
+        return targets.to(keypoints.dtype), weights.to(keypoints.dtype)
+
+    def decode(self, outputs: torch.Tensor, method: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """outputs (B, K, 2) normalised -> keypoints (B, K, 2) in input pixels, confidence (B, K) of ones.
+
+        ``method`` is ignored (a regression head has one decoding); it is accepted so that evaluation code
+        can call either codec the same way.
+        """
+        dtype = outputs.dtype if outputs.is_floating_point() else torch.float32
+        keypoints = ((outputs.double() + 1) * self._size(outputs) - 1) / 2
+        return keypoints.to(dtype), torch.ones(outputs.shape[:-1], dtype=dtype, device=outputs.device)

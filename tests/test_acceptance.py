@@ -1,0 +1,17 @@
+"""The acceptance run behind `make train`: the default config, trained in full (about 10 minutes on 2 cores)."""
+
+import pytest
+
+from cpm.config import load_config
+from cpm.train import train
+
+
+@pytest.mark.slow
+def test_default_training_reaches_the_published_targets(tmp_path):
+    config = load_config("experiments/default.toml", [f"train.runs_dir={str(tmp_path)!r}", "data.workers=1"])
+    results = train(config, progress=False)
+    final_02, final_01 = results["pck"][0.2][-1], results["pck"][0.1][-1]
+    assert results["samples"] >= 500
+    assert final_02 >= 0.93
+    assert final_01 >= 0.75
+    assert final_02 > results["pck"][0.2][0]  # the last stage beats stage 1

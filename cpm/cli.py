@@ -1,4 +1,4 @@
-"""The ``cpm`` command: ``cpm train CONFIG``, ``cpm eval CHECKPOINT``, ``cpm config CONFIG``.
+"""The ``cpm`` command: ``cpm train CONFIG``, ``cpm eval CHECKPOINT``, ``cpm score``, ``cpm config CONFIG``.
 
 Bad input (a missing file, an unknown config key, a file that is not a checkpoint) ends the command
 with one line on stderr naming the file or key, and exit status 2.
@@ -11,6 +11,7 @@ import json
 import sys
 
 from cpm.errors import CPMError
+from cpm.score import add_score_parser, run_score
 
 
 def _add_set(parser: argparse.ArgumentParser) -> None:
@@ -35,6 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--json", action="store_true", help="print the results as JSON")
     evaluate.add_argument("--no-progress", action="store_true")
 
+    add_score_parser(commands)
+
     show = commands.add_parser("config", help="print the resolved config (defaults + file + --set)")
     show.add_argument("config", nargs="?")
     _add_set(show)
@@ -44,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from cpm.config import load_config, parse_override
 
+    if args.command == "score":
+        return run_score(args)
     if args.command == "config":
         print(load_config(args.config, args.overrides).to_toml(), end="")
         return 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from cpm.errors import CPMError
 from cpm.score import add_score_parser, run_score
@@ -34,6 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_set(evaluate)
     evaluate.add_argument("--device", default="auto")
     evaluate.add_argument("--json", action="store_true", help="print the results as JSON")
+    evaluate.add_argument("--predictions", metavar="MAT",
+                          help="also write the last stage's keypoints (source pixels) as CPM's prediction_all "
+                               "K x 2 x N, 1-based, the layout `cpm score` reads")
     evaluate.add_argument("--no-progress", action="store_true")
 
     add_score_parser(commands)
@@ -67,8 +71,14 @@ def run(args: argparse.Namespace) -> int:
         for text in args.overrides:
             for section, values in parse_override(text).items():
                 overrides.setdefault(section, {}).update(values)
+        if args.predictions and not Path(args.predictions).resolve().parent.is_dir():
+            raise CPMError(f"{args.predictions}: the folder to write predictions into does not exist")
         results = evaluate_checkpoint(args.checkpoint, overrides=overrides, progress=not args.no_progress,
                                       device_name=args.device)
+        if args.predictions:
+            from cpm.data.matfiles import write_prediction_all
+
+            write_prediction_all(args.predictions, results["predictions"][:, -1])
         if args.json:
             print(json.dumps({
                 "checkpoint": args.checkpoint, "samples": results["samples"], "excluded": results.get("excluded", 0),

@@ -60,10 +60,15 @@ def test_train_then_eval_prints_the_per_stage_table(tmp_path, capsys):
     rows = [line for line in printed.splitlines() if line.startswith("| ") and "stage" not in line]
     assert [row.split("|")[1].strip() for row in rows] == ["1", "2", "3", "4"]
     checkpoint = tmp_path / "runs" / "tiny" / "best.pt"
-    assert main(["eval", str(checkpoint), "--json", "--no-progress", "--device", "cpu"]) == 0
+    written = tmp_path / "predictions.mat"
+    assert main(["eval", str(checkpoint), "--json", "--no-progress", "--device", "cpu",
+                 "--predictions", str(written)]) == 0
     results = json.loads(capsys.readouterr().out)
     assert len(results["pck"]["0.2"]) == 4 and results["samples"] == 16
     assert all(0.0 <= value <= 1.0 for value in results["pck"]["0.1"])
+    from cpm.data.matfiles import read_prediction_all
+
+    assert read_prediction_all(written).shape[:2] == (16, 15)
 
 
 @pytest.mark.parametrize("override", ["model.stages=0", "train.nope=1", "model.sigma=-2"])

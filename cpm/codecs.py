@@ -96,17 +96,16 @@ class HeatmapCodec:
         if method not in DECODERS:
             raise ValueError(f"unknown decoder {method!r}; known: {', '.join(DECODERS)}")
         beliefs = beliefs[:, : beliefs.shape[1] - int(self.background)].float()  # (B, K, h, w)
-        confidence = beliefs.flatten(-2).amax(dim=-1)  # (B, K)
         if method == "bicubic":
-            cells = decoders.bicubic(beliefs, self.stride)
+            cells, confidence = decoders.bicubic(beliefs, self.stride)
         elif method == "dark":
-            cells = decoders.dark(beliefs, self.sigma)
+            cells, confidence = decoders.dark(beliefs, self.sigma)
         elif method == "soft_argmax":
             beta = self.soft_argmax_beta or default_soft_argmax_beta(self.heatmap_size)
-            cells = decoders.soft_argmax(beliefs, beta)
+            cells, confidence = decoders.soft_argmax(beliefs, beta), beliefs.flatten(-2).amax(dim=-1)
         else:
             local = {"argmax": decoders.argmax, "quarter": decoders.quarter, "parabola": decoders.parabola}
-            cells = local[method](beliefs)
+            cells, confidence = local[method](beliefs)
         return self.cell_to_pixel(cells), confidence
 
 
@@ -130,23 +129,24 @@ class RegressionCodec:
         n            -1        -1 + 1/W    ...     1 - 1/W       1
 
     so every point inside the crop has n in [-1, 1), and heatmap and regression codecs agree on where a
-    pixel is. Computed in float64; the dtype of the keypoints is kept.
+    pixel is. Computed in float64 (float32 on MPS, which has no float64); the dtype of the input is kept.
     """
 
     def __init__(self, *, input_size: tuple[int, int]) -> None:
         self.input_size = tuple(input_size)  # (H, W)
 
-    def _size(self, like: torch.Tensor) -> torch.Tensor:
+    def _exact(self, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> values in float64 where the device has it, and the crop's (W, H) in the same dtype."""
+        dtype = torch.float32 if values.device.type == "mps" else torch.float64
         height, width = self.input_size
-        return torch.tensor([width, height], dtype=torch.float64, device=like.device)  # (x, y) order
+        return values.to(dtype), torch.tensor([width, height], dtype=dtype, device=values.device)  # (x, y) order
 
     def encode(self, keypoints: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """keypoints (B, K, 3) [x, y, v] in input pixels -> targets (B, K, 2) normalised, weights (B, K).
 
         Weight 0 (and target 0) for joints that are unlabeled (v = 0), not finite, or outside the crop.
         """
-        xy = keypoints[..., :2].double()
-        size = self._size(keypoints)
+        xy, size = self._exact(keypoints[..., :2])
         finite = torch.isfinite(xy).all(dim=-1)
         xy = torch.where(finite[..., None], xy, torch.zeros_like(xy))
         inside = ((xy >= -0.5) & (xy < size - 0.5)).all(dim=-1)
@@ -161,5 +161,6 @@ class RegressionCodec:
         can call either codec the same way.
         """
         dtype = outputs.dtype if outputs.is_floating_point() else torch.float32
-        keypoints = ((outputs.double() + 1) * self._size(outputs) - 1) / 2
+        normalised, size = self._exact(outputs)
+        keypoints = ((normalised + 1) * size - 1) / 2
         return keypoints.to(dtype), torch.ones(outputs.shape[:-1], dtype=dtype, device=outputs.device)

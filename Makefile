@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 CONFIG ?= experiments/default.toml
 ARGS   ?=
 
-.PHONY: install train eval test test-slow lint tensorboard clean
+.PHONY: install train eval test test-slow bench lint tensorboard clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,12 @@ test: $(STAMP)
 ## test-slow: the long tests (real training runs)
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow
+
+## bench: speed of training, data, targets, decoders and inference, side by side in one run
+BENCH_CONFIGS ?= experiments/default.toml
+bench: $(STAMP)
+	$(PY) -m cpm.bench $(BENCH_CONFIGS)
+	$(PY) -m cpm.bench_decode
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -1,0 +1,32 @@
+import json
+
+import pytest
+
+from cpm.config import load_config
+from cpm.errors import CPMError
+from cpm.report import stage_table, write_report
+from cpm.train import train
+from tests.helpers import tiny_overrides
+
+
+def test_stage_table_lists_every_stage_and_threshold():
+    metrics = {"val/pck@0.1/stage1": 0.5, "val/pck@0.1/stage2": 0.75, "val/pck@0.2/stage1": 0.8,
+               "val/pck@0.2/stage2": 0.9, "val/loss/stage1": 1.0}
+    assert stage_table(metrics).splitlines() == [
+        "| stage | PCK@0.1 | PCK@0.2 |", "|---:|---:|---:|", "| 1 | 50.00 | 80.00 |", "| 2 | 75.00 | 90.00 |"]
+
+
+def test_report_of_a_run_writes_markdown_and_plot(tmp_path):
+    train(load_config(None, tiny_overrides(tmp_path, **{"train.epochs": 2})), progress=False, log=lambda *a: None)
+    run_dir = tmp_path / "runs" / "tiny"
+    markdown = write_report(run_dir, tmp_path / "tiny_report", command="cpm train tiny")
+    text = markdown.read_text()
+    final = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])
+    assert f"| 4 | {100 * final['val/pck@0.1/stage4']:.2f} | {100 * final['val/pck@0.2/stage4']:.2f} |" in text
+    assert "`cpm train tiny`" in text and "revision" in text
+    assert (tmp_path / "tiny_report.png").stat().st_size > 10_000
+
+
+def test_report_of_a_folder_without_metrics_names_it(tmp_path):
+    with pytest.raises(CPMError, match="metrics.jsonl: not found"):
+        write_report(tmp_path, tmp_path / "out")

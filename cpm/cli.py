@@ -1,4 +1,5 @@
-"""The ``cpm`` command: ``cpm train CONFIG``, ``cpm eval CHECKPOINT``, ``cpm score``, ``cpm config CONFIG``.
+"""The ``cpm`` command: ``cpm train CONFIG``, ``cpm eval CHECKPOINT``, ``cpm score``, ``cpm config CONFIG``,
+``cpm rf CONFIG`` (per-stage receptive fields).
 
 Bad input (a missing file, an unknown config key, a file that is not a checkpoint) ends the command
 with one line on stderr naming the file or key, and exit status 2.
@@ -42,6 +43,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_score_parser(commands)
 
+    rf = commands.add_parser("rf", help="per-stage theoretical and effective receptive fields, as a Markdown table")
+    rf.add_argument("config", nargs="?", help="TOML file (only what differs from the defaults)")
+    _add_set(rf)
+    rf.add_argument("--samples", type=int, default=4, help="held-out frames the effective RF is averaged over")
+    rf.add_argument("--threshold", type=float, default=0.01,
+                    help="fraction of the peak gradient that bounds the effective RF (default 0.01)")
+    rf.add_argument("--checkpoint", metavar="PT",
+                    help="measure the trained model of this checkpoint (instead of CONFIG's freshly initialised one)")
+    rf.add_argument("--theoretical-only", action="store_true", help="skip the effective RF (no forward pass)")
+
     show = commands.add_parser("config", help="print the resolved config (defaults + file + --set)")
     show.add_argument("config", nargs="?")
     _add_set(show)
@@ -55,6 +66,14 @@ def run(args: argparse.Namespace) -> int:
         return run_score(args)
     if args.command == "config":
         print(load_config(args.config, args.overrides).to_toml(), end="")
+        return 0
+    if args.command == "rf":
+        from cpm.rf import receptive_field_report
+
+        if args.samples < 1 or not 0 < args.threshold < 1:
+            raise CPMError("--samples must be >= 1 and --threshold in (0, 1)")
+        print(receptive_field_report(args.config, args.overrides, checkpoint=args.checkpoint, samples=args.samples,
+                                     threshold=args.threshold, effective=not args.theoretical_only))
         return 0
     if args.command == "train":
         from cpm.train import format_stage_table, train

@@ -24,7 +24,9 @@ from typing import Any
 
 import tomllib
 
+from cpm.codecs import DECODERS
 from cpm.errors import ConfigError
+from cpm.models.backbones import BACKBONES
 
 
 @dataclass
@@ -48,19 +50,27 @@ class DataConfig:
 class ModelConfig:
     head: str = "heatmap"
     stages: int = 4
+    in_channels: int = 1  # 3 for RGB models; grayscale frames are replicated to fit
+    backbone: str = "cpm"  # image trunk: cpm (two trunks, Fig. 2) | vgg19 | vgg16 | fourconv (one shared trunk)
+    backbone_weights: str = ""  # torchvision vgg16/vgg19 ImageNet state dict file, loaded when a run starts
+    vgg_cpm_widths: list[int] = field(default_factory=lambda: [256, 128])  # 3x3 convs after a VGG trunk
     trunk_widths: list[int] = field(default_factory=lambda: [16, 32, 64])  # per pooling level (128s in the paper)
     trunk_kernel: int = 5  # kernel of the image trunks' convolutions (9 in the paper)
+    caffe_pooling: bool = False  # trunk max-pools without padding, ceil mode, as the released Caffe nets
     feature_channels: int = 32  # per-stage projection of the shared features (5x5 conv 32 in the paper)
     stage1_width: int = 128  # stage 1's wide layers (512 in the paper)
     stage1_kernel: int = 7  # stage 1's large kernel (9 in the paper)
+    stage1_layers: int = 1  # large-kernel convs in stage 1's head (0 in the VGG MPII model)
     stage_width: int = 64  # channels of the refinement stages' convolutions (128 in the paper)
     stage_kernel: int = 7  # kernel of the refinement stages (11 in the paper)
     stage_layers: int = 3  # large-kernel convs per refinement stage
     stride: int = 8
     center_map: bool = True
+    center_pool: bool = False  # centre map made at input resolution, avg-pooled (s+1)/s by the model (Caffe)
     background: bool = True
     batch_norm: bool = False
     dropout: float = 0.0
+    init: str = "kaiming"  # kaiming | caffe (Gaussian std 0.01, the released prototxts' filler)
     sigma: float = 1.0  # Gaussian target sigma, heatmap cells
     center_sigma: float = 2.5  # centre map sigma, heatmap cells
 
@@ -75,7 +85,12 @@ class TrainConfig:
     lr: float = 2e-3
     weight_decay: float = 1e-4
     momentum: float = 0.9  # SGD only
+    caffe_lr: bool = False  # lr, weight_decay in Caffe's units (EuclideanLoss = sum / 2N), converted for our mean loss
+    stage1_lr_mult: float = 1.0  # lr multiplier of stage 1 and its trunk (5 in the released LSP net)
+    refinement_lr_mult: float = 1.0  # lr multiplier of the rest (4 in the released VGG MPII net)
+    bias_lr_mult: float = 1.0  # biases' lr over their weights' (2 in every released net)
     schedule: str = "cosine"
+    lr_step_size: int = 0  # step schedule: x0.333 every N steps (Caffe's stepsize); 0 = at 1/2 and 3/4
     warmup_steps: int = 100
     intermediate_supervision: bool = True
     stage_weights: list[float] = field(default_factory=list)  # overrides intermediate_supervision
@@ -91,7 +106,7 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
-    decoder: str = "parabola"  # argmax | quarter | parabola (see cpm.codecs)
+    decoder: str = "parabola"  # one of cpm.codecs.DECODERS
     pck_thresholds: list[float] = field(default_factory=lambda: [0.1, 0.2])
     batch_size: int = 64
 
@@ -119,10 +134,12 @@ CHOICES = {
     "data.source": ("synthetic",),
     "data.skeleton": ("itop15", "lsp14"),
     "model.head": ("heatmap",),
+    "model.backbone": tuple(BACKBONES),
+    "model.init": ("kaiming", "caffe"),
     "train.optimizer": ("adamw", "sgd"),
     "train.schedule": ("cosine", "step", "constant"),
     "train.amp": ("auto", "bf16", "fp16", "off"),
-    "eval.decoder": ("argmax", "quarter", "parabola"),
+    "eval.decoder": tuple(DECODERS),
 }
 
 # (minimum, maximum), inclusive; None = unbounded
@@ -131,12 +148,15 @@ RANGES = {
     "data.crop_padding": (0.5, None), "data.rotation": (0, 180), "data.shift": (0, 1), "data.workers": (0, None),
     "model.stages": (1, 6), "model.stage_width": (1, None),
     "model.trunk_kernel": (1, None), "model.stage1_width": (1, None), "model.stage1_kernel": (1, None),
-    "model.feature_channels": (1, None), "model.stage_kernel": (1, None), "model.stage_layers": (1, None),
+    "model.feature_channels": (0, None), "model.stage_kernel": (1, None), "model.stage_layers": (1, None),
+    "model.in_channels": (1, None), "model.stage1_layers": (0, None),
     "model.stride": (1, 64), "model.dropout": (0, 0.99), "model.sigma": (1e-3, None),
     "model.center_sigma": (1e-3, None),
     "train.epochs": (1, None), "train.batch_size": (1, None), "train.lr": (0, None),
     "train.weight_decay": (0, None), "train.momentum": (0, 1), "train.warmup_steps": (0, None),
     "train.log_every": (1, None), "train.grad_clip": (0, None), "train.threads": (0, None),
+    "train.stage1_lr_mult": (0, None), "train.refinement_lr_mult": (0, None), "train.bias_lr_mult": (0, None),
+    "train.lr_step_size": (0, None),
     "eval.batch_size": (1, None),
 }
 
@@ -213,10 +233,19 @@ def validate(config: Config) -> Config:
         raise ConfigError(f"data.scale_range: expected [low, high] with 0 < low <= high, got {data.scale_range}")
     if data.input_size % model.stride:
         raise ConfigError(f"data.input_size: {data.input_size} is not a multiple of model.stride = {model.stride}")
-    if len(model.trunk_widths) != model.stride.bit_length() - 1 or 2 ** (model.stride.bit_length() - 1) != model.stride:
-        raise ConfigError(f"model.trunk_widths: need one width per pooling level, log2(model.stride = {model.stride})")
-    if any(w < 1 for w in model.trunk_widths):
-        raise ConfigError("model.trunk_widths: widths must be >= 1")
+    if model.backbone == "cpm":
+        levels = model.stride.bit_length() - 1
+        if len(model.trunk_widths) != levels or 2**levels != model.stride:
+            raise ConfigError(
+                f"model.trunk_widths: need one width per pooling level, log2(model.stride = {model.stride})"
+            )
+    elif model.stride != BACKBONES[model.backbone].stride:
+        raise ConfigError(f"model.stride: the {model.backbone} backbone has stride {BACKBONES[model.backbone].stride}, "
+                          f"not {model.stride}")
+    if any(w < 1 for w in [*model.trunk_widths, *model.vgg_cpm_widths]):
+        raise ConfigError("model.trunk_widths, model.vgg_cpm_widths: widths must be >= 1")
+    if model.backbone_weights and model.backbone not in ("vgg16", "vgg19"):
+        raise ConfigError(f"model.backbone_weights: only vgg16 and vgg19 load weights, not {model.backbone!r}")
     if train.stage_weights and len(train.stage_weights) != model.stages:
         raise ConfigError(
             f"train.stage_weights: {len(train.stage_weights)} weights given for {model.stages} stages"

@@ -35,18 +35,35 @@ SELECTION_THRESHOLD = 0.2  # best.pt keeps the best final-stage PCK at this thre
 def model_kwargs(config: Config) -> dict[str, Any]:
     m = config.model
     return {
-        "num_joints": get_skeleton(config.data.skeleton).num_joints, "in_channels": 1, "stages": m.stages,
-        "stride": m.stride, "trunk_widths": list(m.trunk_widths), "trunk_kernel": m.trunk_kernel,
-        "feature_channels": m.feature_channels, "stage1_width": m.stage1_width,
-        "stage1_kernel": m.stage1_kernel, "stage_width": m.stage_width, "stage_kernel": m.stage_kernel,
-        "stage_layers": m.stage_layers, "center_map": m.center_map, "background": m.background,
-        "batch_norm": m.batch_norm, "dropout": m.dropout,
+        "num_joints": get_skeleton(config.data.skeleton).num_joints, "in_channels": m.in_channels, "stages": m.stages,
+        "stride": m.stride, "backbone": m.backbone, "trunk_widths": list(m.trunk_widths),
+        "trunk_kernel": m.trunk_kernel, "caffe_pooling": m.caffe_pooling, "vgg_cpm_widths": list(m.vgg_cpm_widths),
+        "feature_channels": m.feature_channels, "stage1_width": m.stage1_width, "stage1_kernel": m.stage1_kernel,
+        "stage1_layers": m.stage1_layers, "stage_width": m.stage_width, "stage_kernel": m.stage_kernel,
+        "stage_layers": m.stage_layers, "center_map": m.center_map, "center_pool": m.center_pool,
+        "background": m.background, "batch_norm": m.batch_norm, "dropout": m.dropout, "init": m.init,
     }
+
+
+class InputResolutionCenterCodec(HeatmapCodec):
+    """`HeatmapCodec` whose centre map is the Caffe CPM's: a Gaussian at input resolution (B, 1, H, W) with
+    sigma = center_sigma * stride pixels (21 px in the paper), which the model average-pools to (B, 1, h, w)."""
+
+    def center_map(self, centers: torch.Tensor) -> torch.Tensor:
+        """centers (B, 2) in input pixels -> (B, 1, H, W)."""
+        height, width = self.input_size
+        sigma = self.center_sigma * self.stride
+        x = torch.arange(width, device=centers.device, dtype=torch.float32)
+        y = torch.arange(height, device=centers.device, dtype=torch.float32)
+        gx = torch.exp(-((x - centers[:, 0:1].float()) ** 2) / (2 * sigma**2))  # (B, W)
+        gy = torch.exp(-((y - centers[:, 1:2].float()) ** 2) / (2 * sigma**2))  # (B, H)
+        return (gy[:, :, None] * gx[:, None, :])[:, None]
 
 
 def build_codec(config: Config) -> HeatmapCodec:
     size = config.data.input_size
-    return HeatmapCodec(input_size=(size, size), stride=config.model.stride, sigma=config.model.sigma,
+    codec = InputResolutionCenterCodec if config.model.center_pool else HeatmapCodec
+    return codec(input_size=(size, size), stride=config.model.stride, sigma=config.model.sigma,
                         background=config.model.background, center_sigma=config.model.center_sigma)
 
 
@@ -54,7 +71,7 @@ def build_datasets(config: Config) -> tuple[PoseDataset, PoseDataset]:
     data = config.data
     skeleton = get_skeleton(data.skeleton)
     common = {"input_size": data.input_size, "flip_permutation": skeleton.flip_permutation,
-              "crop_padding": data.crop_padding}
+              "crop_padding": data.crop_padding, "channels": config.model.in_channels}
     train_set = PoseDataset(
         SyntheticPoses(seed=data.seed, size=data.train_samples * config.train.epochs), **common,
         augment=True, scale_range=tuple(data.scale_range), rotation=data.rotation, flip=data.flip,
@@ -74,10 +91,13 @@ def make_loader(dataset: PoseDataset, *, batch_size: int, shuffle: bool, workers
                       prefetch_factor=4 if workers else None)
 
 
-def lr_factor(step: int, *, total_steps: int, warmup_steps: int, schedule: str) -> float:
-    """Linear warm-up, then cosine to zero, steps of x0.333 at 1/2 and 3/4 of training, or constant."""
+def lr_factor(step: int, *, total_steps: int, warmup_steps: int, schedule: str, step_size: int = 0) -> float:
+    """Linear warm-up, then cosine to zero, steps of x0.333 (at 1/2 and 3/4 of training, or every
+    ``step_size`` steps as Caffe's "step" policy), or constant."""
     if step < warmup_steps:
         return (step + 1) / warmup_steps
+    if schedule == "step" and step_size:
+        return 0.333 ** ((step - warmup_steps) // step_size)
     progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
     if schedule == "cosine":
         return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
@@ -86,17 +106,45 @@ def lr_factor(step: int, *, total_steps: int, warmup_steps: int, schedule: str) 
     return 1.0
 
 
+def caffe_loss_scale(model: torch.nn.Module, config: Config) -> float:
+    """Caffe's EuclideanLoss (sum / 2N) over our loss (mean over batch, channels and cells): (K+1) * h * w / 2."""
+    cells = (config.data.input_size // config.model.stride) ** 2
+    return model.out_channels * cells / 2
+
+
 def build_optimizer(model: torch.nn.Module, config: Config, total_steps: int):
+    """Parameter groups with the released prototxts' lr_mult / decay_mult (`parameter_groups` of the model):
+    weights at ``lr * <part>_lr_mult`` with weight decay, biases and norms at ``bias_lr_mult`` times that
+    without. Groups with equal settings are merged (all multipliers 1: one group with decay, one without).
+    With ``caffe_lr``, lr and weight_decay are Caffe's: Caffe's gradients are `caffe_loss_scale` times ours,
+    so lr is multiplied and weight decay divided by it, which gives Caffe's updates exactly."""
     t = config.train
-    # No weight decay on biases and normalisation parameters.
-    decay = [p for p in model.parameters() if p.ndim > 1]
-    no_decay = [p for p in model.parameters() if p.ndim <= 1]
-    groups = [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    if t.optimizer == "sgd":
-        optimizer = torch.optim.SGD(groups, lr=t.lr, momentum=t.momentum)
+    lr, weight_decay = t.lr, t.weight_decay
+    if t.caffe_lr:
+        scale = caffe_loss_scale(model, config)
+        lr, weight_decay = lr * scale, weight_decay / scale
+    if hasattr(model, "parameter_groups"):
+        named = model.parameter_groups()
     else:
-        optimizer = torch.optim.AdamW(groups, lr=t.lr)
-    factor = functools.partial(lr_factor, total_steps=total_steps, warmup_steps=t.warmup_steps, schedule=t.schedule)
+        named = {"stage1.weight": [p for p in model.parameters() if p.ndim > 1],
+                 "stage1.bias": [p for p in model.parameters() if p.ndim <= 1]}
+    merged: dict[tuple[float, str], dict] = {}
+    for name, params in named.items():
+        part, kind = name.split(".")
+        mult = t.stage1_lr_mult if part == "stage1" else t.refinement_lr_mult
+        if kind == "bias":  # biases and normalisation parameters: never decayed
+            mult *= t.bias_lr_mult
+        group = merged.setdefault((mult, kind), {"params": [], "lr": lr * mult, "name": [],
+                                                 "weight_decay": weight_decay if kind == "weight" else 0.0})
+        group["params"] += params
+        group["name"].append(name)
+    groups = [g | {"name": "+".join(g["name"])} for g in merged.values() if g["params"]]
+    if t.optimizer == "sgd":
+        optimizer = torch.optim.SGD(groups, lr=lr, momentum=t.momentum)
+    else:
+        optimizer = torch.optim.AdamW(groups, lr=lr)
+    factor = functools.partial(lr_factor, total_steps=total_steps, warmup_steps=t.warmup_steps, schedule=t.schedule,
+                               step_size=t.lr_step_size)
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
@@ -174,7 +222,10 @@ def train(config: Config, *, resume: str | Path | None = None, progress: bool = 
         raise CPMError(f"data.train_samples: {config.data.train_samples} is fewer than one batch of {t.batch_size}")
 
     kwargs = model_kwargs(config)
-    model = build_model(config.model.head, **kwargs).to(device)
+    model = build_model(config.model.head, **kwargs)
+    if config.model.backbone_weights and checkpoint is None:  # ImageNet weights, only when a run starts
+        model.image_features.load_vgg_weights(config.model.backbone_weights)
+    model = model.to(device)
     if t.channels_last:
         model = model.to(memory_format=torch.channels_last)
     total_steps = len(train_loader) * t.epochs

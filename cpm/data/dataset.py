@@ -4,7 +4,8 @@ A *source* is any sequence of sample dicts ``{"image": (H, W[, C]) uint8, "keypo
 "center": (2,), "scale": float}`` (the synthetic renderer, a dataset reader). `PoseDataset` turns
 sample i of epoch e into::
 
-    image      (C, N, N) float32, (pixel / 255 - 0.5) / 0.5
+    image      (C, N, N) float32, (pixel / 255 - 0.5) / 0.5; a grayscale frame is replicated to
+               ``channels`` (3 for an RGB model) when that is given
     keypoints  (K, 3) float32, x, y in crop pixels, v as in the source
     center     (2,) float32, the person centre in crop pixels (where the centre map goes)
     matrix     (2, 3) float32, source pixels -> crop pixels (decode maps back with its inverse)
@@ -23,6 +24,7 @@ import torch
 from torch.utils.data import Dataset
 
 from cpm.data.transforms import crop_matrix, sample_augmentation, transform_keypoints, warp_image
+from cpm.errors import CPMError
 
 PIXEL_MEAN, PIXEL_STD = 0.5, 0.5
 
@@ -43,6 +45,7 @@ class PoseDataset(Dataset):
         seed: int = 0,
         length: int | None = None,
         resample_each_epoch: bool = False,
+        channels: int | None = None,
     ) -> None:
         """``length`` samples per epoch (default: all of ``source``). With ``resample_each_epoch``,
         epoch e reads source items e*length .. e*length + length - 1, so an unbounded source (the
@@ -56,6 +59,7 @@ class PoseDataset(Dataset):
         self.augmentation = {"scale_range": tuple(scale_range), "rotation": rotation, "flip": flip, "shift": shift}
         self.seed = seed
         self.resample_each_epoch = resample_each_epoch
+        self.channels = channels
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -83,6 +87,11 @@ class PoseDataset(Dataset):
         image = warp_image(sample["image"], matrix, self.input_size)
         if image.ndim == 2:
             image = image[:, :, None]
+        if self.channels is not None and image.shape[2] != self.channels:
+            if image.shape[2] != 1:
+                raise CPMError(f"sample {source_index}: {image.shape[2]}-channel image for a {self.channels}-channel "
+                               "model (model.in_channels)")
+            image = np.repeat(image, self.channels, axis=2)  # grayscale -> R = G = B
         keypoints = transform_keypoints(np.asarray(sample["keypoints"]), matrix, self.flip_permutation, flipped)
         center = transform_keypoints(np.array([[*sample["center"], 2.0]]), matrix, None, False)[0, :2]
         image_tensor = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float()

@@ -1,10 +1,12 @@
-"""Networks. ``HEADS`` maps the ``model.head`` config value to the class that builds it."""
+"""Networks. ``HEADS`` maps the ``model.head`` config value to the class that builds it; ``BACKBONES``
+(in `cpm.models.backbones`) maps ``model.backbone`` to the image feature extractor a head sits on."""
 
+from cpm.models.backbones import BACKBONES
 from cpm.models.cpm import ConvolutionalPoseMachine
 
 HEADS = {"heatmap": ConvolutionalPoseMachine}
 
-__all__ = ["HEADS", "ConvolutionalPoseMachine", "build_model"]
+__all__ = ["BACKBONES", "HEADS", "ConvolutionalPoseMachine", "build_model"]
 
 
 def build_model(head: str, **kwargs):

@@ -13,56 +13,36 @@ Belief maps have K + 1 channels when the background channel is on (the paper's s
 
 Stage 1 sees only the image through a limited receptive field; every later stage sees the image
 features, the previous stage's beliefs (whose spatial context grows with each stage) and a Gaussian
-centre map that tells the network which person to parse. Defaults here are the small CPU variant
-(narrow high-resolution layers, whose cost on a CPU is memory traffic, not arithmetic); the paper's
-layer sizes are reached through the keyword arguments (``trunk_widths=128, trunk_kernel=9,
-stage1_width=512, stage1_kernel=9, stage_width=128, stage_kernel=11``).
+centre map that tells the network which person to parse (Sec. 3.1, 3.2).
+
+One class builds every variant from keyword arguments:
+
+* the small CPU model (the defaults: narrow high-resolution layers, whose cost on a CPU is memory
+  traffic, not arithmetic);
+* the released LSP/FLIC network (``backbone="cpm", trunk_widths=128, trunk_kernel=9, caffe_pooling=True,
+  stage1_width=512, stage1_kernel=9, stage_width=128, stage_kernel=11, dropout=0.5, center_pool=True,
+  init="caffe"``, 6 stages, 3 input channels): two CPM trunks, stage 1 on its own, stages 2..T
+  sharing the other through a 5x5 conv 32 each (``feature_channels``);
+* the VGG-19 variant of the released MPII model (``backbone="vgg19", feature_channels=0,
+  stage1_layers=0, stage_kernel=7, stage_layers=5``): one trunk shared by every stage, no projection;
+* mmpose's batch-norm variant (``batch_norm=True``), and switches for the centre map, the background
+  channel and the stage count (1..6).
+
+With ``center_pool=True`` the model takes the centre map at input resolution (B, 1, H, W), as the
+Caffe nets do, and average-pools it with a (s+1)x(s+1)/s window in Caffe's ceil mode (9x9/8:
+368 -> 46) before the concatenations.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
 from torch import nn
 
+from cpm.models.backbones import BACKBONES, CPMTrunk, conv_block, trunk_widths_for
 
-def conv_block(in_channels: int, out_channels: int, kernel: int, *, batch_norm: bool, relu: bool = True,
-               dropout: float = 0.0) -> nn.Sequential:
-    """kxk 'same' convolution, optional batch norm, ReLU, optional dropout."""
-    layers: list[nn.Module] = [
-        nn.Conv2d(in_channels, out_channels, kernel, padding=kernel // 2, bias=not batch_norm)
-    ]
-    if batch_norm:
-        layers.append(nn.BatchNorm2d(out_channels))
-    if relu:
-        layers.append(nn.ReLU(inplace=True))
-    if dropout > 0:
-        layers.append(nn.Dropout2d(dropout))
-    return nn.Sequential(*layers)
-
-
-def trunk_widths_for(width: int | Sequence[int], stride: int) -> tuple[int, ...]:
-    """One width per factor of two of the stride; an int means the same width at every level."""
-    levels = int(math.log2(stride))
-    if 2**levels != stride:
-        raise ValueError(f"stride must be a power of two, got {stride}")
-    widths = (width,) * levels if isinstance(width, int) else tuple(width)
-    if len(widths) != levels:
-        raise ValueError(f"{len(widths)} trunk widths given for stride {stride} ({levels} levels)")
-    return widths
-
-
-def image_trunk(in_channels: int, widths: Sequence[int], kernel: int, *, batch_norm: bool) -> nn.Sequential:
-    """One kxk conv + 3x3/2 max-pool per level: (B, C, H, W) -> (B, widths[-1], H / 2^L, W / 2^L)."""
-    layers: list[nn.Module] = []
-    channels = in_channels
-    for width in widths:
-        layers += [conv_block(channels, width, kernel, batch_norm=batch_norm),
-                   nn.MaxPool2d(3, stride=2, padding=1)]
-        channels = width
-    return nn.Sequential(*layers)
+__all__ = ["ConvolutionalPoseMachine", "RefinementStage", "conv_block"]
 
 
 class RefinementStage(nn.Module):
@@ -94,78 +74,155 @@ class ConvolutionalPoseMachine(nn.Module):
         in_channels: int = 1,
         stages: int = 4,
         stride: int = 8,
+        backbone: str = "cpm",
         trunk_widths: int | Sequence[int] = (16, 32, 64),
         trunk_kernel: int = 5,
+        caffe_pooling: bool = False,
+        vgg_cpm_widths: Sequence[int] = (256, 128),
         feature_channels: int = 32,
         stage1_width: int = 128,
         stage1_kernel: int = 7,
+        stage1_layers: int = 1,
         stage_width: int = 64,
         stage_kernel: int = 7,
         stage_layers: int = 3,
         center_map: bool = True,
+        center_pool: bool = False,
         background: bool = True,
         batch_norm: bool = False,
         dropout: float = 0.0,
+        init: str = "kaiming",
     ) -> None:
         super().__init__()
         if stages < 1:
             raise ValueError(f"stages must be >= 1, got {stages}")
+        if init not in ("kaiming", "caffe"):
+            raise ValueError(f"init must be 'kaiming' or 'caffe', got {init!r}")
         self.num_joints = num_joints
+        self.in_channels = in_channels
         self.stride = stride
         self.use_center_map = center_map
         self.out_channels = num_joints + int(background)
         bn = batch_norm
-        widths = trunk_widths_for(trunk_widths, stride)
-
-        # Stage 1: its own image trunk, then a wide large-kernel layer (9x9 512 in the paper).
-        self.image_features_stage1 = image_trunk(in_channels, widths, trunk_kernel, batch_norm=bn)
-        self.stage1 = nn.Sequential(
-            conv_block(widths[-1], feature_channels, 5, batch_norm=bn),
-            conv_block(feature_channels, stage1_width, stage1_kernel, batch_norm=bn, dropout=dropout),
-            conv_block(stage1_width, stage1_width, 1, batch_norm=bn, dropout=dropout),
-            nn.Conv2d(stage1_width, self.out_channels, 1),
-        )
-
-        # Stages 2..T: one image trunk computed once and shared; each stage projects it (5x5 conv 32).
         refinements = stages - 1
-        self.image_features = (
-            image_trunk(in_channels, widths, trunk_kernel, batch_norm=bn) if refinements else None
-        )
+
+        if backbone == "cpm":
+            # Stage 1 has its own image trunk; a second one, computed once, feeds stages 2..T (Fig. 2).
+            widths = trunk_widths_for(trunk_widths, stride)
+
+            def make_trunk() -> CPMTrunk:
+                return CPMTrunk(in_channels, widths=widths, kernel=trunk_kernel, batch_norm=bn,
+                                caffe_pooling=caffe_pooling)
+
+            self.image_features_stage1: nn.Module | None = make_trunk()
+            trunk_channels = widths[-1]
+        elif backbone in BACKBONES:
+            # One trunk shared by every stage, stage 1 included (the released VGG-based MPII model).
+            shared = self._shared_backbone(backbone, in_channels, vgg_cpm_widths, bn)
+            if shared.stride != stride:
+                raise ValueError(f"backbone {backbone!r} has stride {shared.stride}, not {stride}")
+            self.image_features_stage1 = None
+            self.image_features = shared
+            trunk_channels = shared.out_channels
+        else:
+            raise ValueError(f"unknown backbone {backbone!r}; known: {', '.join(BACKBONES)}")
+
+        # Stage 1 head: [5x5 conv to feature_channels], stage1_layers x (kxk conv, stage1_width), 1x1, 1x1 to K+1.
+        head: list[nn.Module] = []
+        channels = trunk_channels
+        if feature_channels:
+            head.append(conv_block(channels, feature_channels, 5, batch_norm=bn))
+            channels = feature_channels
+        for _ in range(stage1_layers):
+            head.append(conv_block(channels, stage1_width, stage1_kernel, batch_norm=bn, dropout=dropout))
+            channels = stage1_width
+        head += [conv_block(channels, stage1_width, 1, batch_norm=bn, dropout=dropout),
+                 nn.Conv2d(stage1_width, self.out_channels, 1)]
+        self.stage1 = nn.Sequential(*head)
+
+        if backbone == "cpm":
+            self.image_features = make_trunk() if refinements else None
+        # Each refinement stage projects the shared features (5x5 conv 32 in the paper), or takes them as they are.
         self.project = nn.ModuleList(
-            conv_block(widths[-1], feature_channels, 5, batch_norm=bn) for _ in range(refinements)
+            conv_block(trunk_channels, feature_channels, 5, batch_norm=bn) if feature_channels else nn.Identity()
+            for _ in range(refinements)
         )
-        stage_inputs = feature_channels + self.out_channels + int(center_map)
+        stage_inputs = (feature_channels or trunk_channels) + self.out_channels + int(center_map)
         self.stages = nn.ModuleList(
             RefinementStage(stage_inputs, self.out_channels, width=stage_width, kernel=stage_kernel,
                             layers=stage_layers, batch_norm=bn)
             for _ in range(refinements)
         )
-        self._init_weights()
+        # Caffe's pool_center_lower: AvgPool 9x9/8, no padding, ceil mode, so H = 8h -> h.
+        self.center_pooling = nn.AvgPool2d(stride + 1, stride, ceil_mode=True) if center_pool else None
+        self._init_weights(init)
 
-    def _init_weights(self) -> None:
+    @staticmethod
+    def _shared_backbone(name: str, in_channels: int, vgg_cpm_widths: Sequence[int], batch_norm: bool) -> nn.Module:
+        cls = BACKBONES[name]
+        if name in ("vgg16", "vgg19"):
+            return cls(in_channels, cpm_widths=tuple(vgg_cpm_widths), batch_norm=batch_norm)
+        return cls(in_channels)
+
+    def _init_weights(self, init: str) -> None:
+        """``kaiming`` (He fan-in; belief outputs start near zero, as the targets mostly are) or ``caffe``
+        (the released prototxts' weight_filler: Gaussian std 0.01, zero biases)."""
         for module in self.modules():
             if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_in", nonlinearity="relu")
+                if init == "caffe":
+                    nn.init.normal_(module.weight, std=0.01)
+                else:
+                    nn.init.kaiming_normal_(module.weight, mode="fan_in", nonlinearity="relu")
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)
-        # Belief outputs start near zero, as the targets mostly are.
-        for head in [self.stage1[-1], *(stage.layers[-1] for stage in self.stages)]:
-            nn.init.normal_(head.weight, std=1e-3)
+        if init == "kaiming":
+            for head in [self.stage1[-1], *(stage.layers[-1] for stage in self.stages)]:
+                nn.init.normal_(head.weight, std=1e-3)
 
     @property
     def num_stages(self) -> int:
         return 1 + len(self.stages)
 
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Parameters by the released prototxts' ``lr_mult`` / ``decay_mult`` groups (in `parameters()` order).
+
+        ``stage1`` is everything stage 1's beliefs depend on (its trunk and head), ``refinement`` the rest;
+        ``weight`` are conv kernels, ``bias`` conv biases and batch-norm parameters. The LSP/FLIC nets train
+        stage 1 at lr x5 (weights) / x10 (biases) and the rest at x1 / x2; the VGG MPII net stage 1 at
+        x1 / x2 and stages 2..6 at x4 / x8; biases are never decayed.
+        """
+        stage1_trunk = self.image_features_stage1 if self.image_features_stage1 is not None else self.image_features
+        in_stage1 = {id(p) for module in (stage1_trunk, self.stage1) for p in module.parameters()}
+        groups: dict[str, list[nn.Parameter]] = {
+            "stage1.weight": [], "stage1.bias": [], "refinement.weight": [], "refinement.bias": []
+        }
+        for p in self.parameters():
+            part = "stage1" if id(p) in in_stage1 else "refinement"
+            groups[f"{part}.{'weight' if p.ndim > 1 else 'bias'}"].append(p)
+        return groups
+
     def forward(self, image: torch.Tensor, center_map: torch.Tensor | None = None) -> list[torch.Tensor]:
-        """image (B, C, H, W), center_map (B, 1, h, w) -> [beliefs of stage t (B, K[+1], h, w)] * T."""
+        """image (B, C, H, W), center_map (B, 1, h, w) — (B, 1, H, W) with ``center_pool`` — ->
+        [beliefs of stage t (B, K[+1], h, w)] * T."""
         if self.use_center_map and center_map is None and self.stages:
             raise ValueError("this model uses a centre map: pass center_map (B, 1, h, w)")
-        beliefs = self.stage1(self.image_features_stage1(image))  # (B, K+1, h, w)
+        if self.image_features_stage1 is not None:
+            beliefs = self.stage1(self.image_features_stage1(image))  # (B, K+1, h, w)
+            features = self.image_features(image) if self.image_features is not None else None
+        else:
+            features = self.image_features(image)  # (B, F, h, w), shared by every stage
+            beliefs = self.stage1(features)
         outputs = [beliefs]
-        if self.image_features is None:
+        if not self.stages:
             return outputs
-        features = self.image_features(image)  # (B, widths[-1], h, w), shared by every later stage
-        center = [center_map.to(features.dtype)] if self.use_center_map else []
+        center = []
+        if self.use_center_map:
+            if self.center_pooling is not None:
+                center_map = self.center_pooling(center_map)  # (B, 1, H, W) -> (B, 1, h, w)
+            if center_map.shape[-2:] != beliefs.shape[-2:]:
+                raise ValueError(f"centre map of size {tuple(center_map.shape[-2:])} after pooling, belief maps "
+                                 f"{tuple(beliefs.shape[-2:])}")
+            center = [center_map.to(features.dtype)]
         for project, stage in zip(self.project, self.stages, strict=True):
             beliefs = stage(torch.cat([project(features), beliefs, *center], dim=1))
             outputs.append(beliefs)

@@ -1,5 +1,5 @@
 """The ``cpm`` command: ``cpm train CONFIG``, ``cpm eval CHECKPOINT``, ``cpm score``, ``cpm config CONFIG``,
-``cpm rf CONFIG`` (per-stage receptive fields).
+``cpm rf CONFIG`` (per-stage receptive fields), ``cpm predict CHECKPOINT INPUT...`` and ``cpm export CHECKPOINT``.
 
 Bad input (a missing file, an unknown config key, a file that is not a checkpoint) ends the command
 with one line on stderr naming the file or key, and exit status 2.
@@ -13,6 +13,8 @@ import sys
 from pathlib import Path
 
 from cpm.errors import CPMError
+from cpm.export import add_export_parser, run_export
+from cpm.predict import add_predict_parser, run_predict
 from cpm.score import add_score_parser, run_score
 
 
@@ -42,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--no-progress", action="store_true")
 
     add_score_parser(commands)
+    add_predict_parser(commands)
+    add_export_parser(commands)
 
     rf = commands.add_parser("rf", help="per-stage theoretical and effective receptive fields, as a Markdown table")
     rf.add_argument("config", nargs="?", help="TOML file (only what differs from the defaults)")
@@ -64,6 +68,10 @@ def run(args: argparse.Namespace) -> int:
 
     if args.command == "score":
         return run_score(args)
+    if args.command == "predict":
+        return run_predict(args)
+    if args.command == "export":
+        return run_export(args)
     if args.command == "config":
         print(load_config(args.config, args.overrides).to_toml(), end="")
         return 0

@@ -27,11 +27,17 @@ import tomllib
 from cpm.codecs import DECODERS
 from cpm.errors import ConfigError
 from cpm.models.backbones import BACKBONES
+from cpm.skeleton import SKELETONS
 
 
 @dataclass
 class DataConfig:
-    source: str = "synthetic"
+    source: str = "synthetic"  # synthetic | a reader of cpm.data.readers: list, lsp, mpii, mpii_mat, flic, coco, itop
+    root: str = ""  # dataset folder of a real source (make train DATA=...)
+    annotations: str = ""  # annotation file inside root (lsp: joints.mat by default; itop: "labels.h5,depth.h5")
+    val_annotations: str = ""  # held-out annotation file; empty: the last val_samples samples of annotations
+    pose_source: str = "procedural"  # synthetic poses: procedural (the embedded prior) | bvh | bank
+    pose_files: str = ""  # bvh: a .bvh file or a folder of them; bank: an N x K x 2 keypoint .mat (K2HPD)
     skeleton: str = "itop15"
     seed: int = 0  # training samples are a pure function of (seed, index, epoch)
     train_samples: int = 20000  # samples per epoch; each epoch renders new ones
@@ -131,8 +137,9 @@ class Config:
 
 
 CHOICES = {
-    "data.source": ("synthetic",),
-    "data.skeleton": ("itop15", "lsp14"),
+    "data.source": ("synthetic", "list", "lsp", "mpii", "mpii_mat", "flic", "coco", "itop"),
+    "data.pose_source": ("procedural", "bvh", "bank"),
+    "data.skeleton": tuple(SKELETONS),
     "model.head": ("heatmap",),
     "model.backbone": tuple(BACKBONES),
     "model.init": ("kaiming", "caffe"),
@@ -231,6 +238,12 @@ def validate(config: Config) -> Config:
     data, model, train = config.data, config.model, config.train
     if len(data.scale_range) != 2 or not 0 < data.scale_range[0] <= data.scale_range[1]:
         raise ConfigError(f"data.scale_range: expected [low, high] with 0 < low <= high, got {data.scale_range}")
+    if data.source != "synthetic" and not data.root:
+        raise ConfigError(f"data.root: data.source = {data.source!r} needs the dataset folder (make train DATA=...)")
+    if data.source in ("list", "mpii", "mpii_mat", "flic", "coco", "itop") and not data.annotations:
+        raise ConfigError(f"data.annotations: data.source = {data.source!r} needs the annotation file in data.root")
+    if data.pose_source != "procedural" and not data.pose_files:
+        raise ConfigError(f"data.pose_files: data.pose_source = {data.pose_source!r} needs its file or folder")
     if data.input_size % model.stride:
         raise ConfigError(f"data.input_size: {data.input_size} is not a multiple of model.stride = {model.stride}")
     if model.backbone == "cpm":

@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import Protocol
 
 import cv2
 import numpy as np
@@ -104,10 +105,14 @@ class Scene:
     wall: float = 6.0  # z of the back wall
     boxes: list[tuple[float, ...]] = field(default_factory=list)  # (x0, x1, height, z0, z1)
     cylinders: list[tuple[float, ...]] = field(default_factory=list)  # (x, z, radius, height)
+    posed: np.ndarray | None = None  # (15, 3) body-frame joints from a pose source; None: pose's joint angles
 
     @cached_property
     def geometry(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``pose_body(body, pose)``, computed once: make a new Scene rather than editing body or pose."""
+        """``pose_body(body, pose)`` (or `pose_joints` of ``posed``), computed once: make a new Scene rather
+        than editing body or pose."""
+        if self.posed is not None:
+            return pose_joints(self.body, self.posed, yaw=self.pose.yaw)
         return pose_body(self.body, self.pose)
 
 
@@ -189,6 +194,55 @@ def pose_body(body: Body, pose: Pose) -> tuple[np.ndarray, np.ndarray, np.ndarra
     return joints, caps, radius
 
 
+def pose_joints(body: Body, joints: np.ndarray, *, yaw: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`pose_body` for joint positions given directly (a BVH frame, a lifted 2D pose): ``joints`` (15, 3) in
+    the body frame (metres, pelvis at the origin, y up, the person facing +z, their left at +x). Capsules are
+    laid between the joints with `pose_body`'s radii; the torso pieces are interpolated between shoulders and
+    hips, hands continue the forearm, feet point forwards. Returns joints, capsules and radii as `pose_body`."""
+    H, g = body.height, body.height * body.girth
+    j = np.asarray(joints, dtype=np.float64).copy()
+    pelvis = (j[9] + j[10]) / 2
+
+    def lerp(a: np.ndarray, b: np.ndarray, t: float) -> np.ndarray:
+        return a + t * (b - a)
+
+    def unit(v: np.ndarray) -> np.ndarray:
+        return v / max(float(np.linalg.norm(v)), 1e-9)
+
+    head_axis = unit(j[0] - j[1])
+    caps = [
+        (*j[9], *j[10], 0.062 * g, 0.062 * g),  # pelvis
+        (*pelvis, *j[1], 0.054 * g, 0.054 * g),  # waist / spine
+        (*lerp(j[9], j[2], 0.45), *lerp(j[10], j[3], 0.45), 0.058 * g, 0.058 * g),  # abdomen
+        (*lerp(j[9], j[2], 0.75), *lerp(j[10], j[3], 0.75), 0.068 * g, 0.068 * g),  # chest
+        (*j[2], *j[3], 0.038 * g, 0.038 * g),  # shoulder girdle
+        (*j[1], *(j[0] - head_axis * 0.05 * H), 0.03 * g, 0.03 * g),  # neck
+        (*j[0], *j[0], 0.056 * H * body.girth**0.3, 0.056 * H * body.girth**0.3),  # head
+    ]
+    forward = np.array([0.0, 0.0, 1.0])
+    for s, e, w, h, kn, a in ((2, 4, 6, 9, 11, 13), (3, 5, 7, 10, 12, 14)):
+        hand = j[w] + unit(j[w] - j[e]) * 0.045 * H
+        caps += [
+            (*j[s], *j[e], 0.03 * g, 0.025 * g),
+            (*j[e], *j[w], 0.024 * g, 0.018 * g),
+            (*hand, *hand, 0.026 * g, 0.026 * g),
+            (*j[h], *j[kn], 0.052 * g, 0.036 * g),
+            (*j[kn], *j[a], 0.034 * g, 0.022 * g),
+            (*(j[a] - forward * 0.02 * H), *(j[a] + forward * 0.11 * H - (0.0, 0.025 * H, 0.0)), 0.02 * g, 0.02 * g),
+        ]
+    caps = np.array(caps)
+    turn = _ry(math.pi + math.radians(yaw))  # as in pose_body: the body frame faces +z, the camera looks along +z
+    j = j @ turn.T
+    caps[:, 0:3] = caps[:, 0:3] @ turn.T
+    caps[:, 3:6] = caps[:, 3:6] @ turn.T
+    floor = min((caps[:, 1] - caps[:, 6]).min(), (caps[:, 4] - caps[:, 7]).min())
+    j[:, 1] -= floor
+    caps[:, [1, 4]] -= floor
+    radius = g * np.array([0.056, 0.054, 0.038, 0.038, 0.028, 0.028, 0.045, 0.045, 0.075,
+                           0.062, 0.062, 0.04, 0.04, 0.03, 0.03])
+    return j, caps, radius
+
+
 def sample_pose(rng: np.random.Generator) -> Pose:
     """Joint angles from a mixture of activities; ranges stay within human joint limits."""
     u = rng.uniform
@@ -239,12 +293,19 @@ def sample_pose(rng: np.random.Generator) -> Pose:
     return Pose(yaw, tuple(trunk), head, arms, legs)
 
 
-def sample_scene(rng: np.random.Generator) -> Scene:
+def sample_scene(rng: np.random.Generator, pose_source: PoseSource | None = None) -> Scene:
     """Body, pose, camera placement and furniture. The camera distance is chosen so the posed body
-    fits the frame; about 8% of scenes are framed tighter, so that in ~5% a joint leaves it."""
+    fits the frame; about 8% of scenes are framed tighter, so that in ~5% a joint leaves it.
+    ``pose_source`` (opt-in; None = the procedural prior) gives body-frame joints and, with them, whether
+    the view yaw is still to be drawn (BVH) or already in the pose (a 2D bank)."""
     u = rng.uniform
     body = Body(u(1.5, 1.95), u(0.92, 1.08, 5), u(0.8, 1.2))
-    scene = Scene(body, sample_pose(rng), Camera())
+    if pose_source is None:
+        scene = Scene(body, sample_pose(rng), Camera())
+    else:
+        posed = pose_source(rng, body.height)
+        yaw = sample_pose(rng).yaw if pose_source.needs_yaw else 0.0
+        scene = Scene(body, Pose(yaw=yaw), Camera(), posed=posed)
     _, caps, _ = scene.geometry
     ends = np.concatenate([caps[:, 0:3], caps[:, 3:6]])
     radii = np.concatenate([caps[:, 6], caps[:, 7]])
@@ -410,18 +471,18 @@ def render_scene(scene: Scene, rng: np.random.Generator | None = None) -> dict:
     }
 
 
-def render_sample(seed: int, index: int) -> dict:
+def render_sample(seed: int, index: int, pose_source: PoseSource | None = None) -> dict:
     """Sample ``index`` of the stream ``seed``: {"image": uint8 (212, 256), "keypoints": float32
     (15, 3) [x, y, v], "center": float32 (2,) keypoint-bbox centre, "scale": float keypoint-bbox side}."""
     rng = np.random.default_rng([seed, index])
-    return render_scene(sample_scene(rng), rng)
+    return render_scene(sample_scene(rng, pose_source), rng)
 
 
 class SyntheticPoses:
     """Map-style dataset of ``size`` samples of stream ``seed``: ``ds[i]`` is ``render_sample(seed, i)``."""
 
-    def __init__(self, seed: int = 0, size: int = 1000) -> None:
-        self.seed, self.size = seed, size
+    def __init__(self, seed: int = 0, size: int = 1000, pose_source: PoseSource | None = None) -> None:
+        self.seed, self.size, self.pose_source = seed, size, pose_source
 
     def __len__(self) -> int:
         return self.size
@@ -431,4 +492,34 @@ class SyntheticPoses:
             index += self.size
         if not 0 <= index < self.size:
             raise IndexError(f"index {index} out of range for {self.size} samples")
-        return render_sample(self.seed, index)
+        return render_sample(self.seed, index, self.pose_source)
+
+
+class PoseSource(Protocol):
+    """``source(rng, height)`` -> (15, 3) body-frame joints (see `pose_joints`) for a body of ``height`` metres;
+    ``needs_yaw``: whether the renderer still turns the body (False when the pose comes in its camera view)."""
+
+    needs_yaw: bool
+
+    def __call__(self, rng: np.random.Generator, height: float) -> np.ndarray: ...
+
+
+def pose_sampler(kind: str, files: str) -> PoseSource:
+    """Config ``data.pose_source`` -> a pose source: ``bvh`` (cpm.data.bvh.BVHPoses of a file or folder) or
+    ``bank`` (cpm.data.poses.BankPoses of a keypoint .mat); the files must exist (ConfigError naming
+    ``data.pose_files``)."""
+    from pathlib import Path
+
+    from cpm.errors import ConfigError
+
+    if not Path(files).exists():
+        raise ConfigError(f"data.pose_files: {files}: no such file or folder")
+    if kind == "bvh":
+        from cpm.data.bvh import BVHPoses
+
+        return BVHPoses(files)
+    if kind == "bank":
+        from cpm.data.poses import BankPoses
+
+        return BankPoses(files)
+    raise ConfigError(f"data.pose_source: {kind!r} is not one of bvh, bank")

@@ -5,8 +5,9 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 CONFIG ?= experiments/default.toml
 ARGS   ?=
+DATA   ?=
 
-.PHONY: install train eval test test-slow bench lint tensorboard clean
+.PHONY: install train train-ddp eval test test-slow bench lint tensorboard clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -15,9 +16,15 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-## train: a small CPM on the embedded synthetic depth data (CPU, ~10 min), per-stage PCK table at the end
+## train: a small CPM on the embedded synthetic depth data (CPU, ~10 min), per-stage PCK table at the end;
+## DATA=/path/to/dataset sets data.root for a real-data config (experiments/lsp.toml, mpii.toml)
 train: $(STAMP)
-	$(VENV)/bin/cpm train $(CONFIG) $(ARGS)
+	$(VENV)/bin/cpm train $(CONFIG) $(if $(DATA),--set data.root=$(DATA)) $(ARGS)
+
+## train-ddp: the same run on NPROC processes of this machine (torchrun; one GPU each on CUDA, gloo on CPU)
+NPROC ?= 2
+train-ddp: $(STAMP)
+	$(VENV)/bin/torchrun --standalone --nproc_per_node=$(NPROC) -m cpm train $(CONFIG) $(if $(DATA),--set data.root=$(DATA)) $(ARGS)
 
 ## eval: per-stage PCK of a checkpoint, e.g. make eval CKPT=runs/default/best.pt
 eval: $(STAMP)

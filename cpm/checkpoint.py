@@ -1,8 +1,11 @@
 """Checkpoints: written atomically (temporary file, then rename), read with ``weights_only=True``.
 
 A checkpoint is a dict: ``model`` (state dict), ``model_kwargs`` (what rebuilds the network),
-``config`` (the resolved config as a dict), ``optimizer``, ``scheduler``, ``scaler``, ``epoch``,
-``step``, ``best_metric``, ``rng`` (Python, numpy and torch generator states) and ``git_revision``.
+``config`` (the resolved config as a dict), ``optimizer``, ``scheduler``, ``scaler``, ``epoch`` (epochs
+completed), ``step``, ``best_metric``, ``data_order`` (``seed``, ``epoch``, ``batches``: the sampler's order
+is a function of seed and epoch, and ``batches`` of the next epoch were already trained on when a stop
+signal wrote the checkpoint mid-epoch), ``rng`` (Python, numpy, torch and CUDA generator states) and
+``git_revision``.
 ``weights_only`` loading refuses pickled code, so a checkpoint from an untrusted source cannot run
 anything.
 """
@@ -12,8 +15,10 @@ from __future__ import annotations
 import os
 import pickle
 import random
+import re
 import subprocess
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -79,11 +84,15 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
+    if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; anything else is not a checkpoint
+        raise CheckpointError(f"{path}: not a readable checkpoint (not a file written by torch.save)")
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else "unsafe content"
-        raise CheckpointError(f"{path}: refused to load, not a plain-tensor checkpoint ({first_line})") from None
+        found = re.search(r"GLOBAL ([\w.]+)", str(error))
+        what = f" ({found.group(1)})" if found else ""
+        raise CheckpointError(f"{path}: refused to load, not a plain-tensor checkpoint: it holds pickled code or "
+                              f"objects{what}, which weights_only loading never runs") from None
     except Exception as error:  # noqa: BLE001 - whatever the bytes are, the answer is "not a checkpoint"
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise CheckpointError(f"{path}: not a readable checkpoint ({first_line})") from None

@@ -1,5 +1,6 @@
 """The ``cpm`` command: ``cpm train CONFIG``, ``cpm eval CHECKPOINT``, ``cpm score``, ``cpm config CONFIG``,
-``cpm rf CONFIG`` (per-stage receptive fields), ``cpm predict CHECKPOINT INPUT...`` and ``cpm export CHECKPOINT``.
+``cpm rf CONFIG`` (per-stage receptive fields), ``cpm predict CHECKPOINT INPUT...``, ``cpm export CHECKPOINT`` and
+``cpm data {render,realism,check}``.
 
 Bad input (a missing file, an unknown config key, a file that is not a checkpoint) ends the command
 with one line on stderr naming the file or key, and exit status 2.
@@ -12,6 +13,7 @@ import json
 import sys
 from pathlib import Path
 
+from cpm.data.cli import add_data_parser, run_data
 from cpm.errors import CPMError
 from cpm.export import add_export_parser, run_export
 from cpm.predict import add_predict_parser, run_predict
@@ -46,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_score_parser(commands)
     add_predict_parser(commands)
     add_export_parser(commands)
+    add_data_parser(commands)
 
     rf = commands.add_parser("rf", help="per-stage theoretical and effective receptive fields, as a Markdown table")
     rf.add_argument("config", nargs="?", help="TOML file (only what differs from the defaults)")
@@ -72,6 +75,8 @@ def run(args: argparse.Namespace) -> int:
         return run_predict(args)
     if args.command == "export":
         return run_export(args)
+    if args.command == "data":
+        return run_data(args)
     if args.command == "config":
         print(load_config(args.config, args.overrides).to_toml(), end="")
         return 0
@@ -84,10 +89,16 @@ def run(args: argparse.Namespace) -> int:
                                      threshold=args.threshold, effective=not args.theoretical_only))
         return 0
     if args.command == "train":
-        from cpm.train import format_stage_table, train
+        from cpm.train import TrainingInterrupted, format_stage_table, train
 
         config = load_config(args.config, args.overrides)
-        results = train(config, resume=args.resume, progress=not args.no_progress)
+        try:
+            results = train(config, resume=args.resume, progress=not args.no_progress)
+        except TrainingInterrupted as stop:  # SIGTERM / SIGINT: last.pt written after a whole step
+            print(f"cpm train: stopped by {stop}", file=sys.stderr)
+            return 128 + stop.signum
+        if results["rank"] != 0:  # under torchrun, rank 0 alone prints
+            return 0
         print(f"\nPer-stage PCK on the held-out split ({results['run_dir']}):\n")
         print(format_stage_table(results))
         return 0

@@ -16,6 +16,7 @@ and losses take plain keyword arguments.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -228,6 +229,9 @@ def validate(config: Config) -> Config:
         section = getattr(config, section_name)
         for key in section.__dataclass_fields__:
             name, value = f"{section_name}.{key}", getattr(section, key)
+            numbers = value if isinstance(value, list) else [value]
+            if any(isinstance(v, float) and not math.isfinite(v) for v in numbers):
+                raise ConfigError(f"{name}: {value!r} is not a finite number")
             if name in CHOICES and value not in CHOICES[name]:
                 raise ConfigError(f"{name}: {value!r} is not one of {', '.join(CHOICES[name])}")
             if name in RANGES:

@@ -2,7 +2,9 @@
 
 Targets are encoded on the training device from the batch's keypoints (one batched call), the
 forward pass runs under ``torch.autocast`` when an autocast dtype is given, and the losses are read
-back to the host only every ``log_every`` steps, so a CUDA step never waits on the host.
+back to the host only every ``log_every`` steps, so a CUDA step never waits on the host. Under
+``torchrun`` the model is a DistributedDataParallel wrapper; ``reduce_losses`` averages the logged losses
+over ranks, so every rank logs, and checks for non-finite values, the same numbers.
 """
 
 from __future__ import annotations
@@ -109,8 +111,13 @@ def train_one_epoch(
     on_log: Callable[[int, dict[str, float]], None] | None = None,
     progress: bool = True,
     description: str = "train",
+    should_stop: Callable[[bool], bool] | None = None,
+    reduce_losses: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]] | None = None,
 ) -> tuple[int, dict[str, float]]:
-    """One pass over ``loader``. Returns (global step after the epoch, mean of each loss term)."""
+    """One pass over ``loader``. Returns (global step after the epoch, mean of each loss term).
+
+    ``should_stop(at_log_step)`` is asked after every step; True ends the epoch early (a stop signal: the
+    caller writes a checkpoint). ``reduce_losses`` (the mean over ranks) is applied before losses are read."""
     model.train()
     sums: dict[str, torch.Tensor] = {}
     pending: dict[str, torch.Tensor] = {}
@@ -144,16 +151,19 @@ def train_one_epoch(
             sums[name] = sums.get(name, 0) + detached
             pending[name] = pending.get(name, 0) + detached
         pending_steps += 1
-        if step % log_every == 0:
-            values = _read_losses(pending, pending_steps, step)
+        at_log_step = step % log_every == 0
+        if at_log_step:
+            values = _read_losses(reduce_losses(pending) if reduce_losses else pending, pending_steps, step)
             values["lr"] = optimizer.param_groups[0]["lr"]
             values["images_per_second"] = seen / (time.perf_counter() - start)
             bar.set_postfix(loss=f"{values['loss']:.5f}", img_s=f"{values['images_per_second']:.0f}")
             if on_log is not None:
                 on_log(step, values)
             pending, pending_steps = {}, 0
+        if should_stop is not None and should_stop(at_log_step):
+            break
     bar.close()
-    return step, _read_losses(sums, epoch_steps, step)
+    return step, _read_losses(reduce_losses(sums) if reduce_losses and sums else sums, epoch_steps, step)
 
 
 def _read_losses(sums: dict[str, torch.Tensor], steps: int, step: int) -> dict[str, float]:

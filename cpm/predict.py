@@ -251,8 +251,11 @@ def predict_paths(checkpoint: str | Path, inputs: Sequence[str | Path], *, out_d
     if out_dir.exists() and not out_dir.is_dir():
         raise CPMError(f"{out_dir}: --out exists and is not a folder")
     created = not out_dir.exists()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".cpm-predict-", dir=out_dir))
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".cpm-predict-", dir=out_dir))
+    except OSError as error:
+        raise CPMError(f"{out_dir}: cannot write the --out folder ({error.strerror})") from None
     images = [path for path, kind in items if kind == "image"]
     try:
         with tqdm(total=len(images), desc="images", unit="image", disable=not progress or len(images) < 2,

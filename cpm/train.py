@@ -1,7 +1,9 @@
 """Entry points that read a `Config`: build data, model and optimiser; train with checkpoints; evaluate.
 
 A run lives in ``<train.runs_dir>/<train.name>/``: ``config.toml`` (resolved), ``metrics.jsonl``
-(one line per evaluation), TensorBoard events, ``last.pt`` and ``best.pt`` (best final-stage PCK@0.2).
+(one line per evaluation), ``steps.jsonl`` (the loss terms and lr every ``train.log_every`` steps),
+TensorBoard events, ``last.pt`` (after every epoch, and where a stop signal ended a run) and ``best.pt``
+(best final-stage PCK@0.2).
 """
 
 from __future__ import annotations
@@ -10,21 +12,33 @@ import functools
 import json
 import math
 import random
+import signal
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
 
 from cpm.checkpoint import git_revision, load_checkpoint, load_model_state, rng_state, save_checkpoint, set_rng_state
 from cpm.codecs import HeatmapCodec
 from cpm.config import Config, config_from_dict
 from cpm.data.dataset import PoseDataset
 from cpm.data.synthetic import SyntheticPoses
+from cpm.distributed import (
+    DistributedContext,
+    ShardedSampler,
+    StopSignals,
+    all_reduce_mean,
+    any_rank,
+    broadcast_object,
+    init_distributed,
+    shutdown_distributed,
+)
 from cpm.engine import evaluate, resolve_amp, resolve_device, train_one_epoch
-from cpm.errors import CPMError
+from cpm.errors import CheckpointError, CPMError
 from cpm.losses import stage_weights_for
 from cpm.models import build_model
 from cpm.skeleton import get_skeleton
@@ -72,20 +86,36 @@ def build_datasets(config: Config) -> tuple[PoseDataset, PoseDataset]:
     skeleton = get_skeleton(data.skeleton)
     common = {"input_size": data.input_size, "flip_permutation": skeleton.flip_permutation,
               "crop_padding": data.crop_padding, "channels": config.model.in_channels}
+    augmentation = {"augment": True, "scale_range": tuple(data.scale_range), "rotation": data.rotation,
+                    "flip": data.flip, "shift": data.shift, "seed": data.seed}
+    if data.source != "synthetic":  # a real dataset: all of its training split each epoch, up to train_samples
+        from cpm.data.readers import split_dataset
+
+        train_source, val_source = split_dataset(
+            source=data.source, root=data.root, annotations=data.annotations, val_annotations=data.val_annotations,
+            val_samples=data.val_samples, skeleton=data.skeleton)
+        train_set = PoseDataset(train_source, **common, **augmentation,
+                                length=min(data.train_samples, len(train_source)))
+        return train_set, PoseDataset(val_source, **common)
+    poses = {}
+    if data.pose_source != "procedural":  # opt-in: the default stream stays exactly what it was
+        from cpm.data.synthetic import pose_sampler
+
+        poses = {"pose_source": pose_sampler(data.pose_source, data.pose_files)}
     train_set = PoseDataset(
-        SyntheticPoses(seed=data.seed, size=data.train_samples * config.train.epochs), **common,
-        augment=True, scale_range=tuple(data.scale_range), rotation=data.rotation, flip=data.flip,
-        shift=data.shift, seed=data.seed, length=data.train_samples, resample_each_epoch=True,
+        SyntheticPoses(seed=data.seed, size=data.train_samples * config.train.epochs, **poses), **common,
+        **augmentation, length=data.train_samples, resample_each_epoch=True,
     )
-    val_set = PoseDataset(SyntheticPoses(seed=data.val_seed, size=data.val_samples), **common)
+    val_set = PoseDataset(SyntheticPoses(seed=data.val_seed, size=data.val_samples, **poses), **common)
     return train_set, val_set
 
 
 def make_loader(dataset: PoseDataset, *, batch_size: int, shuffle: bool, workers: int, device: torch.device,
-                seed: int, drop_last: bool = False) -> DataLoader:
-    """The sampler's order is a function of (seed, epoch) (``loader.sampler.set_epoch``), so a resumed
-    run sees the same batches as an uninterrupted one."""
-    sampler = DistributedSampler(dataset, num_replicas=1, rank=0, shuffle=shuffle, seed=seed, drop_last=False)
+                seed: int, drop_last: bool = False, world_size: int = 1, rank: int = 0) -> DataLoader:
+    """``rank``'s share of each epoch, in an order that is a function of (seed, epoch) alone
+    (``loader.sampler.set_epoch``; `cpm.distributed.ShardedSampler`), so a resumed run, and a run on any
+    number of processes, sees the same global batches as an uninterrupted one."""
+    sampler = ShardedSampler(len(dataset), world_size=world_size, rank=rank, shuffle=shuffle, seed=seed)
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
                       pin_memory=device.type == "cuda", drop_last=drop_last,
                       prefetch_factor=4 if workers else None)
@@ -192,33 +222,73 @@ def format_stage_table(results: dict) -> str:
     return "\n".join([header, rule, *rows]) + note
 
 
+class TrainingInterrupted(Exception):  # noqa: N818 - a stop the user asked for, not an error
+    """SIGTERM or SIGINT stopped training after a whole step and ``last.pt`` holds that step. `cpm train` then
+    exits with status 128 + the signal's number: 143 for SIGTERM, 130 for SIGINT (Ctrl-C)."""
+
+    def __init__(self, signum: int, step: int, checkpoint: Path) -> None:
+        self.signum, self.step, self.checkpoint = signum, step, checkpoint
+        name = signal.Signals(signum).name
+        super().__init__(f"{name} at step {step}: wrote {checkpoint}; continue with cpm train --resume {checkpoint}")
+
+
+def _quiet(*_args, **_kwargs) -> None:
+    pass
+
+
 def train(config: Config, *, resume: str | Path | None = None, progress: bool = True,
           log=print) -> dict:
-    """Train from ``config`` (or continue the run whose ``last.pt`` is ``resume``). Returns the final
-    evaluation results plus ``run_dir``."""
-    t = config.train
-    if t.threads:
-        torch.set_num_threads(t.threads)
-    device = resolve_device(t.device)
-    amp_dtype = resolve_amp(t.amp, device)
+    """Train from ``config`` (or continue the run whose ``last.pt`` is ``resume``, mid-epoch included).
+    Returns the final evaluation results plus ``run_dir``.
+
+    Under ``torchrun`` (``WORLD_SIZE`` > 1) the ranks form a process group (`cpm.distributed`), the model is
+    wrapped in DistributedDataParallel and ``train.batch_size`` stays the global batch: each rank trains on
+    ``batch_size / world_size`` samples of it. Every rank evaluates the whole held-out split with the same
+    weights, so the metrics are the same on every rank; rank 0 alone writes files, logs and progress bars.
+    SIGTERM / SIGINT finish the current step, write ``last.pt`` and raise `TrainingInterrupted`."""
     checkpoint = None
     if resume is not None:
         checkpoint = load_checkpoint(resume)
-        config = config_from_dict(checkpoint["config"])
-        t = config.train
-        run_dir = Path(resume).parent
-    else:
-        run_dir = new_run_dir(t.runs_dir, t.name)
+        try:
+            config = config_from_dict(checkpoint["config"])
+        except CPMError as error:
+            raise CheckpointError(f"{resume}: {error}") from None
+    if config.train.threads:
+        torch.set_num_threads(config.train.threads)
+    owns_group = not torch.distributed.is_initialized()
+    context, device = init_distributed(resolve_device(config.train.device))
+    try:
+        with StopSignals() as signals:
+            return _train(config, checkpoint=checkpoint, resume=resume, context=context, device=device,
+                          signals=signals, progress=progress and context.is_main,
+                          log=log if context.is_main else _quiet)
+    finally:
+        if owns_group:
+            shutdown_distributed()
+
+
+def _train(config: Config, *, checkpoint: dict | None, resume: str | Path | None, context: DistributedContext,
+           device: torch.device, signals: StopSignals, progress: bool, log) -> dict:
+    t = config.train
+    if t.batch_size % context.world_size:
+        raise CPMError(f"train.batch_size: the global batch {t.batch_size} does not divide among "
+                       f"{context.world_size} processes")
+    rank_batch = t.batch_size // context.world_size
+    amp_dtype = resolve_amp(t.amp, device)
+    run_dir = Path(resume).parent if resume is not None else new_run_dir(t.runs_dir, t.name)
+    run_dir = Path(broadcast_object(str(run_dir), context))
     seed_everything(t.seed, t.deterministic)
 
     skeleton = get_skeleton(config.data.skeleton)
     codec = build_codec(config)
     train_set, val_set = build_datasets(config)
-    train_loader = make_loader(train_set, batch_size=t.batch_size, shuffle=True, workers=config.data.workers,
-                               device=device, seed=t.seed, drop_last=True)
+    train_loader = make_loader(train_set, batch_size=rank_batch, shuffle=True, workers=config.data.workers,
+                               device=device, seed=t.seed, drop_last=True, world_size=context.world_size,
+                               rank=context.rank)
     val_loader = make_loader(val_set, batch_size=config.eval.batch_size, shuffle=False,
                              workers=config.data.workers, device=device, seed=t.seed)
-    if len(train_loader) == 0:
+    steps_per_epoch = len(train_loader)
+    if steps_per_epoch == 0:
         raise CPMError(f"data.train_samples: {config.data.train_samples} is fewer than one batch of {t.batch_size}")
 
     kwargs = model_kwargs(config)
@@ -228,94 +298,126 @@ def train(config: Config, *, resume: str | Path | None = None, progress: bool = 
     model = model.to(device)
     if t.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    total_steps = len(train_loader) * t.epochs
-    optimizer, scheduler = build_optimizer(model, config, total_steps)
+    optimizer, scheduler = build_optimizer(model, config, steps_per_epoch * t.epochs)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     stage_weights = stage_weights_for(config.model.stages, intermediate_supervision=t.intermediate_supervision,
                                       stage_weights=t.stage_weights)
-    start_epoch, step, best = 0, 0, -1.0
+    start_epoch, step, best, skip_batches = 0, 0, -1.0, 0
     if checkpoint is not None:
         load_model_state(model, checkpoint["model"], resume)
         optimizer.load_state_dict(checkpoint["optimizer"])
         scheduler.load_state_dict(checkpoint["scheduler"])
         scaler.load_state_dict(checkpoint["scaler"])
         start_epoch, step, best = checkpoint["epoch"], checkpoint["step"], checkpoint["best_metric"]
+        skip_batches = checkpoint.get("data_order", {}).get("batches", 0)
         set_rng_state(checkpoint["rng"])
         if start_epoch >= t.epochs:
             raise CPMError(f"{resume}: this run already finished its {t.epochs} epochs")
+    network = model
+    if context.enabled:  # gradients averaged over ranks; the wrapper shares the parameters of `model`
+        network = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.toml").write_text(config.to_toml(), encoding="utf-8")
-    from torch.utils.tensorboard import SummaryWriter  # imported late: it is slow to import
+    writer = None
+    if context.is_main:
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            (run_dir / "config.toml").write_text(config.to_toml(), encoding="utf-8")
+        except OSError as error:
+            raise CPMError(f"train.runs_dir: cannot write the run folder {run_dir} ({error.strerror})") from None
+        from torch.utils.tensorboard import SummaryWriter  # imported late: it is slow to import
 
-    writer = SummaryWriter(log_dir=str(run_dir))
+        writer = SummaryWriter(log_dir=str(run_dir))
     parameters = sum(p.numel() for p in model.parameters())
     log(f"run {run_dir} | {parameters / 1e6:.2f}M parameters | {config.model.stages} stages | device {device}"
-        f" | autocast {amp_dtype or 'off'} | {t.epochs} epochs x {len(train_loader)} steps")
+        f" | autocast {amp_dtype or 'off'} | {t.epochs} epochs x {steps_per_epoch} steps"
+        + (f" | {context.world_size} processes x {rank_batch}" if context.enabled else ""))
 
     def on_log(at_step: int, values: dict[str, float]) -> None:
+        if writer is None:
+            return
         for name, value in values.items():
             writer.add_scalar(f"train/{name}", value, at_step)
+        with open(run_dir / "steps.jsonl", "a", encoding="utf-8") as file:
+            file.write(json.dumps({"step": at_step, **values}) + "\n")
 
+    def should_stop(at_log_step: bool) -> bool:
+        if not context.enabled:
+            return signals.requested
+        return at_log_step and any_rank(signals.requested, context, device)  # ranks agree at log steps only
+
+    def save(epochs_done: int, batches: int, *, is_best: bool = False) -> Path:
+        state = {
+            "model": model.state_dict(), "model_kwargs": kwargs, "config": config.to_dict(),
+            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict(), "epoch": epochs_done, "step": step, "best_metric": best,
+            "data_order": {"seed": t.seed, "epoch": epochs_done, "batches": batches},
+            "rng": rng_state(), "git_revision": git_revision(),
+        }
+        if context.is_main:
+            save_checkpoint(state, run_dir / "last.pt")
+            if is_best:
+                save_checkpoint(state, run_dir / "best.pt")
+        return run_dir / "last.pt"
+
+    reduce_losses = functools.partial(all_reduce_mean, context=context) if context.enabled else None
     results: dict = {}
     try:
         for epoch in range(start_epoch, t.epochs):
+            skipped = skip_batches if epoch == start_epoch else 0
             train_set.set_epoch(epoch)
             train_loader.sampler.set_epoch(epoch)
-            started = time.perf_counter()
+            train_loader.sampler.set_start(skipped * rank_batch)  # mid-epoch resume: the batches not yet seen
+            epoch_start, started = step, time.perf_counter()
             step, train_losses = train_one_epoch(
-                model, train_loader, optimizer, scheduler, codec, stage_weights, device=device,
+                network, train_loader, optimizer, scheduler, codec, stage_weights, device=device,
                 amp_dtype=amp_dtype, scaler=scaler, channels_last=t.channels_last, grad_clip=t.grad_clip,
                 log_every=t.log_every, step=step, on_log=on_log, progress=progress,
-                description=f"epoch {epoch + 1}/{t.epochs}",
+                description=f"epoch {epoch + 1}/{t.epochs}", should_stop=should_stop, reduce_losses=reduce_losses,
             )
+            batches = skipped + step - epoch_start
+            if batches < steps_per_epoch:  # a stop signal ended the epoch early
+                raise TrainingInterrupted(signals.received or signal.SIGTERM, step, save(epoch, batches))
             train_seconds = time.perf_counter() - started
             results = evaluate(model, val_loader, codec, torso=skeleton.torso, thresholds=config.eval.pck_thresholds,
                                decoder=config.eval.decoder, device=device, amp_dtype=amp_dtype,
                                channels_last=t.channels_last, progress=progress)
             metrics = {"epoch": epoch + 1, "step": step, "train_seconds": round(train_seconds, 2),
-                       "images_per_second": round(len(train_loader) * t.batch_size / train_seconds, 1),
+                       "images_per_second": round((step - epoch_start) * t.batch_size / train_seconds, 1),
                        **{f"train/{k}": v for k, v in train_losses.items()}, **flatten_metrics(results)}
-            for name, value in metrics.items():
-                if name.startswith(("train/", "val/")) or name == "images_per_second":
-                    writer.add_scalar(name, value, step)
-            with open(run_dir / "metrics.jsonl", "a", encoding="utf-8") as file:
-                file.write(json.dumps(metrics) + "\n")
+            if writer is not None:
+                for name, value in metrics.items():
+                    if name.startswith(("train/", "val/")) or name == "images_per_second":
+                        writer.add_scalar(name, value, step)
+                with open(run_dir / "metrics.jsonl", "a", encoding="utf-8") as file:
+                    file.write(json.dumps(metrics) + "\n")
             score = results["pck"][SELECTION_THRESHOLD][-1] if SELECTION_THRESHOLD in results["pck"] else -step
             final = {a: f"{100 * v[-1]:.1f}" for a, v in results["pck"].items()}
-            log(f"epoch {epoch + 1}/{t.epochs} | loss {train_losses['loss']:.5f} | "
+            log(f"epoch {epoch + 1}/{t.epochs} | loss {train_losses.get('loss', math.nan):.5f} | "
                 f"{metrics['images_per_second']:.0f} img/s | final-stage PCK " +
                 " ".join(f"@{a:g} {v}" for a, v in final.items()))
             is_best = score > best
             best = max(best, score)
-            state = {
-                "model": model.state_dict(), "model_kwargs": kwargs, "config": config.to_dict(),
-                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "scaler": scaler.state_dict(), "epoch": epoch + 1, "step": step, "best_metric": best,
-                "rng": rng_state(), "git_revision": git_revision(),
-            }
-            save_checkpoint(state, run_dir / "last.pt")
-            if is_best:
-                save_checkpoint(state, run_dir / "best.pt")
+            last = save(epoch + 1, 0, is_best=is_best)
+            if epoch + 1 < t.epochs and should_stop(True):
+                raise TrainingInterrupted(signals.received or signal.SIGTERM, step, last)
     finally:
-        writer.close()
-    results["run_dir"] = str(run_dir)
+        if writer is not None:
+            writer.close()
+    results["run_dir"], results["rank"] = str(run_dir), context.rank
     return results
 
 
 def evaluate_checkpoint(path: str | Path, *, overrides: dict[str, Any] | None = None, progress: bool = True,
                         device_name: str = "auto") -> dict:
     """Rebuild the model of a checkpoint and evaluate it on the held-out split of its config."""
-    checkpoint = load_checkpoint(path)
-    config = config_from_dict(checkpoint["config"])
+    from cpm.inference import load_model  # names the file when the config or weights do not fit
+
+    device = resolve_device(device_name)
+    model, config = load_model(path, device)
     if overrides:
         from cpm.config import apply, validate
 
         validate(apply(config, overrides, source="--set"))
-    device = resolve_device(device_name)
-    model = build_model(config.model.head, **checkpoint["model_kwargs"])
-    load_model_state(model, checkpoint["model"], path)
-    model.to(device)
     channels_last = config.train.channels_last
     if channels_last:
         model = model.to(memory_format=torch.channels_last)

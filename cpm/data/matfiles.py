@@ -207,6 +207,8 @@ def _mpii(mat: dict, path) -> MPIIValidation:
             raise CPMError(f"{path}: no variable {key!r}; not an MPII annolist file")
     annolist = mat["annolist"].ravel()
     n = len(annolist)
+    if n == 0:
+        raise CPMError(f"{path}: annolist is empty, no people to score")
     keypoints = np.zeros((n, 16, 3))  # (N, 16, 3), v = 0 until a point is found
     head_boxes = np.zeros((n, 4))  # (N, 4)
     for i, entry in enumerate(annolist):

@@ -1,6 +1,6 @@
 """The ``cpm`` command: ``cpm train CONFIG``, ``cpm eval CHECKPOINT``, ``cpm score``, ``cpm config CONFIG``,
 ``cpm rf CONFIG`` (per-stage receptive fields), ``cpm predict CHECKPOINT INPUT...``, ``cpm export CHECKPOINT`` and
-``cpm data {render,realism,check}``.
+``cpm data {render,realism,check}``, ``cpm report RUN_DIR``.
 
 Bad input (a missing file, an unknown config key, a file that is not a checkpoint) ends the command
 with one line on stderr naming the file or key, and exit status 2.
@@ -60,6 +60,13 @@ def build_parser() -> argparse.ArgumentParser:
                     help="measure the trained model of this checkpoint (instead of CONFIG's freshly initialised one)")
     rf.add_argument("--theoretical-only", action="store_true", help="skip the effective RF (no forward pass)")
 
+    report = commands.add_parser("report", help="Markdown table and PNG curves of a run directory (no training)")
+    report.add_argument("run_dir")
+    report.add_argument("--out", required=True, metavar="PATH",
+                        help="writes PATH.md and PATH.png, e.g. experiments/results/default")
+    report.add_argument("--command", dest="run_command", default="",
+                        help="the command that produced the run, quoted in the table")
+
     show = commands.add_parser("config", help="print the resolved config (defaults + file + --set)")
     show.add_argument("config", nargs="?")
     _add_set(show)
@@ -77,6 +84,11 @@ def run(args: argparse.Namespace) -> int:
         return run_export(args)
     if args.command == "data":
         return run_data(args)
+    if args.command == "report":
+        from cpm.report import write_report
+
+        print(f"wrote {write_report(args.run_dir, args.out, command=args.run_command)}")
+        return 0
     if args.command == "config":
         print(load_config(args.config, args.overrides).to_toml(), end="")
         return 0

@@ -30,3 +30,13 @@ def test_report_of_a_run_writes_markdown_and_plot(tmp_path):
 def test_report_of_a_folder_without_metrics_names_it(tmp_path):
     with pytest.raises(CPMError, match="metrics.jsonl: not found"):
         write_report(tmp_path, tmp_path / "out")
+
+
+def test_cpm_report_command_writes_the_table_of_a_run(tmp_path, capsys):
+    from cpm.cli import main
+
+    train(load_config(None, tiny_overrides(tmp_path)), progress=False, log=lambda *a: None)
+    out = tmp_path / "report"
+    assert main(["report", str(tmp_path / "runs" / "tiny"), "--out", str(out), "--command", "make train"]) == 0
+    assert capsys.readouterr().out.strip() == f"wrote {out}.md"
+    assert "`make train`" in out.with_suffix(".md").read_text() and out.with_suffix(".png").is_file()

@@ -7,7 +7,8 @@ CONFIG ?= experiments/default.toml
 ARGS   ?=
 DATA   ?=
 
-.PHONY: install train train-ddp eval test test-slow bench lint tensorboard clean
+.PHONY: install train train-ddp eval test test-slow bench lint tensorboard clean \
+        ablate-supervision compare-heads compare-decoders report
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -16,7 +17,7 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-## train: a small CPM on the embedded synthetic depth data (CPU, ~10 min), per-stage PCK table at the end;
+## train: a small CPM on the embedded synthetic depth data (CPU, ~13 min on 2 cores), per-stage PCK table at the end;
 ## DATA=/path/to/dataset sets data.root for a real-data config (experiments/lsp.toml, mpii.toml)
 train: $(STAMP)
 	$(VENV)/bin/cpm train $(CONFIG) $(if $(DATA),--set data.root=$(DATA)) $(ARGS)
@@ -38,11 +39,28 @@ test: $(STAMP)
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow
 
-## bench: speed of training, data, targets, decoders and inference, side by side in one run
-BENCH_CONFIGS ?= experiments/default.toml
+## bench: speed of training, data, targets, decoders and inference, side by side in one run (< 10 min on 2 cores)
+BENCH_CONFIGS ?= experiments/default.toml experiments/paper_lsp.toml
 bench: $(STAMP)
 	$(PY) -m cpm.bench $(BENCH_CONFIGS)
 	$(PY) -m cpm.bench_decode
+
+## bench-accuracy: the accuracy cost of bf16: CONFIG trained twice with the same seed, train.amp=off and bf16,
+## both final PCKs (two full training runs: about 30 min for the default config on 2 cores)
+.PHONY: bench-accuracy
+bench-accuracy: $(STAMP)
+	$(PY) -m cpm.bench_accuracy $(CONFIG) $(ARGS)
+
+## ablate-supervision, compare-heads, compare-decoders: the experiment grids of cpm/experiments.py, each run into
+## runs/<target>/<name> (finished runs are skipped), tables and plots into experiments/results/<target>.md;
+## BUDGET=default fits each in 90 min on 2 CPU cores, BUDGET=smoke takes minutes (into runs/smoke/), BUDGET=full (GPU)
+BUDGET ?= default
+ablate-supervision compare-heads compare-decoders: $(STAMP)
+	$(PY) -m cpm.experiments $@ --budget $(BUDGET) $(ARGS)
+
+## report: rebuild the experiment tables and plots from the run directories, without training
+report: $(STAMP)
+	$(PY) -m cpm.experiments report --budget $(BUDGET) $(ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -65,13 +65,13 @@ def plot_run(lines: list[dict], path: Path, title: str) -> None:
         for t in range(len(_per_stage(lines[-1], f"val/pck@{a}"))):
             values = [100 * _per_stage(line, f"val/pck@{a}")[t] for line in lines]
             left.plot(epochs, values, marker="o", color=f"C{t}", linestyle=style, label=f"PCK@{a}, stage {t + 1}")
-    left.set(xlabel="epoch", ylabel="PCK (%)", title="held-out PCK per stage")
+    left.set(xlabel="epoch", ylabel="PCK (%)", title="held-out PCK per stage", xticks=epochs)
     left.legend(fontsize=7)
     stages = len(_per_stage(lines[-1], "val/loss"))
     for t in range(stages):
         right.plot(epochs, [_per_stage(line, "val/loss")[t] for line in lines], marker="o", color=f"C{t}",
                    label=f"stage {t + 1}")
-    right.set(xlabel="epoch", ylabel="MSE", yscale="log", title="held-out loss per stage")
+    right.set(xlabel="epoch", ylabel="MSE", yscale="log", title="held-out loss per stage", xticks=epochs)
     right.legend(fontsize=7)
     figure.suptitle(title)
     figure.tight_layout()

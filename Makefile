@@ -39,14 +39,14 @@ test: $(STAMP)
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow
 
-## bench: speed of training, data, targets, decoders and inference, side by side in one run (< 10 min on 2 cores)
+## bench: speed of training, data, targets, decoders and inference, side by side in one run
 BENCH_CONFIGS ?= experiments/default.toml experiments/paper_lsp.toml
 bench: $(STAMP)
 	$(PY) -m cpm.bench $(BENCH_CONFIGS)
 	$(PY) -m cpm.bench_decode
 
 ## bench-accuracy: the accuracy cost of bf16: CONFIG trained twice with the same seed, train.amp=off and bf16,
-## both final PCKs (two full training runs: about 30 min for the default config on 2 cores)
+## both final PCKs (two full training runs)
 .PHONY: bench-accuracy
 bench-accuracy: $(STAMP)
 	$(PY) -m cpm.bench_accuracy $(CONFIG) $(ARGS)

@@ -1,23 +1,38 @@
 """``make bench``: speed of every part of the pipeline, measured side by side in one run.
 
+    python -m cpm.bench experiments/default.toml experiments/paper_lsp.toml
+
 Prints one Markdown table:
 
 - the machine's ceilings: fp32 and bf16 throughput of a large 9x9 convolution (channels-last);
-- the training step of each config: images/s and achieved FLOP/s (counted by
-  ``torch.utils.flop_counter``) for the plain way (fp32, NCHW) and the way ``cpm train`` runs it
-  (channels-last, bf16 autocast where the device has it), the speed-up, and the share of the ceiling;
-- the data pipeline: samples/s of render + crop + augment in one worker against what the fast
-  training step consumes;
+- the training step of each config: images/s and achieved FLOP/s (counted by ``torch.utils.flop_counter``)
+  of the plain way (fp32, NCHW, as the PyTorch ports of CPM run it) and of the fast path (channels-last,
+  bf16 autocast where the device has it, the way ``cpm train`` runs with ``train.amp = "auto"``), each
+  against its ceiling, and the speed-up. The two steps are timed alternately, so that a change in the
+  machine's load hits both alike;
+- the memory of a training step: on CPU the growth of the peak resident set size (RSS) over two steps, in a
+  fresh process, over what the process held before them (weights, inputs): activations, gradients,
+  optimiser state and library workspaces; on CUDA ``torch.cuda.max_memory_allocated`` over the same;
+- the data pipeline: samples/s of render + crop + augment in one worker against what the fast step
+  consumes, and the share of step time spent waiting for the next batch in a real DataLoader loop with
+  the config's ``data.workers`` (targets are encoded on the training device, the "targets" row);
 - target generation (``HeatmapCodec.encode``) and decoding per batch;
-- inference latency per image.
+- inference latency per image: eager PyTorch (fp32 NCHW, and the fast path) and ONNX Runtime (fp32, CPU;
+  the model exported by `cpm.export` to a temporary file).
 
 Shared machines are noisy: compare ratios within one run, not absolute figures across runs.
+The accuracy cost of bf16 is measured by `cpm.bench_accuracy` (``make bench-accuracy``).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import platform
+import resource
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -25,75 +40,116 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from cpm.config import load_config
-from cpm.engine import autocast, cpu_has_native_bf16, resolve_device
+from cpm.config import Config, load_config
+from cpm.engine import autocast, cpu_has_native_bf16, prepare_batch, resolve_device
 from cpm.losses import stage_weights_for, staged_heatmap_loss
 from cpm.models import build_model
-from cpm.train import build_codec, build_datasets, model_kwargs
+from cpm.train import build_codec, build_datasets, make_loader, model_kwargs
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def timed(function: Callable[[], object], *, seconds: float = 3.0, warmup: int = 2, device: torch.device) -> float:
     """Median seconds per call over at least ``seconds`` of calls (at least 3 calls)."""
-    for _ in range(warmup):
-        function()
-    times: list[float] = []
-    while sum(times) < seconds or len(times) < 3:
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        function()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return sorted(times)[len(times) // 2]
+    return timed_alternately({"f": function}, seconds=seconds, warmup=warmup, device=device)["f"]
 
 
-def conv_ceiling(device: torch.device, dtype: torch.dtype | None, *, seconds: float) -> float:
-    """FLOP/s of a 9x9 conv 128 -> 128 on 46x46 maps (the paper's trunk layer), batch 8, channels-last."""
+def timed_alternately(functions: dict[str, Callable[[], object]], *, seconds: float, warmup: int = 1,
+                      device: torch.device) -> dict[str, float]:
+    """Median seconds per call of each function, called in turn (a, b, a, b, ...) until each has run at least
+    ``seconds`` and 3 times (one that has is left out of the later turns): a change of the machine's load then
+    falls on all of them alike."""
+    for function in functions.values():
+        for _ in range(warmup):
+            function()
+    times: dict[str, list[float]] = {name: [] for name in functions}
+
+    def done(name: str) -> bool:
+        return sum(times[name]) >= seconds and len(times[name]) >= 3
+
+    while not all(done(name) for name in functions):
+        for name, function in functions.items():
+            if done(name):
+                continue
+            _sync(device)
+            start = time.perf_counter()
+            function()
+            _sync(device)
+            times[name].append(time.perf_counter() - start)
+    return {name: sorted(t)[len(t) // 2] for name, t in times.items()}
+
+
+def fast_dtype(device: torch.device) -> torch.dtype | None:
+    """bf16 where the device computes it natively (CUDA, CPUs with AVX512-BF16 or AMX), else fp32 (None)."""
+    return torch.bfloat16 if device.type == "cuda" or cpu_has_native_bf16() else None
+
+
+CEILING_FLOPS = 2 * 8 * 128 * 128 * 81 * 46 * 46
+
+
+def ceiling_conv(device: torch.device, dtype: torch.dtype | None) -> Callable[[], None]:
+    """A 9x9 conv 128 -> 128 on 46x46 maps (the paper's trunk layer), batch 8, channels-last: CEILING_FLOPS a call."""
     conv = torch.nn.Conv2d(128, 128, 9, padding=4).to(device, memory_format=torch.channels_last)
     x = torch.randn(8, 128, 46, 46, device=device).contiguous(memory_format=torch.channels_last)
-    flops = 2 * 8 * 128 * 128 * 81 * 46 * 46
 
     def run() -> None:
         with torch.no_grad(), autocast(device, dtype):
             conv(x)
 
-    return flops / timed(run, seconds=seconds, device=device)
+    return run
+
+
+def conv_ceiling(device: torch.device, dtype: torch.dtype | None, *, seconds: float) -> float:
+    """FLOP/s of `ceiling_conv`."""
+    return CEILING_FLOPS / timed(ceiling_conv(device, dtype), seconds=seconds, device=device)
 
 
 class TrainStep:
-    """One optimiser step of a config's model on a fixed batch (synthetic inputs of the right shapes)."""
+    """One optimiser step of a config's model on a fixed batch (random images, keypoints and centre).
 
-    def __init__(self, config_path: str | None, overrides: list[str], *, batch: int, device: torch.device,
-                 fast: bool) -> None:
-        config = load_config(config_path, overrides)
-        self.config, self.device, self.batch = config, device, batch
+    ``fast=False``: fp32, NCHW. ``fast=True``: channels-last model and inputs, bf16 autocast where the
+    device has it (`fast_dtype`). AdamW at a tiny learning rate, so every step computes the same thing."""
+
+    def __init__(self, config: Config, *, batch: int, device: torch.device, fast: bool) -> None:
+        self.device, self.batch = device, batch
         kwargs = model_kwargs(config)
         self.model = build_model(config.model.head, **kwargs).to(device)
         self.channels_last = fast
-        self.dtype = torch.bfloat16 if fast and (device.type == "cuda" or cpu_has_native_bf16()) else None
+        self.dtype = fast_dtype(device) if fast else None
         if fast:
             self.model = self.model.to(memory_format=torch.channels_last)
-        codec = build_codec(config)
+        self.codec = build_codec(config)
         size = config.data.input_size
         self.image = torch.randn(batch, kwargs["in_channels"], size, size, device=device)
         if fast:
             self.image = self.image.contiguous(memory_format=torch.channels_last)
         keypoints = torch.rand(batch, kwargs["num_joints"], 3, device=device) * (size - 1)
         keypoints[..., 2] = 2
-        self.targets, self.weights = codec.encode(keypoints)
-        self.center_map = codec.center_map(torch.full((batch, 2), (size - 1) / 2, device=device))
+        self.targets, self.weights = self.codec.encode(keypoints)
+        self.center_map = self.codec.center_map(torch.full((batch, 2), (size - 1) / 2, device=device))
         self.stage_weights = stage_weights_for(config.model.stages)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=1e-5)
         self.parameters = sum(p.numel() for p in self.model.parameters())
 
-    def __call__(self) -> None:
+    @property
+    def label(self) -> str:
+        if not self.channels_last:
+            return "plain fp32 NCHW"
+        return "channels-last + bf16" if self.dtype is not None else "channels-last"
+
+    def run(self, image: torch.Tensor, center_map: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor) -> None:
         with autocast(self.device, self.dtype):
-            beliefs = self.model(self.image, self.center_map)
-        loss = staged_heatmap_loss(beliefs, self.targets, self.weights, self.stage_weights)["loss"]
+            beliefs = self.model(image, center_map)
+        loss = staged_heatmap_loss(beliefs, targets, weights, self.stage_weights)["loss"]
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
+
+    def __call__(self) -> None:
+        self.run(self.image, self.center_map, self.targets, self.weights)
 
     def flops(self) -> int:
         with FlopCounterMode(display=False) as counter:
@@ -101,9 +157,56 @@ class TrainStep:
         return counter.get_total_flops()
 
 
-def data_rate(config_path: str | None, overrides: list[str], *, seconds: float) -> float:
+def _current_rss() -> int:
+    """Bytes resident now (Linux ``/proc``); elsewhere the peak so far, which is then the baseline."""
+    try:
+        with open("/proc/self/statm", encoding="ascii") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return _peak_rss()
+
+
+def _peak_rss() -> int:
+    """Peak bytes resident in this process: Linux's VmHWM, which starts afresh at exec. ``ru_maxrss`` does not on
+    Linux (it keeps the peak of the parent that forked the process), so it is only the fallback."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            return next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmHWM:"))
+    except (OSError, ValueError, IndexError, StopIteration):
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return peak if sys.platform == "darwin" else peak * 1024  # bytes on macOS, KiB on Linux
+
+
+def step_memory(config: Config, *, batch: int, device: torch.device, fast: bool) -> int:
+    """Bytes a training step needs beyond the weights and inputs: the peak over two steps minus what was held
+    before them. CUDA: ``max_memory_allocated``. CPU: peak RSS in this process (call it in a fresh one)."""
+    step = TrainStep(config, batch=batch, device=device, fast=fast)
+    _sync(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+    else:
+        before = _current_rss()
+    step()
+    step()
+    _sync(device)
+    after = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else _peak_rss()
+    return after - before
+
+
+def step_memory_in_new_process(config_path: str, *, batch: int, device: torch.device, fast: bool) -> int:
+    """`step_memory` in a fresh Python process (the peak RSS of this one is already the peak of everything)."""
+    if device.type == "cuda":
+        return step_memory(load_config(config_path), batch=batch, device=device, fast=fast)
+    command = [sys.executable, "-m", "cpm.bench", "--memory-probe", "--batch", str(batch), "--device", str(device),
+               *(["--fast"] if fast else []), config_path]
+    result = subprocess.run(command, capture_output=True, text=True, check=True)
+    return int(result.stdout.split()[-1])
+
+
+def data_rate(config: Config, *, seconds: float) -> float:
     """Training samples/s (render + crop + augment + to tensor) in this one process = one worker."""
-    train_set, _ = build_datasets(load_config(config_path, overrides))
+    train_set, _ = build_datasets(config)
     count, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
         train_set[count % len(train_set)]
@@ -111,61 +214,149 @@ def data_rate(config_path: str | None, overrides: list[str], *, seconds: float) 
     return count / (time.perf_counter() - start)
 
 
-def run(configs: list[str], *, seconds: float, device_name: str) -> str:
-    device = resolve_device(device_name)
-    torch.manual_seed(0)
+def loader_wait(config: Config, step: TrainStep, *, steps: int, seconds: float) -> tuple[float, int]:
+    """-> (share of the time spent waiting for the next batch, steps run): up to ``steps`` fast training steps on
+    real batches (`cpm.train.make_loader` with ``data.workers`` workers), at least 3, stopping after ``seconds``.
+    The first batch (workers starting) is not counted."""
+    train_set, _ = build_datasets(config)
+    loader = make_loader(train_set, batch_size=step.batch, shuffle=True, workers=config.data.workers,
+                         device=step.device, seed=0, drop_last=True)
+    batches = iter(loader)
+    next(batches)
+    waiting, start, done = 0.0, time.perf_counter(), 0
+    while done < steps and (done < 3 or time.perf_counter() - start < seconds):
+        asked = time.perf_counter()
+        batch = next(batches)
+        waiting += time.perf_counter() - asked
+        step.run(*prepare_batch(batch, step.codec, step.device, step.channels_last))
+        done += 1
+    _sync(step.device)
+    total = time.perf_counter() - start
+    del batches, loader  # stops the persistent workers
+    return waiting / total, done
+
+
+def onnx_latency(config: Config, model: torch.nn.Module, *, seconds: float) -> float | None:
+    """Seconds per image (batch 1) of ``model`` exported by `cpm.export.export_onnx` and run in ONNX Runtime on
+    the CPU (fp32); None when the onnx extra is not installed."""
+    try:
+        import numpy as np
+        import onnxruntime
+    except ImportError:
+        return None
+    from cpm.checkpoint import save_checkpoint
+    from cpm.export import export_onnx
+
+    size = config.data.input_size
+    with tempfile.TemporaryDirectory() as folder:
+        checkpoint, onnx_path = Path(folder) / "model.pt", Path(folder) / "model.onnx"
+        state = {name: value.detach().cpu().contiguous() for name, value in model.state_dict().items()}
+        save_checkpoint({"model": state, "model_kwargs": model_kwargs(config), "config": config.to_dict()}, checkpoint)
+        export_onnx(checkpoint, onnx_path)
+        session = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    codec = build_codec(config)
+    inputs = {"image": np.random.default_rng(0).uniform(-1, 1, (1, model.in_channels, size, size)).astype(np.float32),
+              "center_map": codec.center_map(torch.full((1, 2), (size - 1) / 2)).numpy()}
+    feed = {i.name: inputs[i.name] for i in session.get_inputs()}
+    return timed(lambda: session.run(None, feed), seconds=seconds, device=torch.device("cpu"))
+
+
+def machine_description(device: torch.device) -> str:
+    name = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="ignore") as cpuinfo:
+            name = next(line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    if device.type == "cuda":
+        name = f"{torch.cuda.get_device_name(device)} (host: {name})"
+    native = ", native bf16" if cpu_has_native_bf16() else ""
+    return (f"Machine: {name}, {os.cpu_count()} cores{native}, {torch.get_num_threads()} torch threads, "
+            f"device {device}, torch {torch.__version__}")
+
+
+def config_rows(config_path: str, *, device: torch.device, seconds: float, loader_steps: int) -> list[tuple[str, str]]:
+    config = load_config(config_path)
+    name = Path(config_path).stem
+    batch = 2 if config.data.input_size >= 256 else config.train.batch_size
     rows: list[tuple[str, str]] = []
-    ceiling32 = conv_ceiling(device, None, seconds=seconds)
-    rows.append(("ceiling: 9x9 conv, fp32", f"{ceiling32 / 1e9:.0f} GFLOP/s"))
-    fast_dtype = torch.bfloat16 if device.type == "cuda" or cpu_has_native_bf16() else None
-    ceiling_fast = ceiling32
-    if fast_dtype is not None:
-        ceiling_fast = conv_ceiling(device, fast_dtype, seconds=seconds)
-        rows.append(("ceiling: 9x9 conv, bf16", f"{ceiling_fast / 1e9:.0f} GFLOP/s"))
+    steps = {fast: TrainStep(config, batch=batch, device=device, fast=fast) for fast in (False, True)}
+    flops = {fast: step.flops() for fast, step in steps.items()}  # also the first (warm-up) call
+    # The ceilings are timed again in the same rotation, so each fraction compares figures of the same moments.
+    timings = timed_alternately({**steps, "fp32": ceiling_conv(device, None), "fast": ceiling_conv(device, fast_dtype(
+        device))}, seconds=seconds, device=device)
+    seconds_per_step = {fast: timings[fast] for fast in steps}
+    ceilings = {False: CEILING_FLOPS / timings["fp32"], True: CEILING_FLOPS / timings["fast"]}
+    images_per_second = {fast: batch / s for fast, s in seconds_per_step.items()}
+    title = f"{name} ({steps[True].parameters / 1e6:.2f}M params, {config.data.input_size} px, batch {batch})"
+    for fast, step in steps.items():
+        achieved = flops[fast] / seconds_per_step[fast]
+        rows.append((f"train step, {title}, {step.label}",
+                     f"{images_per_second[fast]:.2f} img/s, {achieved / 1e9:.0f} GFLOP/s "
+                     f"({100 * achieved / ceilings[fast]:.0f} % of the ceiling timed alongside)"))
+    speed_up = images_per_second[True] / images_per_second[False]
+    rows.append((f"train step, {name}: speed-up over plain", f"{speed_up:.2f}x"))
+    rows.append((f"train step, {name}: FLOPs per image (forward + backward)", f"{flops[True] / batch / 1e9:.1f} GFLOP"))
+    fast_step = steps[True]
+    del steps
+    for fast in (False, True):
+        memory = step_memory_in_new_process(config_path, batch=batch, device=device, fast=fast)
+        label = fast_step.label if fast else "plain fp32 NCHW"
+        where = "peak allocated" if device.type == "cuda" else "peak RSS"
+        rows.append((f"memory, {name}, batch {batch}, {label}: {where} of a step over weights + inputs",
+                     f"{memory / 2**20:.0f} MiB"))
 
-    for config_path in configs:
-        name = Path(config_path).stem
-        config = load_config(config_path)
-        batch = 2 if config.data.input_size >= 256 else config.train.batch_size
-        per_image = {}
-        for fast in (False, True):
-            step = TrainStep(config_path, [], batch=batch, device=device, fast=fast)
-            flops = step.flops()
-            seconds_per_step = timed(step, seconds=seconds, device=device)
-            per_image[fast] = batch / seconds_per_step
-            label = "channels-last + bf16" if fast and step.dtype is not None else (
-                "channels-last" if fast else "plain fp32 NCHW")
-            achieved = flops / seconds_per_step
-            ceiling = ceiling_fast if fast else ceiling32
-            rows.append((f"train step, {name} ({step.parameters / 1e6:.2f}M params, batch {batch}), {label}",
-                         f"{per_image[fast]:.2f} img/s, {achieved / 1e9:.0f} GFLOP/s "
-                         f"({100 * achieved / ceiling:.0f} % of ceiling)"))
-        rows.append((f"train step, {name}: speed-up over plain", f"{per_image[True] / per_image[False]:.2f}x"))
-        if name == "default":
-            samples = data_rate(config_path, [], seconds=seconds)
-            rows.append(("data: render + crop + augment, one worker", f"{samples:.0f} samples/s"))
-            rows.append(("data: one worker / what the fast step consumes", f"{samples / per_image[True]:.2f}x"))
-            codec = build_codec(config)
-            size = config.data.input_size
-            keypoints = torch.rand(batch, 15, 3, device=device) * (size - 1)
-            keypoints[..., 2] = 2
-            encode_s = timed(lambda codec=codec, k=keypoints: codec.encode(k), seconds=seconds, device=device)
-            heatmaps, _ = codec.encode(keypoints)
-            decode_s = timed(lambda codec=codec, h=heatmaps: codec.decode(h), seconds=seconds, device=device)
-            rows.append((f"targets: encode batch of {batch}", f"{1e3 * encode_s:.2f} ms"))
-            rows.append((f"decode (parabola): batch of {batch}", f"{1e3 * decode_s:.2f} ms"))
-        model = TrainStep(config_path, [], batch=1, device=device, fast=True)
-        model.model.eval()
+    samples = data_rate(config, seconds=seconds)
+    rows.append((f"data, {name}: render + crop + augment, one worker", f"{samples:.0f} samples/s"))
+    rows.append((f"data, {name}: one worker / what the fast step consumes",
+                 f"{samples / images_per_second[True]:.2f}x"))
+    workers = config.data.workers
+    share, done = loader_wait(config, fast_step, steps=loader_steps, seconds=4 * seconds)
+    rows.append((f"data, {name}: step time waiting for data, DataLoader with {workers} worker"
+                 f"{'s' if workers != 1 else ''}", f"{100 * share:.1f} % of {done} steps"))
 
-        def infer(step: TrainStep = model) -> None:
+    codec = fast_step.codec
+    size = config.data.input_size
+    keypoints = torch.rand(batch, fast_step.weights.shape[1], 3, device=device) * (size - 1)  # (B, K, 3)
+    keypoints[..., 2] = 2
+    encode_s = timed(lambda: codec.encode(keypoints), seconds=seconds / 3, device=device)
+    heatmaps, _ = codec.encode(keypoints)
+    decode_s = timed(lambda: codec.decode(heatmaps), seconds=seconds / 3, device=device)
+    rows.append((f"targets, {name}: encode a batch of {batch}", f"{1e3 * encode_s:.2f} ms"))
+    rows.append((f"decode (parabola), {name}: a batch of {batch}", f"{1e3 * decode_s:.2f} ms"))
+    del fast_step
+
+    inference = {fast: TrainStep(config, batch=1, device=device, fast=fast) for fast in (False, True)}
+    calls = {}
+    for fast, step in inference.items():
+        step.model.eval()
+
+        def infer(step: TrainStep = step) -> None:
             with torch.no_grad(), autocast(device, step.dtype):
                 step.model(step.image, step.center_map)
 
-        rows.append((f"inference, {name}, batch 1", f"{1e3 * timed(infer, seconds=seconds, device=device):.1f} ms"))
+        calls[fast] = infer
+    latency = timed_alternately(calls, seconds=seconds / 2, device=device)
+    for fast, step in inference.items():
+        rows.append((f"inference, {name}, batch 1, eager {step.label}", f"{1e3 * latency[fast]:.1f} ms"))
+    onnx_seconds = onnx_latency(config, inference[False].model, seconds=seconds / 2)
+    rows.append((f"inference, {name}, batch 1, ONNX Runtime fp32 (CPU)",
+                 "onnx extra not installed" if onnx_seconds is None else f"{1e3 * onnx_seconds:.1f} ms"))
+    return rows
 
-    header = (f"Machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
-              f"device {device}, torch {torch.__version__}")
-    lines = [header, "", "| measurement | result |", "|---|---:|", *(f"| {a} | {b} |" for a, b in rows)]
+
+def run(configs: list[str], *, seconds: float, device_name: str, loader_steps: int = 10) -> str:
+    device = resolve_device(device_name)
+    torch.manual_seed(0)
+    rows: list[tuple[str, str]] = []
+    rows.append(("ceiling: 9x9 conv, fp32", f"{conv_ceiling(device, None, seconds=seconds) / 1e9:.0f} GFLOP/s"))
+    if fast_dtype(device) is not None:
+        rows.append(("ceiling: 9x9 conv, bf16",
+                     f"{conv_ceiling(device, fast_dtype(device), seconds=seconds) / 1e9:.0f} GFLOP/s"))
+    for config_path in configs:
+        rows += config_rows(config_path, device=device, seconds=seconds, loader_steps=loader_steps)
+    lines = [machine_description(device), "", "| measurement | result |", "|---|---:|",
+             *(f"| {a} | {b} |" for a, b in rows)]
     return "\n".join(lines)
 
 
@@ -173,9 +364,17 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m cpm.bench", description=__doc__.splitlines()[0])
     parser.add_argument("configs", nargs="*", default=["experiments/default.toml"])
     parser.add_argument("--seconds", type=float, default=3.0, help="time per measurement")
+    parser.add_argument("--loader-steps", type=int, default=10, help="steps of the DataLoader loop")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--memory-probe", action="store_true", help=argparse.SUPPRESS)  # step_memory, one config
+    parser.add_argument("--batch", type=int, default=2, help=argparse.SUPPRESS)
+    parser.add_argument("--fast", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    print(run(args.configs, seconds=args.seconds, device_name=args.device))
+    if args.memory_probe:
+        config = load_config(args.configs[0])
+        print(step_memory(config, batch=args.batch, device=resolve_device(args.device), fast=args.fast))
+        return
+    print(run(args.configs, seconds=args.seconds, device_name=args.device, loader_steps=args.loader_steps))
 
 
 if __name__ == "__main__":

@@ -108,3 +108,17 @@ def load_model_state(model: torch.nn.Module, state: dict[str, torch.Tensor], pat
     except RuntimeError as error:
         detail = str(error).splitlines()[1].strip() if len(str(error).splitlines()) > 1 else str(error)
         raise CheckpointError(f"{path}: checkpoint does not fit this architecture ({detail[:200]})") from None
+
+
+def load_matching_state(model: torch.nn.Module, path: str | Path) -> list[str]:
+    """Copy the weights of the checkpoint at ``path`` whose names and shapes match ``model``'s (``train.init_from``:
+    a T-stage model started from a (T-1)-stage one keeps stages 1..T-1). Returns the names copied; a checkpoint
+    that shares no weight with the model is a `CheckpointError`."""
+    state = load_checkpoint(path)["model"]
+    own = model.state_dict()
+    matching = {name: value for name, value in state.items()
+                if name in own and tuple(own[name].shape) == tuple(value.shape)}
+    if not matching:
+        raise CheckpointError(f"{path}: no weight of this checkpoint fits the model (train.init_from)")
+    model.load_state_dict(matching, strict=False)
+    return sorted(matching)

@@ -130,10 +130,18 @@ class RegressionCodec:
 
     so every point inside the crop has n in [-1, 1), and heatmap and regression codecs agree on where a
     pixel is. Computed in float64 (float32 on MPS, which has no float64); the dtype of the input is kept.
+
+    ``center_codec`` (a `HeatmapCodec`) makes the centre maps of a head that takes one (the integral head's
+    CPM stages); `center_map` delegates to it, so the training loop calls either codec the same way.
     """
 
-    def __init__(self, *, input_size: tuple[int, int]) -> None:
+    def __init__(self, *, input_size: tuple[int, int], center_codec: HeatmapCodec | None = None) -> None:
         self.input_size = tuple(input_size)  # (H, W)
+        self.center_codec = center_codec
+
+    def center_map(self, centers: torch.Tensor) -> torch.Tensor | None:
+        """centers (B, 2) in input pixels -> the centre codec's map, or None without a centre codec."""
+        return self.center_codec.center_map(centers) if self.center_codec is not None else None
 
     def _exact(self, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """-> values in float64 where the device has it, and the crop's (W, H) in the same dtype."""

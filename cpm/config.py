@@ -27,6 +27,8 @@ import tomllib
 
 from cpm.codecs import DECODERS
 from cpm.errors import ConfigError
+from cpm.losses import REGRESSION_LOSSES
+from cpm.models import HEADS
 from cpm.models.backbones import BACKBONES
 from cpm.skeleton import SKELETONS
 
@@ -55,7 +57,10 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    head: str = "heatmap"
+    head: str = "heatmap"  # heatmap (CPM belief maps) | regression (FC to K x 2) | integral (soft-argmax of each stage)
+    regression_loss: str = "l2"  # coordinate loss of the regression and integral heads: l2 | l1 | smooth_l1
+    regression_hidden: int = 256  # regression head: width of the hidden fully connected layer
+    regression_pool: int = 4  # regression head: features average-pooled to N x N, then flattened (1 = global pool)
     stages: int = 4
     in_channels: int = 1  # 3 for RGB models; grayscale frames are replicated to fit
     backbone: str = "cpm"  # image trunk: cpm (two trunks, Fig. 2) | vgg19 | vgg16 | fourconv (one shared trunk)
@@ -80,6 +85,7 @@ class ModelConfig:
     init: str = "kaiming"  # kaiming | caffe (Gaussian std 0.01, the released prototxts' filler)
     sigma: float = 1.0  # Gaussian target sigma, heatmap cells
     center_sigma: float = 2.5  # centre map sigma, heatmap cells
+    checkpoint_stages: bool = False  # recompute refinement stages in backward (less memory, ~1 more forward)
 
 
 @dataclass
@@ -101,8 +107,11 @@ class TrainConfig:
     warmup_steps: int = 100
     intermediate_supervision: bool = True
     stage_weights: list[float] = field(default_factory=list)  # overrides intermediate_supervision
+    trainable_stages: list[int] = field(default_factory=list)  # stages whose parameters train; empty = all
+    init_from: str = ""  # checkpoint whose weights (matching names and shapes) start the run: stage-wise training
     amp: str = "auto"  # auto: bf16 on CUDA and on CPUs with native bf16, else off | bf16 | fp16 | off
     channels_last: bool = True
+    compile: bool = False  # torch.compile the model (inductor); the first steps then take minutes
     device: str = "auto"
     seed: int = 0
     deterministic: bool = False
@@ -141,7 +150,8 @@ CHOICES = {
     "data.source": ("synthetic", "list", "lsp", "mpii", "mpii_mat", "flic", "coco", "itop"),
     "data.pose_source": ("procedural", "bvh", "bank"),
     "data.skeleton": tuple(SKELETONS),
-    "model.head": ("heatmap",),
+    "model.head": tuple(HEADS),
+    "model.regression_loss": tuple(REGRESSION_LOSSES),
     "model.backbone": tuple(BACKBONES),
     "model.init": ("kaiming", "caffe"),
     "train.optimizer": ("adamw", "sgd"),
@@ -159,7 +169,7 @@ RANGES = {
     "model.feature_channels": (0, None), "model.stage_kernel": (1, None), "model.stage_layers": (1, None),
     "model.in_channels": (1, None), "model.stage1_layers": (0, None),
     "model.stride": (1, 64), "model.dropout": (0, 0.99), "model.sigma": (1e-3, None),
-    "model.center_sigma": (1e-3, None),
+    "model.center_sigma": (1e-3, None), "model.regression_hidden": (1, None), "model.regression_pool": (1, None),
     "train.epochs": (1, None), "train.batch_size": (1, None), "train.lr": (0, None),
     "train.weight_decay": (0, None), "train.momentum": (0, 1), "train.warmup_steps": (0, None),
     "train.log_every": (1, None), "train.grad_clip": (0, None), "train.threads": (0, None),
@@ -263,15 +273,23 @@ def validate(config: Config) -> Config:
         raise ConfigError("model.trunk_widths, model.vgg_cpm_widths: widths must be >= 1")
     if model.backbone_weights and model.backbone not in ("vgg16", "vgg19"):
         raise ConfigError(f"model.backbone_weights: only vgg16 and vgg19 load weights, not {model.backbone!r}")
-    if train.stage_weights and len(train.stage_weights) != model.stages:
+    stages = output_stages(config)
+    if train.stage_weights and len(train.stage_weights) != stages:
         raise ConfigError(
-            f"train.stage_weights: {len(train.stage_weights)} weights given for {model.stages} stages"
+            f"train.stage_weights: {len(train.stage_weights)} weights given for {stages} stages"
         )
     if any(w < 0 for w in train.stage_weights):
         raise ConfigError("train.stage_weights: weights must be >= 0")
+    if any(not 1 <= t <= stages for t in train.trainable_stages):
+        raise ConfigError(f"train.trainable_stages: {train.trainable_stages} names a stage outside 1..{stages}")
     if any(not 0 < a <= 1 for a in config.eval.pck_thresholds) or not config.eval.pck_thresholds:
         raise ConfigError("eval.pck_thresholds: expected a non-empty list of values in (0, 1]")
     return config
+
+
+def output_stages(config: Config) -> int:
+    """Outputs the model returns: ``model.stages``, or 1 for the regression head (it has no stages)."""
+    return 1 if config.model.head == "regression" else config.model.stages
 
 
 def parse_override(text: str) -> dict[str, dict[str, Any]]:

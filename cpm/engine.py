@@ -18,9 +18,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from cpm.codecs import HeatmapCodec
+from cpm.codecs import HeatmapCodec, RegressionCodec
 from cpm.errors import CPMError
-from cpm.losses import staged_heatmap_loss
+from cpm.losses import staged_loss
 from cpm.metrics import pck, torso_size
 
 
@@ -78,9 +78,24 @@ def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.Abst
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
-def prepare_batch(batch: dict[str, torch.Tensor], codec: HeatmapCodec, device: torch.device,
+def compile_model(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """``torch.compile(model)`` (TorchInductor), once a one-line function has been compiled and run on ``device``:
+    inductor builds C++ (CPU) or Triton (CUDA) kernels, and where it cannot, ``train.compile`` fails here with
+    one line instead of a long traceback at the first step."""
+    try:
+        probe = torch.compile(lambda x: torch.relu(x) * 2, dynamic=False)
+        probe(torch.ones(8, device=device))
+    except Exception as error:  # noqa: BLE001 - whatever breaks inside inductor, the user gets one line
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CPMError(f"train.compile: torch.compile cannot build kernels for {device} on this machine "
+                       f"({first_line[:300]}); set train.compile = false") from None
+    return torch.compile(model)
+
+
+def prepare_batch(batch: dict[str, torch.Tensor], codec: HeatmapCodec | RegressionCodec, device: torch.device,
                   channels_last: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """-> image (B, C, H, W), center_map (B, 1, h, w), targets (B, K[+1], h, w), weights (B, K)."""
+    """-> image (B, C, H, W), center_map (B, 1, h, w), targets (B, K[+1], h, w) — (B, K, 2) normalised
+    coordinates with a `RegressionCodec` —, weights (B, K)."""
     non_blocking = device.type == "cuda"
     image = batch["image"].to(device, non_blocking=non_blocking)
     if channels_last:
@@ -113,11 +128,13 @@ def train_one_epoch(
     description: str = "train",
     should_stop: Callable[[bool], bool] | None = None,
     reduce_losses: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]] | None = None,
+    loss_fn: Callable[..., dict[str, torch.Tensor]] = staged_loss,
 ) -> tuple[int, dict[str, float]]:
     """One pass over ``loader``. Returns (global step after the epoch, mean of each loss term).
 
     ``should_stop(at_log_step)`` is asked after every step; True ends the epoch early (a stop signal: the
-    caller writes a checkpoint). ``reduce_losses`` (the mean over ranks) is applied before losses are read."""
+    caller writes a checkpoint). ``reduce_losses`` (the mean over ranks) is applied before losses are read.
+    ``loss_fn(outputs, targets, weights, stage_weights)`` -> {"loss", "loss/stage1", ...} (`cpm.losses`)."""
     model.train()
     sums: dict[str, torch.Tensor] = {}
     pending: dict[str, torch.Tensor] = {}
@@ -128,7 +145,7 @@ def train_one_epoch(
         image, center_map, targets, weights = prepare_batch(batch, codec, device, channels_last)
         with autocast(device, amp_dtype):
             beliefs = model(image, center_map)
-        losses = staged_heatmap_loss(beliefs, targets, weights, stage_weights)
+        losses = loss_fn(beliefs, targets, weights, stage_weights)
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None and scaler.is_enabled():
             scaler.scale(losses["loss"]).backward()
@@ -188,8 +205,10 @@ def evaluate(
     amp_dtype: torch.dtype | None = None,
     channels_last: bool = False,
     progress: bool = True,
+    loss_fn: Callable[..., dict[str, torch.Tensor]] = staged_loss,
 ) -> dict:
-    """Decode every stage's beliefs, map them back to source pixels and score them.
+    """Decode every stage's outputs (belief maps or coordinates: the codec reads either), map them back to
+    source pixels and score them.
 
     Returns {"samples", "excluded", "pck": {threshold: [per stage]}, "per_joint": {threshold: (K,)
     of the last stage}, "loss": [per stage], "predictions": (N, T, K, 2) source pixels,
@@ -201,7 +220,7 @@ def evaluate(
         image, center_map, targets, weights = prepare_batch(batch, codec, device, channels_last)
         with autocast(device, amp_dtype):
             beliefs = model(image, center_map)
-        losses = staged_heatmap_loss(beliefs, targets, weights, [1.0] * len(beliefs))
+        losses = loss_fn(beliefs, targets, weights, [1.0] * len(beliefs))
         stage_losses.append(torch.stack([losses[f"loss/stage{t}"] for t in range(1, len(beliefs) + 1)]))
         inverse = _invert_affine(batch["matrix"].to(device).double())  # (B, 2, 3) crop -> source
         per_stage_points, per_stage_confidence = [], []

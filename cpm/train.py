@@ -14,17 +14,26 @@ import math
 import random
 import signal
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
-from cpm.checkpoint import git_revision, load_checkpoint, load_model_state, rng_state, save_checkpoint, set_rng_state
-from cpm.codecs import HeatmapCodec
-from cpm.config import Config, config_from_dict
+from cpm.checkpoint import (
+    git_revision,
+    load_checkpoint,
+    load_matching_state,
+    load_model_state,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from cpm.codecs import HeatmapCodec, RegressionCodec
+from cpm.config import Config, config_from_dict, output_stages
 from cpm.data.dataset import PoseDataset
 from cpm.data.synthetic import SyntheticPoses
 from cpm.distributed import (
@@ -37,18 +46,25 @@ from cpm.distributed import (
     init_distributed,
     shutdown_distributed,
 )
-from cpm.engine import evaluate, resolve_amp, resolve_device, train_one_epoch
+from cpm.engine import compile_model, evaluate, resolve_amp, resolve_device, train_one_epoch
 from cpm.errors import CheckpointError, CPMError
-from cpm.losses import stage_weights_for
-from cpm.models import build_model
+from cpm.losses import stage_weights_for, staged_loss
+from cpm.models import COORDINATE_HEADS, build_model, set_trainable_stages
 from cpm.skeleton import get_skeleton
+from cpm.summaries import write_evaluation_summaries
 
 SELECTION_THRESHOLD = 0.2  # best.pt keeps the best final-stage PCK at this threshold
 
 
+# The keyword arguments of the regression head, among those of the CPM (the integral head takes all of those).
+REGRESSION_KWARGS = ("num_joints", "in_channels", "backbone", "stride", "trunk_widths", "trunk_kernel",
+                     "vgg_cpm_widths", "batch_norm", "dropout")
+
+
 def model_kwargs(config: Config) -> dict[str, Any]:
+    """The keyword arguments of the ``model.head`` class, from the config (saved in every checkpoint)."""
     m = config.model
-    return {
+    kwargs = {
         "num_joints": get_skeleton(config.data.skeleton).num_joints, "in_channels": m.in_channels, "stages": m.stages,
         "stride": m.stride, "backbone": m.backbone, "trunk_widths": list(m.trunk_widths),
         "trunk_kernel": m.trunk_kernel, "caffe_pooling": m.caffe_pooling, "vgg_cpm_widths": list(m.vgg_cpm_widths),
@@ -56,7 +72,12 @@ def model_kwargs(config: Config) -> dict[str, Any]:
         "stage1_layers": m.stage1_layers, "stage_width": m.stage_width, "stage_kernel": m.stage_kernel,
         "stage_layers": m.stage_layers, "center_map": m.center_map, "center_pool": m.center_pool,
         "background": m.background, "batch_norm": m.batch_norm, "dropout": m.dropout, "init": m.init,
+        **({"checkpoint_stages": True} if m.checkpoint_stages else {}),  # only when on: other heads need not know it
     }
+    if m.head == "regression":
+        return {key: kwargs[key] for key in REGRESSION_KWARGS} | {"hidden": m.regression_hidden,
+                                                                  "pool_size": m.regression_pool}
+    return kwargs
 
 
 class InputResolutionCenterCodec(HeatmapCodec):
@@ -74,11 +95,22 @@ class InputResolutionCenterCodec(HeatmapCodec):
         return (gy[:, :, None] * gx[:, None, :])[:, None]
 
 
-def build_codec(config: Config) -> HeatmapCodec:
+def build_codec(config: Config) -> HeatmapCodec | RegressionCodec:
+    """`HeatmapCodec` for the heatmap head; `RegressionCodec` for heads that output coordinates, with the
+    heatmap codec making their centre maps."""
     size = config.data.input_size
     codec = InputResolutionCenterCodec if config.model.center_pool else HeatmapCodec
-    return codec(input_size=(size, size), stride=config.model.stride, sigma=config.model.sigma,
-                        background=config.model.background, center_sigma=config.model.center_sigma)
+    heatmaps = codec(input_size=(size, size), stride=config.model.stride, sigma=config.model.sigma,
+                     background=config.model.background, center_sigma=config.model.center_sigma)
+    if config.model.head in COORDINATE_HEADS:
+        return RegressionCodec(input_size=(size, size), center_codec=heatmaps)
+    return heatmaps
+
+
+def build_loss(config: Config):
+    """``loss_fn(outputs, targets, weights, stage_weights)`` of `cpm.engine`: `cpm.losses.staged_loss`, which reads
+    belief maps or coordinates, with the config's ``model.regression_loss``."""
+    return functools.partial(staged_loss, regression_loss=config.model.regression_loss)
 
 
 def build_datasets(config: Config) -> tuple[PoseDataset, PoseDataset]:
@@ -110,14 +142,45 @@ def build_datasets(config: Config) -> tuple[PoseDataset, PoseDataset]:
     return train_set, val_set
 
 
+class _EpochTaggedSampler(ShardedSampler):
+    """`ShardedSampler` whose indices carry the epoch they belong to: (epoch, index)."""
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        epoch, indices = self.epoch, super().__iter__()
+        return ((epoch, index) for index in indices)
+
+
+class _AtEpoch(Dataset):
+    """``dataset[(epoch, index)]`` is sample ``index`` of epoch ``epoch``, in whichever process reads it.
+
+    Persistent DataLoader workers keep the copy of the dataset they started with, so an epoch set on the
+    dataset in the main process (``set_epoch``) would never reach them; the epoch travels with each index."""
+
+    def __init__(self, dataset: PoseDataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, item: tuple[int, int]) -> dict[str, torch.Tensor]:
+        epoch, index = item
+        if hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(epoch)
+        return self.dataset[index]
+
+
 def make_loader(dataset: PoseDataset, *, batch_size: int, shuffle: bool, workers: int, device: torch.device,
                 seed: int, drop_last: bool = False, world_size: int = 1, rank: int = 0) -> DataLoader:
     """``rank``'s share of each epoch, in an order that is a function of (seed, epoch) alone
     (``loader.sampler.set_epoch``; `cpm.distributed.ShardedSampler`), so a resumed run, and a run on any
-    number of processes, sees the same global batches as an uninterrupted one."""
-    sampler = ShardedSampler(len(dataset), world_size=world_size, rank=rank, shuffle=shuffle, seed=seed)
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
-                      pin_memory=device.type == "cuda", drop_last=drop_last,
+    number of processes, sees the same global batches as an uninterrupted one. The sampler's epoch is also
+    the dataset's: sample i of epoch e is ``dataset.set_epoch(e); dataset[i]``.
+
+    With ``workers`` > 0 the workers persist from epoch to epoch (no new processes, no re-imports) and each
+    keeps 4 batches in flight; on CUDA the batches come in pinned memory (asynchronous copies)."""
+    sampler = _EpochTaggedSampler(len(dataset), world_size=world_size, rank=rank, shuffle=shuffle, seed=seed)
+    return DataLoader(_AtEpoch(dataset), batch_size=batch_size, sampler=sampler, num_workers=workers,
+                      pin_memory=device.type == "cuda", drop_last=drop_last, persistent_workers=workers > 0,
                       prefetch_factor=4 if workers else None)
 
 
@@ -295,13 +358,18 @@ def _train(config: Config, *, checkpoint: dict | None, resume: str | Path | None
     model = build_model(config.model.head, **kwargs)
     if config.model.backbone_weights and checkpoint is None:  # ImageNet weights, only when a run starts
         model.image_features.load_vgg_weights(config.model.backbone_weights)
+    if t.init_from and checkpoint is None:  # stage-wise training: start from the previous stages' weights
+        copied = load_matching_state(model, t.init_from)
+        log(f"init_from {t.init_from}: {len(copied)} of {len(model.state_dict())} tensors")
+    set_trainable_stages(model, t.trainable_stages)
     model = model.to(device)
     if t.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer, scheduler = build_optimizer(model, config, steps_per_epoch * t.epochs)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-    stage_weights = stage_weights_for(config.model.stages, intermediate_supervision=t.intermediate_supervision,
+    stage_weights = stage_weights_for(output_stages(config), intermediate_supervision=t.intermediate_supervision,
                                       stage_weights=t.stage_weights)
+    loss_fn = build_loss(config)
     start_epoch, step, best, skip_batches = 0, 0, -1.0, 0
     if checkpoint is not None:
         load_model_state(model, checkpoint["model"], resume)
@@ -316,6 +384,8 @@ def _train(config: Config, *, checkpoint: dict | None, resume: str | Path | None
     network = model
     if context.enabled:  # gradients averaged over ranks; the wrapper shares the parameters of `model`
         network = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if t.compile:  # the training step only; evaluation and checkpoints use `model` itself
+        network = compile_model(network, device)
 
     writer = None
     if context.is_main:
@@ -373,6 +443,7 @@ def _train(config: Config, *, checkpoint: dict | None, resume: str | Path | None
                 amp_dtype=amp_dtype, scaler=scaler, channels_last=t.channels_last, grad_clip=t.grad_clip,
                 log_every=t.log_every, step=step, on_log=on_log, progress=progress,
                 description=f"epoch {epoch + 1}/{t.epochs}", should_stop=should_stop, reduce_losses=reduce_losses,
+                loss_fn=loss_fn,
             )
             batches = skipped + step - epoch_start
             if batches < steps_per_epoch:  # a stop signal ended the epoch early
@@ -380,7 +451,7 @@ def _train(config: Config, *, checkpoint: dict | None, resume: str | Path | None
             train_seconds = time.perf_counter() - started
             results = evaluate(model, val_loader, codec, torso=skeleton.torso, thresholds=config.eval.pck_thresholds,
                                decoder=config.eval.decoder, device=device, amp_dtype=amp_dtype,
-                               channels_last=t.channels_last, progress=progress)
+                               channels_last=t.channels_last, progress=progress, loss_fn=loss_fn)
             metrics = {"epoch": epoch + 1, "step": step, "train_seconds": round(train_seconds, 2),
                        "images_per_second": round((step - epoch_start) * t.batch_size / train_seconds, 1),
                        **{f"train/{k}": v for k, v in train_losses.items()}, **flatten_metrics(results)}
@@ -390,6 +461,8 @@ def _train(config: Config, *, checkpoint: dict | None, resume: str | Path | None
                         writer.add_scalar(name, value, step)
                 with open(run_dir / "metrics.jsonl", "a", encoding="utf-8") as file:
                     file.write(json.dumps(metrics) + "\n")
+                write_evaluation_summaries(writer, model, optimizer, step=step, results=results, val_set=val_set,
+                                           codec=codec, skeleton=skeleton, device=device)
             score = results["pck"][SELECTION_THRESHOLD][-1] if SELECTION_THRESHOLD in results["pck"] else -step
             final = {a: f"{100 * v[-1]:.1f}" for a, v in results["pck"].items()}
             log(f"epoch {epoch + 1}/{t.epochs} | loss {train_losses.get('loss', math.nan):.5f} | "
@@ -427,4 +500,4 @@ def evaluate_checkpoint(path: str | Path, *, overrides: dict[str, Any] | None = 
     return evaluate(model, loader, build_codec(config), torso=get_skeleton(config.data.skeleton).torso,
                     thresholds=config.eval.pck_thresholds, decoder=config.eval.decoder, device=device,
                     amp_dtype=resolve_amp(config.train.amp, device), channels_last=channels_last,
-                    progress=progress)
+                    progress=progress, loss_fn=build_loss(config))

@@ -1,22 +1,51 @@
+import re
+from pathlib import Path
+
 from cpm.bench import run
+from cpm.bench_accuracy import accuracy_table
 from tests.helpers import tiny_overrides
 
 
-def test_bench_prints_one_row_per_measurement(tmp_path):
-    overrides = tiny_overrides(tmp_path)
+def tiny_config_file(tmp_path: Path) -> Path:
     sections: dict[str, list[str]] = {}
-    for override in overrides:
+    for override in tiny_overrides(tmp_path):
         key, value = override.split("=", 1)
         section, name = key.split(".")
         sections.setdefault(section, []).append(f"{name} = {value}")
-    config = tmp_path / "default.toml"  # named "default" so the data and codec rows are measured too
+    config = tmp_path / "tiny.toml"
     config.write_text("\n".join(f"[{s}]\n" + "\n".join(v) for s, v in sections.items()))
-    table = run([str(config)], seconds=0.01, device_name="cpu")
+    return config
+
+
+def test_bench_prints_one_row_per_measurement(tmp_path):
+    table = run([str(tiny_config_file(tmp_path))], seconds=0.01, device_name="cpu", loader_steps=2)
     rows = [line for line in table.splitlines() if line.startswith("| ") and "measurement" not in line]
-    names = [row.split("|")[1].strip() for row in rows]
+    results = {row.split("|")[1].strip(): row.split("|")[2].strip() for row in rows}
+    names = list(results)
+    assert table.startswith("Machine: ") and len(names) == len(rows)  # every row names a different measurement
     assert names[0] == "ceiling: 9x9 conv, fp32"
-    assert any(name.startswith("train step, default") and "plain fp32 NCHW" in name for name in names)
-    assert "train step, default: speed-up over plain" in names
-    assert "data: render + crop + augment, one worker" in names
-    assert any(name.startswith("inference, default") for name in names)
-    assert all(row.split("|")[2].strip() for row in rows)
+    plain = next(name for name in names if name.startswith("train step, tiny (") and name.endswith("plain fp32 NCHW"))
+    assert re.fullmatch(r"[\d.]+ img/s, \d+ GFLOP/s \(\d+ % of the ceiling timed alongside\)", results[plain])
+    assert "batch 8" in plain  # the config's batch below 256 px
+    assert re.fullmatch(r"[\d.]+x", results["train step, tiny: speed-up over plain"])
+    memory = [name for name in names if name.startswith("memory, tiny, batch 8")]
+    assert len(memory) == 2 and all(re.fullmatch(r"\d+ MiB", results[name]) for name in memory)
+    assert re.fullmatch(r"\d+ samples/s", results["data, tiny: render + crop + augment, one worker"])
+    waiting = results["data, tiny: step time waiting for data, DataLoader with 0 workers"]
+    assert waiting.endswith(" % of 2 steps") and 0 < float(waiting.split()[0]) <= 100  # no workers: it waits
+    assert re.fullmatch(r"[\d.]+ ms", results["targets, tiny: encode a batch of 8"])
+    assert re.fullmatch(r"[\d.]+ ms", results["inference, tiny, batch 1, eager plain fp32 NCHW"])
+    assert re.fullmatch(r"[\d.]+ ms", results["inference, tiny, batch 1, ONNX Runtime fp32 (CPU)"])
+
+
+def test_bench_accuracy_trains_fp32_and_bf16_with_the_same_seed(tmp_path):
+    table = accuracy_table(None, tiny_overrides(tmp_path), progress=False, log=lambda *_: None)
+    rows = {line.split("|")[1].strip(): line.split("|")[2:-1] for line in table.splitlines()
+            if line.startswith("| ") and "train.amp" not in line}
+    assert list(rows) == ["off (fp32)", "bf16", "bf16 - fp32 (points)"]
+    for amp in ("off (fp32)", "bf16"):
+        assert all(0 <= float(cell) <= 100 for cell in rows[amp][:2])  # final-stage PCK@0.1, @0.2
+    difference = float(rows["bf16"][1]) - float(rows["off (fp32)"][1])
+    assert abs(float(rows["bf16 - fp32 (points)"][1]) - difference) < 0.011
+    assert (tmp_path / "runs" / "tiny-amp-off" / "metrics.jsonl").is_file()
+    assert (tmp_path / "runs" / "tiny-amp-bf16" / "metrics.jsonl").is_file()

@@ -1,12 +1,20 @@
 """Networks. ``HEADS`` maps the ``model.head`` config value to the class that builds it; ``BACKBONES``
-(in `cpm.models.backbones`) maps ``model.backbone`` to the image feature extractor a head sits on."""
+(in `cpm.models.backbones`) maps ``model.backbone`` to the image feature extractor a head sits on.
+
+Every head returns a list of per-stage outputs: belief maps (B, K[+1], h, w) for ``heatmap``, normalised
+coordinates (B, K, 2) for ``regression`` and ``integral`` (see `cpm.models.heads`)."""
 
 from cpm.models.backbones import BACKBONES
 from cpm.models.cpm import ConvolutionalPoseMachine
+from cpm.models.heads import IntegralHead, RegressionHead, set_trainable_stages
 
-HEADS = {"heatmap": ConvolutionalPoseMachine}
+HEADS = {"heatmap": ConvolutionalPoseMachine, "regression": RegressionHead, "integral": IntegralHead}
 
-__all__ = ["BACKBONES", "HEADS", "ConvolutionalPoseMachine", "build_model"]
+# The heads whose outputs are coordinates (decoded by cpm.codecs.RegressionCodec), not belief maps.
+COORDINATE_HEADS = ("regression", "integral")
+
+__all__ = ["BACKBONES", "COORDINATE_HEADS", "HEADS", "ConvolutionalPoseMachine", "IntegralHead", "RegressionHead",
+           "build_model", "set_trainable_stages"]
 
 
 def build_model(head: str, **kwargs):

@@ -31,6 +31,11 @@ One class builds every variant from keyword arguments:
 With ``center_pool=True`` the model takes the centre map at input resolution (B, 1, H, W), as the
 Caffe nets do, and average-pools it with a (s+1)x(s+1)/s window in Caffe's ceil mode (9x9/8:
 368 -> 46) before the concatenations.
+
+With ``checkpoint_stages=True`` a training forward pass keeps no activations inside the refinement stages
+(`torch.utils.checkpoint`, non-reentrant): each stage's layers are run again in the backward pass. The
+outputs and gradients are the same; the memory of T - 1 stages' activations is traded for a second forward
+pass through them, which lets a GPU train larger batches.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from collections.abc import Sequence
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from cpm.models.backbones import BACKBONES, CPMTrunk, conv_block, trunk_widths_for
 
@@ -92,6 +98,7 @@ class ConvolutionalPoseMachine(nn.Module):
         batch_norm: bool = False,
         dropout: float = 0.0,
         init: str = "kaiming",
+        checkpoint_stages: bool = False,
     ) -> None:
         super().__init__()
         if stages < 1:
@@ -102,6 +109,7 @@ class ConvolutionalPoseMachine(nn.Module):
         self.in_channels = in_channels
         self.stride = stride
         self.use_center_map = center_map
+        self.checkpoint_stages = checkpoint_stages
         self.out_channels = num_joints + int(background)
         bn = batch_norm
         refinements = stages - 1
@@ -223,7 +231,17 @@ class ConvolutionalPoseMachine(nn.Module):
                 raise ValueError(f"centre map of size {tuple(center_map.shape[-2:])} after pooling, belief maps "
                                  f"{tuple(beliefs.shape[-2:])}")
             center = [center_map.to(features.dtype)]
+        recompute = self.checkpoint_stages and self.training and torch.is_grad_enabled()
         for project, stage in zip(self.project, self.stages, strict=True):
-            beliefs = stage(torch.cat([project(features), beliefs, *center], dim=1))
+            if recompute:  # activations inside the stage are recomputed in backward, not stored
+                beliefs = checkpoint(_refine, project, stage, features, beliefs, *center, use_reentrant=False)
+            else:
+                beliefs = _refine(project, stage, features, beliefs, *center)
             outputs.append(beliefs)
         return outputs
+
+
+def _refine(project: nn.Module, stage: nn.Module, features: torch.Tensor, beliefs: torch.Tensor,
+            *center: torch.Tensor) -> torch.Tensor:
+    """One refinement stage: [projected features, previous beliefs, centre map] -> beliefs (B, K[+1], h, w)."""
+    return stage(torch.cat([project(features), beliefs, *center], dim=1))

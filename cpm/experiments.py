@@ -1,0 +1,403 @@
+"""The experiments of issue #6 as grids of ordinary training runs: ``python -m cpm.experiments TARGET``.
+
+Targets (also make targets of the same names):
+
+* ``ablate-supervision``: T = 1..6 stages x intermediate supervision on / off x seeds (Wei et al. 2016,
+  Sec. 3.3 and 4.1, Fig. 5-7), plus the paper's other regimes for T = 6: stage-wise training (stage t
+  trained alone, stages 1..t-1 frozen, started from the (t-1)-stage model) and stage-wise then joint
+  fine-tuning of all stages; and the per-layer gradient magnitudes early in training with and without
+  intermediate supervision (the paper's Fig. 5).
+* ``compare-heads``: heatmap (CPM stages), regression (FC to K x 2, with L2, L1 and smooth-L1 losses) and
+  integral (soft-argmax) heads on the CPM trunk, VGG16 and the seed's 4-conv backbone.
+* ``compare-decoders``: every decoder of `cpm.decoders` on the same trained heatmap models.
+* ``report``: the tables and plots of all three from the run directories, without training.
+
+Each cell of a grid is one `cpm.train.train` call with config overrides, into ``runs/<target>/<name>``
+(``name`` ends in ``-seed<s>``). A run whose ``metrics.jsonl`` already has its final epoch is skipped, an
+interrupted one resumes from its ``last.pt``, so a target can be stopped and started again. After each run
+``summary.json`` stores what the tables need beyond ``metrics.jsonl`` (PCK at 0.05/0.1/0.2 per stage, EPE,
+the PDJ curve, per-layer weight sparsity). `cpm.experiment_report` writes ``experiments/results/<target>.md``
+and PNG plots, with mean ± std over seeds, the budget, the command and the git revision.
+
+Budgets (``--budget`` / ``make ... BUDGET=``): ``default`` fits each target in 90 minutes on 2 CPU cores (small
+widths, 64 px crops, few steps; the tables say so), ``smoke`` runs every grid in a few minutes with a tiny model
+(for tests; its results go under ``runs/smoke/``), ``full`` is the `make train` model and data (for GPUs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import shutil
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from fnmatch import fnmatch
+from pathlib import Path
+from typing import Any
+
+from cpm.errors import CPMError
+
+TARGETS = ("ablate-supervision", "compare-heads", "compare-decoders")
+MAX_STAGES = 6
+REPORT_THRESHOLDS = [0.05, 0.1, 0.2]
+
+_SMALL = {  # the default budget's CPM: the make-train model at a quarter of its width, on 64 px crops
+    "data.input_size": 64, "model.trunk_widths": [8, 16, 16], "model.trunk_kernel": 3, "model.feature_channels": 8,
+    "model.stage1_width": 32, "model.stage1_kernel": 5, "model.stage_width": 16, "model.stage_kernel": 5,
+    "model.vgg_cpm_widths": [64, 32], "model.regression_hidden": 128,
+}
+_TINY = {  # tests/helpers.TINY_MODEL: seconds per run
+    "data.input_size": 64, "model.trunk_widths": [4, 8, 8], "model.trunk_kernel": 3, "model.feature_channels": 4,
+    "model.stage1_width": 8, "model.stage1_kernel": 3, "model.stage_width": 8, "model.stage_kernel": 3,
+    "model.vgg_cpm_widths": [8], "model.regression_hidden": 16,
+}
+_COMMON = {"data.workers": 0, "eval.pck_thresholds": REPORT_THRESHOLDS, "train.log_every": 10}
+
+# name -> (config overrides for every run, seeds, steps of the Fig. 5 gradient record, a sentence for the tables)
+BUDGETS: dict[str, tuple[dict[str, Any], tuple[int, ...], int, str]] = {
+    "smoke": (_COMMON | _TINY | {"data.train_samples": 32, "data.val_samples": 16, "train.batch_size": 8,
+                                 "train.epochs": 1, "train.warmup_steps": 2, "eval.batch_size": 16,
+                                 "train.log_every": 2}, (0,), 4,
+              "smoke budget: a tiny model, 1 epoch of 32 frames at 64 px, 16 held-out frames (tests only)"),
+    "default": (_COMMON | _SMALL | {"data.workers": 1, "data.train_samples": 4800, "data.val_samples": 200,
+                                    "train.batch_size": 16, "train.epochs": 3, "train.warmup_steps": 50,
+                                    "eval.batch_size": 50}, (0, 1, 2), 50,
+                "default CPU budget: quarter-width CPM (0.15 M parameters with 6 stages), 64 px crops, 3 epochs of "
+                "4,800 frames at batch 16 (900 steps), AdamW lr 2e-3 cosine, 200 held-out frames"),
+    "full": ({"data.train_samples": 15000, "train.batch_size": 16, "train.epochs": 3,
+              "eval.pck_thresholds": REPORT_THRESHOLDS}, (0, 1, 2), 200,
+             "full budget: the make-train model (128 px, 3 epochs of 15,000 frames at batch 16, 500 held-out frames)"),
+}
+
+# On top of a budget, per target: compare-heads trains VGG16 (8 M parameters, ~0.5 s a step on 2 cores), so fewer steps.
+TARGET_OVERRIDES: dict[str, dict[str, dict[str, Any]]] = {
+    "default": {"compare-heads": {"data.train_samples": 1600}},
+}
+
+
+def budget_for(budget_name: str, target: str) -> tuple[dict[str, Any], tuple[int, ...], int, str]:
+    """(overrides, seeds, Fig. 5 steps, description) of ``budget_name`` for ``target``."""
+    if budget_name not in BUDGETS:
+        raise CPMError(f"--budget: unknown budget {budget_name!r}; known: {', '.join(BUDGETS)}")
+    overrides, seeds, steps, sentence = BUDGETS[budget_name]
+    extra = TARGET_OVERRIDES.get(budget_name, {}).get(target, {})
+    if extra:
+        sentence += "; for this target " + ", ".join(f"{key} = {value}" for key, value in extra.items())
+    return overrides | extra, seeds, steps, sentence
+
+
+# Each backbone with the stride it has and its own settings (sigma in cells keeps the target ~8 px wide).
+BACKBONE_OVERRIDES: dict[str, dict[str, Any]] = {
+    "cpm": {"model.backbone": "cpm", "model.stride": 8},
+    # VGG16 has no batch norm; at the CPM's lr its ten plain convolutions diverge in the first steps.
+    "vgg16": {"model.backbone": "vgg16", "model.stride": 8, "model.feature_channels": 0, "model.stage1_layers": 0,
+              "train.lr": 2e-4},
+    "fourconv": {"model.backbone": "fourconv", "model.stride": 2, "model.sigma": 4.0, "model.center_sigma": 10.0},
+}
+HEAD_CELLS = (("heatmap", None), ("regression", "l2"), ("regression", "l1"), ("regression", "smooth_l1"),
+              ("integral", "l1"))
+COMPARE_STAGES = 3  # stages of the heatmap and integral heads in compare-heads and compare-decoders
+
+
+@dataclass
+class Run:
+    """One cell of a grid: ``runs/<target>/<name>`` trained with ``overrides`` (dotted keys); ``after`` names
+    the run whose ``last.pt`` initialises this one (stage-wise training)."""
+
+    name: str
+    overrides: dict[str, Any] = field(default_factory=dict)
+    after: str | None = None
+
+
+def ablate_supervision_runs(seeds: Sequence[int]) -> list[Run]:
+    runs = []
+    for seed in seeds:
+        for stages in range(1, MAX_STAGES + 1):
+            for supervised in (True, False) if stages > 1 else (True,):  # one stage: the two are the same
+                runs.append(Run(f"T{stages}-{'is' if supervised else 'nois'}-seed{seed}",
+                                {"model.stages": stages, "train.intermediate_supervision": supervised,
+                                 "train.seed": seed}))
+        previous = f"T1-is-seed{seed}"  # stage-wise stage 1 is the 1-stage model
+        for stages in range(2, MAX_STAGES + 1):
+            name = f"stagewise{stages}-seed{seed}"
+            runs.append(Run(name, {"model.stages": stages, "train.trainable_stages": [stages], "train.seed": seed,
+                                   "train.stage_weights": [0.0] * (stages - 1) + [1.0]}, after=previous))
+            previous = name
+        runs.append(Run(f"stagewise-joint-seed{seed}", {"model.stages": MAX_STAGES, "train.seed": seed,
+                                                         "train.intermediate_supervision": True}, after=previous))
+    return runs
+
+
+def compare_heads_runs(seeds: Sequence[int]) -> list[Run]:
+    runs = []
+    for seed in seeds:
+        for backbone, settings in BACKBONE_OVERRIDES.items():
+            for head, loss in HEAD_CELLS:
+                overrides = settings | {"model.head": head, "model.stages": COMPARE_STAGES, "train.seed": seed}
+                if loss:
+                    overrides["model.regression_loss"] = loss
+                runs.append(Run(f"{head}{'-' + loss if loss else ''}-{backbone}-seed{seed}", overrides))
+    return runs
+
+
+def compare_decoders_runs(seeds: Sequence[int]) -> list[Run]:
+    return [Run(f"heatmap-cpm-seed{seed}", BACKBONE_OVERRIDES["cpm"] | {"model.stages": COMPARE_STAGES,
+                                                                          "train.seed": seed}) for seed in seeds]
+
+
+GRIDS: dict[str, Callable[[Sequence[int]], list[Run]]] = {
+    "ablate-supervision": ablate_supervision_runs, "compare-heads": compare_heads_runs,
+    "compare-decoders": compare_decoders_runs,
+}
+
+
+# ------------------------------------------------------------------------------------------------ running
+
+
+def make_config(overrides: dict[str, Any]):
+    """Defaults + dotted ``overrides`` -> a validated `Config` (a bad key is a `ConfigError` naming it)."""
+    from cpm.config import Config, apply, validate
+
+    nested: dict[str, dict[str, Any]] = {}
+    for key, value in overrides.items():
+        section, _, name = key.partition(".")
+        nested.setdefault(section, {})[name] = value
+    return validate(apply(Config(), nested, source="experiment"))
+
+
+def is_finished(run_dir: Path, epochs: int) -> bool:
+    """True when ``metrics.jsonl`` holds the final epoch."""
+    path = run_dir / "metrics.jsonl"
+    if not path.is_file():
+        return False
+    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    try:
+        return bool(lines) and json.loads(lines[-1]).get("epoch") == epochs
+    except json.JSONDecodeError:
+        return False
+
+
+def summarize(results: dict, *, torso: tuple[int, int], state: dict) -> dict:
+    """What the tables need from one evaluation: PCK at `REPORT_THRESHOLDS` and EPE per stage, the last stage's
+    PDJ curve, per-layer zero fractions of the weights."""
+    from cpm.metrics import PDJ_THRESHOLDS, epe, pck, pdj_curve, torso_size
+    from cpm.summaries import zero_fractions
+
+    predicted, truth = results["predictions"], results["ground_truth"]  # (N, T, K, 2), (N, K, 3)
+    normaliser = torso_size(truth, torso)
+    stages = range(predicted.shape[1])
+    return {
+        "samples": int(results["samples"]),
+        "pck": {f"{a:g}": [pck(predicted[:, t], truth, normaliser, a).mean for t in stages] for a in REPORT_THRESHOLDS},
+        "epe": [epe(predicted[:, t], truth).mean for t in stages],
+        "pdj": {"thresholds": PDJ_THRESHOLDS.tolist(), "rate": pdj_curve(predicted[:, -1], truth, torso).mean.tolist()},
+        "zero_fraction": zero_fractions(state),
+    }
+
+
+def _summary_from_checkpoint(run_dir: Path, *, device: str, decoder: str | None = None) -> dict:
+    from cpm.checkpoint import load_checkpoint
+    from cpm.config import config_from_dict
+    from cpm.skeleton import get_skeleton
+    from cpm.train import evaluate_checkpoint
+
+    checkpoint = load_checkpoint(run_dir / "last.pt")
+    config = config_from_dict(checkpoint["config"])
+    overrides = {"eval": {"pck_thresholds": REPORT_THRESHOLDS} | ({"decoder": decoder} if decoder else {})}
+    results = evaluate_checkpoint(run_dir / "last.pt", overrides=overrides, progress=False, device_name=device)
+    return summarize(results, torso=get_skeleton(config.data.skeleton).torso, state=checkpoint["model"])
+
+
+def run_grid(target: str, runs: Sequence[Run], *, budget: dict[str, Any], root: Path, device: str = "auto",
+             log: Callable[[str], None] = print) -> list[Path]:
+    """Train every run not finished yet; write ``summary.json`` beside each. Returns the run directories."""
+    from cpm.train import train
+
+    experiment_dir = root / target
+    done = []
+    started = time.perf_counter()
+    for index, run in enumerate(runs, start=1):
+        run_dir = experiment_dir / run.name
+        overrides = budget | run.overrides | {"train.runs_dir": str(experiment_dir), "train.name": run.name,
+                                              "train.device": device}
+        if run.after:
+            overrides["train.init_from"] = str(experiment_dir / run.after / "last.pt")
+        config = make_config(overrides)
+        if is_finished(run_dir, config.train.epochs):
+            log(f"[{index}/{len(runs)}] {run.name}: finished before, skipped")
+        else:
+            log(f"[{index}/{len(runs)}] {run.name} ({time.perf_counter() - started:.0f} s into {target})")
+            if (run_dir / "last.pt").is_file():
+                train(config, resume=run_dir / "last.pt", progress=False, log=lambda *_: None)
+            else:
+                if run_dir.exists():  # started, but stopped before its first checkpoint: nothing to keep
+                    shutil.rmtree(run_dir)
+                train(config, progress=False, log=lambda *_: None)
+        if not (run_dir / "summary.json").is_file():
+            (run_dir / "summary.json").write_text(json.dumps(_summary_from_checkpoint(run_dir, device=device)))
+        done.append(run_dir)
+    return done
+
+
+def evaluate_decoders(run_dirs: Sequence[Path], *, device: str = "auto", log: Callable[[str], None] = print) -> None:
+    """``decoders.json`` in each run: the summary of its last.pt under every decoder of `cpm.codecs.DECODERS`."""
+    from cpm.codecs import DECODERS
+
+    for run_dir in run_dirs:
+        path = run_dir / "decoders.json"
+        if path.is_file():
+            continue
+        log(f"decoders of {run_dir.name}")
+        scores = {name: _summary_from_checkpoint(run_dir, device=device, decoder=name) for name in DECODERS}
+        path.write_text(json.dumps(scores))
+
+
+def gradient_magnitudes(overrides: dict[str, Any], *, steps: int, record: Sequence[int]) -> dict:
+    """Train a fresh model ``steps`` steps (fp32, CPU-friendly) and record, at the steps in ``record``, the mean
+    |gradient| of every layer's weights, with the stage each layer belongs to (the paper's Fig. 5)."""
+    import torch
+
+    from cpm.engine import prepare_batch, resolve_device
+    from cpm.losses import stage_weights_for
+    from cpm.models import build_model
+    from cpm.train import build_codec, build_datasets, build_loss, build_optimizer, make_loader, model_kwargs
+
+    config = make_config(overrides)
+    device = resolve_device(config.train.device)
+    torch.manual_seed(config.train.seed)
+    model = build_model(config.model.head, **model_kwargs(config)).to(device)
+    codec, loss_fn = build_codec(config), build_loss(config)
+    train_set, _ = build_datasets(config)
+    loader = make_loader(train_set, batch_size=config.train.batch_size, shuffle=True, workers=0, device=device,
+                         seed=config.train.seed, drop_last=True)
+    optimizer, scheduler = build_optimizer(model, config, steps)
+    stage_weights = stage_weights_for(config.model.stages,
+                                      intermediate_supervision=config.train.intermediate_supervision)
+    layers = [(name, _stage_of(name)) for name, p in model.named_parameters() if p.ndim > 1]
+    layers.sort(key=lambda layer: 1.5 if layer[1] == "trunk" else int(layer[1]))  # stable: input to output per stage
+    recorded: dict[str, list[float]] = {}
+    step, epoch = 0, 0
+    while step < steps:
+        train_set.set_epoch(epoch)
+        loader.sampler.set_epoch(epoch)
+        for batch in loader:
+            image, center_map, targets, weights = prepare_batch(batch, codec, device, False)
+            losses = loss_fn(model(image, center_map), targets, weights, stage_weights)
+            optimizer.zero_grad(set_to_none=True)
+            losses["loss"].backward()
+            step += 1
+            if step in record:
+                grads = dict(model.named_parameters())
+                recorded[str(step)] = [float(grads[name].grad.abs().mean()) if grads[name].grad is not None else 0.0
+                                       for name, _ in layers]
+            optimizer.step()
+            scheduler.step()
+            if step >= steps:
+                break
+        epoch += 1
+    return {"layers": [name for name, _ in layers], "stages": [stage for _, stage in layers], "steps": recorded}
+
+
+def _stage_of(parameter: str) -> str:
+    """The stage a CPM parameter belongs to: "1", "2", ... or "trunk" (the image trunk of stages 2..T)."""
+    top, _, rest = parameter.partition(".")
+    if top in ("image_features_stage1", "stage1"):
+        return "1"
+    if top in ("project", "stages"):
+        return str(int(rest.partition(".")[0]) + 2)
+    return "trunk"
+
+
+def figure5(root: Path, budget: dict[str, Any], steps: int, *, device: str, log: Callable[[str], None]) -> Path:
+    """``runs/ablate-supervision/figure5.json``: gradient records of a 6-stage model with and without intermediate
+    supervision (computed once)."""
+    path = root / "ablate-supervision" / "figure5.json"
+    if not path.is_file():
+        log("figure 5: gradient magnitudes with and without intermediate supervision")
+        record = sorted({1, max(1, steps // 2), steps})
+        data = {label: gradient_magnitudes(budget | {"model.stages": MAX_STAGES, "train.device": device,
+                                                     "train.intermediate_supervision": supervised},
+                                           steps=steps, record=record)
+                for label, supervised in (("with", True), ("without", False))}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(data))
+    return path
+
+
+def write_experiment_note(root: Path, target: str, *, budget_name: str, command: str) -> None:
+    """``runs/<target>/experiment.json``: budget, command and git revision, quoted by the report."""
+    from cpm.checkpoint import git_revision
+
+    folder = root / target
+    folder.mkdir(parents=True, exist_ok=True)
+    overrides, seeds, steps, sentence = budget_for(budget_name, target)
+    (folder / "experiment.json").write_text(json.dumps({
+        "budget": budget_name, "description": sentence, "overrides": overrides, "seeds": list(seeds),
+        "command": command, "revision": git_revision(),
+    }, indent=2))
+
+
+def run_target(target: str, *, budget_name: str = "default", root: Path = Path("runs"),
+               out: Path = Path("experiments/results"), device: str = "auto", only: str = "*",
+               command: str = "", log: Callable[[str], None] = print) -> Path:
+    """Train the grid of ``target`` (the runs whose name matches the glob ``only``), then write its report."""
+    from cpm.experiment_report import write_target_report
+
+    budget, seeds, steps, _ = budget_for(budget_name, target)
+    runs = [run for run in GRIDS[target](seeds) if fnmatch(run.name, only)]
+    write_experiment_note(root, target, budget_name=budget_name, command=command)
+    run_dirs = run_grid(target, runs, budget=budget, root=root, device=device, log=log)
+    if target == "ablate-supervision" and only == "*":
+        figure5(root, budget, steps, device=device, log=log)
+    if target == "compare-decoders":
+        evaluate_decoders(run_dirs, device=device, log=log)
+    return write_target_report(target, root=root, out=out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m cpm.experiments", description=__doc__.splitlines()[0])
+    parser.add_argument("target", choices=[*TARGETS, "report"])
+    parser.add_argument("--budget", default="default", help=f"one of {', '.join(BUDGETS)} (default: default)")
+    parser.add_argument("--runs", type=Path, help="runs folder (default: runs/, runs/smoke/ for the smoke budget)")
+    parser.add_argument("--out", type=Path, help="tables and plots (default: experiments/results/, "
+                                                 "runs/smoke/results/ for the smoke budget)")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--only", default="*", help="train only the runs whose name matches this glob")
+    args = parser.parse_args(argv)
+    from cpm.train import TrainingInterrupted
+
+    smoke = args.budget == "smoke"
+    root = args.runs or Path("runs/smoke" if smoke else "runs")
+    out = args.out or (root / "results" if smoke else Path("experiments/results"))
+    command = shlex.join(["python", "-m", "cpm.experiments", *(sys.argv[1:] if argv is None else argv)])
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        if args.target == "report":
+            from cpm.experiment_report import write_target_report
+
+            for target in TARGETS:
+                if (root / target).is_dir():
+                    print(f"wrote {write_target_report(target, root=root, out=out)}")
+            return 0
+        path = run_target(args.target, budget_name=args.budget, root=root, out=out, device=args.device,
+                          only=args.only, command=command)
+        print(f"wrote {path}")
+    except CPMError as error:
+        print(f"cpm.experiments {args.target}: error: {error}", file=sys.stderr)
+        return 2
+    except TrainingInterrupted as stop:  # SIGTERM / SIGINT: the run resumes from last.pt next time
+        print(f"cpm.experiments {args.target}: stopped by {stop}; run the same command again to go on",
+              file=sys.stderr)
+        return 128 + stop.signum
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+
+__all__ = ["BUDGETS", "GRIDS", "Run", "gradient_magnitudes", "is_finished", "main", "make_config", "run_grid",
+           "run_target", "summarize"]

@@ -1,0 +1,163 @@
+"""Heads that output coordinates instead of belief maps, and stage-wise training (Wei et al. 2016, Sec. 3.3).
+
+Glossary: B batch, C input channels, H x W input size, K joints, s stride, h = H/s, w = W/s, T stages.
+
+Every head returns a list with one output per stage, so the training loop, the losses and the codecs read
+all of them the same way:
+
+* ``heatmap`` (`cpm.models.cpm.ConvolutionalPoseMachine`): T belief maps (B, K[+1], h, w), decoded by
+  `cpm.codecs.HeatmapCodec`;
+* ``regression`` (`RegressionHead`): one stage of coordinates (B, K, 2), normalised to the crop as
+  `cpm.codecs.RegressionCodec` encodes them. The seed project's regressor: a backbone (VGG16, its 4-conv
+  net, or the CPM trunk), then average pooling to a ``pool_size`` x ``pool_size`` grid, flatten and two
+  fully connected layers (``pool_size = 1`` is global average pooling; larger grids keep the layout that
+  a flatten of the feature map keeps, at any input size);
+* ``integral`` (`IntegralHead`): the CPM's stages, each followed by a soft-argmax (integral regression,
+  Sun et al. 2018) that turns its K maps into normalised coordinates (B, K, 2), trained end to end with a
+  coordinate loss: the bridge between the two. The maps are logits of a spatial softmax (no background).
+
+Normalised coordinates of cell centres: cell u of a w-cell map is centred at input pixel s*u + (s-1)/2,
+whose normalised coordinate (2x + 1)/W - 1 is (2u + 1)/w - 1, whatever the stride::
+
+    cells            0        1    ...    w-1
+    normalised  -1 + 1/w  -1 + 3/w  ...  1 - 1/w
+
+`set_trainable_stages` freezes the parameters of the stages not being trained: the paper's stage-wise
+regime trains stage t with stages 1..t-1 fixed, then may fine-tune all stages jointly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from cpm.decoders import soft_argmax
+from cpm.models.backbones import BACKBONES, CPMTrunk, trunk_widths_for
+from cpm.models.cpm import ConvolutionalPoseMachine
+
+__all__ = ["IntegralHead", "RegressionHead", "build_backbone", "set_trainable_stages"]
+
+
+def build_backbone(name: str, *, in_channels: int, stride: int, trunk_widths: int | Sequence[int] = (16, 32, 64),
+                   trunk_kernel: int = 5, vgg_cpm_widths: Sequence[int] = (), batch_norm: bool = False) -> nn.Module:
+    """A backbone of `BACKBONES` by name, with the stride the config asks for checked against it."""
+    if name not in BACKBONES:
+        raise ValueError(f"unknown backbone {name!r}; known: {', '.join(BACKBONES)}")
+    if name == "cpm":
+        backbone: nn.Module = CPMTrunk(in_channels, widths=trunk_widths_for(trunk_widths, stride),
+                                       kernel=trunk_kernel, batch_norm=batch_norm)
+    elif name in ("vgg16", "vgg19"):
+        backbone = BACKBONES[name](in_channels, cpm_widths=tuple(vgg_cpm_widths), batch_norm=batch_norm)
+    else:
+        backbone = BACKBONES[name](in_channels)
+    if backbone.stride != stride:
+        raise ValueError(f"backbone {name!r} has stride {backbone.stride}, not {stride}")
+    return backbone
+
+
+class RegressionHead(nn.Module):
+    """backbone -> average pool to (pool_size, pool_size) -> flatten -> FC hidden -> ReLU -> FC K x 2.
+
+    ``forward(image, center_map=None)`` returns ``[coordinates (B, K, 2)]`` normalised to [-1, 1) over the
+    crop (one stage; the centre map is not used: the crop is already centred on the person).
+    """
+
+    def __init__(self, *, num_joints: int = 15, in_channels: int = 1, backbone: str = "cpm", stride: int = 8,
+                 trunk_widths: int | Sequence[int] = (16, 32, 64), trunk_kernel: int = 5,
+                 vgg_cpm_widths: Sequence[int] = (256, 128), batch_norm: bool = False, dropout: float = 0.0,
+                 hidden: int = 256, pool_size: int = 4) -> None:
+        super().__init__()
+        if hidden < 1 or pool_size < 1:
+            raise ValueError(f"hidden and pool_size must be >= 1, got {hidden}, {pool_size}")
+        self.num_joints = num_joints
+        self.in_channels = in_channels
+        self.stride = stride
+        self.out_channels = num_joints  # K coordinate pairs
+        self.image_features = build_backbone(backbone, in_channels=in_channels, stride=stride,
+                                             trunk_widths=trunk_widths, trunk_kernel=trunk_kernel,
+                                             vgg_cpm_widths=vgg_cpm_widths, batch_norm=batch_norm)
+        self.pool = nn.AdaptiveAvgPool2d(pool_size)
+        features = self.image_features.out_channels * pool_size * pool_size
+        self.regressor = nn.Sequential(
+            nn.Flatten(), nn.Linear(features, hidden), nn.ReLU(inplace=True),
+            *([nn.Dropout(dropout)] if dropout > 0 else []), nn.Linear(hidden, 2 * num_joints),
+        )
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_in", nonlinearity="relu")
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+        # Start at the crop centre (the mean pose is near it), with small but non-zero weights so every
+        # layer gets a gradient from the first step.
+        nn.init.normal_(self.regressor[-1].weight, std=1e-3)
+        nn.init.zeros_(self.regressor[-1].bias)
+
+    @property
+    def num_stages(self) -> int:
+        return 1
+
+    def forward(self, image: torch.Tensor, center_map: torch.Tensor | None = None) -> list[torch.Tensor]:
+        features = self.pool(self.image_features(image))  # (B, F, pool_size, pool_size)
+        coordinates = self.regressor(features).float()  # (B, 2K)
+        return [coordinates.view(-1, self.num_joints, 2)]
+
+
+class IntegralHead(ConvolutionalPoseMachine):
+    """A CPM whose every stage ends in a soft-argmax: ``forward`` returns T tensors (B, K, 2) of normalised
+    coordinates. It takes the keyword arguments of `ConvolutionalPoseMachine` (any backbone, 1..6 stages);
+    there is no background channel, because each map is a spatial distribution of one joint."""
+
+    def __init__(self, *, beta: float = 1.0, **kwargs) -> None:
+        kwargs["background"] = False
+        super().__init__(**kwargs)
+        if beta <= 0:
+            raise ValueError(f"beta must be > 0, got {beta}")
+        self.beta = beta
+
+    def forward_beliefs(self, image: torch.Tensor, center_map: torch.Tensor | None = None) -> list[torch.Tensor]:
+        """The maps before the soft-argmax: T tensors (B, K, h, w) of logits."""
+        return super().forward(image, center_map)
+
+    def forward(self, image: torch.Tensor, center_map: torch.Tensor | None = None) -> list[torch.Tensor]:
+        outputs = []
+        for logits in self.forward_beliefs(image, center_map):
+            h, w = logits.shape[-2:]
+            cells = soft_argmax(logits.float(), self.beta)  # (B, K, 2) expected (u, v) in cells
+            size = torch.tensor([w, h], dtype=cells.dtype, device=cells.device)
+            outputs.append((2 * cells + 1) / size - 1)  # (B, K, 2) normalised, as RegressionCodec
+        return outputs
+
+
+def stage_modules(model: nn.Module) -> tuple[dict[int, list[nn.Module]], nn.Module | None, int]:
+    """-> ({stage t: the modules only stage t uses}, the trunk shared by several stages or None, the first
+    stage that uses that trunk). A model without CPM stages (`RegressionHead`) is one stage."""
+    if not isinstance(model, ConvolutionalPoseMachine):
+        return {1: [model]}, None, 1
+    own = {1: [model.stage1] + ([model.image_features_stage1] if model.image_features_stage1 is not None else [])}
+    for t, (project, stage) in enumerate(zip(model.project, model.stages, strict=True), start=2):
+        own[t] = [project, stage]
+    # The CPM backbone's second trunk feeds stages 2..T; a shared backbone (VGG, 4-conv) feeds every stage.
+    first_user = 2 if model.image_features_stage1 is not None else 1
+    return own, model.image_features, first_user
+
+
+def set_trainable_stages(model: nn.Module, stages: Sequence[int]) -> list[int]:
+    """Train only ``stages`` (1-based; empty: all). Every other stage's parameters get ``requires_grad =
+    False``; a shared trunk trains only when the first stage that uses it does, so training stage t never
+    changes what stages 1..t-1 output (the paper's stage-wise training). Returns the trainable stages.
+
+    Batch-norm statistics of frozen stages still update in training mode (the layers are not switched to eval).
+    """
+    own, shared, first_user = stage_modules(model)
+    wanted = sorted(set(stages)) if stages else sorted(own)
+    unknown = [t for t in wanted if t not in own]
+    if unknown:
+        raise ValueError(f"stages {unknown} do not exist in a {len(own)}-stage model")
+    for t, modules in own.items():
+        for module in modules:
+            module.requires_grad_(t in wanted)
+    if shared is not None:
+        shared.requires_grad_(first_user in wanted)
+    return wanted

@@ -46,7 +46,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from cpm.models.backbones import BACKBONES, CPMTrunk, conv_block, trunk_widths_for
+from cpm.models.backbones import CPMTrunk, build_backbone, conv_block, trunk_widths_for
 
 __all__ = ["ConvolutionalPoseMachine", "RefinementStage", "conv_block"]
 
@@ -124,16 +124,13 @@ class ConvolutionalPoseMachine(nn.Module):
 
             self.image_features_stage1: nn.Module | None = make_trunk()
             trunk_channels = widths[-1]
-        elif backbone in BACKBONES:
+        else:
             # One trunk shared by every stage, stage 1 included (the released VGG-based MPII model).
-            shared = self._shared_backbone(backbone, in_channels, vgg_cpm_widths, bn)
-            if shared.stride != stride:
-                raise ValueError(f"backbone {backbone!r} has stride {shared.stride}, not {stride}")
+            shared = build_backbone(backbone, in_channels=in_channels, stride=stride,
+                                    vgg_cpm_widths=vgg_cpm_widths, batch_norm=bn)
             self.image_features_stage1 = None
             self.image_features = shared
             trunk_channels = shared.out_channels
-        else:
-            raise ValueError(f"unknown backbone {backbone!r}; known: {', '.join(BACKBONES)}")
 
         # Stage 1 head: [5x5 conv to feature_channels], stage1_layers x (kxk conv, stage1_width), 1x1, 1x1 to K+1.
         head: list[nn.Module] = []
@@ -164,13 +161,6 @@ class ConvolutionalPoseMachine(nn.Module):
         # Caffe's pool_center_lower: AvgPool 9x9/8, no padding, ceil mode, so H = 8h -> h.
         self.center_pooling = nn.AvgPool2d(stride + 1, stride, ceil_mode=True) if center_pool else None
         self._init_weights(init)
-
-    @staticmethod
-    def _shared_backbone(name: str, in_channels: int, vgg_cpm_widths: Sequence[int], batch_norm: bool) -> nn.Module:
-        cls = BACKBONES[name]
-        if name in ("vgg16", "vgg19"):
-            return cls(in_channels, cpm_widths=tuple(vgg_cpm_widths), batch_norm=batch_norm)
-        return cls(in_channels)
 
     def _init_weights(self, init: str) -> None:
         """``kaiming`` (He fan-in; belief outputs start near zero, as the targets mostly are) or ``caffe``

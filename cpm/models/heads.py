@@ -34,27 +34,10 @@ import torch
 from torch import nn
 
 from cpm.decoders import soft_argmax
-from cpm.models.backbones import BACKBONES, CPMTrunk, trunk_widths_for
+from cpm.models.backbones import build_backbone
 from cpm.models.cpm import ConvolutionalPoseMachine
 
-__all__ = ["IntegralHead", "RegressionHead", "build_backbone", "set_trainable_stages"]
-
-
-def build_backbone(name: str, *, in_channels: int, stride: int, trunk_widths: int | Sequence[int] = (16, 32, 64),
-                   trunk_kernel: int = 5, vgg_cpm_widths: Sequence[int] = (), batch_norm: bool = False) -> nn.Module:
-    """A backbone of `BACKBONES` by name, with the stride the config asks for checked against it."""
-    if name not in BACKBONES:
-        raise ValueError(f"unknown backbone {name!r}; known: {', '.join(BACKBONES)}")
-    if name == "cpm":
-        backbone: nn.Module = CPMTrunk(in_channels, widths=trunk_widths_for(trunk_widths, stride),
-                                       kernel=trunk_kernel, batch_norm=batch_norm)
-    elif name in ("vgg16", "vgg19"):
-        backbone = BACKBONES[name](in_channels, cpm_widths=tuple(vgg_cpm_widths), batch_norm=batch_norm)
-    else:
-        backbone = BACKBONES[name](in_channels)
-    if backbone.stride != stride:
-        raise ValueError(f"backbone {name!r} has stride {backbone.stride}, not {stride}")
-    return backbone
+__all__ = ["IntegralHead", "RegressionHead", "set_trainable_stages"]
 
 
 class RegressionHead(nn.Module):

@@ -1,16 +1,15 @@
 """``cpm export``: an ONNX file with a dynamic batch axis whose every stage agrees with PyTorch in ONNX Runtime."""
 
-import argparse
 import re
-import sys
 
 import numpy as np
 import pytest
 import torch
 
 from cpm.checkpoint import save_checkpoint
+from cpm.cli import main
 from cpm.errors import CPMError
-from cpm.export import add_export_parser, export_onnx, run_export
+from cpm.export import export_onnx
 from cpm.inference import load_model
 from cpm.train import build_codec
 from tests.test_predict import make_checkpoint
@@ -19,14 +18,8 @@ onnxruntime = pytest.importorskip("onnxruntime")  # a dev dependency: present wh
 
 
 def cli(*argv: str) -> int:
-    """What cpm/cli.py does with the export subcommand: CPMError -> one line on stderr, exit 2."""
-    parser = argparse.ArgumentParser(prog="cpm")
-    add_export_parser(parser.add_subparsers(dest="command", required=True))
-    try:
-        return run_export(parser.parse_args(["export", *argv]))
-    except CPMError as error:
-        print(f"cpm export: error: {error}", file=sys.stderr)
-        return 2
+    """``cpm export ARGV...`` through the real command line (bad input: one line on stderr, exit 2)."""
+    return main(["export", *argv])
 
 
 def test_export_agrees_with_pytorch_for_any_batch_size(tmp_path, capfd):

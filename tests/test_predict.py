@@ -1,10 +1,8 @@
 """``cpm predict``: keypoints in original-image pixels equal decoding the same crop by hand, as ``cpm eval`` does;
 overlays, belief panels and videos are written; bad input ends in one line and leaves nothing behind."""
 
-import argparse
 import json
 import shutil
-import sys
 
 import cv2
 import numpy as np
@@ -12,14 +10,13 @@ import pytest
 import torch
 
 from cpm.checkpoint import save_checkpoint
+from cpm.cli import main
 from cpm.config import load_config
 from cpm.data.dataset import PIXEL_MEAN, PIXEL_STD
 from cpm.data.synthetic import render_sample
 from cpm.data.transforms import apply_affine, crop_matrix, invert_affine, warp_image
-from cpm.errors import CPMError
 from cpm.inference import load_model, person_crop
 from cpm.models import build_model
-from cpm.predict import add_predict_parser, run_predict
 from cpm.skeleton import ITOP_15
 from cpm.train import build_codec, model_kwargs
 from cpm.viz import SIDE_COLOURS, belief_mosaic, belief_panel, draw_skeleton
@@ -45,14 +42,8 @@ def make_checkpoint(path, tmp_path, **extra):
 
 
 def cli(*argv: str) -> int:
-    """What cpm/cli.py does with the predict subcommand: CPMError -> one line on stderr, exit 2."""
-    parser = argparse.ArgumentParser(prog="cpm")
-    add_predict_parser(parser.add_subparsers(dest="command", required=True))
-    try:
-        return run_predict(parser.parse_args(["predict", *argv]))
-    except CPMError as error:
-        print(f"cpm predict: error: {error}", file=sys.stderr)
-        return 2
+    """``cpm predict ARGV...`` through the real command line (bad input: one line on stderr, exit 2)."""
+    return main(["predict", *argv])
 
 
 def decode_by_hand(checkpoint, image, center, side, decoder=None):

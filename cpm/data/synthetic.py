@@ -180,17 +180,24 @@ def pose_body(body: Body, pose: Pose) -> tuple[np.ndarray, np.ndarray, np.ndarra
     caps.insert(4, (*joints[2], *joints[3], 0.038 * g, 0.038 * g))  # shoulder girdle
     caps = np.array(caps)
 
-    yaw = _ry(math.pi + math.radians(pose.yaw))  # the body frame faces +z; the camera looks along +z
-    joints = joints @ yaw.T
-    caps[:, 0:3] = caps[:, 0:3] @ yaw.T
-    caps[:, 3:6] = caps[:, 3:6] @ yaw.T
+    return _turn_and_stand(joints, caps, yaw=pose.yaw, girth=g)
+
+
+def _turn_and_stand(joints: np.ndarray, caps: np.ndarray, *, yaw: float,
+                    girth: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Body-frame joints and capsules -> turned by ``yaw`` to face the camera, standing on the floor (y = 0);
+    with each joint's radius (``girth`` = height * girth factor). Shared by `pose_body` and `pose_joints`."""
+    turn = _ry(math.pi + math.radians(yaw))  # the body frame faces +z; the camera looks along +z
+    joints = joints @ turn.T
+    caps[:, 0:3] = caps[:, 0:3] @ turn.T
+    caps[:, 3:6] = caps[:, 3:6] @ turn.T
     floor = min((caps[:, 1] - caps[:, 6]).min(), (caps[:, 4] - caps[:, 7]).min())
     joints[:, 1] -= floor
     caps[:, [1, 4]] -= floor
     # Depth of the body surface in front of each joint when nothing else is in the way; the torso
     # joint gets the torso's half-width so that it stays visible in profile.
-    radius = g * np.array([0.056, 0.054, 0.038, 0.038, 0.028, 0.028, 0.045, 0.045, 0.075,
-                           0.062, 0.062, 0.04, 0.04, 0.03, 0.03])
+    radius = girth * np.array([0.056, 0.054, 0.038, 0.038, 0.028, 0.028, 0.045, 0.045, 0.075,
+                               0.062, 0.062, 0.04, 0.04, 0.03, 0.03])
     return joints, caps, radius
 
 
@@ -230,17 +237,7 @@ def pose_joints(body: Body, joints: np.ndarray, *, yaw: float = 0.0) -> tuple[np
             (*j[kn], *j[a], 0.034 * g, 0.022 * g),
             (*(j[a] - forward * 0.02 * H), *(j[a] + forward * 0.11 * H - (0.0, 0.025 * H, 0.0)), 0.02 * g, 0.02 * g),
         ]
-    caps = np.array(caps)
-    turn = _ry(math.pi + math.radians(yaw))  # as in pose_body: the body frame faces +z, the camera looks along +z
-    j = j @ turn.T
-    caps[:, 0:3] = caps[:, 0:3] @ turn.T
-    caps[:, 3:6] = caps[:, 3:6] @ turn.T
-    floor = min((caps[:, 1] - caps[:, 6]).min(), (caps[:, 4] - caps[:, 7]).min())
-    j[:, 1] -= floor
-    caps[:, [1, 4]] -= floor
-    radius = g * np.array([0.056, 0.054, 0.038, 0.038, 0.028, 0.028, 0.045, 0.045, 0.075,
-                           0.062, 0.062, 0.04, 0.04, 0.03, 0.03])
-    return j, caps, radius
+    return _turn_and_stand(j, np.array(caps), yaw=yaw, girth=g)
 
 
 def sample_pose(rng: np.random.Generator) -> Pose:

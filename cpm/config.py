@@ -39,6 +39,7 @@ class DataConfig:
     root: str = ""  # dataset folder of a real source (make train DATA=...)
     annotations: str = ""  # annotation file inside root (lsp: joints.mat by default; itop: "labels.h5,depth.h5")
     val_annotations: str = ""  # held-out annotation file; empty: the last val_samples samples of annotations
+    exclude: str = ""  # samples to leave out of a real dataset: `cpm data check` CSV or index / image lines
     pose_source: str = "procedural"  # synthetic poses: procedural (the embedded prior) | bvh | bank
     pose_files: str = ""  # bvh: a .bvh file or a folder of them; bank: an N x K x 2 keypoint .mat (K2HPD)
     skeleton: str = "itop15"
@@ -147,7 +148,7 @@ class Config:
 
 
 CHOICES = {
-    "data.source": ("synthetic", "list", "lsp", "mpii", "mpii_mat", "flic", "coco", "itop"),
+    "data.source": ("synthetic", "list", "lsp", "mpii", "mpii_mat", "flic", "coco", "jhmdb", "itop"),
     "data.pose_source": ("procedural", "bvh", "bank"),
     "data.skeleton": tuple(SKELETONS),
     "model.head": tuple(HEADS),
@@ -256,6 +257,8 @@ def validate(config: Config) -> Config:
         raise ConfigError(f"data.root: data.source = {data.source!r} needs the dataset folder (make train DATA=...)")
     if data.source in ("list", "mpii", "mpii_mat", "flic", "coco", "itop") and not data.annotations:
         raise ConfigError(f"data.annotations: data.source = {data.source!r} needs the annotation file in data.root")
+    if data.exclude and data.source == "synthetic":
+        raise ConfigError("data.exclude: leaves samples out of a real dataset; data.source = 'synthetic' has none")
     if data.pose_source != "procedural" and not data.pose_files:
         raise ConfigError(f"data.pose_files: data.pose_source = {data.pose_source!r} needs its file or folder")
     if data.input_size % model.stride:

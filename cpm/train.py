@@ -125,7 +125,7 @@ def build_datasets(config: Config) -> tuple[PoseDataset, PoseDataset]:
 
         train_source, val_source = split_dataset(
             source=data.source, root=data.root, annotations=data.annotations, val_annotations=data.val_annotations,
-            val_samples=data.val_samples, skeleton=data.skeleton)
+            val_samples=data.val_samples, skeleton=data.skeleton, exclude=data.exclude)
         train_set = PoseDataset(train_source, **common, **augmentation,
                                 length=min(data.train_samples, len(train_source)))
         return train_set, PoseDataset(val_source, **common)

@@ -10,10 +10,10 @@ from cpm.data.cleaning import (
     check_labels,
     inject_errors,
     measure,
-    read_exclude,
     synthetic_clean_keypoints,
     write_flags,
 )
+from cpm.data.exclude import read_exclude_list
 from cpm.errors import CPMError
 
 
@@ -64,7 +64,8 @@ def test_measure_counts_hits_by_hand():
 
 def test_flag_csv_round_trips_to_an_exclude_list(tmp_path):
     count = write_flags(tmp_path / "flags.csv", [{}, {"nan": "head"}, {}, {"bone": "x", "swap": "y"}], list("abcd"))
-    assert count == 2 and read_exclude(tmp_path / "flags.csv") == [1, 3]
-    (tmp_path / "bad.csv").write_text("image\na\n")
-    with pytest.raises(CPMError, match="bad.csv: no 'index' column"):
-        read_exclude(tmp_path / "bad.csv")
+    entries = read_exclude_list(tmp_path / "flags.csv")
+    assert count == 2 and [(e.index, e.image) for e in entries] == [(1, "b"), (3, "d")]
+    (tmp_path / "bad.csv").write_text("index,image\nx,a\n")
+    with pytest.raises(CPMError, match="bad.csv: line 2: index 'x' is not a sample index"):
+        read_exclude_list(tmp_path / "bad.csv")

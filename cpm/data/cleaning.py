@@ -213,21 +213,6 @@ def write_flags(path: str | Path, flags: list[dict[str, str]], names: list[str])
     return len(rows)
 
 
-def read_exclude(path: str | Path) -> list[int]:
-    """Sample indices of a `write_flags` CSV (its ``index`` column), to leave out of a dataset."""
-    path = Path(path)
-    if not path.is_file():
-        raise CPMError(f"{path}: no such file")
-    with path.open(newline="", encoding="utf-8") as file:
-        rows = list(csv.DictReader(file))
-    if rows and "index" not in rows[0]:
-        raise CPMError(f"{path}: no 'index' column")
-    try:
-        return sorted({int(row["index"]) for row in rows})
-    except ValueError:
-        raise CPMError(f"{path}: the index column must hold integers") from None
-
-
 def run_check(args) -> int:
     """``cpm data check``: synthetic measurement, a keypoint file, or a dataset read by cpm.data.readers."""
     if args.synthetic:

@@ -24,6 +24,10 @@ Layouts (N samples):
   ``is_visible`` 0 gives v = 1, 1 or empty v = 2 (every annotated point counts in PCKh). ``keypointsAll``
   (1 x N cells of 14 x 2) are Tompson et al.'s detections in the order of ``output_joints`` (MPII without
   pelvis and thorax); ``RELEASE_img_index`` / ``RELEASE_person_index`` point into the MPII release.
+- J-HMDB ``joint_positions.mat``, one per clip (Jhuang et al. 2013): ``pos_img`` 2 x 15 x T, the puppet joints
+  of each of the clip's T frames in ``JHMDB_15`` order (1-based pixels; a one-frame clip is stored as 2 x 15),
+  beside ``pos_world``, ``scale`` and ``viewpoint``, which are not read. Every joint is labeled (v = 2), also
+  the few placed outside the frame.
 """
 
 from __future__ import annotations
@@ -47,6 +51,11 @@ MPII_16 = (
 FLIC_10 = (
     "nose", "neck", "right_shoulder", "right_elbow", "right_wrist", "right_hip",
     "left_shoulder", "left_elbow", "left_wrist", "left_hip",
+)
+# J-HMDB's puppet joints in joint_positions.mat (its "face" is the skeleton's head).
+JHMDB_15 = (
+    "neck", "belly", "head", "right_shoulder", "left_shoulder", "right_hip", "left_hip",
+    "right_elbow", "left_elbow", "right_knee", "left_knee", "right_wrist", "left_wrist", "right_ankle", "left_ankle",
 )
 # The original CPM's FLIC output; its "Head" is FLIC's nose.
 CPM_FLIC_9 = ("left_shoulder", "left_elbow", "left_wrist", "right_shoulder", "right_elbow", "right_wrist",
@@ -152,6 +161,19 @@ def _flic(mat: dict, path) -> np.ndarray:
     if joints.shape[:2] != (2, 10):
         raise _shape_error(path, "joints", joints.shape, "2x10xN (FLIC)")
     xy = joints.transpose(2, 1, 0) - 1  # (N, 10, 2)
+    return np.concatenate([xy, np.full(xy.shape[:2] + (1,), 2.0)], axis=-1)
+
+
+def read_jhmdb_joints(path: str | Path) -> np.ndarray:
+    """J-HMDB ``pos_img`` 2 x 15 x T (or 2 x 15 for one frame) in ``JHMDB_15`` order -> (T, 15, 3), all labeled."""
+    mat = load_mat(path)
+    stored = mat.get("pos_img")
+    positions = _variable(mat, path, "pos_img", 2 if getattr(stored, "ndim", 3) == 2 else 3)
+    if positions.ndim == 2:
+        positions = positions[:, :, None]  # MATLAB drops the trailing 1 of a one-frame clip
+    if positions.shape[:2] != (2, 15) or positions.shape[2] == 0:
+        raise _shape_error(path, "pos_img", positions.shape, "2x15xT (J-HMDB)")
+    xy = positions.transpose(2, 1, 0) - 1  # (T, 15, 2)
     return np.concatenate([xy, np.full(xy.shape[:2] + (1,), 2.0)], axis=-1)
 
 

@@ -289,7 +289,29 @@ def compare_heads_report(folder: Path, out: Path) -> Path:
             figure.savefig(out / name, dpi=110)
             plt.close(figure)
     lines += [""] + [f"![{name}]({name})" for name in plots]
+    _write_heads_json(folder, cells, out / "compare-heads.json")
     return _write(out / "compare-heads.md", lines + bottom)
+
+
+def _write_heads_json(folder: Path, cells: dict[str, list[RunRecord]], path: Path) -> None:
+    """``compare-heads.json``: every cell's per-seed scores and mean PDJ curve (read by notebooks/02)."""
+    from cpm.checkpoint import git_revision
+
+    note = _json_file(folder / "experiment.json") or {}
+    rows = []
+    for cell, runs in cells.items():
+        head, backbone = _split_heads_cell(cell)
+        summaries = [r.summary for r in runs if r.summary]
+        rows.append({"cell": cell, "head": head, "backbone": backbone, "seeds": [r.seed for r in runs],
+                     "pck@0.2": [_summary_value(r, "pck", "0.2") for r in runs],
+                     "pck@0.1": [_summary_value(r, "pck", "0.1") for r in runs],
+                     "pck@0.05": [r.summary["pck"]["0.05"][-1] if r.summary else float("nan") for r in runs],
+                     "epe": [_summary_value(r, "epe") for r in runs],
+                     "pdj_thresholds": summaries[0]["pdj"]["thresholds"] if summaries else [],
+                     "pdj_rate": np.mean([s["pdj"]["rate"] for s in summaries], axis=0).tolist() if summaries else []})
+    data = {"budget": note.get("description", "unknown"), "command": note.get("command"),
+            "revision": note.get("revision"), "report_revision": git_revision(), "cells": rows}
+    path.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
 
 
 # --------------------------------------------------------------------------------------- compare-decoders

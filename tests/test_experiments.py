@@ -81,6 +81,10 @@ def test_compare_heads_and_decoders_tables_from_run_directories(tmp_path):
     text = write_target_report("compare-heads", root=tmp_path / "runs", out=tmp_path / "out").read_text()
     assert "| regression-l1 | vgg16 | 50.00 ± 0.00 | 25.00 ± 7.07 | 5.00 ± 1.41 | 25.00 ± 0.00 | 2 |" in text
     assert (tmp_path / "out" / "compare-heads-pdj.png").is_file()
+    cells = json.loads((tmp_path / "out" / "compare-heads.json").read_text())["cells"]
+    assert [(c["head"], c["backbone"], c["seeds"], c["pck@0.1"], c["epe"]) for c in cells] == [
+        ("regression-l1", "vgg16", [0, 1], [0.2, pytest.approx(0.3)], [4.0, 6.0])]
+    assert cells[0]["pdj_rate"] == [0.0, 0.5, 0.9] and cells[0]["pck@0.05"] == [0.1, 0.1]
 
     folder = tmp_path / "runs" / "compare-decoders"
     for seed, value in enumerate([0.4, 0.6]):

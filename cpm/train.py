@@ -119,7 +119,8 @@ def build_datasets(config: Config) -> tuple[PoseDataset, PoseDataset]:
     common = {"input_size": data.input_size, "flip_permutation": skeleton.flip_permutation,
               "crop_padding": data.crop_padding, "channels": config.model.in_channels}
     augmentation = {"augment": True, "scale_range": tuple(data.scale_range), "rotation": data.rotation,
-                    "flip": data.flip, "shift": data.shift, "seed": data.seed}
+                    "flip": data.flip, "shift": data.shift, "occlusion": data.occlusion,
+                    "seed": data.seed}
     if data.source != "synthetic":  # a real dataset: all of its training split each epoch, up to train_samples
         from cpm.data.readers import split_dataset
 

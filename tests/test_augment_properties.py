@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -194,3 +195,38 @@ def test_an_occluding_box_moves_no_keypoint_and_hides_only_joints_it_covers(seed
             surface = 0.5 + 7.0 * (1.0 - gray / 255.0)  # the body's depth there, to half a gray level
             if cover[row[j], col[j]] < surface - 0.02 - radius[j] - synthetic.VISIBILITY_MARGIN:
                 assert v1[j] == 1, f"joint {j} behind the box still marked visible"
+
+
+@PROPERTY
+@given(seed=seeds, index=st.integers(0, 7))
+def test_occluding_patches_move_no_keypoint_and_hide_only_what_they_cover(seed, index):
+    source = [synthetic.render_sample(5, i) for i in range(8)]
+    common = {"input_size": 64, "flip_permutation": ITOP_15.flip_permutation, "augment": True,
+              "scale_range": (0.8, 1.2), "rotation": 30.0, "flip": True, "shift": 0.05, "seed": seed}
+    plain = PoseDataset(source, **common)[index]
+    occluded = PoseDataset(source, **common, occlusion=1.0)[index]
+    assert np.array_equal(plain["keypoints"][:, :2], occluded["keypoints"][:, :2])  # positions never move
+    assert np.array_equal(plain["matrix"], occluded["matrix"])  # occlusion draws from its own random stream
+    changed = (plain["image"] != occluded["image"]).any(0).numpy()
+    rows, cols = np.flatnonzero(changed.any(1)), np.flatnonzero(changed.any(0))
+    assert rows.size and cols.size
+    y0, y1, x0, x1 = rows[0], rows[-1], cols[0], cols[-1]
+    assert changed[y0:y1 + 1, x0:x1 + 1].mean() > 0.5  # one rectangle, not scattered pixels
+    patch = occluded["image"][:, y0:y1 + 1, x0:x1 + 1]
+    assert (patch == patch[:, :1, :1]).all()  # painted one value (the rectangle may equal some pixels it covers)
+    x, y = plain["keypoints"][:, 0].numpy(), plain["keypoints"][:, 1].numpy()
+    v_before, v_after = plain["keypoints"][:, 2].numpy(), occluded["keypoints"][:, 2].numpy()
+    inside = (np.rint(x) >= x0) & (np.rint(x) <= x1) & (np.rint(y) >= y0) & (np.rint(y) <= y1)
+    clear = ~inside & ((np.abs(x - x0) > 1) & (np.abs(x - x1) > 1) | (np.abs(y - y0) > 1) & (np.abs(y - y1) > 1))
+    assert np.array_equal(v_after[clear], v_before[clear])  # joints away from the patch keep their flag
+    assert ((v_after == v_before) | ((v_before == 2) & (v_after == 1))).all()  # only visible -> occluded
+    deep = (x > x0 + 1) & (x < x1 - 1) & (y > y0 + 1) & (y < y1 - 1)
+    assert (v_after[deep & (v_before > 0)] == 1).all()  # covered joints are marked occluded
+
+
+def test_no_occlusion_leaves_the_training_stream_unchanged():
+    source = [synthetic.render_sample(5, i) for i in range(2)]
+    common = {"input_size": 64, "flip_permutation": ITOP_15.flip_permutation, "augment": True,
+              "rotation": 30.0, "flip": True, "shift": 0.05, "seed": 3}
+    for a, b in zip(PoseDataset(source, **common), PoseDataset(source, **common, occlusion=0.0), strict=True):
+        assert all(torch.equal(a[key], b[key]) for key in a)

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from cpm.data.transforms import crop_matrix, sample_augmentation, transform_keypoints, warp_image
+from cpm.data.transforms import crop_matrix, occlude, sample_augmentation, transform_keypoints, warp_image
 from cpm.errors import CPMError
 
 PIXEL_MEAN, PIXEL_STD = 0.5, 0.5
@@ -42,6 +42,7 @@ class PoseDataset(Dataset):
         rotation: float = 0.0,
         flip: bool = False,
         shift: float = 0.0,
+        occlusion: float = 0.0,
         seed: int = 0,
         length: int | None = None,
         resample_each_epoch: bool = False,
@@ -57,6 +58,7 @@ class PoseDataset(Dataset):
         self.crop_padding = crop_padding
         self.augment = augment
         self.augmentation = {"scale_range": tuple(scale_range), "rotation": rotation, "flip": flip, "shift": shift}
+        self.occlusion = occlusion
         self.seed = seed
         self.resample_each_epoch = resample_each_epoch
         self.channels = channels
@@ -93,6 +95,10 @@ class PoseDataset(Dataset):
                                "model (model.in_channels)")
             image = np.repeat(image, self.channels, axis=2)  # grayscale -> R = G = B
         keypoints = transform_keypoints(np.asarray(sample["keypoints"]), matrix, self.flip_permutation, flipped)
+        if self.augment and self.occlusion > 0:  # its own random stream: occlusion = 0 leaves the rest unchanged
+            occlusion_rng = np.random.default_rng([self.seed, self.epoch, index, 1])
+            if occlusion_rng.random() < self.occlusion:
+                image, keypoints = occlude(image, keypoints, occlusion_rng)
         center = transform_keypoints(np.array([[*sample["center"], 2.0]]), matrix, None, False)[0, :2]
         image_tensor = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float()
         return {

@@ -72,6 +72,24 @@ def transform_keypoints(keypoints: np.ndarray, matrix: np.ndarray, flip_permutat
     return out
 
 
+def occlude(image: np.ndarray, keypoints: np.ndarray, rng: np.random.Generator, *,
+            size: tuple[float, float] = (0.15, 0.4)) -> tuple[np.ndarray, np.ndarray]:
+    """Paint one random rectangle (sides ``size`` x the crop side, a random uniform value per channel) into the
+    crop ``image`` (N, N[, C]) in place; visible keypoints (v = 2) under it become occluded (v = 1). Keypoint
+    positions never change. Returns (image, keypoints)."""
+    n = image.shape[0]
+    width, height = (max(1, int(round(rng.uniform(*size) * n))) for _ in range(2))
+    x0, y0 = int(rng.integers(0, n - width + 1)), int(rng.integers(0, n - height + 1))
+    channels = image.shape[2] if image.ndim == 3 else 1
+    value = rng.integers(0, 256, size=channels).astype(image.dtype)
+    image[y0:y0 + height, x0:x0 + width] = value if image.ndim == 3 else value[0]
+    keypoints = keypoints.copy()
+    x, y = keypoints[:, 0], keypoints[:, 1]
+    covered = (x >= x0 - 0.5) & (x < x0 + width - 0.5) & (y >= y0 - 0.5) & (y < y0 + height - 0.5)
+    keypoints[covered & (keypoints[:, 2] == 2), 2] = 1
+    return image, keypoints
+
+
 def sample_augmentation(rng: np.random.Generator, *, scale_range: tuple[float, float], rotation: float,
                         flip: bool, shift: float, output_size: int) -> dict:
     """Random scale factor, rotation (degrees), flip and shift (crop pixels) for one sample."""

@@ -165,7 +165,8 @@ CHOICES = {
 # (minimum, maximum), inclusive; None = unbounded
 RANGES = {
     "data.train_samples": (1, None), "data.val_samples": (1, None), "data.input_size": (16, None),
-    "data.crop_padding": (0.5, None), "data.rotation": (0, 180), "data.shift": (0, 1), "data.occlusion": (0, 1), "data.workers": (0, None),
+    "data.crop_padding": (0.5, None), "data.rotation": (0, 180), "data.shift": (0, 1),
+    "data.occlusion": (0, 1), "data.workers": (0, None),
     "model.stages": (1, 6), "model.stage_width": (1, None),
     "model.trunk_kernel": (1, None), "model.stage1_width": (1, None), "model.stage1_kernel": (1, None),
     "model.feature_channels": (0, None), "model.stage_kernel": (1, None), "model.stage_layers": (1, None),

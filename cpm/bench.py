@@ -34,127 +34,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 from cpm.config import Config, load_config
 from cpm.engine import autocast, cpu_has_native_bf16, prepare_batch, resolve_device
-from cpm.losses import stage_weights_for, staged_heatmap_loss
-from cpm.models import build_model
+from cpm.timing import CEILING_FLOPS, TrainStep, ceiling_conv, conv_ceiling, fast_dtype, sync, timed, timed_alternately
 from cpm.train import build_codec, build_datasets, make_loader, model_kwargs
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def timed(function: Callable[[], object], *, seconds: float = 3.0, warmup: int = 2, device: torch.device) -> float:
-    """Median seconds per call over at least ``seconds`` of calls (at least 3 calls)."""
-    return timed_alternately({"f": function}, seconds=seconds, warmup=warmup, device=device)["f"]
-
-
-def timed_alternately(functions: dict[str, Callable[[], object]], *, seconds: float, warmup: int = 1,
-                      device: torch.device) -> dict[str, float]:
-    """Median seconds per call of each function, called in turn (a, b, a, b, ...) until each has run at least
-    ``seconds`` and 3 times (one that has is left out of the later turns): a change of the machine's load then
-    falls on all of them alike."""
-    for function in functions.values():
-        for _ in range(warmup):
-            function()
-    times: dict[str, list[float]] = {name: [] for name in functions}
-
-    def done(name: str) -> bool:
-        return sum(times[name]) >= seconds and len(times[name]) >= 3
-
-    while not all(done(name) for name in functions):
-        for name, function in functions.items():
-            if done(name):
-                continue
-            _sync(device)
-            start = time.perf_counter()
-            function()
-            _sync(device)
-            times[name].append(time.perf_counter() - start)
-    return {name: sorted(t)[len(t) // 2] for name, t in times.items()}
-
-
-def fast_dtype(device: torch.device) -> torch.dtype | None:
-    """bf16 where the device computes it natively (CUDA, CPUs with AVX512-BF16 or AMX), else fp32 (None)."""
-    return torch.bfloat16 if device.type == "cuda" or cpu_has_native_bf16() else None
-
-
-CEILING_FLOPS = 2 * 8 * 128 * 128 * 81 * 46 * 46
-
-
-def ceiling_conv(device: torch.device, dtype: torch.dtype | None) -> Callable[[], None]:
-    """A 9x9 conv 128 -> 128 on 46x46 maps (the paper's trunk layer), batch 8, channels-last: CEILING_FLOPS a call."""
-    conv = torch.nn.Conv2d(128, 128, 9, padding=4).to(device, memory_format=torch.channels_last)
-    x = torch.randn(8, 128, 46, 46, device=device).contiguous(memory_format=torch.channels_last)
-
-    def run() -> None:
-        with torch.no_grad(), autocast(device, dtype):
-            conv(x)
-
-    return run
-
-
-def conv_ceiling(device: torch.device, dtype: torch.dtype | None, *, seconds: float) -> float:
-    """FLOP/s of `ceiling_conv`."""
-    return CEILING_FLOPS / timed(ceiling_conv(device, dtype), seconds=seconds, device=device)
-
-
-class TrainStep:
-    """One optimiser step of a config's model on a fixed batch (random images, keypoints and centre).
-
-    ``fast=False``: fp32, NCHW. ``fast=True``: channels-last model and inputs, bf16 autocast where the
-    device has it (`fast_dtype`). AdamW at a tiny learning rate, so every step computes the same thing."""
-
-    def __init__(self, config: Config, *, batch: int, device: torch.device, fast: bool) -> None:
-        self.device, self.batch = device, batch
-        kwargs = model_kwargs(config)
-        self.model = build_model(config.model.head, **kwargs).to(device)
-        self.channels_last = fast
-        self.dtype = fast_dtype(device) if fast else None
-        if fast:
-            self.model = self.model.to(memory_format=torch.channels_last)
-        self.codec = build_codec(config)
-        size = config.data.input_size
-        self.image = torch.randn(batch, kwargs["in_channels"], size, size, device=device)
-        if fast:
-            self.image = self.image.contiguous(memory_format=torch.channels_last)
-        keypoints = torch.rand(batch, kwargs["num_joints"], 3, device=device) * (size - 1)
-        keypoints[..., 2] = 2
-        self.targets, self.weights = self.codec.encode(keypoints)
-        self.center_map = self.codec.center_map(torch.full((batch, 2), (size - 1) / 2, device=device))
-        self.stage_weights = stage_weights_for(config.model.stages)
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=1e-5)
-        self.parameters = sum(p.numel() for p in self.model.parameters())
-
-    @property
-    def label(self) -> str:
-        if not self.channels_last:
-            return "plain fp32 NCHW"
-        return "channels-last + bf16" if self.dtype is not None else "channels-last"
-
-    def run(self, image: torch.Tensor, center_map: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor) -> None:
-        with autocast(self.device, self.dtype):
-            beliefs = self.model(image, center_map)
-        loss = staged_heatmap_loss(beliefs, targets, weights, self.stage_weights)["loss"]
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
-
-    def __call__(self) -> None:
-        self.run(self.image, self.center_map, self.targets, self.weights)
-
-    def flops(self) -> int:
-        with FlopCounterMode(display=False) as counter:
-            self()
-        return counter.get_total_flops()
 
 
 def _current_rss() -> int:
@@ -181,7 +68,7 @@ def step_memory(config: Config, *, batch: int, device: torch.device, fast: bool)
     """Bytes a training step needs beyond the weights and inputs: the peak over two steps minus what was held
     before them. CUDA: ``max_memory_allocated``. CPU: peak RSS in this process (call it in a fresh one)."""
     step = TrainStep(config, batch=batch, device=device, fast=fast)
-    _sync(device)
+    sync(device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
         before = torch.cuda.memory_allocated(device)
@@ -189,7 +76,7 @@ def step_memory(config: Config, *, batch: int, device: torch.device, fast: bool)
         before = _current_rss()
     step()
     step()
-    _sync(device)
+    sync(device)
     after = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else _peak_rss()
     return after - before
 
@@ -202,6 +89,26 @@ def step_memory_in_new_process(config_path: str, *, batch: int, device: torch.de
                *(["--fast"] if fast else []), config_path]
     result = subprocess.run(command, capture_output=True, text=True, check=True)
     return int(result.stdout.split()[-1])
+
+
+def render_rate(*, seconds: float) -> float:
+    """Synthetic depth frames (256 x 212, sensor noise and dropouts) rendered per second by one core: the renderer
+    alone, one OpenCV thread, counted against this process's CPU time."""
+    import cv2
+
+    from cpm.data.synthetic import render_sample
+
+    threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        render_sample(0, 0)
+        count, start, wall = 0, time.process_time(), time.perf_counter()
+        while time.perf_counter() - wall < seconds:
+            render_sample(0, count)
+            count += 1
+        return count / (time.process_time() - start)
+    finally:
+        cv2.setNumThreads(threads)
 
 
 def data_rate(config: Config, *, seconds: float) -> float:
@@ -230,7 +137,7 @@ def loader_wait(config: Config, step: TrainStep, *, steps: int, seconds: float) 
         waiting += time.perf_counter() - asked
         step.run(*prepare_batch(batch, step.codec, step.device, step.channels_last))
         done += 1
-    _sync(step.device)
+    sync(step.device)
     total = time.perf_counter() - start
     del batches, loader  # stops the persistent workers
     return waiting / total, done
@@ -353,6 +260,7 @@ def run(configs: list[str], *, seconds: float, device_name: str, loader_steps: i
     if fast_dtype(device) is not None:
         rows.append(("ceiling: 9x9 conv, bf16",
                      f"{conv_ceiling(device, fast_dtype(device), seconds=seconds) / 1e9:.0f} GFLOP/s"))
+    rows.append(("renderer: synthetic 256x212 depth frames, one core", f"{render_rate(seconds=seconds):.0f} frames/s"))
     for config_path in configs:
         rows += config_rows(config_path, device=device, seconds=seconds, loader_steps=loader_steps)
     lines = [machine_description(device), "", "| measurement | result |", "|---|---:|",

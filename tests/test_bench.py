@@ -31,6 +31,7 @@ def test_bench_prints_one_row_per_measurement(tmp_path):
     memory = [name for name in names if name.startswith("memory, tiny, batch 8")]
     assert len(memory) == 2 and all(re.fullmatch(r"\d+ MiB", results[name]) for name in memory)
     assert re.fullmatch(r"\d+ samples/s", results["data, tiny: render + crop + augment, one worker"])
+    assert re.fullmatch(r"\d+ frames/s", results["renderer: synthetic 256x212 depth frames, one core"])
     waiting = results["data, tiny: step time waiting for data, DataLoader with 0 workers"]
     assert waiting.endswith(" % of 2 steps") and 0 < float(waiting.split()[0]) <= 100  # no workers: it waits
     assert re.fullmatch(r"[\d.]+ ms", results["targets, tiny: encode a batch of 8"])

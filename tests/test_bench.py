@@ -50,3 +50,25 @@ def test_bench_accuracy_trains_fp32_and_bf16_with_the_same_seed(tmp_path):
     assert abs(float(rows["bf16 - fp32 (points)"][1]) - difference) < 0.011
     assert (tmp_path / "runs" / "tiny-amp-off" / "metrics.jsonl").is_file()
     assert (tmp_path / "runs" / "tiny-amp-bf16" / "metrics.jsonl").is_file()
+
+
+def test_bench_accuracy_reuses_a_finished_bf16_run_and_refuses_another_config(tmp_path):
+    import pytest
+
+    from cpm.config import load_config
+    from cpm.errors import CPMError
+    from cpm.train import train
+
+    overrides = tiny_overrides(tmp_path)
+    finished = train(load_config(None, [*overrides, 'train.amp="bf16"', 'train.name="earlier"']), progress=False,
+                     log=lambda *_: None)
+    table = accuracy_table(None, overrides, progress=False, log=lambda *_: None, reuse_bf16=finished["run_dir"])
+    rows = {line.split("|")[1].strip(): line.split("|")[2:-1] for line in table.splitlines()
+            if line.startswith("| ") and "train.amp" not in line}
+    assert [float(cell) for cell in rows["bf16"][:2]] == [round(100 * finished["pck"][a][-1], 2)
+                                                          for a in sorted(finished["pck"])]
+    assert rows["bf16"][-1].strip() == finished["run_dir"]
+    assert not (tmp_path / "runs" / "tiny-amp-bf16").exists()  # nothing trained for the bf16 side
+    with pytest.raises(CPMError, match=r"--reuse-bf16: .*earlier: its config differs in train.lr"):
+        accuracy_table(None, [*overrides, "train.lr=0.5"], progress=False, log=lambda *_: None,
+                       reuse_bf16=finished["run_dir"])

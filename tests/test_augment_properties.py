@@ -11,7 +11,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cpm.data import synthetic
+from cpm.data import synthetic, zbuffer
 from cpm.data.dataset import PIXEL_MEAN, PIXEL_STD, PoseDataset
 from cpm.data.samples import person_box
 from cpm.data.transforms import apply_affine, crop_matrix, invert_affine, transform_keypoints, warp_image
@@ -181,7 +181,7 @@ def test_an_occluding_box_moves_no_keypoint_and_hides_only_joints_it_covers(seed
     assert after["scale"] == before["scale"]
 
     cover = np.full((synthetic.FRAME_HEIGHT, synthetic.FRAME_WIDTH), np.inf, np.float32)
-    synthetic._render_box(cover, scene.camera, front)  # the box alone: its depth where it covers a pixel
+    zbuffer._render_box(cover, scene.camera, front)  # the box alone: its depth where it covers a pixel
     v0, v1 = before["keypoints"][:, 2], after["keypoints"][:, 2]
     changed = np.flatnonzero(v0 != v1)
     assert (v0[changed] == 2).all() and (v1[changed] == 1).all()  # a box only hides; it never reveals

@@ -29,9 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
-import shutil
 import sys
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from fnmatch import fnmatch
@@ -39,10 +37,11 @@ from pathlib import Path
 from typing import Any
 
 from cpm.errors import CPMError
+from cpm.experiment_runs import REPORT_THRESHOLDS, evaluate_decoders, is_finished, make_config, run_grid, summarize
+from cpm.gradients import figure5, gradient_magnitudes
 
 TARGETS = ("ablate-supervision", "compare-heads", "compare-decoders")
 MAX_STAGES = 6
-REPORT_THRESHOLDS = [0.05, 0.1, 0.2]
 
 _SMALL = {  # the default budget's CPM: the make-train model at a quarter of its width, on 64 px crops
     "data.input_size": 64, "model.trunk_widths": [8, 16, 16], "model.trunk_kernel": 3, "model.feature_channels": 8,
@@ -157,174 +156,24 @@ GRIDS: dict[str, Callable[[Sequence[int]], list[Run]]] = {
 # ------------------------------------------------------------------------------------------------ running
 
 
-def make_config(overrides: dict[str, Any]):
-    """Defaults + dotted ``overrides`` -> a validated `Config` (a bad key is a `ConfigError` naming it)."""
-    from cpm.config import Config, apply, validate
-
-    nested: dict[str, dict[str, Any]] = {}
-    for key, value in overrides.items():
-        section, _, name = key.partition(".")
-        nested.setdefault(section, {})[name] = value
-    return validate(apply(Config(), nested, source="experiment"))
 
 
-def is_finished(run_dir: Path, epochs: int) -> bool:
-    """True when ``metrics.jsonl`` holds the final epoch."""
-    path = run_dir / "metrics.jsonl"
-    if not path.is_file():
-        return False
-    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    try:
-        return bool(lines) and json.loads(lines[-1]).get("epoch") == epochs
-    except json.JSONDecodeError:
-        return False
 
 
-def summarize(results: dict, *, torso: tuple[int, int], state: dict) -> dict:
-    """What the tables need from one evaluation: PCK at `REPORT_THRESHOLDS` and EPE per stage, the last stage's
-    PDJ curve, per-layer zero fractions of the weights."""
-    from cpm.metrics import PDJ_THRESHOLDS, epe, pck, pdj_curve, torso_size
-    from cpm.summaries import zero_fractions
-
-    predicted, truth = results["predictions"], results["ground_truth"]  # (N, T, K, 2), (N, K, 3)
-    normaliser = torso_size(truth, torso)
-    stages = range(predicted.shape[1])
-    return {
-        "samples": int(results["samples"]),
-        "pck": {f"{a:g}": [pck(predicted[:, t], truth, normaliser, a).mean for t in stages] for a in REPORT_THRESHOLDS},
-        "epe": [epe(predicted[:, t], truth).mean for t in stages],
-        "pdj": {"thresholds": PDJ_THRESHOLDS.tolist(), "rate": pdj_curve(predicted[:, -1], truth, torso).mean.tolist()},
-        "zero_fraction": zero_fractions(state),
-    }
 
 
-def _summary_from_checkpoint(run_dir: Path, *, device: str, decoder: str | None = None) -> dict:
-    from cpm.checkpoint import load_checkpoint
-    from cpm.config import config_from_dict
-    from cpm.skeleton import get_skeleton
-    from cpm.train import evaluate_checkpoint
-
-    checkpoint = load_checkpoint(run_dir / "last.pt")
-    config = config_from_dict(checkpoint["config"])
-    overrides = {"eval": {"pck_thresholds": REPORT_THRESHOLDS} | ({"decoder": decoder} if decoder else {})}
-    results = evaluate_checkpoint(run_dir / "last.pt", overrides=overrides, progress=False, device_name=device)
-    return summarize(results, torso=get_skeleton(config.data.skeleton).torso, state=checkpoint["model"])
 
 
-def run_grid(target: str, runs: Sequence[Run], *, budget: dict[str, Any], root: Path, device: str = "auto",
-             log: Callable[[str], None] = print) -> list[Path]:
-    """Train every run not finished yet; write ``summary.json`` beside each. Returns the run directories."""
-    from cpm.train import train
-
-    experiment_dir = root / target
-    done = []
-    started = time.perf_counter()
-    for index, run in enumerate(runs, start=1):
-        run_dir = experiment_dir / run.name
-        overrides = budget | run.overrides | {"train.runs_dir": str(experiment_dir), "train.name": run.name,
-                                              "train.device": device}
-        if run.after:
-            overrides["train.init_from"] = str(experiment_dir / run.after / "last.pt")
-        config = make_config(overrides)
-        if is_finished(run_dir, config.train.epochs):
-            log(f"[{index}/{len(runs)}] {run.name}: finished before, skipped")
-        else:
-            log(f"[{index}/{len(runs)}] {run.name} ({time.perf_counter() - started:.0f} s into {target})")
-            if (run_dir / "last.pt").is_file():
-                train(config, resume=run_dir / "last.pt", progress=False, log=lambda *_: None)
-            else:
-                if run_dir.exists():  # started, but stopped before its first checkpoint: nothing to keep
-                    shutil.rmtree(run_dir)
-                train(config, progress=False, log=lambda *_: None)
-        if not (run_dir / "summary.json").is_file():
-            (run_dir / "summary.json").write_text(json.dumps(_summary_from_checkpoint(run_dir, device=device)))
-        done.append(run_dir)
-    return done
 
 
-def evaluate_decoders(run_dirs: Sequence[Path], *, device: str = "auto", log: Callable[[str], None] = print) -> None:
-    """``decoders.json`` in each run: the summary of its last.pt under every decoder of `cpm.codecs.DECODERS`."""
-    from cpm.codecs import DECODERS
-
-    for run_dir in run_dirs:
-        path = run_dir / "decoders.json"
-        if path.is_file():
-            continue
-        log(f"decoders of {run_dir.name}")
-        scores = {name: _summary_from_checkpoint(run_dir, device=device, decoder=name) for name in DECODERS}
-        path.write_text(json.dumps(scores))
 
 
-def gradient_magnitudes(overrides: dict[str, Any], *, steps: int, record: Sequence[int]) -> dict:
-    """Train a fresh model ``steps`` steps (fp32, CPU-friendly) and record, at the steps in ``record``, the mean
-    |gradient| of every layer's weights, with the stage each layer belongs to (the paper's Fig. 5)."""
-    import torch
-
-    from cpm.engine import prepare_batch, resolve_device
-    from cpm.losses import stage_weights_for
-    from cpm.models import build_model
-    from cpm.train import build_codec, build_datasets, build_loss, build_optimizer, make_loader, model_kwargs
-
-    config = make_config(overrides)
-    device = resolve_device(config.train.device)
-    torch.manual_seed(config.train.seed)
-    model = build_model(config.model.head, **model_kwargs(config)).to(device)
-    codec, loss_fn = build_codec(config), build_loss(config)
-    train_set, _ = build_datasets(config)
-    loader = make_loader(train_set, batch_size=config.train.batch_size, shuffle=True, workers=0, device=device,
-                         seed=config.train.seed, drop_last=True)
-    optimizer, scheduler = build_optimizer(model, config, steps)
-    stage_weights = stage_weights_for(config.model.stages,
-                                      intermediate_supervision=config.train.intermediate_supervision)
-    layers = [(name, _stage_of(name)) for name, p in model.named_parameters() if p.ndim > 1]
-    layers.sort(key=lambda layer: 1.5 if layer[1] == "trunk" else int(layer[1]))  # stable: input to output per stage
-    recorded: dict[str, list[float]] = {}
-    step, epoch = 0, 0
-    while step < steps:
-        train_set.set_epoch(epoch)
-        loader.sampler.set_epoch(epoch)
-        for batch in loader:
-            image, center_map, targets, weights = prepare_batch(batch, codec, device, False)
-            losses = loss_fn(model(image, center_map), targets, weights, stage_weights)
-            optimizer.zero_grad(set_to_none=True)
-            losses["loss"].backward()
-            step += 1
-            if step in record:
-                grads = dict(model.named_parameters())
-                recorded[str(step)] = [float(grads[name].grad.abs().mean()) if grads[name].grad is not None else 0.0
-                                       for name, _ in layers]
-            optimizer.step()
-            scheduler.step()
-            if step >= steps:
-                break
-        epoch += 1
-    return {"layers": [name for name, _ in layers], "stages": [stage for _, stage in layers], "steps": recorded}
 
 
-def _stage_of(parameter: str) -> str:
-    """The stage a CPM parameter belongs to: "1", "2", ... or "trunk" (the image trunk of stages 2..T)."""
-    top, _, rest = parameter.partition(".")
-    if top in ("image_features_stage1", "stage1"):
-        return "1"
-    if top in ("project", "stages"):
-        return str(int(rest.partition(".")[0]) + 2)
-    return "trunk"
 
 
-def figure5(root: Path, budget: dict[str, Any], steps: int, *, device: str, log: Callable[[str], None]) -> Path:
-    """``runs/ablate-supervision/figure5.json``: gradient records of a 6-stage model with and without intermediate
-    supervision (computed once)."""
-    path = root / "ablate-supervision" / "figure5.json"
-    if not path.is_file():
-        log("figure 5: gradient magnitudes with and without intermediate supervision")
-        record = sorted({1, max(1, steps // 2), steps})
-        data = {label: gradient_magnitudes(budget | {"model.stages": MAX_STAGES, "train.device": device,
-                                                     "train.intermediate_supervision": supervised},
-                                           steps=steps, record=record)
-                for label, supervised in (("with", True), ("without", False))}
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(data))
-    return path
+
+
 
 
 def write_experiment_note(root: Path, target: str, *, budget_name: str, command: str) -> None:
@@ -351,7 +200,7 @@ def run_target(target: str, *, budget_name: str = "default", root: Path = Path("
     write_experiment_note(root, target, budget_name=budget_name, command=command)
     run_dirs = run_grid(target, runs, budget=budget, root=root, device=device, log=log)
     if target == "ablate-supervision" and only == "*":
-        figure5(root, budget, steps, device=device, log=log)
+        figure5(root, budget, steps, stages=MAX_STAGES, device=device, log=log)
     if target == "compare-decoders":
         evaluate_decoders(run_dirs, device=device, log=log)
     return write_target_report(target, root=root, out=out)

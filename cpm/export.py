@@ -5,7 +5,9 @@
 The graph has a dynamic batch axis. Inputs: ``image`` (batch, C, N, N), normalised as in training
 (``(pixel / 255 - 0.5) / 0.5``), and, when the model uses one, ``center_map`` (batch, 1, h, w) — or
 (batch, 1, N, N) for a ``center_pool`` model — a Gaussian at the person centre (`cpm.train.build_codec`'s
-``center_map`` makes it). Outputs: ``stage1`` .. ``stageT``, every stage's belief maps (batch, K[+1], h, w).
+``center_map`` makes it). Outputs: ``stage1`` .. ``stageT``, every stage's belief maps (batch, K[+1], h, w);
+for a coordinate head (``model.head`` = regression or integral) every stage's (batch, K, 2) coordinates,
+normalised to the crop as `cpm.codecs.RegressionCodec` decodes them.
 
 The export traces the model with `torch.onnx.export` (the torch.export-based exporter, `onnxscript`), runs
 the result in ONNX Runtime on a batch of another size than the traced one (so the batch axis is shown to be
@@ -92,7 +94,7 @@ def export_onnx(checkpoint: str | Path, onnx_path: str | Path, *, opset: int | N
     model, config = load_model(checkpoint, "cpu")
     model.float()
     codec, size = build_codec(config), config.data.input_size
-    uses_center_map = bool(model.use_center_map and model.num_stages > 1)
+    uses_center_map = bool(getattr(model, "use_center_map", False) and model.num_stages > 1)  # regression: none
     wrapper = _stages_as_tuple(model, uses_center_map)
     output_names = [f"stage{t}" for t in range(1, model.num_stages + 1)]
     generator = torch.Generator().manual_seed(0)

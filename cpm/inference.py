@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cpm.codecs import DECODERS, HeatmapCodec
+from cpm.codecs import DECODERS, HeatmapCodec, RegressionCodec
 from cpm.data.dataset import PIXEL_MEAN, PIXEL_STD
 from cpm.data.transforms import apply_affine, crop_matrix, invert_affine, warp_image
 from cpm.errors import CheckpointError, CPMError
@@ -54,7 +54,7 @@ class Predictor:
     """A model ready to run: everything `predict_images` needs, read once from the checkpoint."""
 
     model: torch.nn.Module
-    codec: HeatmapCodec
+    codec: HeatmapCodec | RegressionCodec  # a coordinate head (regression, integral) has a RegressionCodec
     skeleton: Skeleton
     input_size: int  # N, the side of the square crop
     in_channels: int  # 1: grayscale, 3: RGB
@@ -62,6 +62,11 @@ class Predictor:
     decoder: str
     device: torch.device
     checkpoint: Path
+
+    @property
+    def has_beliefs(self) -> bool:
+        """Whether the model has belief maps to draw: heatmap and integral heads, not direct regression."""
+        return isinstance(self.codec, HeatmapCodec) or hasattr(self.model, "forward_beliefs")
 
 
 def load_predictor(path: str | Path, *, device_name: str = "auto", decoder: str | None = None) -> Predictor:
@@ -73,12 +78,18 @@ def load_predictor(path: str | Path, *, device_name: str = "auto", decoder: str 
 
     device = resolve_device(device_name)
     model, config = load_model(path, device)
+    codec = build_codec(config)
+    if isinstance(codec, RegressionCodec):  # the head outputs coordinates: nothing for a decoder to do
+        if decoder:
+            kind = "an integral" if config.model.head == "integral" else "a regression"
+            raise CPMError(f"--decoder: {path} has {kind} head, which outputs coordinates; decoders read belief maps")
+        decoder = "soft-argmax (integral head)" if config.model.head == "integral" else "direct regression"
     decoder = decoder or config.eval.decoder
-    if decoder not in DECODERS:
+    if isinstance(codec, HeatmapCodec) and decoder not in DECODERS:
         raise CPMError(f"--decoder: unknown decoder {decoder!r}; known: {', '.join(DECODERS)}")
     if model.in_channels not in (1, 3):
         raise CheckpointError(f"{path}: a {model.in_channels}-channel model; predict reads grayscale (1) or RGB (3)")
-    return Predictor(model=model, codec=build_codec(config), skeleton=get_skeleton(config.data.skeleton),
+    return Predictor(model=model, codec=codec, skeleton=get_skeleton(config.data.skeleton),
                      input_size=config.data.input_size, in_channels=model.in_channels,
                      crop_padding=config.data.crop_padding, decoder=decoder, device=device,
                      checkpoint=Path(path))
@@ -107,7 +118,9 @@ def predict_images(predictor: Predictor, images: Sequence[np.ndarray], *, center
                    bbox: Sequence[float] | None = None) -> dict[str, np.ndarray]:
     """B images (H, W) gray or (H, W, 3) RGB uint8 -> every stage's keypoints in original-image pixels.
 
-    Returns {"keypoints": (B, T, K, 2), "confidence": (B, T, K) peak belief, "beliefs": (B, T, K[+1], h, w),
+    Returns {"keypoints": (B, T, K, 2), "confidence": (B, T, K) peak belief (1 for a coordinate head), "beliefs":
+    (B, T, K[+1], h, w) (an integral head: each joint's soft-argmax distribution scaled to peak 1; direct
+    regression: None),
     "crops": (B, N, N[, 3]) uint8 (what the model saw), "matrices": (B, 2, 3) image -> crop, "centers": (B, 2)
     and "crop_sides": (B,) in image pixels}.
     """
@@ -131,15 +144,24 @@ def predict_images(predictor: Predictor, images: Sequence[np.ndarray], *, center
     tensor = (tensor / 255 - PIXEL_MEAN) / PIXEL_STD  # (B, C, N, N)
     # crop_matrix puts the person centre in the middle of the crop; the centre map marks it there.
     centers = torch.full((len(crops), 2), (size - 1) / 2, device=predictor.device)
-    beliefs = torch.stack(predictor.model(tensor, predictor.codec.center_map(centers)), dim=1)  # (B, T, K[+1], h, w)
-    batch, stages = beliefs.shape[:2]
-    points, confidence = predictor.codec.decode(beliefs.flatten(0, 1), method=predictor.decoder)  # (B*T, K, 2)
+    center_map = predictor.codec.center_map(centers)
+    outputs = torch.stack(predictor.model(tensor, center_map), dim=1)  # (B, T, K[+1], h, w) or (B, T, K, 2)
+    batch, stages = outputs.shape[:2]
+    points, confidence = predictor.codec.decode(outputs.flatten(0, 1), method=predictor.decoder)  # (B*T, K, 2)
+    if isinstance(predictor.codec, HeatmapCodec):
+        beliefs = outputs.float().cpu().numpy()
+    elif predictor.has_beliefs:  # integral head: softmax(beta * logits), what its soft-argmax averages, peak 1
+        logits = torch.stack(predictor.model.forward_beliefs(tensor, center_map), dim=1).float()  # (B, T, K, h, w)
+        probability = torch.softmax(predictor.model.beta * logits.flatten(-2), -1)
+        beliefs = (probability / probability.amax(-1, keepdim=True)).view_as(logits).cpu().numpy()
+    else:
+        beliefs = None
     points = points.double().cpu().numpy().reshape(batch, stages, -1, 2)
     inverse = invert_affine(np.stack(matrices))  # (B, 2, 3) crop -> image
     return {
         "keypoints": apply_affine(points, inverse[:, None]),  # (B, T, K, 2)
         "confidence": confidence.float().cpu().numpy().reshape(batch, stages, -1),
-        "beliefs": beliefs.float().cpu().numpy(),
+        "beliefs": beliefs,
         "crops": np.stack(crops),
         "matrices": np.stack(matrices),
         "centers": np.stack(crop_centers),

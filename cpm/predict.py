@@ -246,6 +246,8 @@ def predict_paths(checkpoint: str | Path, inputs: Sequence[str | Path], *, out_d
     if bbox is not None and (len(bbox) != 4 or min(bbox[2], bbox[3]) < 0 or max(bbox[2], bbox[3]) <= 0):
         raise CPMError(f"--bbox {bbox}: expected X,Y,W,H with a positive width or height")
     predictor = load_predictor(checkpoint, device_name=device_name, decoder=decoder)
+    if stages and not predictor.has_beliefs:
+        raise CPMError(f"--stages: {checkpoint} has a direct-regression head: no belief maps to draw")
     items = collect_inputs(inputs)
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():

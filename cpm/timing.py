@@ -71,11 +71,6 @@ def ceiling_conv(device: torch.device, dtype: torch.dtype | None) -> Callable[[]
     return run
 
 
-def conv_ceiling(device: torch.device, dtype: torch.dtype | None, *, seconds: float) -> float:
-    """FLOP/s of `ceiling_conv`."""
-    return CEILING_FLOPS / timed(ceiling_conv(device, dtype), seconds=seconds, device=device)
-
-
 class TrainStep:
     """One optimiser step of a config's model on a fixed batch (random images, keypoints and centre).
 

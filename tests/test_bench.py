@@ -24,6 +24,8 @@ def test_bench_prints_one_row_per_measurement(tmp_path):
     names = list(results)
     assert table.startswith("Machine: ") and len(names) == len(rows)  # every row names a different measurement
     assert names[0] == "ceiling: 9x9 conv, fp32"
+    if "ceiling: 9x9 conv, bf16" in results:  # a device with native bf16
+        assert re.fullmatch(r"[\d.]+x", results["ceiling: bf16 / fp32, the bound on a conv-bound step's speed-up"])
     plain = next(name for name in names if name.startswith("train step, tiny (") and name.endswith("plain fp32 NCHW"))
     assert re.fullmatch(r"[\d.]+ img/s, \d+ GFLOP/s \(\d+ % of the ceiling timed alongside\)", results[plain])
     assert "batch 8" in plain  # the config's batch below 256 px

@@ -53,7 +53,8 @@ bench-accuracy: $(STAMP)
 
 ## ablate-supervision, compare-heads, compare-decoders: the experiment grids of cpm/experiments.py, each run into
 ## runs/<target>/<name> (finished runs are skipped), tables and plots into experiments/results/<target>.md;
-## BUDGET=default fits each in 90 min on 2 CPU cores, BUDGET=smoke takes minutes (into runs/smoke/), BUDGET=full (GPU)
+## BUDGET=default fits each in 90 min on 2 CPU cores, BUDGET=smoke takes minutes (into runs/smoke/),
+## BUDGET=full (the make-train model) and BUDGET=paper (the paper's network, 368 px) for a GPU
 BUDGET ?= default
 ablate-supervision compare-heads compare-decoders: $(STAMP)
 	$(PY) -m cpm.experiments $@ --budget $(BUDGET) $(ARGS)

@@ -17,14 +17,18 @@ REPORT_THRESHOLDS = [0.05, 0.1, 0.2]
 
 
 def make_config(overrides: dict[str, Any]):
-    """Defaults + dotted ``overrides`` -> a validated `Config` (a bad key is a `ConfigError` naming it)."""
-    from cpm.config import Config, apply, validate
+    """Defaults (or the TOML file named by the key ``config``) + dotted ``overrides`` -> a validated `Config` (a
+    bad key is a `ConfigError` naming it)."""
+    from cpm.config import Config, apply, load_config, validate
 
     nested: dict[str, dict[str, Any]] = {}
     for key, value in overrides.items():
-        section, _, name = key.partition(".")
-        nested.setdefault(section, {})[name] = value
-    return validate(apply(Config(), nested, source="experiment"))
+        if key != "config":
+            section, _, name = key.partition(".")
+            nested.setdefault(section, {})[name] = value
+    base = load_config(overrides["config"]) if overrides.get("config") else Config()
+    return validate(apply(base, nested, source="experiment"))
+
 
 def is_finished(run_dir: Path, epochs: int) -> bool:
     """True when ``metrics.jsonl`` holds the final epoch."""
@@ -36,6 +40,7 @@ def is_finished(run_dir: Path, epochs: int) -> bool:
         return bool(lines) and json.loads(lines[-1]).get("epoch") == epochs
     except json.JSONDecodeError:
         return False
+
 
 def summarize(results: dict, *, torso: tuple[int, int], state: dict) -> dict:
     """What the tables need from one evaluation: PCK at `REPORT_THRESHOLDS` and EPE per stage, the last stage's
@@ -54,6 +59,7 @@ def summarize(results: dict, *, torso: tuple[int, int], state: dict) -> dict:
         "zero_fraction": zero_fractions(state),
     }
 
+
 def _summary_from_checkpoint(run_dir: Path, *, device: str, decoder: str | None = None) -> dict:
     from cpm.checkpoint import load_checkpoint
     from cpm.config import config_from_dict
@@ -65,6 +71,7 @@ def _summary_from_checkpoint(run_dir: Path, *, device: str, decoder: str | None 
     overrides = {"eval": {"pck_thresholds": REPORT_THRESHOLDS} | ({"decoder": decoder} if decoder else {})}
     results = evaluate_checkpoint(run_dir / "last.pt", overrides=overrides, progress=False, device_name=device)
     return summarize(results, torso=get_skeleton(config.data.skeleton).torso, state=checkpoint["model"])
+
 
 def run_grid(target: str, runs: Sequence[Run], *, budget: dict[str, Any], root: Path, device: str = "auto",
              log: Callable[[str], None] = print) -> list[Path]:
@@ -95,6 +102,7 @@ def run_grid(target: str, runs: Sequence[Run], *, budget: dict[str, Any], root: 
             (run_dir / "summary.json").write_text(json.dumps(_summary_from_checkpoint(run_dir, device=device)))
         done.append(run_dir)
     return done
+
 
 def evaluate_decoders(run_dirs: Sequence[Path], *, device: str = "auto", log: Callable[[str], None] = print) -> None:
     """``decoders.json`` in each run: the summary of its last.pt under every decoder of `cpm.codecs.DECODERS`."""

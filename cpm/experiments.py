@@ -21,7 +21,8 @@ and PNG plots, with mean ± std over seeds, the budget, the command and the git 
 
 Budgets (``--budget`` / ``make ... BUDGET=``): ``default`` fits each target in 90 minutes on 2 CPU cores (small
 widths, 64 px crops, few steps; the tables say so), ``smoke`` runs every grid in a few minutes with a tiny model
-(for tests; its results go under ``runs/smoke/``), ``full`` is the `make train` model and data (for GPUs).
+(for tests; its results go under ``runs/smoke/``), ``full`` is the `make train` model and data, ``paper`` the
+paper's network (`experiments/paper_lsp.toml`) at 368 px (both for GPUs).
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ _TINY = {  # tests/helpers.TINY_MODEL: seconds per run
     "model.stage1_width": 8, "model.stage1_kernel": 3, "model.stage_width": 8, "model.stage_kernel": 3,
     "model.vgg_cpm_widths": [8], "model.regression_hidden": 16,
 }
+PAPER_CONFIG = Path(__file__).resolve().parents[1] / "experiments" / "paper_lsp.toml"
 _COMMON = {"data.workers": 0, "eval.pck_thresholds": REPORT_THRESHOLDS, "train.log_every": 10}
 
 # name -> (config overrides for every run, seeds, steps of the Fig. 5 gradient record, a sentence for the tables)
@@ -69,6 +71,14 @@ BUDGETS: dict[str, tuple[dict[str, Any], tuple[int, ...], int, str]] = {
     "full": ({"data.train_samples": 15000, "train.batch_size": 16, "train.epochs": 3,
               "eval.pck_thresholds": REPORT_THRESHOLDS}, (0, 1, 2), 200,
              "full budget: the make-train model (128 px, 3 epochs of 15,000 frames at batch 16, 500 held-out frames)"),
+    "paper": ({"config": str(PAPER_CONFIG), "data.train_samples": 16000, "data.val_samples": 500, "data.workers": 8,
+               "train.epochs": 10, "train.batch_size": 16, "train.optimizer": "adamw", "train.caffe_lr": False,
+               "train.lr": 5e-4, "train.schedule": "cosine", "train.warmup_steps": 500, "train.stage1_lr_mult": 1.0,
+               "train.bias_lr_mult": 1.0, "train.amp": "auto", "eval.batch_size": 32,
+               "eval.pck_thresholds": REPORT_THRESHOLDS}, (0, 1, 2), 200,
+              "paper budget (a GPU): the released LSP network of experiments/paper_lsp.toml (368 px RGB input, "
+              "stride 8) trained with AdamW lr 5e-4 cosine, bf16 where the device has it, 10 epochs of 16,000 "
+              "frames at batch 16, 500 held-out frames"),
 }
 
 # On top of a budget, per target: compare-heads trains VGG16 (8 M parameters, ~0.5 s a step on 2 cores), so fewer steps.

@@ -56,6 +56,7 @@ def gradient_magnitudes(overrides: dict[str, Any], *, steps: int, record: Sequen
         epoch += 1
     return {"layers": [name for name, _ in layers], "stages": [stage for _, stage in layers], "steps": recorded}
 
+
 def _stage_of(parameter: str) -> str:
     """The stage a CPM parameter belongs to: "1", "2", ... or "trunk" (the image trunk of stages 2..T)."""
     top, _, rest = parameter.partition(".")

@@ -140,3 +140,26 @@ def test_one_smoke_cell_of_each_target_trains_reports_and_is_skipped_the_second_
     assert main(["report", "--runs", str(root), "--out", str(tmp_path / "again")]) == 0
     assert [p.name for p in (tmp_path / "again").glob("*.md")] == [f"{target}.md"]
     assert capsys.readouterr().out.strip() == f"wrote {tmp_path / 'again' / target}.md"
+
+
+@pytest.mark.parametrize("budget", sorted(BUDGETS))
+def test_every_cell_of_every_grid_is_a_valid_config_under_every_budget(budget):
+    from cpm.experiments import budget_for, make_config
+
+    for target, grid in GRIDS.items():
+        overrides, seeds, _, _ = budget_for(budget, target)
+        for run in grid(seeds):
+            make_config(overrides | run.overrides)  # raises ConfigError naming the key
+
+
+def test_the_paper_budget_trains_the_released_network():
+    from cpm.experiments import budget_for, make_config
+    from cpm.models import build_model
+    from cpm.train import model_kwargs
+
+    overrides, seeds, _, _ = budget_for("paper", "ablate-supervision")
+    cell = next(run for run in GRIDS["ablate-supervision"](seeds) if run.name == "T6-is-seed0")
+    config = make_config(overrides | cell.overrides)
+    assert (config.data.input_size, config.model.stage_kernel, config.train.optimizer) == (368, 11, "adamw")
+    model = build_model(config.model.head, **model_kwargs(config))
+    assert sum(p.numel() for p in model.parameters()) == 31_298_464  # the released LSP net with 15 joints

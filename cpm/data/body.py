@@ -15,13 +15,16 @@ def _rx(a: float) -> np.ndarray:  # positive tips +y towards +z (a forward bend 
     c, s = math.cos(a), math.sin(a)
     return np.array([[1.0, 0.0, 0.0], [0.0, c, -s], [0.0, s, c]])
 
+
 def _ry(a: float) -> np.ndarray:
     c, s = math.cos(a), math.sin(a)
     return np.array([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]])
 
+
 def _rz(a: float) -> np.ndarray:
     c, s = math.cos(a), math.sin(a)
     return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+
 
 @dataclass
 class Body:
@@ -30,6 +33,7 @@ class Body:
     height: float = 1.75
     lengths: np.ndarray = field(default_factory=lambda: np.ones(5))
     girth: float = 1.0
+
 
 @dataclass
 class Pose:
@@ -40,6 +44,7 @@ class Pose:
     head: tuple[float, float, float] = (0.0, 0.0, 0.0)  # nod, tilt, turn
     arms: np.ndarray = field(default_factory=lambda: np.zeros((2, 4)))  # flexion, abduction, rotation, elbow
     legs: np.ndarray = field(default_factory=lambda: np.zeros((2, 4)))  # flexion, abduction, rotation, knee
+
 
 def pose_body(body: Body, pose: Pose) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Forward kinematics. Returns joints (15, 3) and capsules (K, 8) = [a, b, r_a, r_b] in a world
@@ -96,6 +101,7 @@ def pose_body(body: Body, pose: Pose) -> tuple[np.ndarray, np.ndarray, np.ndarra
 
     return _turn_and_stand(joints, caps, yaw=pose.yaw, girth=g)
 
+
 def _turn_and_stand(joints: np.ndarray, caps: np.ndarray, *, yaw: float,
                     girth: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Body-frame joints and capsules -> turned by ``yaw`` to face the camera, standing on the floor (y = 0);
@@ -112,6 +118,7 @@ def _turn_and_stand(joints: np.ndarray, caps: np.ndarray, *, yaw: float,
     radius = girth * np.array([0.056, 0.054, 0.038, 0.038, 0.028, 0.028, 0.045, 0.045, 0.075,
                                0.062, 0.062, 0.04, 0.04, 0.03, 0.03])
     return joints, caps, radius
+
 
 def pose_joints(body: Body, joints: np.ndarray, *, yaw: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """`pose_body` for joint positions given directly (a BVH frame, a lifted 2D pose): ``joints`` (15, 3) in
@@ -150,6 +157,7 @@ def pose_joints(body: Body, joints: np.ndarray, *, yaw: float = 0.0) -> tuple[np
             (*(j[a] - forward * 0.02 * H), *(j[a] + forward * 0.11 * H - (0.0, 0.025 * H, 0.0)), 0.02 * g, 0.02 * g),
         ]
     return _turn_and_stand(j, np.array(caps), yaw=yaw, girth=g)
+
 
 def sample_pose(rng: np.random.Generator) -> Pose:
     """Joint angles from a mixture of activities; ranges stay within human joint limits."""

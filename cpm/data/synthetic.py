@@ -65,6 +65,7 @@ class Scene:
             return pose_joints(self.body, self.posed, yaw=self.pose.yaw)
         return pose_body(self.body, self.pose)
 
+
 def sample_scene(rng: np.random.Generator, pose_source: PoseSource | None = None) -> Scene:
     """Body, pose, camera placement and furniture. The camera distance is chosen so the posed body
     fits the frame; about 8% of scenes are framed tighter, so that in ~5% a joint leaves it.
@@ -117,11 +118,13 @@ def sample_scene(rng: np.random.Generator, pose_source: PoseSource | None = None
     scene.boxes, scene.cylinders = boxes, cylinders
     return scene
 
+
 def render_sample(seed: int, index: int, pose_source: PoseSource | None = None) -> dict:
     """Sample ``index`` of the stream ``seed``: {"image": uint8 (212, 256), "keypoints": float32
     (15, 3) [x, y, v], "center": float32 (2,) keypoint-bbox centre, "scale": float keypoint-bbox side}."""
     rng = np.random.default_rng([seed, index])
     return render_scene(sample_scene(rng, pose_source), rng)
+
 
 class SyntheticPoses:
     """Map-style dataset of ``size`` samples of stream ``seed``: ``ds[i]`` is ``render_sample(seed, i)``."""
@@ -139,6 +142,7 @@ class SyntheticPoses:
             raise IndexError(f"index {index} out of range for {self.size} samples")
         return render_sample(self.seed, index, self.pose_source)
 
+
 class PoseSource(Protocol):
     """``source(rng, height)`` -> (15, 3) body-frame joints (see `pose_joints`) for a body of ``height`` metres;
     ``needs_yaw``: whether the renderer still turns the body (False when the pose comes in its camera view)."""
@@ -146,6 +150,7 @@ class PoseSource(Protocol):
     needs_yaw: bool
 
     def __call__(self, rng: np.random.Generator, height: float) -> np.ndarray: ...
+
 
 def pose_sampler(kind: str, files: str) -> PoseSource:
     """Config ``data.pose_source`` -> a pose source: ``bvh`` (cpm.data.bvh.BVHPoses of a file or folder) or

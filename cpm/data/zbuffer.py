@@ -44,14 +44,17 @@ class Camera:
     def to_camera(self, points: np.ndarray) -> np.ndarray:
         return (points - (0.0, self.height, 0.0)) @ self.rotation().T
 
+
 def project_points(points_cam: np.ndarray) -> np.ndarray:
     """Camera-frame points (N, 3) -> pixel coordinates (N, 2)."""
     z = points_cam[:, 2:3]
     return points_cam[:, :2] * (FOCAL / z) + (CX, CY)
 
+
 def depth_to_gray(z: np.ndarray | float) -> np.ndarray:
     """Depth in metres -> gray level (float, not yet quantised); invalid depths are not handled here."""
     return np.clip(255.0 * (1.0 - (np.asarray(z) - 0.5) / 7.0), 1.0, 255.0)
+
 
 def _render_capsules(zbuf: np.ndarray, caps: np.ndarray) -> None:
     """Min-composite camera-frame capsules into ``zbuf``. Screen-space approximation: distance to
@@ -79,6 +82,7 @@ def _render_capsules(zbuf: np.ndarray, caps: np.ndarray) -> None:
         depth = np.where(s > 0, z - np.sqrt(np.maximum(s, 0)), np.inf)
         region = zbuf[v0:v1, u0:u1]
         np.minimum(region, depth, out=region)
+
 
 def _render_box(zbuf: np.ndarray, camera: Camera, box: tuple[float, ...]) -> None:
     """Ray-cast the faces of an axis-aligned box that can face the camera (front, top, one side)."""
@@ -113,6 +117,7 @@ def _render_box(zbuf: np.ndarray, camera: Camera, box: tuple[float, ...]) -> Non
                 inside &= (hit >= bounds[k, 0]) & (hit <= bounds[k, 1])
         region = zbuf[v0:v1, u0:u1]
         np.minimum(region, np.where(inside, depth, np.inf), out=region)
+
 
 def render_scene(scene: Scene, rng: np.random.Generator | None = None) -> dict:
     """Render a scene. With ``rng`` the sensor noise and edge dropouts are applied, else the clean

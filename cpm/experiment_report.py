@@ -142,6 +142,7 @@ def ablate_supervision_report(folder: Path, out: Path) -> Path:
             continue
         values = [format_mean_std([final_pck(r, a) for r in group]) for a in ("0.2", "0.1") for group in (on, off)]
         lines.append(f"| {stages} | " + " | ".join(values) + f" | {len(on)} / {len(off)} |")
+    lines += _receptive_field_note(folder)
     regimes = {label: cells.get(cell, []) for cell, label in REGIMES.items()}
     lines += ["", "Six stages, the paper's training regimes (final PCK of the last stage):", "",
               "| regime | PCK@0.2 | PCK@0.1 | n |", "|---|---:|---:|---:|"]
@@ -195,6 +196,28 @@ def ablate_supervision_report(folder: Path, out: Path) -> Path:
                   "supervision, six stages (the paper's Fig. 5): `ablate-supervision-gradients.png`."]
     lines += [""] + [f"![{name}]({name})" for name in plots]
     return _write(out / "ablate-supervision.md", lines + bottom)
+
+
+def _receptive_field_note(folder: Path) -> list[str]:
+    """A sentence on the theoretical receptive field of each stage of the budget's six-stage model (`cpm.rf`)
+    against its input crop: the context later stages can add beyond stage 1's field."""
+    from cpm.experiment_runs import make_config
+    from cpm.models import build_model
+    from cpm.rf import theoretical_receptive_fields
+    from cpm.train import model_kwargs
+
+    note = _json_file(folder / "experiment.json") or {}
+    try:
+        config = make_config(note.get("overrides", {}) | {"model.stages": 6})
+    except CPMError:
+        return []
+    fields = [field.size for field in theoretical_receptive_fields(build_model("heatmap", **model_kwargs(config)))]
+    crop = config.data.input_size
+    verdict = ("stage 1 already sees the whole crop, so later stages can add no image context, only the other "
+               "joints' beliefs" if fields[0] >= crop else
+               f"stage 1 sees {100 * fields[0] / crop:.0f} % of the crop side, stage 2 {100 * fields[1] / crop:.0f} %")
+    return ["", f"Theoretical receptive field of stages 1..6 of this budget's model (`cpm.rf`): "
+            f"{', '.join(str(f) for f in fields)} px, on {crop} px crops: {verdict}."]
 
 
 def _plot_gradients(data: dict, path: Path, plt) -> None:

@@ -67,6 +67,8 @@ def test_ablate_supervision_table_from_run_directories(tmp_path):
     # Per stage of the six-stage models: stage 3 is half the final value in pck_line.
     assert "| 3 | 35.00 ± 7.07 | 22.50 ± 3.54 | 35.00 |" in rows
     assert "`make ablate-supervision` at revision `abc123`" in text and "hand-made (`train.epochs=2`)" in text
+    # The make-train model (the defaults): 123 px for stage 1 (README, cpm rf), + 144 px per stage.
+    assert "(`cpm.rf`): 123, 267, 411, 555, 699, 843 px, on 128 px crops: stage 1 sees 96 % of the crop side" in text
     assert (tmp_path / "out" / "ablate-supervision.png").stat().st_size > 10_000
 
 

@@ -19,11 +19,11 @@ and its training speed and time are read from its ``metrics.jsonl``.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from cpm.config import Config, config_from_dict, load_config
 from cpm.errors import CPMError
+from cpm.report import read_metrics
 from cpm.train import evaluate_checkpoint, train
 
 _IGNORED = {("train", "name"), ("train", "runs_dir"), ("train", "amp")}
@@ -52,13 +52,16 @@ def reuse_run(run_dir: str | Path, config: Config, *, progress: bool = True) -> 
     differ = sorted(f"{s}.{k}" for s, k in ours if ours[(s, k)] != other.get((s, k)))
     if differ:
         raise CPMError(f"--reuse-bf16: {run_dir}: its config differs in {', '.join(differ)}")
-    lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
-             if line.strip()]
-    if not lines or lines[-1].get("epoch") != config.train.epochs:
+    lines = read_metrics(run_dir)
+    if lines[-1].get("epoch") != config.train.epochs:
         raise CPMError(f"--reuse-bf16: {run_dir}: the run did not finish its {config.train.epochs} epochs")
     results = evaluate_checkpoint(run_dir / "last.pt", progress=progress) | {"run_dir": str(run_dir)}
-    seconds = sum(line.get("train_seconds", 0.0) for line in lines)
-    return results, lines[-1]["images_per_second"], seconds
+    return results, *_speed_and_time(lines)
+
+
+def _speed_and_time(lines: list[dict]) -> tuple[float, float]:
+    """(training images/s of the last epoch, seconds in the training loop) of a run's ``metrics.jsonl`` lines."""
+    return lines[-1]["images_per_second"], sum(line.get("train_seconds", 0.0) for line in lines)
 
 
 def accuracy_table(config_path: str | None, overrides: list[str] | tuple[str, ...] = (), *, progress: bool = True,
@@ -76,10 +79,7 @@ def accuracy_table(config_path: str | None, overrides: list[str] | tuple[str, ..
             continue
         log(f"training {config_path or 'the defaults'} with train.amp = {amp}")
         results[amp] = train(config, progress=progress, log=log)
-        lines = [json.loads(line) for line in (Path(results[amp]["run_dir"]) / "metrics.jsonl").read_text(
-            encoding="utf-8").splitlines() if line.strip()]
-        speeds[amp] = lines[-1]["images_per_second"]
-        seconds[amp] = sum(line.get("train_seconds", 0.0) for line in lines)
+        speeds[amp], seconds[amp] = _speed_and_time(read_metrics(Path(results[amp]["run_dir"])))
     thresholds = sorted(results["off"]["pck"])
     header = ("| train.amp | " + " | ".join(f"final-stage PCK@{a:g}" for a in thresholds)
               + " | train images/s | training time | run |")

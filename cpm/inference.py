@@ -145,17 +145,18 @@ def predict_images(predictor: Predictor, images: Sequence[np.ndarray], *, center
     # crop_matrix puts the person centre in the middle of the crop; the centre map marks it there.
     centers = torch.full((len(crops), 2), (size - 1) / 2, device=predictor.device)
     center_map = predictor.codec.center_map(centers)
-    outputs = torch.stack(predictor.model(tensor, center_map), dim=1)  # (B, T, K[+1], h, w) or (B, T, K, 2)
-    batch, stages = outputs.shape[:2]
-    points, confidence = predictor.codec.decode(outputs.flatten(0, 1), method=predictor.decoder)  # (B*T, K, 2)
-    if isinstance(predictor.codec, HeatmapCodec):
-        beliefs = outputs.float().cpu().numpy()
-    elif predictor.has_beliefs:  # integral head: softmax(beta * logits), what its soft-argmax averages, peak 1
-        logits = torch.stack(predictor.model.forward_beliefs(tensor, center_map), dim=1).float()  # (B, T, K, h, w)
-        probability = torch.softmax(predictor.model.beta * logits.flatten(-2), -1)
+    model, beliefs = predictor.model, None
+    if isinstance(predictor.codec, RegressionCodec) and predictor.has_beliefs:  # integral head: one pass, its maps
+        logits = torch.stack(model.forward_beliefs(tensor, center_map), dim=1).float()  # (B, T, K, h, w)
+        outputs = model.coordinates(logits.flatten(0, 1)).unflatten(0, logits.shape[:2])  # (B, T, K, 2)
+        probability = torch.softmax(model.beta * logits.flatten(-2), -1)  # what its soft-argmax averages, peak 1
         beliefs = (probability / probability.amax(-1, keepdim=True)).view_as(logits).cpu().numpy()
     else:
-        beliefs = None
+        outputs = torch.stack(model(tensor, center_map), dim=1)  # (B, T, K[+1], h, w) or (B, T, K, 2)
+        if isinstance(predictor.codec, HeatmapCodec):
+            beliefs = outputs.float().cpu().numpy()
+    batch, stages = outputs.shape[:2]
+    points, confidence = predictor.codec.decode(outputs.flatten(0, 1), method=predictor.decoder)  # (B*T, K, 2)
     points = points.double().cpu().numpy().reshape(batch, stages, -1, 2)
     inverse = invert_affine(np.stack(matrices))  # (B, 2, 3) crop -> image
     return {

@@ -103,14 +103,15 @@ class IntegralHead(ConvolutionalPoseMachine):
         """The maps before the soft-argmax: T tensors (B, K, h, w) of logits."""
         return super().forward(image, center_map)
 
+    def coordinates(self, logits: torch.Tensor) -> torch.Tensor:
+        """One stage's logits (B, K, h, w) -> its soft-argmax (B, K, 2), normalised as `RegressionCodec` decodes."""
+        h, w = logits.shape[-2:]
+        cells = soft_argmax(logits.float(), self.beta)  # (B, K, 2) expected (u, v) in cells
+        size = torch.tensor([w, h], dtype=cells.dtype, device=cells.device)
+        return (2 * cells + 1) / size - 1
+
     def forward(self, image: torch.Tensor, center_map: torch.Tensor | None = None) -> list[torch.Tensor]:
-        outputs = []
-        for logits in self.forward_beliefs(image, center_map):
-            h, w = logits.shape[-2:]
-            cells = soft_argmax(logits.float(), self.beta)  # (B, K, 2) expected (u, v) in cells
-            size = torch.tensor([w, h], dtype=cells.dtype, device=cells.device)
-            outputs.append((2 * cells + 1) / size - 1)  # (B, K, 2) normalised, as RegressionCodec
-        return outputs
+        return [self.coordinates(logits) for logits in self.forward_beliefs(image, center_map)]
 
 
 def stage_modules(model: nn.Module) -> tuple[dict[int, list[nn.Module]], nn.Module | None, int]:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from cpm.config import Config, config_from_dict, load_config
+from cpm.config import Config, load_config
 from cpm.errors import CPMError
 from cpm.report import read_metrics
 from cpm.train import evaluate_checkpoint, train
@@ -37,15 +37,13 @@ def _comparable(config: Config) -> dict:
 def reuse_run(run_dir: str | Path, config: Config, *, progress: bool = True) -> tuple[dict, float, float]:
     """(evaluation results of ``run_dir/last.pt``, training images/s, training seconds) of a finished bf16 run
     trained with ``config`` (but for name, folder and ``train.amp``)."""
-    import tomllib
-
     from cpm.engine import cpu_has_native_bf16
 
     run_dir = Path(run_dir)
     for name in ("config.toml", "metrics.jsonl", "last.pt"):
         if not (run_dir / name).is_file():
             raise CPMError(f"--reuse-bf16: {run_dir / name}: no such file")
-    theirs = config_from_dict(tomllib.loads((run_dir / "config.toml").read_text(encoding="utf-8")))
+    theirs = load_config(run_dir / "config.toml")
     if theirs.train.amp not in ("bf16", "auto") or (theirs.train.amp == "auto" and not cpu_has_native_bf16()):
         raise CPMError(f"--reuse-bf16: {run_dir}: trained with train.amp = {theirs.train.amp!r}, not bf16")
     ours, other = _comparable(config), _comparable(theirs)

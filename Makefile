@@ -43,15 +43,15 @@ test-slow: $(STAMP)
 BENCH_CONFIGS ?= experiments/default.toml experiments/paper_lsp.toml
 bench: $(STAMP)
 	$(PY) -m cpm.bench $(BENCH_CONFIGS)
-	$(PY) -m cpm.bench_decode
+	$(PY) -m cpm.bench.decoders
 
 ## bench-accuracy: the accuracy cost of bf16: CONFIG trained twice with the same seed, train.amp=off and bf16,
 ## both final PCKs (two full training runs)
 .PHONY: bench-accuracy
 bench-accuracy: $(STAMP)
-	$(PY) -m cpm.bench_accuracy $(CONFIG) $(ARGS)
+	$(PY) -m cpm.bench.accuracy $(CONFIG) $(ARGS)
 
-## ablate-supervision, compare-heads, compare-decoders: the experiment grids of cpm/experiments.py, each run into
+## ablate-supervision, compare-heads, compare-decoders: the experiment grids of cpm/experiments/, each run into
 ## runs/<target>/<name> (finished runs are skipped), tables and plots into experiments/results/<target>.md;
 ## BUDGET=default fits each in 90 min on 2 CPU cores, BUDGET=smoke takes minutes (into runs/smoke/),
 ## BUDGET=full (the make-train model) and BUDGET=paper (the paper's network, 368 px) for a GPU

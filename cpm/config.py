@@ -25,17 +25,22 @@ from typing import Any
 
 import tomllib
 
-from cpm.codecs import DECODERS
 from cpm.errors import ConfigError
-from cpm.losses import REGRESSION_LOSSES
-from cpm.models import HEADS
-from cpm.models.backbones import BACKBONES
 from cpm.skeleton import SKELETONS
+
+# The names the config accepts for parts built elsewhere; tests/test_config.py checks that each tuple equals the keys
+# of its table (`cpm.models.HEADS`, `cpm.models.backbones.BACKBONES`, `cpm.targets.losses.REGRESSION_LOSSES`,
+# `cpm.targets.codecs.DECODERS`). Kept here so that reading a config does not import torch.
+HEAD_NAMES = ("heatmap", "regression", "integral")
+BACKBONE_NAMES = ("cpm", "vgg19", "vgg16", "fourconv")
+FIXED_STRIDES = {"vgg19": 8, "vgg16": 8, "fourconv": 2}  # the cpm trunk's stride follows model.trunk_widths
+REGRESSION_LOSS_NAMES = ("l2", "l1", "smooth_l1")
+DECODER_NAMES = ("argmax", "quarter", "parabola", "bicubic", "dark", "soft_argmax")
 
 
 @dataclass
 class DataConfig:
-    source: str = "synthetic"  # synthetic | a reader of cpm.data.readers: list, lsp, mpii, mpii_mat, flic, coco, itop
+    source: str = "synthetic"  # synthetic | a reader in cpm.data.datasets: list, lsp, mpii, mpii_mat, flic, coco, itop
     root: str = ""  # dataset folder of a real source (make train DATA=...)
     annotations: str = ""  # annotation file inside root (lsp: joints.mat by default; itop: "labels.h5,depth.h5")
     val_annotations: str = ""  # held-out annotation file; empty: the last val_samples samples of annotations
@@ -124,7 +129,7 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
-    decoder: str = "parabola"  # one of cpm.codecs.DECODERS
+    decoder: str = "parabola"  # one of cpm.targets.codecs.DECODERS
     pck_thresholds: list[float] = field(default_factory=lambda: [0.1, 0.2])
     batch_size: int = 64
 
@@ -152,14 +157,14 @@ CHOICES = {
     "data.source": ("synthetic", "list", "lsp", "mpii", "mpii_mat", "flic", "coco", "jhmdb", "itop"),
     "data.pose_source": ("procedural", "bvh", "bank"),
     "data.skeleton": tuple(SKELETONS),
-    "model.head": tuple(HEADS),
-    "model.regression_loss": tuple(REGRESSION_LOSSES),
-    "model.backbone": tuple(BACKBONES),
+    "model.head": HEAD_NAMES,
+    "model.regression_loss": REGRESSION_LOSS_NAMES,
+    "model.backbone": BACKBONE_NAMES,
     "model.init": ("kaiming", "caffe"),
     "train.optimizer": ("adamw", "sgd"),
     "train.schedule": ("cosine", "step", "constant"),
     "train.amp": ("auto", "bf16", "fp16", "off"),
-    "eval.decoder": tuple(DECODERS),
+    "eval.decoder": DECODER_NAMES,
 }
 
 # (minimum, maximum), inclusive; None = unbounded
@@ -271,8 +276,8 @@ def validate(config: Config) -> Config:
             raise ConfigError(
                 f"model.trunk_widths: need one width per pooling level, log2(model.stride = {model.stride})"
             )
-    elif model.stride != BACKBONES[model.backbone].stride:
-        raise ConfigError(f"model.stride: the {model.backbone} backbone has stride {BACKBONES[model.backbone].stride}, "
+    elif model.stride != FIXED_STRIDES[model.backbone]:
+        raise ConfigError(f"model.stride: the {model.backbone} backbone has stride {FIXED_STRIDES[model.backbone]}, "
                           f"not {model.stride}")
     if any(w < 1 for w in [*model.trunk_widths, *model.vgg_cpm_widths]):
         raise ConfigError("model.trunk_widths, model.vgg_cpm_widths: widths must be >= 1")

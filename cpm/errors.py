@@ -11,3 +11,10 @@ class ConfigError(CPMError):
 
 class CheckpointError(CPMError):
     """A file that is not a checkpoint, or a checkpoint of another architecture."""
+
+
+def first_line(error: BaseException, limit: int = 300) -> str:
+    """The first line of an exception's message (its type's name when it has none), at most ``limit`` characters:
+    what a one-line error quotes of a library's longer one."""
+    text = str(error).strip()
+    return (text.splitlines()[0] if text else type(error).__name__)[:limit]

@@ -150,7 +150,7 @@ COCO_17 = Skeleton(
     torso=(5, 12),
 )
 
-# FLIC's 10 evaluated joints (eval_pose's order; see cpm.data.matfiles.FLIC_10).
+# FLIC's 10 evaluated joints (eval_pose's order; see cpm.data.datasets.matfiles.FLIC_10).
 FLIC_10 = Skeleton(
     name="flic10",
     joint_names=(

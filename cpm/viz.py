@@ -14,13 +14,16 @@ backend), so this module works on servers and inside notebooks alike.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from pathlib import Path
 
 import cv2
 import numpy as np
 from matplotlib.figure import Figure
 
-from cpm.skeleton import Skeleton
+from cpm.errors import CPMError
+from cpm.skeleton import ITOP_15, Skeleton, get_skeleton
 
 # RGB. The person's own right in red, left in blue, the midline (head, neck, torso) in green.
 SIDE_COLOURS = {"right": (230, 57, 70), "left": (29, 120, 230), "centre": (60, 180, 75)}
@@ -144,3 +147,32 @@ def belief_panel(beliefs: np.ndarray, joint_names: Sequence[str], *, image: np.n
     if title:
         figure.suptitle(title, fontsize=10)
     return figure
+
+
+def contact_sheet(samples: list[dict], *, skeleton_name: str = ITOP_15.name, columns: int = 8,
+                  tile: int = 160) -> np.ndarray:
+    """Samples -> one RGB uint8 image: each frame with its labeled joints drawn, scaled to ``tile`` pixels wide."""
+    skeleton = get_skeleton(skeleton_name)
+    tiles = []
+    for sample in samples:
+        image = sample["image"]
+        factor = tile / image.shape[1]
+        size = (tile, max(1, round(image.shape[0] * factor)))
+        small = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+        keypoints = np.asarray(sample["keypoints"], dtype=np.float64).copy()
+        keypoints[:, :2] = (keypoints[:, :2] + 0.5) * factor - 0.5
+        keypoints[keypoints[:, 2] == 0, :2] = np.nan  # unlabeled joints are not drawn
+        tiles.append(draw_skeleton(small, keypoints, skeleton))
+    height = max(t.shape[0] for t in tiles)
+    rows = math.ceil(len(tiles) / columns)
+    sheet = np.full((rows * (height + 2), min(columns, len(tiles)) * (tile + 2), 3), 255, np.uint8)
+    for k, image in enumerate(tiles):
+        y, x = (k // columns) * (height + 2), (k % columns) * (tile + 2)
+        sheet[y:y + image.shape[0], x:x + tile] = image
+    return sheet
+
+
+def write_png(path: str | Path, rgb: np.ndarray) -> None:
+    path = Path(path)
+    if not cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
+        raise CPMError(f"{path}: cannot write the image")

@@ -3,7 +3,7 @@
 import pytest
 
 from cpm.config import load_config
-from cpm.train import train
+from cpm.training.loop import train
 
 
 @pytest.mark.slow

@@ -11,9 +11,9 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cpm.data import synthetic, zbuffer
 from cpm.data.dataset import PIXEL_MEAN, PIXEL_STD, PoseDataset
-from cpm.data.samples import person_box
+from cpm.data.datasets.samples import person_box
+from cpm.data.synthetic import render, zbuffer
 from cpm.data.transforms import apply_affine, crop_matrix, invert_affine, transform_keypoints, warp_image
 from cpm.skeleton import ITOP_15, SKELETONS
 
@@ -167,20 +167,20 @@ boxes = st.fixed_dictionaries({
 @PROPERTY
 @given(seed=seeds, index=st.integers(0, 10**6), box=boxes)
 def test_an_occluding_box_moves_no_keypoint_and_hides_only_joints_it_covers(seed, index, box):
-    scene = synthetic.sample_scene(np.random.default_rng([seed, index]))
+    scene = render.sample_scene(np.random.default_rng([seed, index]))
     _, caps, radius = scene.geometry
     z_front = float(np.min(np.concatenate([caps[:, 2] - caps[:, 6], caps[:, 5] - caps[:, 7]])))
     x, distance = scene.position
     z1 = distance + z_front - box["gap"]  # in front of the whole body
     front = (x + box["offset"] - box["half_width"], x + box["offset"] + box["half_width"], box["height"],
              z1 - box["depth"], z1)
-    before = synthetic.render_scene(scene)
-    after = synthetic.render_scene(dataclasses.replace(scene, boxes=[*scene.boxes, front]))
+    before = zbuffer.render_scene(scene)
+    after = zbuffer.render_scene(dataclasses.replace(scene, boxes=[*scene.boxes, front]))
     np.testing.assert_array_equal(after["keypoints"][:, :2], before["keypoints"][:, :2])
     np.testing.assert_array_equal(after["center"], before["center"])
     assert after["scale"] == before["scale"]
 
-    cover = np.full((synthetic.FRAME_HEIGHT, synthetic.FRAME_WIDTH), np.inf, np.float32)
+    cover = np.full((zbuffer.FRAME_HEIGHT, zbuffer.FRAME_WIDTH), np.inf, np.float32)
     zbuffer._render_box(cover, scene.camera, front)  # the box alone: its depth where it covers a pixel
     v0, v1 = before["keypoints"][:, 2], after["keypoints"][:, 2]
     changed = np.flatnonzero(v0 != v1)
@@ -193,14 +193,14 @@ def test_an_occluding_box_moves_no_keypoint_and_hides_only_joints_it_covers(seed
         gray = float(before["image"][row[j], col[j]])
         if covered and v0[j] == 2 and gray > 0:
             surface = 0.5 + 7.0 * (1.0 - gray / 255.0)  # the body's depth there, to half a gray level
-            if cover[row[j], col[j]] < surface - 0.02 - radius[j] - synthetic.VISIBILITY_MARGIN:
+            if cover[row[j], col[j]] < surface - 0.02 - radius[j] - zbuffer.VISIBILITY_MARGIN:
                 assert v1[j] == 1, f"joint {j} behind the box still marked visible"
 
 
 @PROPERTY
 @given(seed=seeds, index=st.integers(0, 7))
 def test_occluding_patches_move_no_keypoint_and_hide_only_what_they_cover(seed, index):
-    source = [synthetic.render_sample(5, i) for i in range(8)]
+    source = [render.render_sample(5, i) for i in range(8)]
     common = {"input_size": 64, "flip_permutation": ITOP_15.flip_permutation, "augment": True,
               "scale_range": (0.8, 1.2), "rotation": 30.0, "flip": True, "shift": 0.05, "seed": seed}
     plain = PoseDataset(source, **common)[index]
@@ -225,7 +225,7 @@ def test_occluding_patches_move_no_keypoint_and_hide_only_what_they_cover(seed, 
 
 
 def test_no_occlusion_leaves_the_training_stream_unchanged():
-    source = [synthetic.render_sample(5, i) for i in range(2)]
+    source = [render.render_sample(5, i) for i in range(2)]
     common = {"input_size": 64, "flip_permutation": ITOP_15.flip_permutation, "augment": True,
               "rotation": 30.0, "flip": True, "shift": 0.05, "seed": 3}
     for a, b in zip(PoseDataset(source, **common), PoseDataset(source, **common, occlusion=0.0), strict=True):

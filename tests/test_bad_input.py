@@ -10,11 +10,11 @@ import pytest
 import torch
 from scipy.io import savemat
 
-from cpm.checkpoint import save_checkpoint
 from cpm.cli import main
 from cpm.config import load_config
 from cpm.models import build_model
-from cpm.train import model_kwargs
+from cpm.training.builders import model_kwargs
+from cpm.training.checkpoint import save_checkpoint
 from tests.helpers import tiny_overrides
 
 

@@ -1,8 +1,8 @@
 import re
 from pathlib import Path
 
-from cpm.bench import run
-from cpm.bench_accuracy import accuracy_table
+from cpm.bench.accuracy import accuracy_table
+from cpm.bench.speed import run
 from tests.helpers import tiny_overrides
 
 
@@ -59,7 +59,7 @@ def test_bench_accuracy_reuses_a_finished_bf16_run_and_refuses_another_config(tm
 
     from cpm.config import load_config
     from cpm.errors import CPMError
-    from cpm.train import train
+    from cpm.training.loop import train
 
     overrides = tiny_overrides(tmp_path)
     finished = train(load_config(None, [*overrides, 'train.amp="bf16"', 'train.name="earlier"']), progress=False,

@@ -1,13 +1,14 @@
-"""BVH reader and forward kinematics (cpm.data.bvh), and the opt-in bvh / bank pose sources of the renderer."""
+"""BVH reader and forward kinematics (cpm.data.synthetic.bvh), and the opt-in bvh / bank pose sources."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from cpm.data.bvh import BVHPoses, read_bvh, to_body_frame
-from cpm.data.poses import BONES, BankPoses, lift
-from cpm.data.synthetic import Camera, project_points, render_sample, sample_scene
+from cpm.data.synthetic.bank import BONES, BankPoses, lift
+from cpm.data.synthetic.bvh import BVHPoses, read_bvh, to_body_frame
+from cpm.data.synthetic.render import render_sample, sample_scene
+from cpm.data.synthetic.zbuffer import Camera, project_points
 from cpm.errors import CPMError
 
 TINY = """HIERARCHY

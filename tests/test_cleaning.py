@@ -1,11 +1,12 @@
-"""Label checks (cpm.data.cleaning): each reason on hand-made poses, and precision / recall on injected errors."""
+"""Label checks (cpm.data.quality.cleaning): each reason on hand-made poses; precision / recall on injected errors."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from cpm.data.cleaning import (
+from cpm.data.datasets.exclude import read_exclude_list
+from cpm.data.quality.cleaning import (
     KINDS,
     check_labels,
     inject_errors,
@@ -13,7 +14,6 @@ from cpm.data.cleaning import (
     synthetic_clean_keypoints,
     write_flags,
 )
-from cpm.data.exclude import read_exclude_list
 from cpm.errors import CPMError
 
 

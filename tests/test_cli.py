@@ -66,7 +66,7 @@ def test_train_then_eval_prints_the_per_stage_table(tmp_path, capsys):
     results = json.loads(capsys.readouterr().out)
     assert len(results["pck"]["0.2"]) == 4 and results["samples"] == 16
     assert all(0.0 <= value <= 1.0 for value in results["pck"]["0.1"])
-    from cpm.data.matfiles import read_prediction_all
+    from cpm.data.datasets.matfiles import read_prediction_all
 
     assert read_prediction_all(written).shape[:2] == (16, 15)
 

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from cpm.codecs import HeatmapCodec
+from cpm.targets.codecs import HeatmapCodec
 
 
 def make_codec(**kwargs) -> HeatmapCodec:

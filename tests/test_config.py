@@ -59,3 +59,20 @@ def test_resolved_config_round_trips_through_toml(tmp_path):
     path = write(tmp_path, config.to_toml())
     assert load_config(path) == config
     assert config_from_dict(config.to_dict()) == config
+
+
+def test_the_names_a_config_accepts_are_the_keys_of_the_tables_that_build_them():
+    from cpm import config
+    from cpm.models import HEADS
+    from cpm.models.backbones import BACKBONES
+    from cpm.targets.codecs import DECODERS
+    from cpm.targets.losses import REGRESSION_LOSSES
+
+    assert config.HEAD_NAMES == tuple(HEADS)
+    assert config.BACKBONE_NAMES == tuple(BACKBONES)
+    assert config.REGRESSION_LOSS_NAMES == tuple(REGRESSION_LOSSES)
+    assert config.DECODER_NAMES == tuple(DECODERS)
+    assert config.FIXED_STRIDES == {name: BACKBONES[name].stride for name in BACKBONE_NAMES_FIXED}
+
+
+BACKBONE_NAMES_FIXED = ("vgg19", "vgg16", "fourconv")

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from cpm.cli import main
-from cpm.inference import load_model
 from cpm.skeleton import ITOP_15
-from cpm.train import build_codec
+from cpm.training.builders import build_codec
+from cpm.training.checkpoint import load_model
 from tests.test_predict import decode_by_hand, frames, make_checkpoint, xy  # noqa: F401 - frames is a fixture
 
 HEADS = {"regression": 1, "integral": 3}  # head -> stages
@@ -39,7 +39,7 @@ def test_predict_with_a_coordinate_head_matches_decoding_by_hand(tmp_path, frame
 
 
 def test_integral_belief_maps_are_the_distributions_its_soft_argmax_averages(tmp_path, frames):  # noqa: F811
-    from cpm.inference import load_predictor, predict_images
+    from cpm.inference.predictor import load_predictor, predict_images
 
     checkpoint = make_checkpoint(tmp_path / "integral.pt", tmp_path, **{"model.head": "integral"})
     predictor = load_predictor(checkpoint, device_name="cpu")

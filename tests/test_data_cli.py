@@ -8,8 +8,9 @@ import cv2
 import numpy as np
 import pytest
 
-from cpm.data.cli import add_data_parser, contact_sheet, run_data
-from cpm.data.realism import distances, format_table, js_distance, normalise, realism_report
+from cpm.cli.data import add_data_parser, run_data
+from cpm.data.quality.realism import distances, format_table, js_distance, normalise, realism_report
+from cpm.viz import contact_sheet
 
 
 def run(*argv):

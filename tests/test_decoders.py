@@ -5,9 +5,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cpm import decoders
-from cpm.bench_decode import dark_reference, dark_speed, decoder_accuracy_table
-from cpm.codecs import DECODERS, HeatmapCodec, RegressionCodec, soft_argmax
+from cpm.bench.decoders import dark_reference, dark_speed, decoder_accuracy_table
+from cpm.targets import decoders
+from cpm.targets.codecs import DECODERS, HeatmapCodec, RegressionCodec, soft_argmax
 
 
 def gaussian_maps(cells: torch.Tensor, sigma: float, size: tuple[int, int] = (46, 46),

@@ -10,11 +10,11 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from cpm.checkpoint import load_checkpoint
 from cpm.config import load_config
-from cpm.distributed import ShardedSampler
+from cpm.data.loader import ShardedSampler
 from cpm.errors import CPMError
-from cpm.train import train
+from cpm.training.checkpoint import load_checkpoint
+from cpm.training.loop import train
 from tests.helpers import tiny_overrides
 
 

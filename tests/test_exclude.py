@@ -1,5 +1,5 @@
 """``data.exclude``: a `cpm data check` CSV or a plain list of sample indices / image paths leaves samples out
-of a real dataset, through `cpm.train.build_datasets`; bad lists end in one line naming the key and the file."""
+of a real dataset, through `build_datasets`; bad lists end in one line naming the key and the file."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ import pytest
 
 from cpm.cli import main
 from cpm.config import load_config
-from cpm.data.cleaning import write_flags
-from cpm.data.exclude import read_exclude_list
-from cpm.data.readers import split_dataset
+from cpm.data.datasets.exclude import read_exclude_list
+from cpm.data.datasets.readers import split_dataset
+from cpm.data.quality.cleaning import write_flags
 from cpm.errors import ConfigError
-from cpm.train import build_datasets
+from cpm.training.builders import build_datasets
 from tests.helpers import tiny_overrides
 
 IMAGES = 8  # im0.png .. im7.png; with data.val_samples = 3, indices 0-4 train and 5-7 are held out

@@ -5,8 +5,10 @@ import json
 import numpy as np
 import pytest
 
-from cpm.experiment_report import format_mean_std, mean_std, write_target_report
-from cpm.experiments import BUDGETS, GRIDS, gradient_magnitudes, is_finished, main, run_target
+from cpm.experiments.figure5 import gradient_magnitudes
+from cpm.experiments.grids import BUDGETS, GRIDS, main, run_target, write_target_report
+from cpm.experiments.reports import format_mean_std, mean_std
+from cpm.experiments.runs import is_finished
 
 
 def write_run(root, name, final: dict, *, epochs: int = 2, summary: dict | None = None, steps=()):
@@ -41,7 +43,7 @@ def test_mean_and_sample_std_by_hand():
 def test_zero_fraction_is_relative_to_each_layers_largest_weight():
     import torch
 
-    from cpm.summaries import zero_fractions
+    from cpm.training.summaries import zero_fractions
 
     state = {"conv.weight": torch.tensor([[1.0, 0.005], [0.02, -1.0]]), "conv.bias": torch.zeros(2),
              "fc.weight": torch.zeros(2, 2)}
@@ -68,7 +70,7 @@ def test_ablate_supervision_table_from_run_directories(tmp_path):
     assert "| 3 | 35.00 ± 7.07 | 22.50 ± 3.54 | 35.00 |" in rows
     assert "`make ablate-supervision` at revision `abc123`" in text and "hand-made (`train.epochs=2`)" in text
     # The make-train model (the defaults): 123 px for stage 1 (README, cpm rf), + 144 px per stage.
-    assert "(`cpm.rf`): 123, 267, 411, 555, 699, 843 px, on 128 px crops: stage 1 sees 96 % of the crop side" in text
+    assert "(`cpm rf`): 123, 267, 411, 555, 699, 843 px, on 128 px crops: stage 1 sees 96 % of the crop side" in text
     assert (tmp_path / "out" / "ablate-supervision.png").stat().st_size > 10_000
 
 
@@ -146,7 +148,8 @@ def test_one_smoke_cell_of_each_target_trains_reports_and_is_skipped_the_second_
 
 @pytest.mark.parametrize("budget", sorted(BUDGETS))
 def test_every_cell_of_every_grid_is_a_valid_config_under_every_budget(budget):
-    from cpm.experiments import budget_for, make_config
+    from cpm.experiments.grids import budget_for
+    from cpm.experiments.runs import make_config
 
     for target, grid in GRIDS.items():
         overrides, seeds, _, _ = budget_for(budget, target)
@@ -155,9 +158,10 @@ def test_every_cell_of_every_grid_is_a_valid_config_under_every_budget(budget):
 
 
 def test_the_paper_budget_trains_the_released_network():
-    from cpm.experiments import budget_for, make_config
+    from cpm.experiments.grids import budget_for
+    from cpm.experiments.runs import make_config
     from cpm.models import build_model
-    from cpm.train import model_kwargs
+    from cpm.training.builders import model_kwargs
 
     overrides, seeds, _, _ = budget_for("paper", "ablate-supervision")
     cell = next(run for run in GRIDS["ablate-supervision"](seeds) if run.name == "T6-is-seed0")

@@ -6,12 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from cpm.checkpoint import save_checkpoint
 from cpm.cli import main
 from cpm.errors import CPMError
-from cpm.export import export_onnx
-from cpm.inference import load_model
-from cpm.train import build_codec
+from cpm.inference.export import export_onnx
+from cpm.training.builders import build_codec
+from cpm.training.checkpoint import load_model, save_checkpoint
 from tests.test_predict import make_checkpoint
 
 onnxruntime = pytest.importorskip("onnxruntime")  # a dev dependency: present wherever `make test` runs

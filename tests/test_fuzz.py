@@ -11,7 +11,7 @@ from hypothesis.extra import numpy as hnp
 from scipy.io import savemat
 
 from cpm.config import Config, _toml_value, load_config, parse_override
-from cpm.data.matfiles import read_ground_truth, read_prediction_all, read_predictions
+from cpm.data.datasets.matfiles import read_ground_truth, read_prediction_all, read_predictions
 from cpm.errors import CPMError
 
 FUZZ = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

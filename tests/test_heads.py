@@ -6,15 +6,17 @@ import numpy as np
 import pytest
 import torch
 
-from cpm.checkpoint import load_matching_state, save_checkpoint
-from cpm.codecs import HeatmapCodec, RegressionCodec
 from cpm.config import load_config
-from cpm.engine import evaluate
+from cpm.data.loader import make_loader
 from cpm.errors import CheckpointError, ConfigError
-from cpm.losses import coordinate_loss, stage_weights_for, staged_loss
+from cpm.evaluation.evaluate import evaluate, evaluate_checkpoint
 from cpm.models import HEADS, ConvolutionalPoseMachine, IntegralHead, RegressionHead, build_model
 from cpm.models.heads import set_trainable_stages
-from cpm.train import build_codec, build_datasets, build_loss, evaluate_checkpoint, make_loader, model_kwargs, train
+from cpm.targets.codecs import HeatmapCodec, RegressionCodec
+from cpm.targets.losses import coordinate_loss, stage_weights_for, staged_loss
+from cpm.training.builders import build_codec, build_datasets, build_loss, model_kwargs
+from cpm.training.checkpoint import load_matching_state, save_checkpoint
+from cpm.training.loop import train
 from tests.helpers import TINY_MODEL, tiny_overrides
 
 BACKBONE_SETTINGS = {  # stride and what each backbone needs at test size

@@ -1,4 +1,4 @@
-"""J-HMDB's own per-clip ``joint_positions.mat`` (`cpm.data.readers.read_jhmdb`): frames as samples, 1-based
+"""J-HMDB's own per-clip ``joint_positions.mat`` (`cpm.data.datasets.readers.read_jhmdb`): frames as samples, 1-based
 pixels, the JHMDB_15 joint order, and agreement with mmpose's COCO-style J-HMDB JSON on the same numbers."""
 
 from __future__ import annotations
@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 from scipy.io import savemat
 
-from cpm.data import matfiles
-from cpm.data.readers import open_dataset, read_coco, read_jhmdb, read_jhmdb_clip, split_dataset
+from cpm.data.datasets.json_readers import read_coco
+from cpm.data.datasets.mat_readers import read_jhmdb, read_jhmdb_clip
+from cpm.data.datasets.readers import open_dataset, split_dataset
 from cpm.errors import CPMError
 from cpm.skeleton import ITOP_15, JHMDB_15
 
@@ -54,7 +55,6 @@ def test_frames_are_samples_with_zero_based_pixels_in_the_jhmdb_order(tmp_path):
     np.testing.assert_array_equal(third["keypoints"][left_wrist], [122, 29, 2])
     np.testing.assert_array_equal(samples[3]["keypoints"][:, :2], hand_positions(1)[:, :, 0].T - 1)
     assert (samples.keypoints[..., 2] == 2).all()
-    assert matfiles.JHMDB_15 == JHMDB_15.joint_names  # the file's joint order is the skeleton's
 
 
 def test_to_the_default_skeleton_face_is_head_and_belly_is_torso(tmp_path):

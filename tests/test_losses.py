@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from cpm.losses import stage_weights_for, staged_heatmap_loss, weighted_mse
+from cpm.targets.losses import stage_weights_for, staged_heatmap_loss, weighted_mse
 
 
 def test_stage_weights_with_and_without_intermediate_supervision():

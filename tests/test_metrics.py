@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from cpm.metrics import pck, pck_torso, torso_size
+from cpm.evaluation.metrics import pck, pck_torso, torso_size
 from cpm.skeleton import ITOP_15
 
 

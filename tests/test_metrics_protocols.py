@@ -1,10 +1,11 @@
-"""Hand-computed checks of every metric in cpm.metrics: normalisers, groups, PCK tables, PDJ, AUC, PCP, EPE."""
+"""Hand-computed checks of every metric: normalisers, groups, PCK tables, PDJ, AUC, PCP, EPE."""
 
 import numpy as np
 import pytest
 
-from cpm.data.matfiles import FLIC_10, MPII_16
-from cpm.metrics import (
+from cpm.data.datasets.matfiles import FLIC_10_NAMES as FLIC_10
+from cpm.data.datasets.matfiles import MPII_16_NAMES as MPII_16
+from cpm.evaluation.metrics import (
     auc,
     bbox_size,
     epe,

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from cpm.losses import stage_weights_for, staged_heatmap_loss
 from cpm.models import ConvolutionalPoseMachine, build_model
+from cpm.targets.losses import stage_weights_for, staged_heatmap_loss
 from tests.helpers import TINY_MODEL
 
 

@@ -9,16 +9,16 @@ import numpy as np
 import pytest
 import torch
 
-from cpm.checkpoint import save_checkpoint
 from cpm.cli import main
 from cpm.config import load_config
 from cpm.data.dataset import PIXEL_MEAN, PIXEL_STD
-from cpm.data.synthetic import render_sample
+from cpm.data.synthetic.render import render_sample
 from cpm.data.transforms import apply_affine, crop_matrix, invert_affine, warp_image
-from cpm.inference import load_model, person_crop
+from cpm.inference.predictor import person_crop
 from cpm.models import build_model
 from cpm.skeleton import ITOP_15
-from cpm.train import build_codec, model_kwargs
+from cpm.training.builders import build_codec, model_kwargs
+from cpm.training.checkpoint import load_model, save_checkpoint
 from cpm.viz import SIDE_COLOURS, belief_mosaic, belief_panel, draw_skeleton
 from tests.helpers import tiny_overrides
 

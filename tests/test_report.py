@@ -4,16 +4,21 @@ import pytest
 
 from cpm.config import load_config
 from cpm.errors import CPMError
-from cpm.report import stage_table, write_report
-from cpm.train import train
+from cpm.evaluation.report import flatten_metrics, format_stage_table, stage_results, write_report
+from cpm.training.loop import train
 from tests.helpers import tiny_overrides
 
 
 def test_stage_table_lists_every_stage_and_threshold():
     metrics = {"val/pck@0.1/stage1": 0.5, "val/pck@0.1/stage2": 0.75, "val/pck@0.2/stage1": 0.8,
                "val/pck@0.2/stage2": 0.9, "val/loss/stage1": 1.0}
-    assert stage_table(metrics).splitlines() == [
+    assert format_stage_table(stage_results(metrics)).splitlines() == [
         "| stage | PCK@0.1 | PCK@0.2 |", "|---:|---:|---:|", "| 1 | 50.00 | 80.00 |", "| 2 | 75.00 | 90.00 |"]
+
+
+def test_stage_results_inverts_flatten_metrics():
+    results = {"pck": {0.05: [0.1, 0.2, 0.3], 0.2: [0.5, 0.6, 0.7]}, "loss": [3.0, 2.0, 1.0]}
+    assert stage_results(flatten_metrics(results)) == results
 
 
 def test_report_of_a_run_writes_markdown_and_plot(tmp_path):

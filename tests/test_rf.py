@@ -8,9 +8,17 @@ from torch import nn
 
 from cpm.cli import main
 from cpm.config import load_config
+from cpm.evaluation.receptive_field import (
+    Field,
+    equivalent_side,
+    gradient_maps,
+    theoretical_receptive_fields,
+    through,
+    union,
+    walk,
+)
 from cpm.models import ConvolutionalPoseMachine, build_model
-from cpm.rf import Field, equivalent_side, gradient_maps, theoretical_receptive_fields, through, union, walk
-from cpm.train import model_kwargs
+from cpm.training.builders import model_kwargs
 from tests.helpers import TINY_MODEL, tiny_overrides
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
@@ -109,7 +117,7 @@ def test_rf_command_reports_bad_arguments(capsys):
 
 
 def test_rf_command_measures_a_checkpoint(tmp_path, capsys):
-    from cpm.train import train
+    from cpm.training.loop import train
 
     train(load_config(None, tiny_overrides(tmp_path)), progress=False, log=lambda *a, **k: None)
     last = str(tmp_path / "runs" / "tiny" / "last.pt")

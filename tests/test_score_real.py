@@ -1,4 +1,4 @@
-"""cpm.score and cpm.data.matfiles on the real files in ../shared/data: the CPM paper's figures, MPII PCKh on
+"""cpm.evaluation.protocols and the .mat readers on ../shared/data: the CPM paper's figures, MPII PCKh on
 Tompson's validation split, reader conversions, the prediction_all round trip, and one-line errors."""
 
 import argparse
@@ -9,16 +9,18 @@ import numpy as np
 import pytest
 from scipy.io import loadmat, savemat
 
-from cpm.data.matfiles import (
+from cpm.cli.score import add_score_parser, run_score
+from cpm.data.datasets.matfiles import (
     read_flic_joints,
     read_lsp_joints,
     read_lspet_joints,
     read_mpii_tompson,
     read_prediction_all,
+    write_prediction_all,
 )
 from cpm.errors import CPMError
-from cpm.metrics import head_size
-from cpm.score import add_score_parser, run_score, score, write_prediction_all
+from cpm.evaluation.metrics import head_size
+from cpm.evaluation.protocols import score
 
 PREDICTIONS = "cpm-official-predictions"
 

@@ -6,11 +6,12 @@ import torch
 from torch.utils.data import Dataset
 
 from cpm.config import load_config
-from cpm.engine import autocast, compile_model
+from cpm.data.loader import make_loader
+from cpm.device import autocast, compile_model
 from cpm.errors import CPMError
-from cpm.losses import stage_weights_for, staged_heatmap_loss
 from cpm.models import ConvolutionalPoseMachine
-from cpm.train import make_loader, model_kwargs
+from cpm.targets.losses import stage_weights_for, staged_heatmap_loss
+from cpm.training.builders import model_kwargs
 from tests.helpers import TINY_MODEL
 
 CPU = torch.device("cpu")

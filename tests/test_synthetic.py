@@ -1,26 +1,22 @@
-"""Behaviour of the procedural depth renderer (cpm.data.synthetic)."""
+"""Behaviour of the procedural depth renderer (cpm.data.synthetic.render)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from cpm.data.synthetic import (
+from cpm.data.synthetic.body import Body, Pose
+from cpm.data.synthetic.render import Scene, SyntheticPoses, render_sample, sample_scene
+from cpm.data.synthetic.zbuffer import (
     CX,
     CY,
     FRAME_HEIGHT,
     FRAME_WIDTH,
     NUM_JOINTS,
-    Body,
     Camera,
-    Pose,
-    Scene,
-    SyntheticPoses,
     depth_to_gray,
     project_points,
-    render_sample,
     render_scene,
-    sample_scene,
 )
 
 RIGHT = {"shoulder": 2, "elbow": 4, "hand": 6, "hip": 9, "knee": 11, "foot": 13}

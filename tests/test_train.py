@@ -4,12 +4,14 @@ import numpy as np
 import pytest
 import torch
 
-from cpm.checkpoint import load_checkpoint
 from cpm.config import load_config
-from cpm.engine import NonFiniteLossError, _read_losses
 from cpm.errors import CPMError
+from cpm.evaluation.evaluate import evaluate_checkpoint
 from cpm.models import build_model
-from cpm.train import build_codec, build_datasets, evaluate_checkpoint, train
+from cpm.training.builders import build_codec, build_datasets
+from cpm.training.checkpoint import load_checkpoint
+from cpm.training.loop import train
+from cpm.training.step import NonFiniteLossError, read_losses
 from tests.helpers import tiny_overrides
 
 
@@ -91,11 +93,11 @@ def test_checkpoint_reloads_to_identical_outputs(tmp_path):
 
 
 def test_resume_continues_where_the_run_stopped(tmp_path, monkeypatch):
-    import cpm.train
+    import cpm.training.loop
 
     straight = train(load_config(None, tiny_overrides(tmp_path, **{"train.epochs": 2})), progress=False, log=quiet)
     config = load_config(None, tiny_overrides(tmp_path, **{"train.epochs": 2, "train.name": "split"}))
-    real_evaluate, calls = cpm.train.evaluate, []
+    real_evaluate, calls = cpm.training.loop.evaluate, []
 
     def evaluate_then_die(*args, **kwargs):
         calls.append(1)
@@ -103,10 +105,10 @@ def test_resume_continues_where_the_run_stopped(tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real_evaluate(*args, **kwargs)
 
-    monkeypatch.setattr(cpm.train, "evaluate", evaluate_then_die)
+    monkeypatch.setattr(cpm.training.loop, "evaluate", evaluate_then_die)
     with pytest.raises(KeyboardInterrupt):
         train(config, progress=False, log=quiet)
-    monkeypatch.setattr(cpm.train, "evaluate", real_evaluate)
+    monkeypatch.setattr(cpm.training.loop, "evaluate", real_evaluate)
     last = tmp_path / "runs" / "split" / "last.pt"
     assert load_checkpoint(last)["epoch"] == 1
     resumed = train(config, resume=last, progress=False, log=quiet)
@@ -119,4 +121,4 @@ def test_resume_continues_where_the_run_stopped(tmp_path, monkeypatch):
 def test_non_finite_losses_stop_with_every_term_named():
     sums = {"loss": torch.tensor(float("nan")), "loss/stage1": torch.tensor(0.5)}
     with pytest.raises(NonFiniteLossError, match=r"step 7: loss=nan, loss/stage1=0.5"):
-        _read_losses(sums, 1, 7)
+        read_losses(sums, 1, 7)

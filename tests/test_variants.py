@@ -10,7 +10,8 @@ from cpm.config import CHOICES, load_config
 from cpm.errors import ConfigError, CPMError
 from cpm.models import BACKBONES, ConvolutionalPoseMachine, build_model
 from cpm.models.backbones import CPMTrunk, FourConvBackbone, VGG16Backbone, VGG19Backbone
-from cpm.train import InputResolutionCenterCodec, build_optimizer, caffe_loss_scale, lr_factor, model_kwargs
+from cpm.targets.codecs import InputResolutionCenterCodec
+from cpm.training.builders import build_optimizer, caffe_loss_scale, lr_factor, model_kwargs
 from tests.helpers import TINY_MODEL
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
@@ -172,7 +173,7 @@ def test_vgg_weights_errors_name_the_file(tmp_path, vgg19_file):
 
 
 def test_config_choices_follow_the_code():
-    from cpm.codecs import DECODERS
+    from cpm.targets.codecs import DECODERS
 
     assert CHOICES["eval.decoder"] == tuple(DECODERS)
     assert CHOICES["model.backbone"] == tuple(BACKBONES)
@@ -209,7 +210,7 @@ def test_default_optimizer_keeps_its_two_groups():
 def test_caffe_lr_reproduces_a_caffe_sgd_step():
     """One step on our mean loss with caffe_lr equals Caffe's step: w -= lr * lr_mult * (dE/dw + wd * decay_mult * w)
     with E = sum_t sum (b_t - target)^2 / 2N (EuclideanLoss per stage). (Our loss is computed in float32.)"""
-    from cpm.losses import staged_heatmap_loss
+    from cpm.targets.losses import staged_heatmap_loss
 
     config = load_config(EXPERIMENTS / "paper_lsp.toml", ["data.input_size=64"])
     torch.manual_seed(0)
@@ -266,9 +267,11 @@ def test_paper_config_trains_on_synthetic_frames_at_368():
         cpm train experiments/paper_lsp.toml --set data.train_samples=6 --set train.batch_size=2 \\
             --set train.epochs=2 --set data.val_samples=2 --set eval.batch_size=2 --set data.workers=0
     """
-    from cpm.engine import resolve_device, train_one_epoch
-    from cpm.losses import stage_weights_for
-    from cpm.train import build_codec, build_datasets, make_loader
+    from cpm.data.loader import make_loader
+    from cpm.device import resolve_device
+    from cpm.targets.losses import stage_weights_for
+    from cpm.training.builders import build_codec, build_datasets
+    from cpm.training.loop import train_one_epoch
 
     config = load_config(EXPERIMENTS / "paper_lsp.toml", ["data.train_samples=12", "train.batch_size=2",
                                                            "data.workers=0", "train.epochs=1"])

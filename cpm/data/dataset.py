@@ -11,7 +11,7 @@ sample i of epoch e into::
     matrix     (2, 3) float32, source pixels -> crop pixels (decode maps back with its inverse)
     source_keypoints (K, 3) float32, the keypoints in source pixels, for metrics
 
-Targets are not made here: `cpm.codecs.HeatmapCodec.encode` makes them for the whole batch on the
+Targets are not made here: `cpm.targets.codecs.HeatmapCodec.encode` makes them for the whole batch on the
 training device in one call. Every sample is a pure function of (seed, index, epoch).
 """
 

@@ -5,12 +5,12 @@ Every head returns a list of per-stage outputs: belief maps (B, K[+1], h, w) for
 coordinates (B, K, 2) for ``regression`` and ``integral`` (see `cpm.models.heads`)."""
 
 from cpm.models.backbones import BACKBONES
-from cpm.models.cpm import ConvolutionalPoseMachine
 from cpm.models.heads import IntegralHead, RegressionHead, set_trainable_stages
+from cpm.models.pose_machine import ConvolutionalPoseMachine
 
 HEADS = {"heatmap": ConvolutionalPoseMachine, "regression": RegressionHead, "integral": IntegralHead}
 
-# The heads whose outputs are coordinates (decoded by cpm.codecs.RegressionCodec), not belief maps.
+# The heads whose outputs are coordinates (decoded by cpm.targets.codecs.RegressionCodec), not belief maps.
 COORDINATE_HEADS = ("regression", "integral")
 
 __all__ = ["BACKBONES", "COORDINATE_HEADS", "HEADS", "ConvolutionalPoseMachine", "IntegralHead", "RegressionHead",

@@ -1,6 +1,6 @@
 """Image feature extractors ("backbones") that any head can sit on.
 
-Every backbone is an ``nn.Sequential`` (a chain of layers, so `cpm.rf` can walk it) with two
+Every backbone is an ``nn.Sequential`` (a chain of layers, so `cpm.evaluation.receptive_field` can walk it) with two
 attributes: ``out_channels`` and ``stride``; ``forward(image (B, C, H, W)) -> features
 (B, out_channels, H / stride, W / stride)``.
 

@@ -5,10 +5,10 @@ Glossary: B batch, C input channels, H x W input size, K joints, s stride, h = H
 Every head returns a list with one output per stage, so the training loop, the losses and the codecs read
 all of them the same way:
 
-* ``heatmap`` (`cpm.models.cpm.ConvolutionalPoseMachine`): T belief maps (B, K[+1], h, w), decoded by
-  `cpm.codecs.HeatmapCodec`;
+* ``heatmap`` (`cpm.models.pose_machine.ConvolutionalPoseMachine`): T belief maps (B, K[+1], h, w), decoded by
+  `cpm.targets.codecs.HeatmapCodec`;
 * ``regression`` (`RegressionHead`): one stage of coordinates (B, K, 2), normalised to the crop as
-  `cpm.codecs.RegressionCodec` encodes them. The seed project's regressor: a backbone (VGG16, its 4-conv
+  `cpm.targets.codecs.RegressionCodec` encodes them. The seed project's regressor: a backbone (VGG16, its 4-conv
   net, or the CPM trunk), then average pooling to a ``pool_size`` x ``pool_size`` grid, flatten and two
   fully connected layers (``pool_size = 1`` is global average pooling; larger grids keep the layout that
   a flatten of the feature map keeps, at any input size);
@@ -33,9 +33,9 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from cpm.decoders import soft_argmax
 from cpm.models.backbones import build_backbone
-from cpm.models.cpm import ConvolutionalPoseMachine
+from cpm.models.pose_machine import ConvolutionalPoseMachine
+from cpm.targets.decoders import soft_argmax
 
 __all__ = ["IntegralHead", "RegressionHead", "set_trainable_stages"]
 
@@ -109,6 +109,12 @@ class IntegralHead(ConvolutionalPoseMachine):
         cells = soft_argmax(logits.float(), self.beta)  # (B, K, 2) expected (u, v) in cells
         size = torch.tensor([w, h], dtype=cells.dtype, device=cells.device)
         return (2 * cells + 1) / size - 1
+
+    def probability_maps(self, logits: torch.Tensor) -> torch.Tensor:
+        """Logits (..., h, w) -> the spatial softmax (with ``beta``) whose expectation `coordinates` takes, scaled
+        to a peak of 1 per map for display."""
+        probability = torch.softmax(self.beta * logits.float().flatten(-2), -1)
+        return (probability / probability.amax(-1, keepdim=True)).view_as(logits)
 
     def forward(self, image: torch.Tensor, center_map: torch.Tensor | None = None) -> list[torch.Tensor]:
         return [self.coordinates(logits) for logits in self.forward_beliefs(image, center_map)]

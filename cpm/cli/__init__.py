@@ -1,0 +1,161 @@
+"""The ``cpm`` command: ``cpm train CONFIG``, ``cpm eval CHECKPOINT``, ``cpm score``, ``cpm config CONFIG``,
+``cpm rf CONFIG`` (per-stage receptive fields), ``cpm predict CHECKPOINT INPUT...``, ``cpm export CHECKPOINT`` and
+``cpm data {render,realism,check}``, ``cpm report RUN_DIR``.
+
+Bad input (a missing file, an unknown config key, a file that is not a checkpoint) ends the command
+with one line on stderr naming the file or key, and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from cpm.cli.data import add_data_parser, run_data
+from cpm.cli.export import add_export_parser, run_export
+from cpm.cli.predict import add_predict_parser, run_predict
+from cpm.cli.score import add_score_parser, run_score
+from cpm.errors import CPMError
+
+
+def _add_set(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="override a config value, e.g. --set train.epochs=2 (repeatable)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cpm", description="Convolutional Pose Machines in PyTorch")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    train = commands.add_parser("train", help="train a model from a TOML config")
+    train.add_argument("config", nargs="?", help="TOML file (only what differs from the defaults)")
+    _add_set(train)
+    train.add_argument("--resume", metavar="LAST_PT", help="continue the run that wrote this last.pt")
+    train.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    evaluate = commands.add_parser("eval", help="per-stage PCK of a checkpoint on its held-out split")
+    evaluate.add_argument("checkpoint")
+    _add_set(evaluate)
+    evaluate.add_argument("--device", default="auto")
+    evaluate.add_argument("--json", action="store_true", help="print the results as JSON")
+    evaluate.add_argument("--predictions", metavar="MAT",
+                          help="also write the last stage's keypoints (source pixels) as CPM's prediction_all "
+                               "K x 2 x N, 1-based, the layout `cpm score` reads")
+    evaluate.add_argument("--no-progress", action="store_true")
+
+    add_score_parser(commands)
+    add_predict_parser(commands)
+    add_export_parser(commands)
+    add_data_parser(commands)
+
+    rf = commands.add_parser("rf", help="per-stage theoretical and effective receptive fields, as a Markdown table")
+    rf.add_argument("config", nargs="?", help="TOML file (only what differs from the defaults)")
+    _add_set(rf)
+    rf.add_argument("--samples", type=int, default=4, help="held-out frames the effective RF is averaged over")
+    rf.add_argument("--threshold", type=float, default=0.01,
+                    help="fraction of the peak gradient that bounds the effective RF (default 0.01)")
+    rf.add_argument("--checkpoint", metavar="PT",
+                    help="measure the trained model of this checkpoint (instead of CONFIG's freshly initialised one)")
+    rf.add_argument("--theoretical-only", action="store_true", help="skip the effective RF (no forward pass)")
+
+    report = commands.add_parser("report", help="Markdown table and PNG curves of a run directory (no training)")
+    report.add_argument("run_dir")
+    report.add_argument("--out", required=True, metavar="PATH",
+                        help="writes PATH.md and PATH.png, e.g. experiments/results/default")
+    report.add_argument("--command", dest="run_command", default="",
+                        help="the command that produced the run, quoted in the table")
+
+    show = commands.add_parser("config", help="print the resolved config (defaults + file + --set)")
+    show.add_argument("config", nargs="?")
+    _add_set(show)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    from cpm.config import load_config, parse_override
+
+    if args.command == "score":
+        return run_score(args)
+    if args.command == "predict":
+        return run_predict(args)
+    if args.command == "export":
+        return run_export(args)
+    if args.command == "data":
+        return run_data(args)
+    if args.command == "report":
+        from cpm.evaluation.report import write_report
+
+        print(f"wrote {write_report(args.run_dir, args.out, command=args.run_command)}")
+        return 0
+    if args.command == "config":
+        print(load_config(args.config, args.overrides).to_toml(), end="")
+        return 0
+    if args.command == "rf":
+        from cpm.evaluation.receptive_field import receptive_field_report
+
+        if args.samples < 1 or not 0 < args.threshold < 1:
+            raise CPMError("--samples must be >= 1 and --threshold in (0, 1)")
+        print(receptive_field_report(args.config, args.overrides, checkpoint=args.checkpoint, samples=args.samples,
+                                     threshold=args.threshold, effective=not args.theoretical_only))
+        return 0
+    if args.command == "train":
+        from cpm.evaluation.report import format_stage_table
+        from cpm.training.loop import TrainingInterrupted, train
+
+        config = load_config(args.config, args.overrides)
+        try:
+            results = train(config, resume=args.resume, progress=not args.no_progress)
+        except TrainingInterrupted as stop:  # SIGTERM / SIGINT: last.pt written after a whole step
+            print(f"cpm train: stopped by {stop}", file=sys.stderr)
+            return 128 + stop.signum
+        if results["rank"] != 0:  # under torchrun, rank 0 alone prints
+            return 0
+        print(f"\nPer-stage PCK on the held-out split ({results['run_dir']}):\n")
+        print(format_stage_table(results))
+        return 0
+    if args.command == "eval":
+        from cpm.evaluation.evaluate import evaluate_checkpoint
+        from cpm.evaluation.report import format_stage_table
+
+        overrides: dict = {}
+        for text in args.overrides:
+            for section, values in parse_override(text).items():
+                overrides.setdefault(section, {}).update(values)
+        if args.predictions and not Path(args.predictions).resolve().parent.is_dir():
+            raise CPMError(f"{args.predictions}: the folder to write predictions into does not exist")
+        results = evaluate_checkpoint(args.checkpoint, overrides=overrides, progress=not args.no_progress,
+                                      device_name=args.device)
+        if args.predictions:
+            from cpm.data.datasets.matfiles import write_prediction_all
+
+            write_prediction_all(args.predictions, results["predictions"][:, -1])
+        if args.json:
+            print(json.dumps({
+                "checkpoint": args.checkpoint, "samples": results["samples"], "excluded": results.get("excluded", 0),
+                "pck": {f"{a:g}": per_stage for a, per_stage in results["pck"].items()},
+                "per_joint": {f"{a:g}": [None if v != v else v for v in per_joint.tolist()]
+                              for a, per_joint in results["per_joint"].items()},
+                "loss": results["loss"],
+            }, indent=2))
+        else:
+            print(format_stage_table(results))
+        return 0
+    raise AssertionError(args.command)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except CPMError as error:
+        print(f"cpm {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"cpm {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

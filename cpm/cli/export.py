@@ -1,0 +1,32 @@
+"""``cpm export``: ONNX export of a checkpoint, checked against PyTorch (`cpm.inference.export`)."""
+
+from __future__ import annotations
+
+import argparse
+
+from cpm.inference import export
+from cpm.inference.export import TOLERANCE, export_onnx
+
+
+def add_export_parser(subparsers) -> argparse.ArgumentParser:
+    """Add ``cpm export`` to a ``parser.add_subparsers()`` object; ``run_export(args)`` runs it."""
+    parser = subparsers.add_parser("export", help="export a checkpoint to ONNX, checked in ONNX Runtime",
+                                   description=export.__doc__.split("\n\n")[0])
+    parser.add_argument("checkpoint")
+    parser.add_argument("--onnx", required=True, metavar="FILE", help="where to write the .onnx file")
+    parser.add_argument("--opset", type=int, help="ONNX opset version (default: the exporter's)")
+    return parser
+
+
+def run_export(args: argparse.Namespace) -> int:
+    result = export_onnx(args.checkpoint, args.onnx, opset=args.opset)
+
+    def describe(shapes: dict[str, list]) -> str:
+        return ", ".join(f"{name} ({', '.join(map(str, shape))})" for name, shape in shapes.items())
+
+    print(f"wrote {result['path']} (opset {result['opset']})")
+    print(f"  inputs:  {describe(result['inputs'])}")
+    print(f"  outputs: {describe(result['outputs'])}")
+    print(f"ONNX Runtime vs PyTorch (fp32, batch of {result['check_batch']}): max abs difference "
+          f"{result['max_abs_difference']:.3g} (tolerance {TOLERANCE:g})")
+    return 0

@@ -1,0 +1,325 @@
+"""``cpm predict``: run a trained checkpoint on images, folders and videos; write JSON and overlays.
+
+    cpm predict runs/default/best.pt frames/ clip.mp4 --out predictions --stages
+
+For each input the person crop (`cpm.inference.predictor.person_crop`) is centred on the ``--bbox`` centre,
+``--center`` or the image centre; its side is the box's longer side times the config's
+``data.crop_padding``, or the whole image (its longer side). Every stage is decoded by the codec
+(``--decoder``, default the config's ``eval.decoder``) and mapped back to original-image pixels through
+the crop's inverse affine, as ``cpm eval`` does (`cpm.inference.predictor.predict_images`).
+
+Outputs, per input ``<stem>.<ext>``: ``<stem>.json`` (joint names, x, y, confidence; every stage with
+``--stages``; per-frame entries for a video), ``<stem>.overlay.png`` or ``<stem>.overlay.mp4`` (the
+skeleton drawn, `cpm.viz.draw_skeleton`) and with ``--stages`` ``<stem>.stages.png`` (the belief-map
+panel, `cpm.viz.belief_panel`; a video's first frame). The model's input channels decide the reading:
+1 = grayscale, 3 = RGB. Everything is first written into a hidden folder inside ``--out`` and renamed
+into place only when every input has succeeded, so a bad input leaves nothing half-written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from cpm.errors import CPMError
+from cpm.skeleton import Skeleton
+
+if TYPE_CHECKING:
+    from cpm.inference.predictor import Predictor
+
+# torch (through cpm.inference.predictor) and matplotlib (through cpm.viz) are imported where they are used, so that
+# building the `cpm` command line, which imports this module, stays fast.
+
+__all__ = ["collect_inputs", "predict_paths", "add_predict_parser", "run_predict"]
+
+IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pbm"}
+VIDEO_EXTENSIONS = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"}
+VIDEO_BATCH = 8  # frames per forward pass
+
+
+def _joints(skeleton: Skeleton, keypoints: np.ndarray, confidence: np.ndarray) -> list[dict]:
+    """(K, 2), (K,) -> [{"name", "x", "y", "confidence"}] * K."""
+    return [{"name": name, "x": round(float(x), 4), "y": round(float(y), 4), "confidence": round(float(c), 5)}
+            for name, (x, y), c in zip(skeleton.joint_names, keypoints, confidence, strict=True)]
+
+
+def _crop(result: dict, b: int) -> dict:
+    return {"center": [round(float(v), 4) for v in result["centers"][b]],
+            "side": round(float(result["crop_sides"][b]), 4)}
+
+
+def _entry(predictor: Predictor, result: dict, b: int, stages: bool) -> dict:
+    entry = {"joints": _joints(predictor.skeleton, result["keypoints"][b, -1], result["confidence"][b, -1])}
+    if stages:
+        entry["stages"] = [_joints(predictor.skeleton, kp, c)
+                           for kp, c in zip(result["keypoints"][b], result["confidence"][b], strict=True)]
+    return entry
+
+
+def _header(predictor: Predictor) -> dict:
+    return {"checkpoint": str(predictor.checkpoint), "skeleton": predictor.skeleton.name,
+            "decoder": predictor.decoder, "num_stages": predictor.model.num_stages}
+
+
+def _write_rgb(path: Path, image: np.ndarray) -> None:
+    if not cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR)):
+        raise CPMError(f"{path}: could not write the image")
+
+
+def _write_panel(path: Path, predictor: Predictor, result: dict, title: str) -> None:
+    from cpm.viz import belief_panel
+
+    belief_panel(result["beliefs"][0], predictor.skeleton.joint_names, image=result["crops"][0],
+                 title=title).savefig(path, dpi=80)
+
+
+def _to_model_pixels(frame_bgr: np.ndarray, channels: int) -> np.ndarray:
+    if channels == 1:
+        return cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2GRAY)
+    return cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2RGB)
+
+
+@contextlib.contextmanager
+def _captured_stderr() -> Iterator[list[str]]:
+    """Catch what C libraries (libpng, libjpeg, FFmpeg, OpenCV's log) print straight to file descriptor 2, so a
+    bad file gives one clear line; the list holds those lines once the block has ended."""
+    messages: list[str] = []
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield messages
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            messages += [line.strip() for line in sink.read().decode(errors="replace").splitlines() if line.strip()]
+
+
+def _why(messages: list[str]) -> str:
+    return f" ({messages[0][:200]})" if messages else ""
+
+
+def _read_image(path: Path, channels: int) -> np.ndarray:
+    """-> (H, W) grayscale for a 1-channel model, (H, W, 3) RGB for a 3-channel one."""
+    with _captured_stderr() as messages:
+        image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE if channels == 1 else cv2.IMREAD_COLOR)
+    if image is None:
+        raise CPMError(f"{path}: not an image that OpenCV can decode{_why(messages)}")
+    if messages:  # decoded, but the library complained (a truncated JPEG decodes with a grey bottom)
+        tqdm.write(f"warning: {path}: {messages[0][:200]}", file=sys.stderr)
+    return image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def _open_video(path: Path) -> cv2.VideoCapture:
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # quiet FFmpeg while frames are read, too
+    with _captured_stderr() as messages:
+        capture = cv2.VideoCapture(str(path))
+    if not capture.isOpened():
+        raise CPMError(f"{path}: not a readable video, OpenCV cannot open it{_why(messages)}")
+    return capture
+
+
+def _classify(path: Path, *, in_folder: bool) -> str | None:
+    """-> "image" or "video"; None for a file in a folder that is neither. A bad named file is an error."""
+    suffix = path.suffix.lower()
+    if suffix in VIDEO_EXTENSIONS:
+        capture = _open_video(path)
+        with _captured_stderr() as messages:
+            readable = capture.read()[0]
+        capture.release()
+        if not readable:
+            raise CPMError(f"{path}: not a readable video, no frame could be decoded{_why(messages)}")
+        return "video"
+    if suffix in IMAGE_EXTENSIONS or not in_folder:
+        if not cv2.haveImageReader(str(path)):
+            raise CPMError(f"{path}: not an image or video that OpenCV can read")
+        return "image"
+    return None
+
+
+def collect_inputs(inputs: Sequence[str | Path]) -> list[tuple[Path, str]]:
+    """Files and folders (their images and videos, not recursive, sorted) -> [(path, "image" | "video")],
+    each checked to be readable before anything is written."""
+    items: list[tuple[Path, str]] = []
+    for name in inputs:
+        path = Path(name)
+        if path.is_dir():
+            found = [(f, kind) for f in sorted(path.iterdir())
+                     if f.is_file() and (kind := _classify(f, in_folder=True)) is not None]
+            if not found:
+                raise CPMError(f"{path}: no images or videos in this folder")
+            items += found
+        elif path.is_file():
+            items.append((path, _classify(path, in_folder=False)))
+        else:
+            raise CPMError(f"{path}: no such file or folder")
+    stems: dict[str, Path] = {}
+    for path, _ in items:
+        if path.stem in stems:
+            raise CPMError(f"{path}: its outputs would overwrite those of {stems[path.stem]} (same name {path.stem!r})")
+        stems[path.stem] = path
+    return items
+
+
+def _predict_image(predictor: Predictor, path: Path, staging: Path, *, stages: bool, **crop) -> None:
+    from cpm.inference.predictor import predict_images
+    from cpm.viz import draw_skeleton
+
+    image = _read_image(path, predictor.in_channels)
+    result = predict_images(predictor, [image], **crop)
+    record = {"input": str(path), **_header(predictor), "width": image.shape[1], "height": image.shape[0],
+              "crop": _crop(result, 0), **_entry(predictor, result, 0, stages)}
+    (staging / f"{path.stem}.json").write_text(json.dumps(record, indent=1), encoding="utf-8")
+    overlay = draw_skeleton(image, result["keypoints"][0, -1], predictor.skeleton)
+    _write_rgb(staging / f"{path.stem}.overlay.png", overlay)
+    if stages:
+        _write_panel(staging / f"{path.stem}.stages.png", predictor, result, path.name)
+
+
+def _predict_video(predictor: Predictor, path: Path, staging: Path, *, stages: bool, progress: bool, **crop) -> None:
+    from cpm.inference.predictor import predict_images
+    from cpm.viz import draw_skeleton
+
+    capture = _open_video(path)
+    fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
+    total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None
+    overlay_path = staging / f"{path.stem}.overlay.mp4"
+    writer, frames = None, []
+    bar = tqdm(total=total, desc=path.name, unit="frame", disable=not progress, dynamic_ncols=True, leave=False)
+    try:
+        while True:
+            batch = []
+            while len(batch) < VIDEO_BATCH and (read := capture.read())[0]:
+                batch.append(_to_model_pixels(read[1], predictor.in_channels))
+            if not batch:
+                break
+            result = predict_images(predictor, batch, **crop)
+            if writer is None:
+                height, width = batch[0].shape[:2]  # (H, W) of the frames, written into the JSON
+                writer = cv2.VideoWriter(str(overlay_path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
+                if not writer.isOpened():
+                    raise CPMError(f"{overlay_path.name}: OpenCV cannot write an mp4v video here")
+                crop_geometry = _crop(result, 0)  # the same for every frame: one frame size
+                if stages:
+                    _write_panel(staging / f"{path.stem}.stages.png", predictor, result, f"{path.name}, frame 0")
+            for b, image in enumerate(batch):
+                frames.append({"frame": len(frames), **_entry(predictor, result, b, stages)})
+                overlay = draw_skeleton(image, result["keypoints"][b, -1], predictor.skeleton)
+                writer.write(cv2.cvtColor(overlay, cv2.COLOR_RGB2BGR))
+            bar.update(len(batch))
+    finally:
+        bar.close()
+        capture.release()
+        if writer is not None:
+            writer.release()
+    if not frames:
+        raise CPMError(f"{path}: not a readable video, no frame could be decoded")
+    record = {"input": str(path), **_header(predictor), "width": width, "height": height, "fps": fps,
+              "frames": len(frames), "crop": crop_geometry, "per_frame": frames}
+    (staging / f"{path.stem}.json").write_text(json.dumps(record, indent=1), encoding="utf-8")
+
+
+def predict_paths(checkpoint: str | Path, inputs: Sequence[str | Path], *, out_dir: str | Path,
+                  center: Sequence[float] | None = None, bbox: Sequence[float] | None = None,
+                  decoder: str | None = None, stages: bool = False, device_name: str = "auto",
+                  progress: bool = True) -> list[Path]:
+    """Predict every input (see the module docstring); returns the files written, in ``out_dir``."""
+    from cpm.inference.predictor import load_predictor
+
+    if center is not None and bbox is not None:
+        raise CPMError("give --center or --bbox, not both")
+    if bbox is not None and (len(bbox) != 4 or min(bbox[2], bbox[3]) < 0 or max(bbox[2], bbox[3]) <= 0):
+        raise CPMError(f"--bbox {bbox}: expected X,Y,W,H with a positive width or height")
+    predictor = load_predictor(checkpoint, device_name=device_name, decoder=decoder)
+    if stages and not predictor.has_beliefs:
+        raise CPMError(f"--stages: {checkpoint} has a direct-regression head: no belief maps to draw")
+    items = collect_inputs(inputs)
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise CPMError(f"{out_dir}: --out exists and is not a folder")
+    created = not out_dir.exists()
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".cpm-predict-", dir=out_dir))
+    except OSError as error:
+        raise CPMError(f"{out_dir}: cannot write the --out folder ({error.strerror})") from None
+    images = [path for path, kind in items if kind == "image"]
+    try:
+        with tqdm(total=len(images), desc="images", unit="image", disable=not progress or len(images) < 2,
+                  dynamic_ncols=True, leave=False) as bar:
+            for path, kind in items:
+                if kind == "image":
+                    _predict_image(predictor, path, staging, stages=stages, center=center, bbox=bbox)
+                    bar.update()
+                else:
+                    _predict_video(predictor, path, staging, stages=stages, progress=progress, center=center,
+                                   bbox=bbox)
+        written = []
+        for staged in sorted(staging.iterdir()):
+            os.replace(staged, out_dir / staged.name)
+            written.append(out_dir / staged.name)
+        return written
+    except BaseException:
+        if created:
+            shutil.rmtree(out_dir, ignore_errors=True)
+        raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _numbers(count: int, name: str):
+    def parse(text: str) -> tuple[float, ...]:
+        try:
+            values = tuple(float(v) for v in text.split(","))
+        except ValueError:
+            values = ()
+        if len(values) != count or not all(math.isfinite(v) for v in values):
+            raise argparse.ArgumentTypeError(f"expected {name}, e.g. {','.join(['10'] * count)}; got {text!r}")
+        return values
+    return parse
+
+
+def add_predict_parser(subparsers) -> argparse.ArgumentParser:
+    """Add ``cpm predict`` to a ``parser.add_subparsers()`` object; ``run_predict(args)`` runs it."""
+    parser = subparsers.add_parser("predict", help="keypoints, overlays and belief maps for images, folders, videos",
+                                   description=__doc__.split("\n\n")[0])
+    parser.add_argument("checkpoint")
+    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image, folder of images/videos, or video")
+    parser.add_argument("--out", default="predictions", metavar="DIR", help="output folder (default: predictions)")
+    person = parser.add_mutually_exclusive_group()
+    person.add_argument("--center", type=_numbers(2, "X,Y"), metavar="X,Y",
+                        help="person centre in image pixels (default: the image centre); the crop is the whole image")
+    person.add_argument("--bbox", type=_numbers(4, "X,Y,W,H"), metavar="X,Y,W,H",
+                        help="person box in image pixels: centre of the crop, side = max(W, H) x data.crop_padding")
+    parser.add_argument("--decoder", metavar="NAME",
+                        help="heatmap decoder, one of cpm.targets.codecs.DECODERS such as parabola or dark "
+                             "(default: the config's eval.decoder)")
+    parser.add_argument("--stages", action="store_true",
+                        help="also every stage's keypoints in the JSON and a belief-map panel <stem>.stages.png")
+    parser.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:1...")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return parser
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    written = predict_paths(args.checkpoint, args.inputs, out_dir=args.out, center=args.center, bbox=args.bbox,
+                            decoder=args.decoder, stages=args.stages, device_name=args.device,
+                            progress=not args.no_progress)
+    jsons = [path for path in written if path.suffix == ".json"]
+    print(f"wrote {len(written)} files for {len(jsons)} inputs to {args.out}")
+    return 0

@@ -1,0 +1,163 @@
+"""What every dataset reader returns: `ImageSamples` (images read lazily, with keypoints) and `KeypointSet`
+(keypoints only), and the checks and helpers the readers share.
+
+A sample is::
+
+    {"image": (H, W) or (H, W, 3) RGB uint8, "keypoints": (K, 3) float32 [x, y, v],
+     "center": (2,) float32, "scale": float, "index": int}
+
+x, y are 0-based pixels; v is 0 unlabeled, 1 labeled but occluded, 2 labeled and visible. ``center`` and
+``scale`` are the centre and the longer side of the labeled joints' bounding box, as the synthetic renderer
+gives them, so ``data.crop_padding`` means the same for every source. ``index`` is the sample's dataset index:
+its position in the reader's full list, kept by slices, `ImageSamples.subset` and `ImageSamples.exclude`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from cpm.errors import CPMError
+from cpm.skeleton import ITOP_15, map_to_default
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+
+
+def person_box(keypoints: np.ndarray) -> tuple[np.ndarray, float]:
+    """Centre (2,) and longer side of the labeled (v > 0) joints' bounding box; all joints if none is labeled."""
+    labeled = keypoints[keypoints[:, 2] > 0, :2]
+    points = labeled if len(labeled) else keypoints[:, :2]
+    lo, hi = points.min(0), points.max(0)
+    return ((lo + hi) / 2).astype(np.float32), float(max((hi - lo).max(), 1.0))
+
+
+def check_keypoints(keypoints: np.ndarray, num_joints: int, where: str) -> np.ndarray:
+    """(N, K, 3) float32, finite, K = num_joints, v in {0, 1, 2}; else CPMError naming ``where``."""
+    keypoints = np.asarray(keypoints, dtype=np.float64)
+    if keypoints.ndim != 3 or keypoints.shape[2] != 3:
+        raise CPMError(f"{where}: keypoints have shape {keypoints.shape}, expected (N, K, 3)")
+    if keypoints.shape[1] != num_joints:
+        raise CPMError(f"{where}: {keypoints.shape[1]} joints per sample, expected {num_joints}")
+    good = (np.isfinite(keypoints[..., :2]).all(axis=-1) | (keypoints[..., 2] == 0)) & np.isfinite(keypoints[..., 2])
+    if not good.all():
+        n = int(np.argwhere(~good)[0, 0])
+        raise CPMError(f"{where}: NaN or infinite coordinates of a labeled joint (sample {n})")
+    if not np.isin(keypoints[..., 2], (0.0, 1.0, 2.0)).all():
+        raise CPMError(f"{where}: visibility flags must be 0, 1 or 2")
+    keypoints[..., :2] = np.where(np.isfinite(keypoints[..., :2]), keypoints[..., :2], 0.0)
+    return keypoints.astype(np.float32)
+
+
+def resolve_image(root: Path, name: str, where: str) -> Path:
+    """``root / name``, which must exist and stay inside ``root`` (no ``..`` or absolute escapes)."""
+    path = (root / name).resolve()
+    if not path.is_relative_to(root.resolve()):
+        raise CPMError(f"{where}: image path {name!r} leaves the dataset root {root}")
+    if not path.is_file():
+        raise CPMError(f"{where}: image {name!r} not found under {root}")
+    return path
+
+
+def load_image(path: Path) -> np.ndarray:
+    """An image file -> (H, W) grayscale or (H, W, 3) RGB uint8; 16-bit files are scaled to 8 bits."""
+    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if image is None:
+        raise CPMError(f"{path}: not a readable image")
+    if image.dtype == np.uint16:
+        image = (image >> 8).astype(np.uint8)
+    if image.ndim == 3:
+        image = cv2.cvtColor(image, cv2.COLOR_BGRA2RGB if image.shape[2] == 4 else cv2.COLOR_BGR2RGB)
+    return image
+
+
+class ImageSamples(Sequence):
+    """Images (read lazily) with keypoints ``(N, K, 3)`` of ``skeleton``. ``to_default()`` maps them to ITOP_15."""
+
+    def __init__(self, images: Sequence[Path], keypoints: np.ndarray, *, skeleton: str, where: str,
+                 num_joints: int | None = None, indices: Sequence[int] | None = None) -> None:
+        if len(images) == 0:
+            raise CPMError(f"{where}: no samples")
+        self.keypoints = check_keypoints(keypoints, num_joints or np.shape(keypoints)[1], where)
+        if len(images) != len(self.keypoints):
+            raise CPMError(f"{where}: {len(images)} images for {len(self.keypoints)} annotations")
+        self.images = list(images)
+        self.skeleton = skeleton
+        self.where = where
+        self.indices = list(range(len(self.images))) if indices is None else list(indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return self.subset(range(len(self))[i])
+        n = self.indices[i]
+        keypoints = self.keypoints[n]
+        center, scale = person_box(keypoints)
+        return {"image": load_image(self.images[n]), "keypoints": keypoints, "center": center, "scale": scale,
+                "index": n}
+
+    def subset(self, positions: Sequence[int]) -> ImageSamples:
+        """The samples at ``positions`` (of this sequence), sharing the arrays."""
+        view = object.__new__(type(self))
+        view.__dict__.update(self.__dict__)
+        view.indices = [self.indices[p] for p in positions]
+        return view
+
+    def exclude(self, indices: Sequence[int]) -> ImageSamples:
+        """Without the samples whose dataset index is in ``indices`` (`cpm.data.datasets.exclude`)."""
+        dropped = set(indices)
+        return self.subset([p for p, n in enumerate(self.indices) if n not in dropped])
+
+    def to_default(self) -> ImageSamples:
+        """The same samples with keypoints in the default ITOP_15 order (unmapped joints unlabeled)."""
+        view = self.subset(range(len(self)))
+        view.keypoints = map_to_default(self.keypoints, self.skeleton).astype(np.float32)
+        view.skeleton = ITOP_15.name
+        return view
+
+
+@dataclass
+class KeypointSet:
+    """Keypoints without images: ``keypoints`` (N, K, 3) of ``skeleton``."""
+
+    keypoints: np.ndarray
+    skeleton: str
+
+    def __len__(self) -> int:
+        return len(self.keypoints)
+
+    def to_default(self) -> KeypointSet:
+        return KeypointSet(map_to_default(self.keypoints, self.skeleton), ITOP_15.name)
+
+
+def image_folder(path: Path, root: str | Path | None) -> Path:
+    """The image folder of annotation file ``path``: ``root`` if given, else its ``images/`` subfolder or folder."""
+    if root is not None:
+        folder = Path(root)
+    else:
+        folder = path.parent / "images" if (path.parent / "images").is_dir() else path.parent
+    if not folder.is_dir():
+        raise CPMError(f"{folder}: image folder not found")
+    return folder
+
+
+def read_json(path: Path):
+    if not path.is_file():
+        raise CPMError(f"{path}: no such file")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise CPMError(f"{path}: invalid JSON ({error})") from None
+
+
+def json_key(entry: dict, key: str, where: str):
+    """``entry[key]``, or CPMError naming ``where`` and the missing key."""
+    if not isinstance(entry, dict) or key not in entry:
+        raise CPMError(f"{where}: missing key {key!r}")
+    return entry[key]

@@ -1,0 +1,179 @@
+"""BVH motion capture: the skeleton hierarchy, per-frame channels, forward kinematics, and the 15 joints.
+
+A BVH file (Biovision) has a ``HIERARCHY`` of joints, each with an ``OFFSET`` from its parent and a list of
+``CHANNELS`` (positions and Euler rotations in the order the file lists them), and ``End Site`` leaves; then
+``MOTION``: ``Frames: F``, ``Frame Time: dt`` and F lines of channel values in hierarchy order.
+
+Forward kinematics: a joint's local transform is ``T(offset + position channels) @ R``, where R is the
+product of the rotation channels in the order listed (``Zrotation Yrotation Xrotation`` -> ``Rz @ Ry @ Rx``,
+angles in degrees); its world transform is its parent's times its local one, and its position is the world
+transform's translation. End sites are named ``<parent>_end``.
+
+`CMU_TO_ITOP_15` maps the CMU database's skeleton (the conversion in ``../shared/data/mocap/cmu``: y up, the
+person facing +z, the person's left at +x in the rest pose) to the 15 ITOP joints; a joint listed with several
+names is their mean (the head centre is halfway between the head joint and the top of the head).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from cpm.errors import CPMError
+
+CMU_TO_ITOP_15 = (
+    ("Head", "Head_end"), ("Neck",), ("RightShoulder",), ("LeftShoulder",), ("RightElbow",), ("LeftElbow",),
+    ("RightWrist",), ("LeftWrist",), ("Chest", "Chest2"), ("RightHip",), ("LeftHip",), ("RightKnee",),
+    ("LeftKnee",), ("RightAnkle",), ("LeftAnkle",),
+)
+_AXES = {"X": 0, "Y": 1, "Z": 2}
+
+
+@dataclass
+class Motion:
+    """``names`` (J,), ``parents`` (J,) with -1 for the root, ``offsets`` (J, 3), ``channels`` a list of
+    (joint, channel name) in the order of a frame's values, ``frames`` (F, C), ``frame_time`` seconds."""
+
+    names: list[str]
+    parents: list[int]
+    offsets: np.ndarray
+    channels: list[tuple[int, str]]
+    frames: np.ndarray
+    frame_time: float
+
+    def positions(self, frames: slice | np.ndarray | None = None) -> np.ndarray:
+        """World positions (F, J, 3) of every joint and end site by forward kinematics."""
+        values = self.frames if frames is None else self.frames[frames]
+        values = np.atleast_2d(values)
+        count, joints = len(values), len(self.names)
+        translation = np.broadcast_to(self.offsets, (count, joints, 3)).copy()  # (F, J, 3)
+        rotation = np.broadcast_to(np.eye(3), (count, joints, 3, 3)).copy()  # (F, J, 3, 3)
+        for column, (joint, name) in enumerate(self.channels):
+            axis = _AXES[name[0]]
+            if name.endswith("position"):
+                translation[:, joint, axis] += values[:, column]
+            else:
+                rotation[:, joint] = rotation[:, joint] @ _axis_rotation(axis, np.radians(values[:, column]))
+        world_rotation = np.empty_like(rotation)
+        world_position = np.empty_like(translation)
+        for joint, parent in enumerate(self.parents):  # parents come before their children
+            if parent < 0:
+                world_rotation[:, joint], world_position[:, joint] = rotation[:, joint], translation[:, joint]
+            else:
+                world_rotation[:, joint] = world_rotation[:, parent] @ rotation[:, joint]
+                world_position[:, joint] = world_position[:, parent] + np.einsum(
+                    "fij,fj->fi", world_rotation[:, parent], translation[:, joint])
+        return world_position
+
+    def joints(self, mapping: tuple[tuple[str, ...], ...] = CMU_TO_ITOP_15,
+               frames: slice | np.ndarray | None = None) -> np.ndarray:
+        """(F, len(mapping), 3) world positions of the mapped joints."""
+        missing = sorted({n for names in mapping for n in names} - set(self.names))
+        if missing:
+            raise CPMError(f"BVH skeleton has no joint {missing[0]!r} (joints: {', '.join(self.names[:8])}, ...)")
+        index = {name: i for i, name in enumerate(self.names)}
+        positions = self.positions(frames)
+        return np.stack([positions[:, [index[n] for n in names]].mean(axis=1) for names in mapping], axis=1)
+
+
+def _axis_rotation(axis: int, angles: np.ndarray) -> np.ndarray:
+    """(F,) angles in radians -> (F, 3, 3) right-handed rotations about ``axis``."""
+    c, s = np.cos(angles), np.sin(angles)
+    matrices = np.zeros((len(angles), 3, 3))
+    a, b = [k for k in range(3) if k != axis]
+    matrices[:, axis, axis] = 1.0
+    matrices[:, a, a], matrices[:, a, b], matrices[:, b, a], matrices[:, b, b] = c, -s, s, c
+    if axis == 1:  # about y the cyclic order is z, x: flip the signs of the sines
+        matrices[:, a, b], matrices[:, b, a] = s, -s
+    return matrices
+
+
+def read_bvh(path: str | Path) -> Motion:
+    """Parse a BVH file. Errors (a truncated file, a bad number, a channel count that does not match the
+    frames) raise CPMError naming the file and line."""
+    path = Path(path)
+    if not path.is_file():
+        raise CPMError(f"{path}: no such file")
+    tokens = [(n, line.split()) for n, line in enumerate(path.read_text(errors="replace").splitlines(), 1)]
+    tokens = [(n, words) for n, words in tokens if words]
+    names, parents, offsets, channels, stack = [], [], [], [], []
+    position, last = 0, -1
+    try:
+        if tokens[0][1][0] != "HIERARCHY":
+            raise CPMError(f"{path}: line {tokens[0][0]}: expected HIERARCHY")
+        position = 1
+        while tokens[position][1][0] != "MOTION":
+            line, words = tokens[position]
+            keyword = words[0]
+            if keyword in ("ROOT", "JOINT", "End"):
+                name = words[1] if keyword != "End" else f"{names[stack[-1]]}_end"
+                names.append(name)
+                parents.append(stack[-1] if stack else -1)
+                offsets.append(np.zeros(3))
+                last = len(names) - 1
+            elif keyword == "{":
+                stack.append(last)
+            elif keyword == "}":
+                stack.pop()
+            elif keyword == "OFFSET":
+                offsets[stack[-1]] = np.array([float(v) for v in words[1:4]])
+            elif keyword == "CHANNELS":
+                listed = words[2:2 + int(words[1])]
+                if any(c[0] not in _AXES or not c.endswith(("position", "rotation")) for c in listed):
+                    raise CPMError(f"{path}: line {line}: unknown channel in {' '.join(listed)}")
+                channels += [(stack[-1], c) for c in listed]
+            else:
+                raise CPMError(f"{path}: line {line}: unexpected {keyword!r} in HIERARCHY")
+            position += 1
+        count = int(tokens[position + 1][1][-1])
+        frame_time = float(tokens[position + 2][1][-1])
+        rows = [[float(v) for v in words] for _, words in tokens[position + 3:position + 3 + count]]
+    except IndexError:
+        raise CPMError(f"{path}: truncated BVH file") from None
+    except ValueError as error:
+        raise CPMError(f"{path}: line {tokens[position][0]}: not a number ({error})") from None
+    if stack or not names:
+        raise CPMError(f"{path}: unbalanced braces or no joints in HIERARCHY")
+    if len(rows) != count or any(len(row) != len(channels) for row in rows):
+        raise CPMError(f"{path}: expected {count} frames of {len(channels)} channel values")
+    return Motion(names, parents, np.array(offsets), channels, np.array(rows).reshape(count, len(channels)),
+                  frame_time)
+
+
+def to_body_frame(joints: np.ndarray, *, height: float) -> np.ndarray:
+    """ITOP-ordered joints (15, 3) of one frame (y up) -> the synthetic renderer's body frame: pelvis (mid-hip)
+    at the origin, facing +z (hips' left-to-right axis rotated onto +x), scaled so that the chain head - neck -
+    pelvis - knee - ankle is 0.895 ``height`` as in `cpm.data.synthetic.render.pose_body`."""
+    pelvis = (joints[9] + joints[10]) / 2
+    centred = joints - pelvis
+    across = centred[10] - centred[9]  # right hip -> left hip, the body frame's +x
+    angle = math.atan2(across[2], across[0])
+    c, s = math.cos(angle), math.sin(angle)
+    turn = np.array([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]])  # rotates `across` onto +x about y
+    centred = centred @ turn.T
+    legs = [np.linalg.norm(centred[h] - centred[k]) + np.linalg.norm(centred[k] - centred[a])
+            for h, k, a in ((9, 11, 13), (10, 12, 14))]
+    chain = np.linalg.norm(centred[0] - centred[1]) + np.linalg.norm(centred[1]) + float(np.mean(legs))
+    return centred * (0.895 * height / max(chain, 1e-9))
+
+
+class BVHPoses:
+    """A pose source for the renderer: ``poses(rng, height)`` is a random frame of a random clip, in the
+    body frame (see `to_body_frame`). Clips are read once, when the source is made."""
+
+    needs_yaw = True
+
+    def __init__(self, files: str | Path, *, step: int = 4) -> None:
+        files = Path(files)
+        paths = sorted(files.glob("*.bvh")) if files.is_dir() else [files]
+        if not paths:
+            raise CPMError(f"{files}: no .bvh files")
+        clips = [read_bvh(p).joints(frames=slice(None, None, step)) for p in paths]
+        self.frames = np.concatenate(clips)  # (F, 15, 3)
+        self.files = files
+
+    def __call__(self, rng: np.random.Generator, height: float) -> np.ndarray:
+        return to_body_frame(self.frames[rng.integers(len(self.frames))], height=height)

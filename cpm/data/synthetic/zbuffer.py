@@ -1,0 +1,181 @@
+"""The depth camera and the z-buffer of the synthetic frames: Kinect2-like intrinsics, ray casting of capsules,
+boxes, floor and wall, and the sensor's noise, quantisation and edge dropouts (conventions in
+`cpm.data.synthetic.render`)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import cv2
+import numpy as np
+
+if TYPE_CHECKING:
+    from cpm.data.synthetic.render import Scene
+
+FRAME_WIDTH = 256
+FRAME_HEIGHT = 212
+NUM_JOINTS = 15
+# Kinect2 depth intrinsics (512 x 424, f ~ 365 px) halved.
+FOCAL = 182.5
+CX, CY = (FRAME_WIDTH - 1) / 2, (FRAME_HEIGHT - 1) / 2
+MIN_RANGE, MAX_RANGE = 0.5, 8.0  # metres; outside this the sensor returns nothing
+VISIBILITY_MARGIN = 0.05  # metres added to a joint's body-part radius before calling it occluded
+_COLS = np.arange(FRAME_WIDTH, dtype=np.float32)
+_ROWS = np.arange(FRAME_HEIGHT, dtype=np.float32)[:, None]
+_XN = (_COLS - CX) / FOCAL  # normalised ray coordinates, shared by every plane intersection
+_YN = (_ROWS - CY) / FOCAL
+# Fixed bank of standard normals; a sample reads a random window of it. Drawing 54k fresh normals
+# would cost about a fifth of a frame's render time, and the noise need not be independent across frames.
+_NOISE = np.random.default_rng(20160627).standard_normal(4 * FRAME_WIDTH * FRAME_HEIGHT, dtype=np.float32)
+
+
+@dataclass
+class Camera:
+    height: float = 1.2
+    pitch: float = 0.0  # radians, positive looks down
+
+    def rotation(self) -> np.ndarray:
+        """World -> camera rotation: mirror x and y (camera x right / y down), then pitch."""
+        c, s = math.cos(self.pitch), math.sin(self.pitch)
+        return np.array([[-1.0, 0.0, 0.0], [0.0, -c, -s], [0.0, -s, c]])
+
+    def to_camera(self, points: np.ndarray) -> np.ndarray:
+        return (points - (0.0, self.height, 0.0)) @ self.rotation().T
+
+
+def project_points(points_cam: np.ndarray) -> np.ndarray:
+    """Camera-frame points (N, 3) -> pixel coordinates (N, 2)."""
+    z = points_cam[:, 2:3]
+    return points_cam[:, :2] * (FOCAL / z) + (CX, CY)
+
+
+def depth_to_gray(z: np.ndarray | float) -> np.ndarray:
+    """Depth in metres -> gray level (float, not yet quantised); invalid depths are not handled here."""
+    return np.clip(255.0 * (1.0 - (np.asarray(z) - 0.5) / 7.0), 1.0, 255.0)
+
+
+def _render_capsules(zbuf: np.ndarray, caps: np.ndarray) -> None:
+    """Min-composite camera-frame capsules into ``zbuf``. Screen-space approximation: distance to
+    the projected axis, depth and radius interpolated along it, spherical cross-section."""
+    for ax, ay, az, bx, by, bz, ra, rb in caps.tolist():
+        if min(az, bz) - max(ra, rb) < 0.1:
+            continue
+        ua, va = FOCAL * ax / az + CX, FOCAL * ay / az + CY
+        ub, vb = FOCAL * bx / bz + CX, FOCAL * by / bz + CY
+        pa, pb = FOCAL * ra / az + 1, FOCAL * rb / bz + 1
+        u0, u1 = max(int(min(ua - pa, ub - pb)), 0), min(int(max(ua + pa, ub + pb)) + 1, FRAME_WIDTH)
+        v0, v1 = max(int(min(va - pa, vb - pb)), 0), min(int(max(va + pa, vb + pb)) + 1, FRAME_HEIGHT)
+        if u0 >= u1 or v0 >= v1:
+            continue
+        px, py = _COLS[u0:u1] - ua, _ROWS[v0:v1] - va
+        du, dv = ub - ua, vb - va
+        length2 = du * du + dv * dv
+        if length2 > 1e-6:
+            t = np.clip(px * (du / length2) + py * (dv / length2), 0.0, 1.0)
+            ex, ey = px - t * du, py - t * dv
+            z, r = az + t * (bz - az), ra + t * (rb - ra)
+        else:
+            ex, ey, z, r = px, py, np.float32(az), np.float32(ra)  # a sphere
+        s = r * r - (ex * ex + ey * ey) * (z * (1.0 / FOCAL)) ** 2  # r^2 - (metric offset)^2
+        depth = np.where(s > 0, z - np.sqrt(np.maximum(s, 0)), np.inf)
+        region = zbuf[v0:v1, u0:u1]
+        np.minimum(region, depth, out=region)
+
+
+def _render_box(zbuf: np.ndarray, camera: Camera, box: tuple[float, ...]) -> None:
+    """Ray-cast the faces of an axis-aligned box that can face the camera (front, top, one side)."""
+    x0, x1, tall, z0, z1 = (float(v) for v in box)  # python floats: comparisons give bools, not numpy.bool
+    bounds = np.array([[x0, x1], [0.0, tall], [z0, z1]])
+    faces = [(2, z0)] + [(1, tall)] * (tall < camera.height) + [(0, x0)] * (x0 > 0) + [(0, x1)] * (x1 < 0)
+    rot = camera.rotation().tolist()  # python floats keep the pixel arrays float32
+    origin = (0.0, camera.height, 0.0)
+    for axis, value in faces:
+        corners = np.repeat(bounds[None, :, 0], 4, 0)
+        corners[:, axis] = value
+        others = [k for k in range(3) if k != axis]
+        corners[[1, 3], others[0]] = bounds[others[0], 1]
+        corners[[2, 3], others[1]] = bounds[others[1], 1]
+        cam = camera.to_camera(corners)
+        if cam[:, 2].min() < 0.1:
+            continue
+        uv = project_points(cam)
+        u0, v0 = np.maximum(np.floor(uv.min(0)).astype(int), 0)
+        u1, v1 = np.minimum(np.ceil(uv.max(0)).astype(int) + 1, (FRAME_WIDTH, FRAME_HEIGHT))
+        if u0 >= u1 or v0 >= v1:
+            continue
+        xn, yn = _XN[u0:u1], _YN[v0:v1]
+        # World direction of the ray whose camera-frame z is 1, so the ray parameter is the z-depth.
+        dirs = [rot[0][k] * xn + rot[1][k] * yn + rot[2][k] for k in range(3)]
+        with np.errstate(divide="ignore"):
+            depth = (value - origin[axis]) / dirs[axis]
+        inside = depth > 0
+        for k in range(3):
+            if k != axis:
+                hit = origin[k] + depth * dirs[k]
+                inside &= (hit >= bounds[k, 0]) & (hit <= bounds[k, 1])
+        region = zbuf[v0:v1, u0:u1]
+        np.minimum(region, np.where(inside, depth, np.inf), out=region)
+
+
+def render_scene(scene: Scene, rng: np.random.Generator | None = None) -> dict:
+    """Render a scene. With ``rng`` the sensor noise and edge dropouts are applied, else the clean
+    depth is quantised. Returns the same dict as ``render_sample``."""
+    camera = scene.camera
+    joints, caps, radius = scene.geometry
+    offset = np.array([scene.position[0], 0.0, scene.position[1]])
+    joints_cam = camera.to_camera(joints + offset)
+    caps_cam = caps.copy()
+    caps_cam[:, 0:3] = camera.to_camera(caps[:, 0:3] + offset)
+    caps_cam[:, 3:6] = camera.to_camera(caps[:, 3:6] + offset)
+
+    # Background: floor (y = 0) and back wall (z = wall) by ray-plane intersection; a ray's z-depth
+    # to a plane n.X = d is (d - n.C) / (n . R^T ray). The camera has no roll or yaw (its rotation's
+    # first row is (-1, 0, 0)), so both depths are constant along an image row.
+    _, (_, r11, r12), (_, r21, r22) = camera.rotation().tolist()
+    with np.errstate(divide="ignore"):
+        floor = -camera.height / (r11 * _YN + r21)
+        wall = scene.wall / (r12 * _YN + r22)
+    background = np.minimum(np.where(floor > 0, floor, np.inf), np.where(wall > 0, wall, np.inf))
+    zbuf = np.empty((FRAME_HEIGHT, FRAME_WIDTH), np.float32)
+    zbuf[:] = background
+    for box in scene.boxes:
+        _render_box(zbuf, camera, box)
+    cylinders = [(x, r, z, x, max(h - r, r), z, r, r) for x, z, r, h in scene.cylinders]
+    if cylinders:  # upright capsules: bins, stools, posts
+        cyl = np.array(cylinders)
+        cyl[:, 0:3], cyl[:, 3:6] = camera.to_camera(cyl[:, 0:3]), camera.to_camera(cyl[:, 3:6])
+        _render_capsules(zbuf, cyl)
+    _render_capsules(zbuf, caps_cam)
+
+    uv = project_points(joints_cam)
+    col, row = np.rint(uv).astype(int).T
+    in_frame = (col >= 0) & (col < FRAME_WIDTH) & (row >= 0) & (row < FRAME_HEIGHT)
+    surface = zbuf[np.clip(row, 0, FRAME_HEIGHT - 1), np.clip(col, 0, FRAME_WIDTH - 1)]
+    visible = surface >= joints_cam[:, 2] - radius - VISIBILITY_MARGIN
+    flags = np.where(in_frame, np.where(visible, 2.0, 1.0), 0.0)
+
+    depth = zbuf
+    if rng is not None:  # Kinect2-like axial noise, growing with the square of the distance
+        sigma = 0.0012 + 0.0019 * np.square(np.minimum(zbuf, MAX_RANGE) - 0.4)
+        start = rng.integers(_NOISE.size - zbuf.size)
+        depth = zbuf + sigma * _NOISE[start:start + zbuf.size].reshape(zbuf.shape)
+    valid = (depth > MIN_RANGE) & (depth < MAX_RANGE)
+    image = (depth_to_gray(depth) + 0.5).astype(np.uint8)
+    image[~valid] = 0
+    if rng is not None:  # mixed pixels at depth discontinuities come back empty on a real sensor
+        clean = np.where(zbuf < MAX_RANGE, zbuf, 0).astype(np.float32)
+        kernel = np.ones((3, 3), np.uint8)
+        near = cv2.erode(clean, kernel)
+        # The threshold grows with distance so that the grazing far floor is not taken for an edge.
+        edges = np.flatnonzero(cv2.dilate(clean, kernel) - near > 0.15 + 0.02 * near * near)
+        image.flat[edges[rng.random(edges.size) < 0.3]] = 0
+
+    lo, hi = uv.min(0), uv.max(0)
+    return {
+        "image": image,
+        "keypoints": np.concatenate([uv, flags[:, None]], 1).astype(np.float32),
+        "center": ((lo + hi) / 2).astype(np.float32),
+        "scale": float((hi - lo).max()),
+    }

@@ -1,0 +1,93 @@
+"""Per-layer gradient magnitudes early in training, by stage, with and without intermediate supervision (the
+paper's Fig. 5; part of ``make ablate-supervision``)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from cpm.experiments.runs import make_config
+
+
+def gradient_magnitudes(overrides: dict[str, Any], *, steps: int, record: Sequence[int]) -> dict:
+    """Train a fresh model ``steps`` steps (fp32, CPU-friendly) and record, at the steps in ``record``, the mean
+    |gradient| of every layer's weights, with the stage each layer belongs to (the paper's Fig. 5)."""
+    import torch
+
+    from cpm.data.loader import make_loader
+    from cpm.device import resolve_device
+    from cpm.models import build_model
+    from cpm.training.builders import (
+        build_codec,
+        build_datasets,
+        build_loss,
+        build_optimizer,
+        build_stage_weights,
+        model_kwargs,
+    )
+    from cpm.training.step import prepare_batch, train_step
+
+    config = make_config(overrides)
+    device = resolve_device(config.train.device)
+    torch.manual_seed(config.train.seed)
+    model = build_model(config.model.head, **model_kwargs(config)).to(device)
+    codec, loss_fn = build_codec(config), build_loss(config)
+    train_set, _ = build_datasets(config)
+    loader = make_loader(train_set, batch_size=config.train.batch_size, shuffle=True, workers=0, device=device,
+                         seed=config.train.seed, drop_last=True)
+    optimizer, scheduler = build_optimizer(model, config, steps)
+    scaler = torch.amp.GradScaler(device.type, enabled=False)
+    layers = [(name, _stage_of(name)) for name, p in model.named_parameters() if p.ndim > 1]
+    layers.sort(key=lambda layer: 1.5 if layer[1] == "trunk" else int(layer[1]))  # stable: input to output per stage
+    parameters = dict(model.named_parameters())
+    recorded: dict[str, list[float]] = {}
+    step, epoch = 0, 0
+
+    def record_gradients() -> None:
+        if step + 1 in record:
+            recorded[str(step + 1)] = [float(parameters[name].grad.abs().mean())
+                                       if parameters[name].grad is not None else 0.0 for name, _ in layers]
+
+    while step < steps:
+        train_set.set_epoch(epoch)
+        loader.sampler.set_epoch(epoch)
+        for batch in loader:
+            image, center_map, targets, weights = prepare_batch(batch, codec, device, False)
+            train_step(model, image, center_map, targets, weights, optimizer=optimizer, loss_fn=loss_fn,
+                       stage_weights=build_stage_weights(config), device=device, scaler=scaler,
+                       grad_clip=config.train.grad_clip, inspect=record_gradients)
+            scheduler.step()
+            step += 1
+            if step >= steps:
+                break
+        epoch += 1
+    return {"layers": [name for name, _ in layers], "stages": [stage for _, stage in layers], "steps": recorded}
+
+
+def _stage_of(parameter: str) -> str:
+    """The stage a CPM parameter belongs to: "1", "2", ... or "trunk" (the image trunk of stages 2..T)."""
+    top, _, rest = parameter.partition(".")
+    if top in ("image_features_stage1", "stage1"):
+        return "1"
+    if top in ("project", "stages"):
+        return str(int(rest.partition(".")[0]) + 2)
+    return "trunk"
+
+
+def figure5(root: Path, budget: dict[str, Any], steps: int, *, stages: int, device: str,
+            log: Callable[[str], None]) -> Path:
+    """``runs/ablate-supervision/figure5.json``: gradient records of a ``stages``-stage model with and without
+    intermediate supervision (computed once)."""
+    path = root / "ablate-supervision" / "figure5.json"
+    if not path.is_file():
+        log("figure 5: gradient magnitudes with and without intermediate supervision")
+        record = sorted({1, max(1, steps // 2), steps})
+        data = {label: gradient_magnitudes(budget | {"model.stages": stages, "train.device": device,
+                                                     "train.intermediate_supervision": supervised},
+                                           steps=steps, record=record)
+                for label, supervised in (("with", True), ("without", False))}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(data))
+    return path

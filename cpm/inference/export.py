@@ -1,0 +1,125 @@
+"""``cpm export``: a checkpoint -> an ONNX file, checked against PyTorch in ONNX Runtime.
+
+    cpm export runs/default/best.pt --onnx cpm.onnx
+
+The graph has a dynamic batch axis. Inputs: ``image`` (batch, C, N, N), normalised as in training
+(``(pixel / 255 - 0.5) / 0.5``), and, when the model uses one, ``center_map`` (batch, 1, h, w) — or
+(batch, 1, N, N) for a ``center_pool`` model — a Gaussian at the person centre (`cpm.training.builders.build_codec`'s
+``center_map`` makes it). Outputs: ``stage1`` .. ``stageT``, every stage's belief maps (batch, K[+1], h, w);
+for a coordinate head (``model.head`` = regression or integral) every stage's (batch, K, 2) coordinates,
+normalised to the crop as `cpm.targets.codecs.RegressionCodec` decodes them.
+
+The export traces the model with `torch.onnx.export` (the torch.export-based exporter, `onnxscript`), runs
+the result in ONNX Runtime on a batch of another size than the traced one (so the batch axis is shown to be
+dynamic) and compares every output with PyTorch in fp32. The file is written only when the largest absolute
+difference is within ``tolerance`` (1e-4), through a temporary file renamed into place.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from cpm.errors import CPMError, first_line
+from cpm.io import atomic_write
+
+__all__ = ["export_onnx"]
+
+TOLERANCE = 1e-4
+TRACE_BATCH, CHECK_BATCH = 2, 3
+
+
+def _stages_as_tuple(model, uses_center_map: bool):
+    """ONNX outputs are a flat tuple: ``model(image[, center_map])`` -> (stage1, ..., stageT)."""
+    import torch
+
+    class StagesAsTuple(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, image: torch.Tensor, center_map: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+            return tuple(self.model(image, center_map if uses_center_map else None))
+
+    return StagesAsTuple().eval()
+
+
+def _example_inputs(model, codec, input_size: int, batch: int, uses_center_map: bool, generator) -> dict:
+    """Random images in the normalised range [-1, 1] and centre maps at random points near the crop middle."""
+    import torch
+
+    inputs = {"image": torch.rand(batch, model.in_channels, input_size, input_size, generator=generator) * 2 - 1}
+    if uses_center_map:
+        centers = (input_size - 1) / 2 + (torch.rand(batch, 2, generator=generator) - 0.5) * input_size / 4
+        inputs["center_map"] = codec.center_map(centers)  # (B, 1, h, w), or (B, 1, N, N) for center_pool
+    return inputs
+
+
+def _serialise(wrapper, inputs: dict, output_names: list[str], opset: int | None) -> bytes:
+    import torch
+
+    batch = torch.export.Dim("batch", min=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the exporter's notes are for its authors, not for this command's user
+        program = torch.onnx.export(
+            wrapper, tuple(inputs.values()), None, input_names=list(inputs), output_names=output_names,
+            dynamic_shapes={name: {0: batch} for name in inputs}, dynamo=True, external_data=False,
+            opset_version=opset, verbose=False,
+        )
+    return program.model_proto.SerializeToString()
+
+
+def export_onnx(checkpoint: str | Path, onnx_path: str | Path, *, opset: int | None = None,
+                tolerance: float = TOLERANCE) -> dict:
+    """Export ``checkpoint`` to ``onnx_path``; returns {"path", "inputs": {name: shape}, "outputs": {name: shape},
+    "max_abs_difference", "check_batch", "opset"}. Raises `CPMError` (and writes nothing) when the
+    ONNX packages are missing, the folder does not exist, or ONNX Runtime disagrees with PyTorch."""
+    try:
+        import onnx
+        import onnxruntime
+    except ImportError as error:
+        raise CPMError(f"ONNX export needs the onnx extra ({error.name} is missing): pip install 'cpm[onnx]'") from None
+    import torch
+
+    from cpm.training.builders import build_codec
+    from cpm.training.checkpoint import load_model
+
+    onnx_path = Path(onnx_path)
+    if not onnx_path.parent.is_dir():
+        raise CPMError(f"{onnx_path}: the folder to write the ONNX file into does not exist")
+    model, config = load_model(checkpoint, "cpu")
+    model.float()
+    codec, size = build_codec(config), config.data.input_size
+    uses_center_map = bool(getattr(model, "use_center_map", False) and model.num_stages > 1)  # regression: none
+    wrapper = _stages_as_tuple(model, uses_center_map)
+    output_names = [f"stage{t}" for t in range(1, model.num_stages + 1)]
+    generator = torch.Generator().manual_seed(0)
+    traced = _example_inputs(model, codec, size, TRACE_BATCH, uses_center_map, generator)
+    try:
+        data = _serialise(wrapper, traced, output_names, opset)
+    except Exception as error:  # noqa: BLE001 - an exporter failure on this model is reported, not a traceback
+        raise CPMError(f"{checkpoint}: ONNX export failed ({first_line(error)})") from None
+
+    proto = onnx.load_from_string(data)
+    onnx.checker.check_model(proto)
+    session = onnxruntime.InferenceSession(data, providers=["CPUExecutionProvider"])
+    check = _example_inputs(model, codec, size, CHECK_BATCH, uses_center_map, generator)
+    onnx_outputs = session.run(output_names, {name: value.numpy() for name, value in check.items()})
+    with torch.no_grad():
+        torch_outputs = wrapper(*check.values())
+    difference = max(float(np.abs(a - b.numpy()).max()) for a, b in zip(onnx_outputs, torch_outputs, strict=True))
+    if not difference <= tolerance:
+        raise CPMError(f"{checkpoint}: ONNX Runtime differs from PyTorch by {difference:.3g} (> {tolerance:g}); "
+                       f"{onnx_path} not written")
+
+    with atomic_write(onnx_path) as file:
+        file.write(data)
+
+    def shapes(values) -> dict[str, list]:
+        return {v.name: [d if isinstance(d, int) else str(d) for d in v.shape] for v in values}
+
+    return {"path": str(onnx_path), "inputs": shapes(session.get_inputs()), "outputs": shapes(session.get_outputs()),
+            "max_abs_difference": difference, "check_batch": CHECK_BATCH,
+            "opset": next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))}

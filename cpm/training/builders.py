@@ -1,0 +1,164 @@
+"""What a `Config` builds: the model's keyword arguments, target codec and loss, datasets and loaders, the
+optimiser with its learning-rate schedule, and the seeds."""
+
+from __future__ import annotations
+
+import functools
+import math
+import random
+from typing import Any
+
+import numpy as np
+import torch
+
+from cpm.config import Config, output_stages
+from cpm.data.dataset import PoseDataset
+from cpm.data.synthetic.render import SyntheticPoses
+from cpm.models import COORDINATE_HEADS
+from cpm.skeleton import get_skeleton
+from cpm.targets.codecs import HeatmapCodec, InputResolutionCenterCodec, RegressionCodec
+from cpm.targets.losses import stage_weights_for, staged_loss
+
+# The keyword arguments of the regression head, among those of the CPM (the integral head takes all of those).
+REGRESSION_KWARGS = ("num_joints", "in_channels", "backbone", "stride", "trunk_widths", "trunk_kernel",
+                     "vgg_cpm_widths", "batch_norm", "dropout")
+
+
+def model_kwargs(config: Config) -> dict[str, Any]:
+    """The keyword arguments of the ``model.head`` class, from the config (saved in every checkpoint)."""
+    m = config.model
+    kwargs = {
+        "num_joints": get_skeleton(config.data.skeleton).num_joints, "in_channels": m.in_channels, "stages": m.stages,
+        "stride": m.stride, "backbone": m.backbone, "trunk_widths": list(m.trunk_widths),
+        "trunk_kernel": m.trunk_kernel, "caffe_pooling": m.caffe_pooling, "vgg_cpm_widths": list(m.vgg_cpm_widths),
+        "feature_channels": m.feature_channels, "stage1_width": m.stage1_width, "stage1_kernel": m.stage1_kernel,
+        "stage1_layers": m.stage1_layers, "stage_width": m.stage_width, "stage_kernel": m.stage_kernel,
+        "stage_layers": m.stage_layers, "center_map": m.center_map, "center_pool": m.center_pool,
+        "background": m.background, "batch_norm": m.batch_norm, "dropout": m.dropout, "init": m.init,
+        **({"checkpoint_stages": True} if m.checkpoint_stages else {}),  # only when on: other heads need not know it
+    }
+    if m.head == "regression":
+        return {key: kwargs[key] for key in REGRESSION_KWARGS} | {"hidden": m.regression_hidden,
+                                                                  "pool_size": m.regression_pool}
+    return kwargs
+
+
+def build_codec(config: Config) -> HeatmapCodec | RegressionCodec:
+    """`HeatmapCodec` for the heatmap head; `RegressionCodec` for heads that output coordinates, with the
+    heatmap codec making their centre maps."""
+    size = config.data.input_size
+    codec = InputResolutionCenterCodec if config.model.center_pool else HeatmapCodec
+    heatmaps = codec(input_size=(size, size), stride=config.model.stride, sigma=config.model.sigma,
+                     background=config.model.background, center_sigma=config.model.center_sigma)
+    if config.model.head in COORDINATE_HEADS:
+        return RegressionCodec(input_size=(size, size), center_codec=heatmaps)
+    return heatmaps
+
+
+def build_loss(config: Config):
+    """``loss_fn(outputs, targets, weights, stage_weights)`` of `cpm.training.step`: `staged_loss`, which reads
+    belief maps or coordinates, with the config's ``model.regression_loss``."""
+    return functools.partial(staged_loss, regression_loss=config.model.regression_loss)
+
+
+def build_stage_weights(config: Config) -> list[float]:
+    """The loss weight of each output: ``train.stage_weights``, else all ones, or only the last one without
+    intermediate supervision."""
+    return stage_weights_for(output_stages(config), intermediate_supervision=config.train.intermediate_supervision,
+                             stage_weights=config.train.stage_weights)
+
+
+def build_datasets(config: Config) -> tuple[PoseDataset, PoseDataset]:
+    data = config.data
+    skeleton = get_skeleton(data.skeleton)
+    common = {"input_size": data.input_size, "flip_permutation": skeleton.flip_permutation,
+              "crop_padding": data.crop_padding, "channels": config.model.in_channels}
+    augmentation = {"augment": True, "scale_range": tuple(data.scale_range), "rotation": data.rotation,
+                    "flip": data.flip, "shift": data.shift, "occlusion": data.occlusion,
+                    "seed": data.seed}
+    if data.source != "synthetic":  # a real dataset: all of its training split each epoch, up to train_samples
+        from cpm.data.datasets.readers import split_dataset
+
+        train_source, val_source = split_dataset(
+            source=data.source, root=data.root, annotations=data.annotations, val_annotations=data.val_annotations,
+            val_samples=data.val_samples, skeleton=data.skeleton, exclude=data.exclude)
+        train_set = PoseDataset(train_source, **common, **augmentation,
+                                length=min(data.train_samples, len(train_source)))
+        return train_set, PoseDataset(val_source, **common)
+    poses = {}
+    if data.pose_source != "procedural":  # opt-in: the default stream stays exactly what it was
+        from cpm.data.synthetic.render import pose_sampler
+
+        poses = {"pose_source": pose_sampler(data.pose_source, data.pose_files)}
+    train_set = PoseDataset(
+        SyntheticPoses(seed=data.seed, size=data.train_samples * config.train.epochs, **poses), **common,
+        **augmentation, length=data.train_samples, resample_each_epoch=True,
+    )
+    val_set = PoseDataset(SyntheticPoses(seed=data.val_seed, size=data.val_samples, **poses), **common)
+    return train_set, val_set
+
+
+def lr_factor(step: int, *, total_steps: int, warmup_steps: int, schedule: str, step_size: int = 0) -> float:
+    """Linear warm-up, then cosine to zero, steps of x0.333 (at 1/2 and 3/4 of training, or every
+    ``step_size`` steps as Caffe's "step" policy), or constant."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    if schedule == "step" and step_size:
+        return 0.333 ** ((step - warmup_steps) // step_size)
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    if schedule == "cosine":
+        return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+    if schedule == "step":
+        return 0.333 ** sum(progress >= milestone for milestone in (0.5, 0.75))
+    return 1.0
+
+
+def caffe_loss_scale(model: torch.nn.Module, config: Config) -> float:
+    """Caffe's EuclideanLoss (sum / 2N) over our loss (mean over batch, channels and cells): (K+1) * h * w / 2."""
+    cells = (config.data.input_size // config.model.stride) ** 2
+    return model.out_channels * cells / 2
+
+
+def build_optimizer(model: torch.nn.Module, config: Config, total_steps: int):
+    """Parameter groups with the released prototxts' lr_mult / decay_mult (`parameter_groups` of the model):
+    weights at ``lr * <part>_lr_mult`` with weight decay, biases and norms at ``bias_lr_mult`` times that
+    without. Groups with equal settings are merged (all multipliers 1: one group with decay, one without).
+    With ``caffe_lr``, lr and weight_decay are Caffe's: Caffe's gradients are `caffe_loss_scale` times ours,
+    so lr is multiplied and weight decay divided by it, which gives Caffe's updates exactly."""
+    t = config.train
+    lr, weight_decay = t.lr, t.weight_decay
+    if t.caffe_lr:
+        scale = caffe_loss_scale(model, config)
+        lr, weight_decay = lr * scale, weight_decay / scale
+    if hasattr(model, "parameter_groups"):
+        named = model.parameter_groups()
+    else:
+        named = {"stage1.weight": [p for p in model.parameters() if p.ndim > 1],
+                 "stage1.bias": [p for p in model.parameters() if p.ndim <= 1]}
+    merged: dict[tuple[float, str], dict] = {}
+    for name, params in named.items():
+        part, kind = name.split(".")
+        mult = t.stage1_lr_mult if part == "stage1" else t.refinement_lr_mult
+        if kind == "bias":  # biases and normalisation parameters: never decayed
+            mult *= t.bias_lr_mult
+        group = merged.setdefault((mult, kind), {"params": [], "lr": lr * mult, "name": [],
+                                                 "weight_decay": weight_decay if kind == "weight" else 0.0})
+        group["params"] += params
+        group["name"].append(name)
+    groups = [g | {"name": "+".join(g["name"])} for g in merged.values() if g["params"]]
+    if t.optimizer == "sgd":
+        optimizer = torch.optim.SGD(groups, lr=lr, momentum=t.momentum)
+    else:
+        optimizer = torch.optim.AdamW(groups, lr=lr)
+    factor = functools.partial(lr_factor, total_steps=total_steps, warmup_steps=t.warmup_steps, schedule=t.schedule,
+                               step_size=t.lr_step_size)
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def seed_everything(seed: int, deterministic: bool) -> None:
+    random.seed(seed)
+    np.random.seed(seed)  # noqa: NPY002 - for user code that draws from the global generator
+    torch.manual_seed(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False

@@ -51,17 +51,18 @@ bench: $(STAMP)
 bench-accuracy: $(STAMP)
 	$(PY) -m cpm.bench.accuracy $(CONFIG) $(ARGS)
 
-## ablate-supervision, compare-heads, compare-decoders: the experiment grids of cpm/experiments/, each run into
-## runs/<target>/<name> (finished runs are skipped), tables and plots into experiments/results/<target>.md;
-## BUDGET=default fits each in 90 min on 2 CPU cores, BUDGET=smoke takes minutes (into runs/smoke/),
-## BUDGET=full (the make-train model) and BUDGET=paper (the paper's network, 368 px) for a GPU
+## ablate-supervision, compare-heads, compare-decoders: the experiment grids (cpm/experiments/): each cell is CONFIG
+## (the defaults unless given) + the BUDGET overlay (BUDGET=none: CONFIG as it is) + ARGS' --set + the cell's factor,
+## trained into runs/<target>/<setting>/<cell>-<hash>/; a summary per finished cell goes to
+## experiments/results/runs/<target>/<setting>/ (commit it: a cell with a summary is skipped), the tables and plots
+## to experiments/results/<target>/. ARGS='--only "T4-*" --set k=v --no-progress'
 BUDGET ?= default
 ablate-supervision compare-heads compare-decoders: $(STAMP)
-	$(PY) -m cpm.experiments $@ --budget $(BUDGET) $(ARGS)
+	$(PY) -m cpm.experiments $@ --budget $(BUDGET) $(if $(filter command line environment,$(origin CONFIG)),--config $(CONFIG)) $(if $(DATA),--data $(DATA)) $(ARGS)
 
-## report: rebuild the experiment tables and plots from the run directories, without training
+## report: rebuild every experiment table and plot from the committed cell summaries, without training
 report: $(STAMP)
-	$(PY) -m cpm.experiments report --budget $(BUDGET) $(ARGS)
+	$(PY) -m cpm.experiments report $(ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

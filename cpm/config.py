@@ -123,6 +123,7 @@ class TrainConfig:
     seed: int = 0
     deterministic: bool = False
     log_every: int = 25  # steps between loss reads (each read syncs the device)
+    checkpoint_every: int = 0  # steps between mid-epoch last.pt writes (atomic); 0 = after every epoch only
     grad_clip: float = 0.0  # max gradient norm; 0 = off
     threads: int = 0  # torch intra-op threads; 0 = torch's default
 
@@ -180,7 +181,8 @@ RANGES = {
     "model.center_sigma": (1e-3, None), "model.regression_hidden": (1, None), "model.regression_pool": (1, None),
     "train.epochs": (1, None), "train.batch_size": (1, None), "train.lr": (0, None),
     "train.weight_decay": (0, None), "train.momentum": (0, 1), "train.warmup_steps": (0, None),
-    "train.log_every": (1, None), "train.grad_clip": (0, None), "train.threads": (0, None),
+    "train.log_every": (1, None), "train.checkpoint_every": (0, None),
+    "train.grad_clip": (0, None), "train.threads": (0, None),
     "train.stage1_lr_mult": (0, None), "train.refinement_lr_mult": (0, None), "train.bias_lr_mult": (0, None),
     "train.lr_step_size": (0, None),
     "eval.batch_size": (1, None),

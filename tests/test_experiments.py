@@ -1,26 +1,27 @@
-"""The experiment grids: tables from hand-written run directories, and one smoke cell of every target."""
+"""The experiment grids: tables from hand-made cell summaries, cells keyed by config, and one smoke cell of every
+target trained, skipped on a fresh clone and reported again byte for byte."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
 
+from cpm.errors import CPMError
 from cpm.experiments.figure5 import gradient_magnitudes
-from cpm.experiments.grids import BUDGETS, GRIDS, main, run_target, write_target_report
-from cpm.experiments.reports import format_mean_std, mean_std
-from cpm.experiments.runs import is_finished
+from cpm.experiments.grids import BUDGETS, GRIDS, GridRequest, grid_cells, main, run_target, setting_name
+from cpm.experiments.report_heads import compare_decoders_report, compare_heads_report
+from cpm.experiments.reports import ablate_supervision_report, format_mean_std, load_runs, mean_std
+from cpm.experiments.runs import config_hash, make_config, run_cells
 
 
-def write_run(root, name, final: dict, *, epochs: int = 2, summary: dict | None = None, steps=()):
-    run_dir = root / name
-    run_dir.mkdir(parents=True)
-    lines = [{"epoch": epoch, "step": 10 * epoch, **final} for epoch in range(1, epochs + 1)]
-    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
-    if summary is not None:
-        (run_dir / "summary.json").write_text(json.dumps(summary))
-    if steps:
-        (run_dir / "steps.jsonl").write_text("".join(json.dumps(s) + "\n" for s in steps))
-    return run_dir
+def summary(cell: str, final: dict, *, epochs: int = 2, scores: dict | None = None, steps=(), decoders=None,
+            config: dict | None = None) -> dict:
+    """A hand-made cell summary, as `cpm.experiments.runs.write_summary` writes them."""
+    lines = [{"epoch": epoch, "step": 10 * epoch, "train_seconds": 1.0, **final} for epoch in range(1, epochs + 1)]
+    return {"cell": cell, "target": "t", "metrics": lines, "steps": list(steps), "summary": scores,
+            "decoders": decoders, "config": config, "revision": "abc123", "train_seconds": 2.0,
+            "machine": {"cpu": "test cpu", "cpu_bf16": False, "cores": 2}}
 
 
 def pck_line(stages: int, a02: float, a01: float) -> dict:
@@ -50,65 +51,71 @@ def test_zero_fraction_is_relative_to_each_layers_largest_weight():
     assert zero_fractions(state) == {"conv": 0.25, "fc": 1.0}  # 0.005 <= 1 % of 1.0; biases are not layers
 
 
-def test_ablate_supervision_table_from_run_directories(tmp_path):
-    folder = tmp_path / "runs" / "ablate-supervision"
-    for seed, (on, off) in enumerate([(0.60, 0.40), (0.80, 0.50)]):
-        write_run(folder, f"T1-is-seed{seed}", pck_line(1, 0.3 + 0.1 * seed, 0.1))
-        write_run(folder, f"T6-is-seed{seed}", pck_line(6, on, on / 2))
-        write_run(folder, f"T6-nois-seed{seed}", pck_line(6, off, off / 2))
-    write_run(folder, "stagewise-joint-seed0", pck_line(6, 0.7, 0.3))
-    (folder / "experiment.json").write_text(json.dumps({"description": "hand-made", "overrides": {"train.epochs": 2},
-                                                        "command": "make ablate-supervision", "revision": "abc123"}))
-    text = write_target_report("ablate-supervision", root=tmp_path / "runs", out=tmp_path / "out").read_text()
+NOTE = {"setting": "hand", "budget": "none", "description": "hand-made", "command": "make ablate-supervision"}
+
+
+def test_ablate_supervision_table_from_summaries(tmp_path):
+    runs = []
+    for seed, (on, off) in enumerate([(0.60, 0.40), (0.80, 0.50), (0.70, 0.42)]):
+        runs.append(summary(f"T1-is-seed{seed}", pck_line(1, 0.3 + 0.1 * seed, 0.1)))
+        runs.append(summary(f"T4-is-seed{seed}", pck_line(4, on, on / 2)))
+        runs.append(summary(f"T4-nois-seed{seed}", pck_line(4, off, off / 2)))
+    runs.append(summary("stagewise-joint-seed0", pck_line(4, 0.7, 0.3)))
+    text = ablate_supervision_report(load_runs(runs), NOTE, tmp_path, "hand", extra_folder=tmp_path).read_text()
     rows = text.splitlines()
-    # T = 6: PCK@0.2 with IS 60, 80 -> 70.00 ± 14.14; without 40, 50 -> 45.00 ± 7.07; PCK@0.1 halves them.
-    assert "| 6 | 70.00 ± 14.14 | 45.00 ± 7.07 | 35.00 ± 7.07 | 22.50 ± 3.54 | 2 / 2 |" in rows
-    # T = 1: the same runs in both columns (30, 40 -> 35.00 ± 7.07).
-    assert "| 1 | 35.00 ± 7.07 | 35.00 ± 7.07 | 10.00 ± 0.00 | 10.00 ± 0.00 | 2 / 2 |" in rows
+    # T = 4, PCK@0.2: IS 60, 80, 70 -> 70.00 ± 10.00; last only 40, 50, 42 -> 44.00 ± 5.29; paired d = 20, 30, 28:
+    # mean 26, sd 5.2915, t_{0.975,2} = 4.3027 -> half-width 13.14 -> [+12.86, +39.14].
+    assert ("| 4 | 70.00 ± 10.00 | 44.00 ± 5.29 | +26.00 [+12.86, +39.14] | 35.00 ± 5.00 | 22.00 ± 2.65 | "
+            "+13.00 [+6.43, +19.57] | 3 / 3 |") in rows
+    # T = 1: the same runs in both columns (30, 40, 50 -> 40.00 ± 10.00), no difference column.
+    assert "| 1 | 40.00 ± 10.00 | 40.00 ± 10.00 | – | 10.00 ± 0.00 | 10.00 ± 0.00 | – | 3 / 3 |" in rows
+    assert ("- IS minus last only, PCK@0.2, T = 4: +26.00 points, 95 % CI [+12.86, +39.14], n = 3: IS is higher."
+            in rows)
     assert "| stage-wise, then joint fine-tuning | 70.00 | 30.00 | 1 |" in rows
-    # Per stage of the six-stage models: stage 3 is half the final value in pck_line.
-    assert "| 3 | 35.00 ± 7.07 | 22.50 ± 3.54 | 35.00 |" in rows
-    assert "`make ablate-supervision` at revision `abc123`" in text and "hand-made (`train.epochs=2`)" in text
-    # The make-train model (the defaults): 123 px for stage 1 (README, cpm rf), + 144 px per stage.
-    assert "(`cpm rf`): 123, 267, 411, 555, 699, 843 px, on 128 px crops: stage 1 sees 96 % of the crop side" in text
-    assert (tmp_path / "out" / "ablate-supervision.png").stat().st_size > 10_000
+    # Per stage of the four-stage models: stage 2 is half the final value in pck_line.
+    assert "| 2 | 35.00 ± 5.00 | 22.00 ± 2.65 |" in rows
+    assert "`make ablate-supervision` at revision(s) `abc123`" in text and "budget none (hand-made)" in text
+    assert "10 runs, 0.0 h of training in all, on test cpu (fp32, 2 cores)" in text
+    assert (tmp_path / "ablate-supervision-hand.png").stat().st_size > 10_000
 
 
-def test_compare_heads_and_decoders_tables_from_run_directories(tmp_path):
-    folder = tmp_path / "runs" / "compare-heads"
+def test_compare_heads_and_decoders_tables_from_summaries(tmp_path):
     pdj = {"thresholds": [0.0, 0.1, 0.2], "rate": [0.0, 0.5, 0.9]}
+    runs = []
     for seed, epe in enumerate([4.0, 6.0]):
-        summary = {"pck": {"0.05": [0.1], "0.1": [0.2 + 0.1 * seed], "0.2": [0.5]}, "epe": [epe], "pdj": pdj,
-                   "zero_fraction": {"a": 0.0, "b": 0.5}, "samples": 4}
+        scores = {"pck": {"0.05": [0.1], "0.1": [0.2 + 0.1 * seed], "0.2": [0.5]}, "epe": [epe], "pdj": pdj,
+                  "zero_fraction": {"a": 0.0, "b": 0.5}, "samples": 4}
         steps = [{"step": 2, "loss": 1.0}, {"step": 4, "loss": 0.5}]
-        write_run(folder, f"regression-l1-vgg16-seed{seed}", {}, summary=summary, steps=steps)
-    text = write_target_report("compare-heads", root=tmp_path / "runs", out=tmp_path / "out").read_text()
+        runs.append(summary(f"regression-l1-vgg16-seed{seed}", {}, scores=scores, steps=steps))
+    text = compare_heads_report(load_runs(runs), NOTE, tmp_path, "hand").read_text()
     assert "| regression-l1 | vgg16 | 50.00 ± 0.00 | 25.00 ± 7.07 | 5.00 ± 1.41 | 25.00 ± 0.00 | 2 |" in text
-    assert (tmp_path / "out" / "compare-heads-pdj.png").is_file()
-    cells = json.loads((tmp_path / "out" / "compare-heads.json").read_text())["cells"]
+    assert (tmp_path / "compare-heads-hand-pdj.png").is_file()
+    cells = json.loads((tmp_path / "compare-heads-hand.json").read_text())["cells"]
     assert [(c["head"], c["backbone"], c["seeds"], c["pck@0.1"], c["epe"]) for c in cells] == [
         ("regression-l1", "vgg16", [0, 1], [0.2, pytest.approx(0.3)], [4.0, 6.0])]
     assert cells[0]["pdj_rate"] == [0.0, 0.5, 0.9] and cells[0]["pck@0.05"] == [0.1, 0.1]
 
-    folder = tmp_path / "runs" / "compare-decoders"
+    runs = []
     for seed, value in enumerate([0.4, 0.6]):
-        run_dir = write_run(folder, f"heatmap-cpm-seed{seed}", {})
         decoders = {name: {"pck": {"0.05": [value], "0.1": [0.8], "0.2": [0.9]}, "epe": [3.0]}
                     for name in ("argmax", "parabola")}
-        (run_dir / "decoders.json").write_text(json.dumps(decoders))
-    text = write_target_report("compare-decoders", root=tmp_path / "runs", out=tmp_path / "out").read_text()
+        runs.append(summary(f"heatmap-cpm-seed{seed}", {}, decoders=decoders))
+    text = compare_decoders_report(load_runs(runs), NOTE, tmp_path, "hand").read_text()
     assert "| parabola | 50.00 ± 14.14 | 80.00 ± 0.00 | 90.00 ± 0.00 | 3.00 ± 0.00 | 2 |" in text
 
 
 def test_grids_name_every_cell_once():
     seeds = BUDGETS["default"][1]
     ablation = [run.name for run in GRIDS["ablate-supervision"](seeds)]
-    assert len(ablation) == len(set(ablation)) == len(seeds) * (11 + 5 + 1)
+    # T = 1 once, T = 2, 3, 4, 6 with and without IS, the AdamW pair, 4 stage-wise cells, 4 + 1 stage-wise + joint.
+    assert len(ablation) == len(set(ablation)) == len(seeds) * (1 + 8 + 2 + 4 + 5)
     heads = [run.name for run in GRIDS["compare-heads"](seeds)]
     assert len(heads) == len(set(heads)) == len(seeds) * 15 and "regression-smooth_l1-fourconv-seed2" in heads
     stagewise = {run.name: run for run in GRIDS["ablate-supervision"]((0,))}
-    assert stagewise["stagewise3-seed0"].after == "stagewise2-seed0"
-    assert stagewise["stagewise2-seed0"].after == "T1-is-seed0"
+    assert stagewise["stagewise3-seed0"].after == "stagewise2-seed0" and stagewise["stagewise1-seed0"].after is None
+    assert stagewise["stagewise-joint-seed0"].after == "stagewise-joint4-seed0"
+    assert stagewise["stagewise2-seed0"].overrides["train_share"] == 1 / 4  # equal images: 4 phases
+    assert stagewise["stagewise-joint2-seed0"].overrides["train_share"] == 1 / 5
 
 
 def test_gradients_of_stage_one_are_larger_with_intermediate_supervision():
@@ -126,46 +133,94 @@ SMOKE_CELLS = {"ablate-supervision": ("T2-nois-seed0", "| 2 | – |"),  # no IS 
 
 
 @pytest.mark.parametrize("target", list(SMOKE_CELLS))
-def test_one_smoke_cell_of_each_target_trains_reports_and_is_skipped_the_second_time(tmp_path, capsys, target):
-    root, out = tmp_path / "runs", tmp_path / "results"
+def test_one_smoke_cell_of_each_target_trains_reports_and_is_skipped_on_a_fresh_clone(tmp_path, capsys, target):
+    runs, results = tmp_path / "runs", tmp_path / "results"
     cell, expected_row = SMOKE_CELLS[target]
-    markdown = run_target(target, budget_name="smoke", root=root, out=out, device="cpu", only=cell,
-                          command=f"test {target}", log=lambda *a: None)
-    run_dir = root / target / cell
-    assert is_finished(run_dir, 1) and (run_dir / "summary.json").is_file()
+    request = GridRequest(target, "smoke")
+    markdown = run_target(request, runs_root=runs, results_root=results, device="cpu", only=cell,
+                          command=f"test {target}", progress=False, log=lambda *a: None)
+    summaries = list((results / "runs" / target / "smoke").glob(f"{cell}-*.json"))
+    assert len(summaries) == 1
+    data = json.loads(summaries[0].read_text())
+    assert data["config"]["train"]["seed"] == data["config"]["data"]["seed"] == 0
+    assert data["metrics"][-1]["epoch"] == 1 and (runs / target / "smoke" / summaries[0].stem / "train.log").is_file()
     text = markdown.read_text()
-    assert markdown == out / f"{target}.md" and "`test " in text and expected_row in text
+    assert markdown == results / target / f"{target}-smoke.md" and "`test " in text and expected_row in text
     if target == "compare-decoders":
         assert all(f"| {name} |" in text for name in ("argmax", "quarter", "parabola", "bicubic", "dark"))
+    before = {path.name: path.read_bytes() for path in (results / target).iterdir()}
+    shutil.rmtree(runs)  # a fresh clone: the committed summaries only
     logged = []
-    run_target(target, budget_name="smoke", root=root, out=out, device="cpu", only=cell, log=logged.append)
-    assert logged == [f"[1/1] {cell}: finished before, skipped"]
+    run_target(request, runs_root=runs, results_root=results, device="cpu", only=cell, command=f"test {target}",
+               log=logged.append)
+    assert logged[0] == f"{target} / smoke: 1 of 1 cells done, 0 to do" and not runs.exists()
+    for name in list(before):  # make report rebuilds every table byte for byte
+        (results / target / name).unlink()
     capsys.readouterr()
-    assert main(["report", "--runs", str(root), "--out", str(tmp_path / "again")]) == 0
-    assert [p.name for p in (tmp_path / "again").glob("*.md")] == [f"{target}.md"]
-    assert capsys.readouterr().out.strip() == f"wrote {tmp_path / 'again' / target}.md"
+    assert main(["report", "--runs", str(runs), "--results", str(results)]) == 0
+    assert capsys.readouterr().out.strip() == f"wrote {markdown}"
+    assert markdown.read_bytes() == before[markdown.name]
+
+
+def test_a_changed_set_runs_new_cells_and_the_old_summaries_stay(tmp_path):
+    runs, results = tmp_path / "runs", tmp_path / "results"
+    common = ["ablate-supervision", "--budget", "smoke", "--only", "T2-is-*", "--runs", str(runs), "--results",
+              str(results), "--no-progress", "--device", "cpu"]
+    assert main([*common, "--set", "model.stage_width=6"]) == 0
+    first = sorted(p.name for p in (results / "runs" / "ablate-supervision" / "smoke").glob("T2-*.json"))
+    assert main([*common, "--set", "model.stage_width=6"]) == 0  # the same request: nothing new
+    assert sorted(p.name for p in (results / "runs" / "ablate-supervision" / "smoke").glob("T2-*.json")) == first
+    assert main([*common, "--set", "model.stage_width=5"]) == 0  # another config: a new cell beside the old one
+    second = sorted(p.name for p in (results / "runs" / "ablate-supervision" / "smoke").glob("T2-*.json"))
+    assert len(first) == 1 and len(second) == 2 and first[0] in second
+    widths = {json.loads((results / "runs" / "ablate-supervision" / "smoke" / name).read_text())["config"]["model"]
+              ["stage_width"] for name in second}
+    assert widths == {5, 6}
+
+
+def test_a_cell_overrides_the_users_set_for_its_own_factor(tmp_path):
+    cells = grid_cells(GridRequest("ablate-supervision", "smoke", sets={"model.stages": 3, "model.stage_width": 5}),
+                       runs_root=tmp_path, results_root=tmp_path, only="T2-*")
+    assert {cell.config.model.stages for cell in cells} == {2}  # the grid's factor wins
+    assert {cell.config.model.stage_width for cell in cells} == {5}  # the rest of the user's --set holds
+
+
+def test_a_run_directory_of_another_config_is_never_resumed_into(tmp_path):
+    request = GridRequest("ablate-supervision", "smoke")
+    (cell,) = grid_cells(request, runs_root=tmp_path / "runs", results_root=tmp_path / "results", only="T1-*")
+    cell.run_dir.mkdir(parents=True)
+    other = make_config({"model.stages": 2})
+    (cell.run_dir / "config.toml").write_text(other.to_toml())
+    with pytest.raises(CPMError, match=f"{cell.run_dir}: its config.toml has hash"):
+        run_cells([cell], target="ablate-supervision", setting="smoke", device="cpu", log=lambda *a: None)
+
+
+def test_setting_names():
+    assert setting_name("default", None) == "default"
+    assert setting_name("none", "experiments/ablation.toml") == "ablation"
+    assert setting_name("smoke", "my/lsp.toml") == "lsp-smoke"
+
+
+def test_the_hash_ignores_where_a_run_executes():
+    a = make_config({"train.device": "cpu", "data.workers": 0, "train.runs_dir": "x"})
+    b = make_config({"train.device": "cuda", "data.workers": 8, "train.runs_dir": "y"})
+    assert config_hash(a) == config_hash(b) != config_hash(make_config({"train.lr": 1e-3}))
 
 
 @pytest.mark.parametrize("budget", sorted(BUDGETS))
-def test_every_cell_of_every_grid_is_a_valid_config_under_every_budget(budget):
-    from cpm.experiments.grids import budget_for
-    from cpm.experiments.runs import make_config
-
-    for target, grid in GRIDS.items():
-        overrides, seeds, _, _ = budget_for(budget, target)
-        for run in grid(seeds):
-            make_config(overrides | run.overrides)  # raises ConfigError naming the key
+def test_every_cell_of_every_grid_is_a_valid_config_under_every_budget(budget, tmp_path):
+    for target in GRIDS:
+        cells = grid_cells(GridRequest(target, budget), runs_root=tmp_path, results_root=tmp_path)  # ConfigError
+        assert len({cell.run_dir for cell in cells}) == len(cells)  # no two cells share a run directory
 
 
-def test_the_paper_budget_trains_the_released_network():
-    from cpm.experiments.grids import budget_for
-    from cpm.experiments.runs import make_config
+def test_the_paper_budget_trains_the_released_network(tmp_path):
     from cpm.models import build_model
     from cpm.training.builders import model_kwargs
 
-    overrides, seeds, _, _ = budget_for("paper", "ablate-supervision")
-    cell = next(run for run in GRIDS["ablate-supervision"](seeds) if run.name == "T6-is-seed0")
-    config = make_config(overrides | cell.overrides)
+    cells = grid_cells(GridRequest("ablate-supervision", "paper"), runs_root=tmp_path, results_root=tmp_path,
+                       only="T6-is-seed0")
+    config = cells[0].config
     assert (config.data.input_size, config.model.stage_kernel, config.train.optimizer) == (368, 11, "adamw")
     model = build_model(config.model.head, **model_kwargs(config))
     assert sum(p.numel() for p in model.parameters()) == 31_298_464  # the released LSP net with 15 joints

@@ -104,9 +104,18 @@ def run(args: argparse.Namespace) -> int:
         from cpm.evaluation.report import format_stage_table
         from cpm.training.loop import TrainingInterrupted, train
 
-        config = load_config(args.config, args.overrides)
+        if args.resume:  # the run's saved config; --set may extend it (train.epochs) or change how it runs
+            if args.config:
+                raise CPMError(f"cpm train: give a config or --resume, not both ({args.config}, {args.resume})")
+            overrides: dict = {}
+            for text in args.overrides:
+                for section, values in parse_override(text).items():
+                    overrides.setdefault(section, {}).update(values)
+            config = None
+        else:
+            config, overrides = load_config(args.config, args.overrides), None
         try:
-            results = train(config, resume=args.resume, progress=not args.no_progress)
+            results = train(config, resume=args.resume, progress=not args.no_progress, overrides=overrides)
         except TrainingInterrupted as stop:  # SIGTERM / SIGINT: last.pt written after a whole step
             print(f"cpm train: stopped by {stop}", file=sys.stderr)
             return 128 + stop.signum

@@ -8,10 +8,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from cpm.experiments.runs import make_config
+from cpm.config import Config, config_from_dict
+from cpm.experiments.runs import Cell, make_config
+from cpm.io import write_text_atomic
 
 
-def gradient_magnitudes(overrides: dict[str, Any], *, steps: int, record: Sequence[int]) -> dict:
+def gradient_magnitudes(overrides: dict[str, Any] | Config, *, steps: int, record: Sequence[int]) -> dict:
     """Train a fresh model ``steps`` steps (fp32, CPU-friendly) and record, at the steps in ``record``, the mean
     |gradient| of every layer's weights, with the stage each layer belongs to (the paper's Fig. 5)."""
     import torch
@@ -29,7 +31,7 @@ def gradient_magnitudes(overrides: dict[str, Any], *, steps: int, record: Sequen
     )
     from cpm.training.step import prepare_batch, train_step
 
-    config = make_config(overrides)
+    config = overrides if isinstance(overrides, Config) else make_config(overrides)
     device = resolve_device(config.train.device)
     torch.manual_seed(config.train.seed)
     model = build_model(config.model.head, **model_kwargs(config)).to(device)
@@ -76,18 +78,25 @@ def _stage_of(parameter: str) -> str:
     return "trunk"
 
 
-def figure5(root: Path, budget: dict[str, Any], steps: int, *, stages: int, device: str,
-            log: Callable[[str], None]) -> Path:
-    """``runs/ablate-supervision/figure5.json``: gradient records of a ``stages``-stage model with and without
-    intermediate supervision (computed once)."""
-    path = root / "ablate-supervision" / "figure5.json"
-    if not path.is_file():
-        log("figure 5: gradient magnitudes with and without intermediate supervision")
-        record = sorted({1, max(1, steps // 2), steps})
-        data = {label: gradient_magnitudes(budget | {"model.stages": stages, "train.device": device,
-                                                     "train.intermediate_supervision": supervised},
-                                           steps=steps, record=record)
-                for label, supervised in (("with", True), ("without", False))}
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(data))
+def figure5(folder: Path, cells: Sequence[Cell], steps: int, *, device: str, log: Callable[[str], None]) -> Path | None:
+    """``<folder>/figure5.json``: gradient records of the grid's deepest intermediate-supervision model (seed 0)
+    with and without intermediate supervision, under its own ``model.init`` and under the other one (the
+    output-layer init decides how much gradient crosses each stage boundary). Computed once."""
+    path = folder / "figure5.json"
+    deepest = [cell for cell in cells if cell.name.startswith("T") and cell.name.endswith("-is-seed0")
+               and "adamw" not in cell.name]
+    if path.is_file() or not deepest:
+        return path if path.is_file() else None
+    config = max(deepest, key=lambda cell: cell.config.model.stages).config
+    log(f"figure 5: gradient magnitudes of {config.model.stages} stages with and without intermediate supervision")
+    record = sorted({1, max(1, steps // 2), steps})
+    data = {}
+    for init in (config.model.init, "kaiming" if config.model.init == "caffe" else "caffe"):
+        data[init] = {}
+        for label, supervised in (("with", True), ("without", False)):
+            variant = config_from_dict(config.to_dict())
+            variant.model.init, variant.train.intermediate_supervision = init, supervised
+            variant.train.device = device
+            data[init][label] = gradient_magnitudes(variant, steps=steps, record=record)
+    write_text_atomic(path, json.dumps(data) + "\n")
     return path

@@ -40,8 +40,9 @@ from typing import Any
 from cpm.errors import CPMError
 from cpm.experiments.figure5 import figure5
 from cpm.experiments.report_heads import compare_decoders_report, compare_heads_report
-from cpm.experiments.reports import ablate_supervision_report
-from cpm.experiments.runs import REPORT_THRESHOLDS, evaluate_decoders, run_grid
+from cpm.experiments.reports import _json_file, ablate_supervision_report, load_runs
+from cpm.experiments.runs import REPORT_THRESHOLDS, Cell, Run, make_config, read_summary, resolve_cells, run_cells
+from cpm.io import write_text_atomic
 
 TARGETS = ("ablate-supervision", "compare-heads", "compare-decoders")
 MAX_STAGES = 6
@@ -65,11 +66,12 @@ BUDGETS: dict[str, tuple[dict[str, Any], tuple[int, ...], int, str]] = {
                                  "train.epochs": 1, "train.warmup_steps": 2, "eval.batch_size": 16,
                                  "train.log_every": 2}, (0,), 4,
               "smoke budget: a tiny model, 1 epoch of 32 frames at 64 px, 16 held-out frames (tests only)"),
-    "default": (_COMMON | _SMALL | {"data.workers": 1, "data.train_samples": 4800, "data.val_samples": 200,
+    "default": (_COMMON | _SMALL | {"data.workers": 1, "data.train_samples": 4800, "data.val_samples": 2000,
                                     "train.batch_size": 16, "train.epochs": 3, "train.warmup_steps": 50,
                                     "eval.batch_size": 50}, (0, 1, 2), 50,
                 "default CPU budget: quarter-width CPM (0.15 M parameters with 6 stages), 64 px crops, 3 epochs of "
-                "4,800 frames at batch 16 (900 steps), AdamW lr 2e-3 cosine, 200 held-out frames"),
+                "4,800 frames at batch 16 (900 steps), AdamW lr 2e-3 cosine, 2,000 held-out frames"),
+    "none": ({}, (0, 1, 2), 50, "the config as given, with no budget overlay"),
     "full": ({"data.train_samples": 15000, "train.batch_size": 16, "train.epochs": 3,
               "eval.pck_thresholds": REPORT_THRESHOLDS}, (0, 1, 2), 200,
              "full budget: the make-train model (128 px, 3 epochs of 15,000 frames at batch 16, 500 held-out frames)"),
@@ -89,17 +91,6 @@ TARGET_OVERRIDES: dict[str, dict[str, dict[str, Any]]] = {
 }
 
 
-def budget_for(budget_name: str, target: str) -> tuple[dict[str, Any], tuple[int, ...], int, str]:
-    """(overrides, seeds, Fig. 5 steps, description) of ``budget_name`` for ``target``."""
-    if budget_name not in BUDGETS:
-        raise CPMError(f"--budget: unknown budget {budget_name!r}; known: {', '.join(BUDGETS)}")
-    overrides, seeds, steps, sentence = BUDGETS[budget_name]
-    extra = TARGET_OVERRIDES.get(budget_name, {}).get(target, {})
-    if extra:
-        sentence += "; for this target " + ", ".join(f"{key} = {value}" for key, value in extra.items())
-    return overrides | extra, seeds, steps, sentence
-
-
 # Each backbone with the stride it has and its own settings (sigma in cells keeps the target ~8 px wide).
 BACKBONE_OVERRIDES: dict[str, dict[str, Any]] = {
     "cpm": {"model.backbone": "cpm", "model.stride": 8},
@@ -113,32 +104,44 @@ HEAD_CELLS = (("heatmap", None), ("regression", "l2"), ("regression", "l1"), ("r
 COMPARE_STAGES = 3  # stages of the heatmap and integral heads in compare-heads and compare-decoders
 
 
-@dataclass
-class Run:
-    """One cell of a grid: ``runs/<target>/<name>`` trained with ``overrides`` (dotted keys); ``after`` names
-    the run whose ``last.pt`` initialises this one (stage-wise training)."""
-
-    name: str
-    overrides: dict[str, Any] = field(default_factory=dict)
-    after: str | None = None
+ABLATION_STAGES = (1, 2, 3, 4, 6)
+STAGEWISE_STAGES = 4  # the stage-wise regimes and the optimiser pair are run for this T
+ADAMW = {"train.optimizer": "adamw", "train.lr": 2e-3, "train.caffe_lr": False, "train.weight_decay": 1e-4,
+         "train.stage1_lr_mult": 1.0, "train.refinement_lr_mult": 1.0, "train.bias_lr_mult": 1.0,
+         "train.schedule": "cosine"}
 
 
 def ablate_supervision_runs(seeds: Sequence[int]) -> list[Run]:
+    """T stages x intermediate supervision on / off (one stage: the two are the same run), the T = 4 pair again
+    under AdamW, and for T = 4 stage-wise training (stage t trained with 1..t-1 frozen, started from the t-1
+    model) and stage-wise then joint fine-tuning, each phase on a share of the joint run's frames so that every
+    regime sees the same number of images (``train_share``, resolved against ``data.train_samples``)."""
     runs = []
     for seed in seeds:
-        for stages in range(1, MAX_STAGES + 1):
-            for supervised in (True, False) if stages > 1 else (True,):  # one stage: the two are the same
+        for stages in ABLATION_STAGES:
+            for supervised in (True, False) if stages > 1 else (True,):
                 runs.append(Run(f"T{stages}-{'is' if supervised else 'nois'}-seed{seed}",
                                 {"model.stages": stages, "train.intermediate_supervision": supervised,
                                  "train.seed": seed}))
-        previous = f"T1-is-seed{seed}"  # stage-wise stage 1 is the 1-stage model
-        for stages in range(2, MAX_STAGES + 1):
-            name = f"stagewise{stages}-seed{seed}"
-            runs.append(Run(name, {"model.stages": stages, "train.trainable_stages": [stages], "train.seed": seed,
-                                   "train.stage_weights": [0.0] * (stages - 1) + [1.0]}, after=previous))
-            previous = name
-        runs.append(Run(f"stagewise-joint-seed{seed}", {"model.stages": MAX_STAGES, "train.seed": seed,
-                                                         "train.intermediate_supervision": True}, after=previous))
+        for supervised in (True, False):
+            runs.append(Run(f"T{STAGEWISE_STAGES}-{'is' if supervised else 'nois'}-adamw-seed{seed}",
+                            ADAMW | {"model.stages": STAGEWISE_STAGES, "train.intermediate_supervision": supervised,
+                                     "train.seed": seed}))
+        for joint in (False, True):
+            phases = STAGEWISE_STAGES + joint
+            prefix = "stagewise-joint" if joint else "stagewise"
+            share = {"train_share": 1 / phases}
+            previous = None
+            for stages in range(1, STAGEWISE_STAGES + 1):
+                name = f"{prefix}{stages}-seed{seed}"
+                overrides = {"model.stages": stages, "train.trainable_stages": [stages], "train.seed": seed,
+                             "train.stage_weights": [0.0] * (stages - 1) + [1.0]}
+                runs.append(Run(name, overrides | share, after=previous))
+                previous = name
+            if joint:
+                runs.append(Run(f"stagewise-joint-seed{seed}", {"model.stages": STAGEWISE_STAGES, "train.seed": seed,
+                                                                 "train.intermediate_supervision": True} | share,
+                                after=previous))
     return runs
 
 
@@ -165,70 +168,161 @@ GRIDS: dict[str, Callable[[Sequence[int]], list[Run]]] = {
 }
 
 
-def write_target_report(target: str, *, root: Path, out: Path) -> Path:
-    """``<out>/<target>.md`` (and its plots) from ``<root>/<target>/``."""
-    folder = root / target
-    if not folder.is_dir():
-        raise CPMError(f"{folder}: no runs of {target} (run make {target} first)")
+def setting_name(budget: str, config: str | None) -> str:
+    """The folder a grid's runs and summaries go to: the budget, the config's stem for ``none``, both otherwise."""
+    if config is None:
+        return budget
+    stem = Path(config).stem
+    return stem if budget == "none" else f"{stem}-{budget}"
+
+
+@dataclass
+class GridRequest:
+    """What the user asked for: target, base config, budget, ``--set`` overrides, data root."""
+
+    target: str
+    budget: str = "default"
+    config: str | None = None
+    sets: dict[str, Any] = field(default_factory=dict)
+    data: str | None = None
+
+    @property
+    def setting(self) -> str:
+        return setting_name(self.budget, self.config)
+
+    def to_json(self) -> dict:
+        return {"target": self.target, "budget": self.budget, "config": self.config, "sets": self.sets,
+                "data": self.data}
+
+
+def budget_for(budget_name: str, target: str) -> tuple[dict[str, Any], tuple[int, ...], int, str]:
+    """(overrides, seeds, Fig. 5 steps, description) of ``budget_name`` for ``target``."""
+    if budget_name not in BUDGETS:
+        raise CPMError(f"--budget: unknown budget {budget_name!r}; known: {', '.join(BUDGETS)}")
+    overrides, seeds, steps, sentence = BUDGETS[budget_name]
+    extra = TARGET_OVERRIDES.get(budget_name, {}).get(target, {})
+    if extra:
+        sentence += "; for this target " + ", ".join(f"{key} = {value}" for key, value in extra.items())
+    return overrides | extra, seeds, steps, sentence
+
+
+def grid_cells(request: GridRequest, *, runs_root: Path, results_root: Path, device: str = "auto",
+               only: str = "*") -> list[Cell]:
+    """The cells of ``request`` whose name matches ``only``, resolved (config, hash, run directory, summary path).
+    A cell that starts from another (stage-wise) is kept with the cells it needs."""
+    budget, seeds, _, _ = budget_for(request.budget, request.target)
+    budget = dict(budget)
+    base_path = budget.pop("config", None) if request.config is None else request.config
+    base = make_config({}, base_path)
+    user = dict(request.sets) | ({"data.root": request.data} if request.data else {})
+    runs = GRIDS[request.target](seeds)
+    train_samples = make_config(budget | user, base).data.train_samples
+    for run in runs:  # a share of the frames (stage-wise phases at equal total images)
+        share = run.overrides.pop("train_share", None)
+        if share is not None:
+            run.overrides["data.train_samples"] = max(1, round(train_samples * share))
+    cells = resolve_cells(runs, base=base, layers=[budget, user], device=device,
+                          runs_root=runs_root / request.target / request.setting,
+                          results_root=results_root / "runs" / request.target / request.setting)
+    chosen = {cell.name for cell in cells if fnmatch(cell.name, only)}
+    by_name = {cell.name: cell for cell in cells}
+    for cell in cells:  # keep the chain a chosen stage-wise cell starts from
+        if cell.name in chosen:
+            after = cell.run.after
+            while after:
+                chosen.add(after)
+                after = by_name[after].run.after
+    return [cell for cell in cells if cell.name in chosen]
+
+
+def write_target_report(request: GridRequest, *, results_root: Path, runs_root: Path = Path("runs")) -> Path:
+    """``<results_root>/<target>/<setting>.md`` (and its plots) from the committed summaries of the grid's cells."""
+    folder = results_root / "runs" / request.target / request.setting
+    cells = grid_cells(request, runs_root=runs_root, results_root=results_root)
+    summaries = [read_summary(cell.summary_path) for cell in cells if cell.summary_path.is_file()]
+    if not summaries:
+        raise CPMError(f"{folder}: no cell summaries of {request.target} / {request.setting} "
+                       f"(run make {request.target} first)")
+    note = _json_file(folder / "grid.json") or {}
+    note |= {"description": budget_for(request.budget, request.target)[3], "setting": request.setting}
+    out = results_root / request.target
     out.mkdir(parents=True, exist_ok=True)
     reports = {"ablate-supervision": ablate_supervision_report, "compare-heads": compare_heads_report,
                "compare-decoders": compare_decoders_report}
-    return reports[target](folder, out)
+    return reports[request.target](load_runs(summaries), note, out, request.setting, extra_folder=folder)
 
 
-def write_experiment_note(root: Path, target: str, *, budget_name: str, command: str) -> None:
-    """``runs/<target>/experiment.json``: budget, command and git revision, quoted by the report."""
+def write_grid_note(request: GridRequest, *, results_root: Path, command: str) -> None:
+    """``grid.json`` beside the summaries: the request, the command and the revision, quoted by the report."""
     from cpm.training.checkpoint import git_revision
 
-    folder = root / target
+    folder = results_root / "runs" / request.target / request.setting
     folder.mkdir(parents=True, exist_ok=True)
-    overrides, seeds, steps, sentence = budget_for(budget_name, target)
-    (folder / "experiment.json").write_text(json.dumps({
-        "budget": budget_name, "description": sentence, "overrides": overrides, "seeds": list(seeds),
-        "command": command, "revision": git_revision(),
-    }, indent=2))
+    write_text_atomic(folder / "grid.json", json.dumps(request.to_json() | {"command": command,
+                                                                            "revision": git_revision()},
+                                                       indent=1, sort_keys=True) + "\n")
 
 
-def run_target(target: str, *, budget_name: str = "default", root: Path = Path("runs"),
-               out: Path = Path("experiments/results"), device: str = "auto", only: str = "*",
-               command: str = "", log: Callable[[str], None] = print) -> Path:
-    """Train the grid of ``target`` (the runs whose name matches the glob ``only``), then write its report."""
-    budget, seeds, steps, _ = budget_for(budget_name, target)
-    runs = [run for run in GRIDS[target](seeds) if fnmatch(run.name, only)]
-    write_experiment_note(root, target, budget_name=budget_name, command=command)
-    run_dirs = run_grid(target, runs, budget=budget, root=root, device=device, log=log)
-    if target == "ablate-supervision" and only == "*":
-        figure5(root, budget, steps, stages=MAX_STAGES, device=device, log=log)
-    if target == "compare-decoders":
-        evaluate_decoders(run_dirs, device=device, log=log)
-    return write_target_report(target, root=root, out=out)
+def run_target(request: GridRequest, *, runs_root: Path = Path("runs"),
+               results_root: Path = Path("experiments/results"),
+               device: str = "auto", only: str = "*", command: str = "", progress: bool = True,
+               log: Callable[[str], None] = print) -> Path:
+    """Train the cells of ``request`` that match ``only`` and have no summary yet, then write the report."""
+    from cpm.targets.codecs import DECODERS
+
+    cells = grid_cells(request, runs_root=runs_root, results_root=results_root, device=device, only=only)
+    write_grid_note(request, results_root=results_root, command=command)
+    run_cells(cells, target=request.target, setting=request.setting, device=device, progress=progress, log=log,
+              decoders=DECODERS if request.target == "compare-decoders" else ())
+    if request.target == "ablate-supervision" and only == "*":
+        budget, _, steps, _ = budget_for(request.budget, request.target)
+        figure5(results_root / "runs" / request.target / request.setting, cells, steps, device=device, log=log)
+    return write_target_report(request, results_root=results_root, runs_root=runs_root)
+
+
+def _parse_sets(texts: Sequence[str]) -> dict[str, Any]:
+    from cpm.config import parse_override
+
+    sets: dict[str, Any] = {}
+    for text in texts:
+        for section, values in parse_override(text).items():
+            sets |= {f"{section}.{key}": value for key, value in values.items()}
+    return sets
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m cpm.experiments", description=__doc__.splitlines()[0])
     parser.add_argument("target", choices=[*TARGETS, "report"])
+    parser.add_argument("--config", help="TOML config the grid's cells are applied on top of (default: the defaults)")
+    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="override a config value in every cell (repeatable); a cell's own factor wins")
+    parser.add_argument("--data", help="dataset folder (data.root) of a real-data config")
     parser.add_argument("--budget", default="default", help=f"one of {', '.join(BUDGETS)} (default: default)")
-    parser.add_argument("--runs", type=Path, help="runs folder (default: runs/, runs/smoke/ for the smoke budget)")
-    parser.add_argument("--out", type=Path, help="tables and plots (default: experiments/results/, "
-                                                 "runs/smoke/results/ for the smoke budget)")
+    parser.add_argument("--runs", type=Path, default=Path("runs"), help="run directories (default: runs/)")
+    parser.add_argument("--results", type=Path, default=Path("experiments/results"),
+                        help="tables, plots and cell summaries (default: experiments/results/)")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--only", default="*", help="train only the runs whose name matches this glob")
+    parser.add_argument("--only", default="*", help="train only the cells whose name matches this glob")
+    parser.add_argument("--no-progress", action="store_true", help="one line per epoch instead of progress bars")
     args = parser.parse_args(argv)
     from cpm.training.loop import TrainingInterrupted
 
-    smoke = args.budget == "smoke"
-    root = args.runs or Path("runs/smoke" if smoke else "runs")
-    out = args.out or (root / "results" if smoke else Path("experiments/results"))
     command = shlex.join(["python", "-m", "cpm.experiments", *(sys.argv[1:] if argv is None else argv)])
     try:
-        out.mkdir(parents=True, exist_ok=True)
+        sets = _parse_sets(args.sets)
         if args.target == "report":
-            for target in TARGETS:
-                if (root / target).is_dir():
-                    print(f"wrote {write_target_report(target, root=root, out=out)}")
+            wrote = 0
+            for note_path in sorted(args.results.glob("runs/*/*/grid.json")):
+                note = json.loads(note_path.read_text(encoding="utf-8"))
+                request = GridRequest(note["target"], note["budget"], note["config"], note["sets"], note["data"])
+                print(f"wrote {write_target_report(request, results_root=args.results, runs_root=args.runs)}")
+                wrote += 1
+            if not wrote:
+                raise CPMError(f"{args.results}/runs: no grid summaries to report")
             return 0
-        path = run_target(args.target, budget_name=args.budget, root=root, out=out, device=args.device,
-                          only=args.only, command=command)
+        request = GridRequest(args.target, args.budget, args.config, sets, args.data)
+        path = run_target(request, runs_root=args.runs, results_root=args.results, device=args.device,
+                          only=args.only, command=command, progress=not args.no_progress)
         print(f"wrote {path}")
     except CPMError as error:
         print(f"cpm.experiments {args.target}: error: {error}", file=sys.stderr)

@@ -10,14 +10,12 @@ import numpy as np
 from cpm.experiments.reports import (
     RunRecord,
     _header,
-    _json_file,
     _legend,
     _mean_curve,
     _pyplot,
     _write,
     final_pck,
     format_mean_std,
-    load_runs,
 )
 
 
@@ -37,9 +35,10 @@ def _split_heads_cell(cell: str) -> tuple[str, str]:
     return head, backbone
 
 
-def compare_heads_report(folder: Path, out: Path) -> Path:
-    cells = load_runs(folder)
-    top, bottom = _header(folder, "compare-heads: heatmap, regression and integral heads on three backbones")
+def compare_heads_report(cells: dict[str, list[RunRecord]], note: dict, out: Path, setting: str, **_: object) -> Path:
+    stem = f"compare-heads-{setting}"
+    everything = [r for runs in cells.values() for r in runs]
+    top, bottom = _header(note, "compare-heads: heatmap, regression and integral heads", everything)
     lines = top + ["Heatmap and integral heads have 3 CPM stages (`grids.COMPARE_STAGES`), the regression "
                    "head one; the head column names the coordinate loss (heatmap: the staged MSE). VGG16 (no batch "
                    "norm) trains at lr 2e-4, the others at the budget's lr (`grids.BACKBONE_OVERRIDES`).",
@@ -60,7 +59,7 @@ def compare_heads_report(folder: Path, out: Path) -> Path:
     backbones = sorted({_split_heads_cell(c)[1] for c in cells})
     plots = []
     if backbones:
-        plots = ["compare-heads-pdj.png", "compare-heads-loss.png", "compare-heads-sparsity.png"]
+        plots = [f"{stem}-pdj.png", f"{stem}-loss.png", f"{stem}-sparsity.png"]
         pdj, losses, sparsity = (plt.subplots(1, len(backbones), figsize=(5 * len(backbones), 4), squeeze=False)
                                  for _ in range(3))
         for column, backbone in enumerate(backbones):
@@ -90,15 +89,12 @@ def compare_heads_report(folder: Path, out: Path) -> Path:
             figure.savefig(out / name, dpi=110)
             plt.close(figure)
     lines += [""] + [f"![{name}]({name})" for name in plots]
-    _write_heads_json(folder, cells, out / "compare-heads.json")
-    return _write(out / "compare-heads.md", lines + bottom)
+    _write_heads_json(note, cells, out / f"{stem}.json")
+    return _write(out / f"{stem}.md", lines + bottom)
 
 
-def _write_heads_json(folder: Path, cells: dict[str, list[RunRecord]], path: Path) -> None:
-    """``compare-heads.json``: every cell's per-seed scores and mean PDJ curve (read by notebooks/02)."""
-    from cpm.training.checkpoint import git_revision
-
-    note = _json_file(folder / "experiment.json") or {}
+def _write_heads_json(note: dict, cells: dict[str, list[RunRecord]], path: Path) -> None:
+    """``compare-heads-<setting>.json``: every cell's per-seed scores and mean PDJ curve (read by notebooks/02)."""
     rows = []
     for cell, runs in cells.items():
         head, backbone = _split_heads_cell(cell)
@@ -111,13 +107,14 @@ def _write_heads_json(folder: Path, cells: dict[str, list[RunRecord]], path: Pat
                      "pdj_thresholds": summaries[0]["pdj"]["thresholds"] if summaries else [],
                      "pdj_rate": np.mean([s["pdj"]["rate"] for s in summaries], axis=0).tolist() if summaries else []})
     data = {"budget": note.get("description", "unknown"), "command": note.get("command"),
-            "revision": note.get("revision"), "report_revision": git_revision(), "cells": rows}
+            "revision": note.get("revision"), "cells": rows}
     path.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
 
 
-def compare_decoders_report(folder: Path, out: Path) -> Path:
-    runs = [r for group in load_runs(folder).values() for r in group if r.decoders]
-    top, bottom = _header(folder, "compare-decoders: belief maps to coordinates, on the same trained models")
+def compare_decoders_report(cells: dict[str, list[RunRecord]], note: dict, out: Path, setting: str,
+                            **_: object) -> Path:
+    runs = [r for group in cells.values() for r in group if r.decoders]
+    top, bottom = _header(note, "compare-decoders: belief maps to coordinates, on the same trained models", runs)
     lines = top + ["Last-stage held-out scores of the same heatmap models under each decoder (`eval.decoder`). "
                    "EPE in source-frame pixels.", "",
                    "| decoder | PCK@0.05 | PCK@0.1 | PCK@0.2 | EPE (px) | n |", "|---|---:|---:|---:|---:|---:|"]
@@ -127,4 +124,4 @@ def compare_decoders_report(folder: Path, out: Path) -> Path:
         lines.append(f"| {name} | " + " | ".join(format_mean_std([s["pck"][a][-1] for s in scores])
                                                  for a in ("0.05", "0.1", "0.2"))
                      + f" | {format_mean_std([s['epe'][-1] for s in scores], scale=1.0)} | {len(scores)} |")
-    return _write(out / "compare-decoders.md", lines + bottom)
+    return _write(out / f"compare-decoders-{setting}.md", lines + bottom)

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from cpm.errors import CPMError
-from cpm.evaluation.report import read_metrics
+from cpm.experiments.stats import PairedDifference, conclusion, format_difference, paired_difference
 
 _SEEDED = re.compile(r"^(?P<cell>.+)-seed(?P<seed>\d+)$")
 
@@ -30,6 +30,7 @@ class RunRecord:
     steps: list[dict] = field(default_factory=list)  # steps.jsonl
     summary: dict | None = None
     decoders: dict | None = None
+    data: dict = field(default_factory=dict)  # the whole cell summary
 
 
 def _json_file(path: Path) -> dict | None:
@@ -41,19 +42,18 @@ def _json_file(path: Path) -> dict | None:
         raise CPMError(f"{path}: not JSON ({error.msg})") from None
 
 
-def load_runs(folder: Path) -> dict[str, list[RunRecord]]:
-    """{cell: its runs, one per seed} for every ``<cell>-seed<s>`` folder with a ``metrics.jsonl``."""
+def load_runs(summaries: list[dict]) -> dict[str, list[RunRecord]]:
+    """{cell: its runs, one per seed} from committed cell summaries (`cpm.experiments.runs.write_summary`)."""
     cells: dict[str, list[RunRecord]] = {}
-    for run_dir in sorted(p for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []:
-        match = _SEEDED.match(run_dir.name)
-        if not match or not (run_dir / "metrics.jsonl").is_file():
+    for data in summaries:
+        match = _SEEDED.match(data["cell"])
+        if not match or not data.get("metrics"):
             continue
-        steps_path = run_dir / "steps.jsonl"
-        steps = [json.loads(line) for line in steps_path.read_text(encoding="utf-8").splitlines() if line.strip()] \
-            if steps_path.is_file() else []
-        record = RunRecord(run_dir.name, match["cell"], int(match["seed"]), read_metrics(run_dir)[-1], steps,
-                           _json_file(run_dir / "summary.json"), _json_file(run_dir / "decoders.json"))
+        record = RunRecord(data["cell"], match["cell"], int(match["seed"]), data["metrics"][-1], data.get("steps", []),
+                           data.get("summary"), data.get("decoders"), data)
         cells.setdefault(record.cell, []).append(record)
+    for runs in cells.values():
+        runs.sort(key=lambda run: run.seed)
     return cells
 
 
@@ -81,19 +81,26 @@ def final_pck(run: RunRecord, threshold: str, stage: int | None = None) -> float
     return run.final.get(f"val/pck@{threshold}/stage{stage or stages[-1]}", float("nan"))
 
 
-def _header(folder: Path, title: str) -> tuple[list[str], list[str]]:
-    """(lines under the title, closing lines with command and revision) from ``experiment.json``."""
-    from cpm.training.checkpoint import git_revision
-
-    note = _json_file(folder / "experiment.json") or {}
-    overrides = ", ".join(f"{k}={v}" for k, v in note.get("overrides", {}).items())
+def _header(note: dict, title: str, runs: list[RunRecord]) -> tuple[list[str], list[str]]:
+    """(lines under the title, closing lines with command and revisions) from the grid's note and its cells."""
+    sets = ", ".join(f"{k}={v}" for k, v in (note.get("sets") or {}).items())
+    base = note.get("config") or "the defaults (cpm/config.py)"
+    machines = sorted({f"{r.data.get('machine', {}).get('cpu', '?')} ({'bf16' if r.data.get('machine', {}).get('cpu_bf16') else 'fp32'}"
+                       f", {r.data.get('machine', {}).get('cores', '?')} cores)" for r in runs})
+    hours = sum(r.data.get("train_seconds", 0.0) for r in runs) / 3600
+    samples = sorted({r.summary["samples"] for r in runs if r.summary})
     top = [f"# {title}", "",
-           f"Budget: {note.get('description', 'unknown')}" + (f" (`{overrides}`)." if overrides else "."),
-           "Synthetic depth frames; held-out PCK is torso-normalised, in %. Each cell: mean ± sample standard "
-           "deviation over n seeds (one seed: the value alone).", ""]
-    bottom = ["", f"Runs produced by `{note.get('command') or 'unknown'}` at revision "
-              f"`{note.get('revision', 'unknown')}`, one folder per run in `{folder}`; tables and plots rebuilt "
-              f"by `make report` (`python -m cpm.experiments report`) at revision `{git_revision()}`.", ""]
+           f"Setting `{note.get('setting', '?')}`: {base}, budget {note.get('budget', '?')} ({note.get('description', '')})"
+           + (f", with `{sets}`" if sets else "") + ".",
+           f"{len(runs)} runs, {hours:.1f} h of training in all, on {', '.join(machines) or 'unknown machines'}. "
+           f"Held-out PCK is torso-normalised, in %, on {', '.join(map(str, samples)) or '?'} frames. Each cell: mean ± "
+           "sample standard deviation over seeds (a seed sets the init, the data order and the training frames); "
+           "differences are paired by seed, with a 95 % t-interval in brackets.", ""]
+    revisions = sorted({r.data.get("revision", "unknown") for r in runs})
+    bottom = ["", f"Runs produced by `{note.get('command') or 'unknown'}` at revision(s) "
+              f"{', '.join(f'`{r}`' for r in revisions)}; one summary per run in "
+              f"`experiments/results/runs/{runs[0].data.get('target', '?') if runs else '?'}/{note.get('setting', '?')}/`; "
+              f"this file was rebuilt from them by `make report` (`python -m cpm.experiments report`).", ""]
     return top, bottom
 
 
@@ -120,120 +127,177 @@ def _mean_curve(runs: list[RunRecord], key: str) -> tuple[np.ndarray, np.ndarray
 
 # ------------------------------------------------------------------------------------ ablate-supervision
 
-REGIMES = {"T6-is": "joint, intermediate supervision", "T6-nois": "joint, last stage supervised only",
-           "stagewise6": "stage-wise (stage t trained with 1..t-1 frozen)",
-           "stagewise-joint": "stage-wise, then joint fine-tuning"}
+REGIMES = {"T4-is": "joint, intermediate supervision", "T4-nois": "joint, last stage supervised only",
+           "stagewise4": "stage-wise (stage t trained with 1..t-1 frozen)",
+           "stagewise-joint": "stage-wise, then joint fine-tuning",
+           "T4-is-adamw": "joint, intermediate supervision, AdamW", "T4-nois-adamw": "joint, last stage only, AdamW"}
 
 
-def ablate_supervision_report(folder: Path, out: Path) -> Path:
-    cells = load_runs(folder)
+def _by_seed(runs: list[RunRecord], threshold: str, stage: int | None = None) -> dict[int, float]:
+    return {r.seed: final_pck(r, threshold, stage) for r in runs}
+
+
+def _paired(a: list[RunRecord], b: list[RunRecord], threshold: str, a_stage: int | None = None,
+            b_stage: int | None = None) -> PairedDifference:
+    left, right = _by_seed(a, threshold, a_stage), _by_seed(b, threshold, b_stage)
+    seeds = sorted(set(left) & set(right))
+    return paired_difference([left[s] for s in seeds], [right[s] for s in seeds])
+
+
+def ablate_supervision_report(cells: dict[str, list[RunRecord]], note: dict, out: Path, setting: str, *,
+                              extra_folder: Path, cells_config: list | None = None, **_: object) -> Path:
+    stem = f"ablate-supervision-{setting}" if setting else "ablate-supervision"
+    everything = [r for runs in cells.values() for r in runs]
+    top, bottom = _header(note, "ablate-supervision: intermediate supervision and the number of stages", everything)
+    stage_counts = sorted({int(c[1:].split("-")[0]) for c in cells if c.startswith("T")})
 
     def runs_of(stages: int, supervised: bool) -> list[RunRecord]:
         return cells.get(f"T{stages}-{'is' if supervised or stages == 1 else 'nois'}", [])
 
-    top, bottom = _header(folder, "ablate-supervision: intermediate supervision and the number of stages")
-    lines = top + ["Final held-out PCK of the last stage, with (IS) and without (last stage only) intermediate "
-                   "supervision; with one stage the two are the same runs.", "",
-                   "| stages | PCK@0.2 IS | PCK@0.2 last only | PCK@0.1 IS | PCK@0.1 last only | n |",
-                   "|---:|---:|---:|---:|---:|---:|"]
-    for stages in range(1, 7):
+    lines = top + _receptive_field_note(cells) + [
+        "Final held-out PCK of the last stage, with (IS) and without (last stage only) intermediate supervision; "
+        "with one stage the two are the same runs. IS − last only: the paired difference (points).", "",
+        "| stages | PCK@0.2 IS | PCK@0.2 last only | IS − last only @0.2 | PCK@0.1 IS | PCK@0.1 last only | "
+        "IS − last only @0.1 | n |", "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    sentences = []
+    for stages in stage_counts:
         on, off = runs_of(stages, True), runs_of(stages, False)
-        if not on and not off:
-            continue
-        values = [format_mean_std([final_pck(r, a) for r in group]) for a in ("0.2", "0.1") for group in (on, off)]
-        lines.append(f"| {stages} | " + " | ".join(values) + f" | {len(on)} / {len(off)} |")
-    lines += _receptive_field_note(folder)
+        row = [f"| {stages}"]
+        for a in ("0.2", "0.1"):
+            row += [format_mean_std([final_pck(r, a) for r in on]), format_mean_std([final_pck(r, a) for r in off])]
+            row.append(format_difference(_paired(on, off, a)) if stages > 1 else "–")
+        lines.append(" | ".join(row) + f" | {len(on)} / {len(off)} |")
+        if stages > 1:
+            sentences.append(conclusion("IS", "last only", _paired(on, off, "0.2"), what=f"PCK@0.2, T = {stages}"))
+    one = runs_of(1, True)
+    for stages in stage_counts[1:]:
+        for supervised, label in ((True, "IS"), (False, "last only")):
+            sentences.append(conclusion(f"T = {stages} ({label})", "T = 1", _paired(runs_of(stages, supervised), one,
+                                                                                    "0.2"), what="PCK@0.2"))
+    if cells.get("T4-is-adamw"):
+        sentences.append(conclusion("IS", "last only", _paired(cells["T4-is-adamw"], cells.get("T4-nois-adamw", []),
+                                                               "0.2"), what="PCK@0.2, T = 4, AdamW"))
+    for regime in ("stagewise4", "stagewise-joint"):
+        if cells.get(regime):
+            sentences.append(conclusion(REGIMES[regime], "joint IS", _paired(cells[regime], cells.get("T4-is", []),
+                                                                             "0.2"), what="PCK@0.2, T = 4"))
+    lines += ["", "What the intervals say (generated from the table):", ""] + [f"- {s}" for s in sentences]
     regimes = {label: cells.get(cell, []) for cell, label in REGIMES.items()}
-    lines += ["", "Six stages, the paper's training regimes (final PCK of the last stage):", "",
+    lines += ["", "Four stages, the paper's training regimes at equal images (stage-wise phases each train on an "
+              "equal share of the joint run's frames) and the optimiser (final PCK of the last stage):", "",
               "| regime | PCK@0.2 | PCK@0.1 | n |", "|---|---:|---:|---:|"]
     lines += [f"| {label} | {format_mean_std([final_pck(r, '0.2') for r in runs])} | "
               f"{format_mean_std([final_pck(r, '0.1') for r in runs])} | {len(runs)} |"
               for label, runs in regimes.items() if runs]
-    lines += ["", "PCK@0.2 of every stage of the six-stage models:", "",
-              "| stage | " + " | ".join(label for label, runs in regimes.items() if runs) + " |",
-              "|---:|" + "---:|" * sum(bool(runs) for runs in regimes.values())]
-    for stage in range(1, 7):
-        lines.append(f"| {stage} | " + " | ".join(format_mean_std([final_pck(r, "0.2", stage) for r in runs])
-                                                 for runs in regimes.values() if runs) + " |")
+    multi = [t for t in stage_counts if t > 1]
+    if multi:
+        lines += ["", "PCK@0.2 of every stage of each multi-stage model (IS / last only):", "",
+                  "| stage | " + " | ".join(f"T = {t} IS | T = {t} last only" for t in multi) + " |",
+                  "|---:|" + "---:|---:|" * len(multi)]
+        for stage in range(1, max(multi) + 1):
+            row = []
+            for t in multi:
+                for supervised in (True, False):
+                    row.append(format_mean_std([final_pck(r, "0.2", stage) for r in runs_of(t, supervised)])
+                               if stage <= t else "")
+            lines.append(f"| {stage} | " + " | ".join(row) + " |")
     plt = _pyplot()
     figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     for supervised, label in ((True, "intermediate supervision"), (False, "last stage only")):
-        stats = [(t, *mean_std([final_pck(r, "0.2") for r in runs_of(t, supervised)])) for t in range(1, 7)]
+        stats = [(t, *mean_std([final_pck(r, "0.2") for r in runs_of(t, supervised)])) for t in stage_counts]
         stats = [s for s in stats if s[3]]
         if stats:
             t, mean, std, _ = map(np.array, zip(*stats, strict=True))
             left.errorbar(t, 100 * mean, yerr=100 * std, marker="o", capsize=3, label=label)
     left.set(xlabel="stages T", ylabel="PCK@0.2 (%)", title="final stage")
     _legend(left)
-    for label, runs in regimes.items():
-        if runs:
-            means = [100 * mean_std([final_pck(r, "0.2", s) for r in runs])[0] for s in range(1, 7)]
-            right.plot(range(1, 7), means, marker="o", label=label)
-    right.set(xlabel="stage", ylabel="PCK@0.2 (%)", title="per stage, six-stage models")
+    for t in multi:
+        for supervised, style in ((True, "-"), (False, ":")):
+            runs = runs_of(t, supervised)
+            if runs:
+                means = [100 * mean_std([final_pck(r, "0.2", s) for r in runs])[0] for s in range(1, t + 1)]
+                right.plot(range(1, t + 1), means, style, marker="o", label=f"T = {t} {'IS' if supervised else 'last'}")
+    right.set(xlabel="stage", ylabel="PCK@0.2 (%)", title="per stage")
     _legend(right, fontsize=7)
     figure.tight_layout()
-    figure.savefig(out / "ablate-supervision.png", dpi=110)
+    figure.savefig(out / f"{stem}.png", dpi=110)
     plt.close(figure)
-    plots = ["ablate-supervision.png"]
-    if any(r.steps for runs in regimes.values() for r in runs):
-        figure, axes = plt.subplots(figsize=(6, 4))
-        for label, runs in regimes.items():
-            for stage, style in ((6, "-"), (1, ":")):
-                steps, values = _mean_curve(runs, f"loss/stage{stage}")
-                if len(steps):
-                    axes.plot(steps, values, style, label=f"{label}, stage {stage}")
-        axes.set(xlabel="step", ylabel="training loss (MSE)", yscale="log", title="six-stage models")
-        _legend(axes, fontsize=6)
-        figure.tight_layout()
-        figure.savefig(out / "ablate-supervision-loss.png", dpi=110)
-        plt.close(figure)
-        plots.append("ablate-supervision-loss.png")
-    gradients = _json_file(folder / "figure5.json")
+    plots = [f"{stem}.png"]
+    figure, axes = plt.subplots(figsize=(6, 4))
+    for cell, style in (("T4-is", "-"), ("T4-nois", ":"), ("stagewise-joint", "--")):
+        for r in cells.get(cell, []):
+            epochs = [line["epoch"] for line in r.data.get("metrics", [])]
+            values = [100 * final_pck(RunRecord("", "", 0, line), "0.2") for line in r.data.get("metrics", [])]
+            if epochs:
+                axes.plot(epochs, values, style, marker=".", label=f"{cell} seed {r.seed}")
+    axes.set(xlabel="epoch", ylabel="held-out PCK@0.2 (%)", title="learning curves, T = 4")
+    _legend(axes, fontsize=6)
+    figure.tight_layout()
+    figure.savefig(out / f"{stem}-curves.png", dpi=110)
+    plt.close(figure)
+    plots.append(f"{stem}-curves.png")
+    gradients = _json_file(extra_folder / "figure5.json")
     if gradients:
-        _plot_gradients(gradients, out / "ablate-supervision-gradients.png", plt)
-        plots.append("ablate-supervision-gradients.png")
+        _plot_gradients(gradients, out / f"{stem}-gradients.png", plt)
+        plots.append(f"{stem}-gradients.png")
         lines += ["", "Mean |gradient| of each layer's weights early in training, with and without intermediate "
-                  "supervision, six stages (the paper's Fig. 5): `ablate-supervision-gradients.png`."]
+                  "supervision, under each init (the paper's Fig. 5): " + _gradient_sentence(gradients)]
     lines += [""] + [f"![{name}]({name})" for name in plots]
-    return _write(out / "ablate-supervision.md", lines + bottom)
+    return _write(out / f"{stem}.md", lines + bottom)
 
 
-def _receptive_field_note(folder: Path) -> list[str]:
-    """A sentence on the theoretical receptive field of each stage of the budget's six-stage model (`cpm rf`)
-    against its input crop: the context later stages can add beyond stage 1's field."""
+def _gradient_sentence(data: dict) -> str:
+    """Mean |gradient| of stage 1's layers at the first recorded step, with and without IS, per init."""
+    parts = []
+    for init, records in data.items():
+        values = {}
+        for label, record in records.items():
+            first = next(iter(record["steps"]))
+            stage1 = [g for g, stage in zip(record["steps"][first], record["stages"], strict=True) if stage == "1"]
+            values[label] = float(np.mean(stage1)) if stage1 else float("nan")
+        parts.append(f"`{init}` init: stage 1 mean |gradient| {values.get('with', float('nan')):.2g} with IS, "
+                     f"{values.get('without', float('nan')):.2g} without, at step {first}")
+    return "; ".join(parts) + "."
+
+
+def _receptive_field_note(cells: dict[str, list[RunRecord]]) -> list[str]:
+    """The theoretical receptive field of each stage of the deepest model against its crop (`cpm rf`)."""
+    from cpm.config import config_from_dict
     from cpm.evaluation.receptive_field import theoretical_receptive_fields
-    from cpm.experiments.runs import make_config
     from cpm.models import build_model
     from cpm.training.builders import model_kwargs
 
-    note = _json_file(folder / "experiment.json") or {}
-    try:
-        config = make_config(note.get("overrides", {}) | {"model.stages": 6})
-    except CPMError:
+    deepest = max((r for runs in cells.values() for r in runs if r.data.get("config")),
+                  key=lambda r: r.data["config"]["model"]["stages"], default=None)
+    if deepest is None:
         return []
-    fields = [field.size for field in theoretical_receptive_fields(build_model("heatmap", **model_kwargs(config)))]
+    config = config_from_dict(deepest.data["config"])
+    fields = [field.size for field in theoretical_receptive_fields(build_model(config.model.head,
+                                                                               **model_kwargs(config)))]
     crop = config.data.input_size
-    verdict = ("stage 1 already sees the whole crop, so later stages can add no image context, only the other "
-               "joints' beliefs" if fields[0] >= crop else
-               f"stage 1 sees {100 * fields[0] / crop:.0f} % of the crop side, stage 2 {100 * fields[1] / crop:.0f} %")
-    return ["", f"Theoretical receptive field of stages 1..6 of this budget's model (`cpm rf`): "
-            f"{', '.join(str(f) for f in fields)} px, on {crop} px crops: {verdict}."]
+    person = crop / config.data.crop_padding
+    cells_side = crop // config.model.stride
+    return [f"Geometry: {crop} px crops, person ~{person:.0f} px ({person / crop:.2f} of the crop), stride "
+            f"{config.model.stride} ({cells_side} x {cells_side} maps), label sigma {config.model.sigma:g} cells. "
+            f"Theoretical receptive field of stages 1..{len(fields)} (`cpm rf`): {', '.join(map(str, fields))} px "
+            f"= {', '.join(f'{f / crop:.2f}' for f in fields)} of the crop.", ""]
 
 
 def _plot_gradients(data: dict, path: Path, plt) -> None:
-    steps = list(next(iter(data.values()))["steps"])
-    figure, axes = plt.subplots(1, len(steps), figsize=(5 * len(steps), 4), squeeze=False)
-    for ax, step in zip(axes[0], steps, strict=True):
-        for label, record in data.items():
-            ax.plot(record["steps"][step], marker=".", label=f"{label} intermediate supervision")
-        stages = next(iter(data.values()))["stages"]
+    """One panel per (init, recorded step): mean |gradient| per layer, with and without IS."""
+    panels = [(init, step) for init, records in data.items() for step in next(iter(records.values()))["steps"]]
+    figure, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 4), squeeze=False)
+    for ax, (init, step) in zip(axes[0], panels, strict=True):
+        records = data[init]
+        for label, record in records.items():
+            ax.plot(record["steps"][step], marker=".", label=f"{label} IS")
+        stages = next(iter(records.values()))["stages"]
         for index, stage in enumerate(stages):
             if index == 0 or stage != stages[index - 1]:
                 ax.axvline(index - 0.5, color="grey", linewidth=0.5)
-                ax.text(index, 1.0, f"{stage}", transform=ax.get_xaxis_transform(),
-                        fontsize=7, va="top")
-        ax.set(yscale="log", xlabel="layer (input to output; stage number on top)", ylabel="mean |gradient|",
-               title=f"step {step}")
+                ax.text(index, 1.0, f"{stage}", transform=ax.get_xaxis_transform(), fontsize=7, va="top")
+        ax.set(yscale="log", xlabel="layer (input to output; stage on top)", ylabel="mean |gradient|",
+               title=f"{init} init, step {step}")
         _legend(ax, fontsize=7)
     figure.tight_layout()
     figure.savefig(path, dpi=110)

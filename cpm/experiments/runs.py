@@ -1,33 +1,120 @@
-"""Running the cells of an experiment grid (`cpm.experiments.grids`): configs from dotted overrides, skip / resume of
-finished and interrupted runs, and the ``summary.json`` / ``decoders.json`` the report tables read."""
+"""Running the cells of an experiment grid: each cell's config (the user's config, the budget's overlay, the user's
+``--set`` and the cell's own overrides, in that order), its run directory keyed by a hash of that config, and the
+small JSON summary that is committed beside the tables so that a grid can be finished over several sittings and
+machines.
+
+    runs/<target>/<setting>/<cell>-<hash>/              the training run (not committed)
+    experiments/results/runs/<target>/<setting>/<cell>-<hash>.json   its summary (committed)
+
+A cell whose summary exists is done; one with a run directory resumes from its ``last.pt``; a run directory whose
+saved config has another hash is never resumed into.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import platform
 import shutil
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from cpm.experiments.grids import Run
+from cpm.config import Config, apply, config_from_dict, load_config, validate
+from cpm.errors import CPMError
+from cpm.io import read_jsonl, write_text_atomic
 
 REPORT_THRESHOLDS = [0.05, 0.1, 0.2]
+# Keys that say where or how a run executes, not what it computes: left out of a cell's hash.
+MACHINE_KEYS = frozenset({"train.runs_dir", "train.name", "train.device", "train.threads", "train.log_every",
+                          "train.checkpoint_every", "train.init_from", "data.workers", "data.root", "eval.batch_size"})
+MAX_STEP_POINTS = 200  # training-loss points kept in a summary
 
 
-def make_config(overrides: dict[str, Any]):
-    """Defaults (or the TOML file named by the key ``config``) + dotted ``overrides`` -> a validated `Config` (a
-    bad key is a `ConfigError` naming it)."""
-    from cpm.config import Config, apply, load_config, validate
+@dataclass
+class Run:
+    """One cell of a grid, named ``<cell>-seed<s>``; ``overrides`` are dotted keys; ``after`` names the cell whose
+    ``last.pt`` initialises this one (stage-wise training)."""
 
+    name: str
+    overrides: dict[str, Any] = field(default_factory=dict)
+    after: str | None = None
+
+
+def dotted_to_nested(overrides: dict[str, Any]) -> dict[str, dict[str, Any]]:
     nested: dict[str, dict[str, Any]] = {}
     for key, value in overrides.items():
-        if key != "config":
-            section, _, name = key.partition(".")
-            nested.setdefault(section, {})[name] = value
-    base = load_config(overrides["config"]) if overrides.get("config") else Config()
-    return validate(apply(base, nested, source="experiment"))
+        section, _, name = key.partition(".")
+        if not name:
+            raise CPMError(f"{key}: an override is section.key=value")
+        nested.setdefault(section, {})[name] = value
+    return nested
+
+
+def make_config(overrides: dict[str, Any], base: Config | str | Path | None = None) -> Config:
+    """``base`` (a `Config`, a TOML file, or the defaults; the key ``config`` in ``overrides`` names a file too) +
+    dotted ``overrides`` -> a validated `Config` (a bad key is a `ConfigError` naming it)."""
+    overrides = dict(overrides)
+    path = overrides.pop("config", None)
+    if isinstance(base, Config):
+        config = config_from_dict(base.to_dict())
+    else:
+        config = load_config(path or base) if (path or base) else Config()
+    return validate(apply(config, dotted_to_nested(overrides), source="experiment"))
+
+
+def config_hash(config: Config) -> str:
+    """8 hex digits of the SHA-256 of the resolved config without `MACHINE_KEYS`."""
+    table = config.to_dict()
+    for key in MACHINE_KEYS:
+        section, _, name = key.partition(".")
+        table.get(section, {}).pop(name, None)
+    return hashlib.sha256(json.dumps(table, sort_keys=True).encode()).hexdigest()[:8]
+
+
+@dataclass
+class Cell:
+    """A grid cell resolved for one setting: its config, hash, run directory and summary file."""
+
+    run: Run
+    config: Config
+    hash: str
+    run_dir: Path
+    summary_path: Path
+
+    @property
+    def name(self) -> str:
+        return self.run.name
+
+
+def resolve_cells(runs: Sequence[Run], *, base: Config, layers: Sequence[dict[str, Any]], runs_root: Path,
+                  results_root: Path, device: str) -> list[Cell]:
+    """Each run's config: ``base``, then each overlay of ``layers`` (the budget, the user's ``--set``), then the run's
+    overrides; a run's seed sets both ``train.seed`` and ``data.seed`` (init, data order and training frames)."""
+    cells, by_name = [], {}
+    for run in runs:
+        overrides: dict[str, Any] = {}
+        for layer in layers:
+            overrides |= layer
+        overrides |= run.overrides
+        if "train.seed" in run.overrides:
+            overrides["data.seed"] = run.overrides["train.seed"]
+        overrides |= {"train.device": device}
+        config = make_config(overrides, base)
+        digest = config_hash(config)
+        run_dir = runs_root / f"{run.name}-{digest}"
+        config.train.runs_dir, config.train.name = str(runs_root), run_dir.name
+        if run.after:
+            if run.after not in by_name:
+                raise CPMError(f"{run.name}: starts from {run.after}, which is not in the grid before it")
+            config.train.init_from = str(by_name[run.after].run_dir / "last.pt")
+        cell = Cell(run, config, digest, run_dir, results_root / f"{run.name}-{digest}.json")
+        cells.append(cell)
+        by_name[run.name] = cell
+    return cells
 
 
 def is_finished(run_dir: Path, epochs: int) -> bool:
@@ -35,11 +122,11 @@ def is_finished(run_dir: Path, epochs: int) -> bool:
     path = run_dir / "metrics.jsonl"
     if not path.is_file():
         return False
-    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     try:
-        return bool(lines) and json.loads(lines[-1]).get("epoch") == epochs
-    except json.JSONDecodeError:
+        lines = read_jsonl(path)
+    except ValueError:
         return False
+    return bool(lines) and lines[-1].get("epoch") == epochs
 
 
 def summarize(results: dict, *, torso: tuple[int, int], state: dict) -> dict:
@@ -60,8 +147,8 @@ def summarize(results: dict, *, torso: tuple[int, int], state: dict) -> dict:
     }
 
 
-def _summary_from_checkpoint(run_dir: Path, *, device: str, decoder: str | None = None) -> dict:
-    from cpm.config import config_from_dict
+def evaluate_run(run_dir: Path, *, device: str, decoder: str | None = None) -> dict:
+    """`summarize` of ``last.pt`` re-evaluated on its held-out split (with ``decoder`` if given)."""
     from cpm.evaluation.evaluate import evaluate_checkpoint
     from cpm.skeleton import get_skeleton
     from cpm.training.checkpoint import load_checkpoint
@@ -73,45 +160,107 @@ def _summary_from_checkpoint(run_dir: Path, *, device: str, decoder: str | None 
     return summarize(results, torso=get_skeleton(config.data.skeleton).torso, state=checkpoint["model"])
 
 
-def run_grid(target: str, runs: Sequence[Run], *, budget: dict[str, Any], root: Path, device: str = "auto",
-             log: Callable[[str], None] = print) -> list[Path]:
-    """Train every run not finished yet; write ``summary.json`` beside each. Returns the run directories."""
+def machine() -> dict[str, Any]:
+    """Where a cell ran: CPU model and kind (bf16 or AVX2 fp32), cores, torch version, CUDA device."""
+    import torch
+
+    from cpm.device import cpu_has_native_bf16
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="ignore") as file:
+            cpu = next((line.split(":", 1)[1].strip() for line in file if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return {"cpu": cpu, "cpu_bf16": cpu_has_native_bf16(), "cores": os.cpu_count(), "torch": torch.__version__,
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
+def _thin(steps: list[dict], limit: int = MAX_STEP_POINTS) -> list[dict]:
+    if len(steps) <= limit:
+        return steps
+    every = -(-len(steps) // limit)
+    return steps[::every] + ([steps[-1]] if (len(steps) - 1) % every else [])
+
+
+def write_summary(cell: Cell, *, target: str, setting: str, wall_seconds: float, device: str,
+                  decoders: Sequence[str] = ()) -> dict:
+    """The committed summary of a finished cell: resolved config, revision, per-epoch metrics, training-loss points,
+    the `summarize` scores (and under each decoder of ``decoders``), wall time and machine."""
+    from cpm.training.checkpoint import load_checkpoint
+
+    run_dir = cell.run_dir
+    checkpoint = load_checkpoint(run_dir / "last.pt")
+    steps_path = run_dir / "steps.jsonl"
+    data = {
+        "target": target, "setting": setting, "cell": cell.name, "hash": cell.hash,
+        "config": checkpoint["config"], "revision": checkpoint.get("git_revision", "unknown"),
+        "metrics": read_jsonl(run_dir / "metrics.jsonl"),
+        "steps": _thin(read_jsonl(steps_path)) if steps_path.is_file() else [],
+        "summary": evaluate_run(run_dir, device=device),
+        "wall_seconds": round(wall_seconds, 1), "machine": machine(),
+        "train_seconds": round(sum(line.get("train_seconds", 0.0) for line in read_jsonl(run_dir / "metrics.jsonl")), 1),
+    }
+    if decoders:
+        data["decoders"] = {name: evaluate_run(run_dir, device=device, decoder=name) for name in decoders}
+    write_text_atomic(cell.summary_path, json.dumps(data, indent=1, sort_keys=True) + "\n")
+    return data
+
+
+def read_summary(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as error:
+        raise CPMError(f"{path}: not a readable cell summary ({error})") from None
+
+
+def _saved_hash(run_dir: Path) -> str | None:
+    path = run_dir / "config.toml"
+    if not path.is_file():
+        return None
+    return config_hash(load_config(path))
+
+
+def run_cells(cells: Sequence[Cell], *, target: str, setting: str, device: str, progress: bool = True,
+              decoders: Sequence[str] = (), log: Callable[[str], None] = print) -> list[dict]:
+    """Train every cell without a summary (resuming an interrupted run), write its summary; print cells done / to
+    do and an ETA from the cells measured in this sitting. Returns the summaries of all cells."""
     from cpm.training.loop import train
 
-    experiment_dir = root / target
-    done = []
-    started = time.perf_counter()
-    for index, run in enumerate(runs, start=1):
-        run_dir = experiment_dir / run.name
-        overrides = budget | run.overrides | {"train.runs_dir": str(experiment_dir), "train.name": run.name,
-                                              "train.device": device}
-        if run.after:
-            overrides["train.init_from"] = str(experiment_dir / run.after / "last.pt")
-        config = make_config(overrides)
-        if is_finished(run_dir, config.train.epochs):
-            log(f"[{index}/{len(runs)}] {run.name}: finished before, skipped")
-        else:
-            log(f"[{index}/{len(runs)}] {run.name} ({time.perf_counter() - started:.0f} s into {target})")
-            if (run_dir / "last.pt").is_file():
-                train(config, resume=run_dir / "last.pt", progress=False, log=lambda *_: None)
+    todo = [cell for cell in cells if not cell.summary_path.is_file()]
+    log(f"{target} / {setting}: {len(cells) - len(todo)} of {len(cells)} cells done, {len(todo)} to do")
+    durations: list[float] = []
+    for index, cell in enumerate(todo, start=1):
+        eta = ""
+        if durations:
+            eta = f", about {sum(durations) / len(durations) * (len(todo) - index + 1) / 60:.0f} min left"
+        log(f"[{index}/{len(todo)}] {cell.name} ({cell.hash}){eta}")
+        started = time.perf_counter()
+        if not is_finished(cell.run_dir, cell.config.train.epochs):
+            saved = _saved_hash(cell.run_dir)
+            if saved is not None and saved != cell.hash:
+                raise CPMError(f"{cell.run_dir}: its config.toml has hash {saved}, not {cell.hash}; remove the "
+                               f"folder or pass the settings it was run with")
+            if cell.run.after and not (Path(cell.config.train.init_from)).is_file():
+                raise CPMError(f"{cell.name}: needs {cell.config.train.init_from} (the checkpoint of {cell.run.after})"
+                               f"; train the chain in one sitting, e.g. --only '*-seed0'")
+            log_file = cell.run_dir / "train.log"
+
+            def cell_log(message: str, log_file: Path = log_file) -> None:
+                if not progress:
+                    log(f"    {message}")
+                if log_file.parent.is_dir():
+                    with open(log_file, "a", encoding="utf-8") as file:
+                        file.write(message + "\n")
+
+            if (cell.run_dir / "last.pt").is_file():
+                train(None, resume=cell.run_dir / "last.pt", progress=progress, log=cell_log)
             else:
-                if run_dir.exists():  # started, but stopped before its first checkpoint: nothing to keep
-                    shutil.rmtree(run_dir)
-                train(config, progress=False, log=lambda *_: None)
-        if not (run_dir / "summary.json").is_file():
-            (run_dir / "summary.json").write_text(json.dumps(_summary_from_checkpoint(run_dir, device=device)))
-        done.append(run_dir)
-    return done
-
-
-def evaluate_decoders(run_dirs: Sequence[Path], *, device: str = "auto", log: Callable[[str], None] = print) -> None:
-    """``decoders.json`` in each run: the summary of its last.pt under every decoder (`DECODERS`)."""
-    from cpm.targets.codecs import DECODERS
-
-    for run_dir in run_dirs:
-        path = run_dir / "decoders.json"
-        if path.is_file():
-            continue
-        log(f"decoders of {run_dir.name}")
-        scores = {name: _summary_from_checkpoint(run_dir, device=device, decoder=name) for name in DECODERS}
-        path.write_text(json.dumps(scores))
+                if cell.run_dir.exists():  # stopped before its first checkpoint: nothing to keep
+                    shutil.rmtree(cell.run_dir)
+                train(cell.config, progress=progress, log=cell_log)
+        seconds = time.perf_counter() - started
+        durations.append(seconds)
+        write_summary(cell, target=target, setting=setting, wall_seconds=seconds, device=device, decoders=decoders)
+        log(f"    {cell.name}: done in {seconds / 60:.1f} min -> {cell.summary_path}")
+    return [read_summary(cell.summary_path) for cell in cells if cell.summary_path.is_file()]

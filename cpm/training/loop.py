@@ -14,12 +14,13 @@ import signal
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from cpm.config import Config, config_from_dict
+from cpm.config import Config, apply, config_from_dict, validate
 from cpm.data.loader import make_loader
 from cpm.device import compile_model, resolve_amp, resolve_device
 from cpm.errors import CheckpointError, CPMError
@@ -93,12 +94,14 @@ def train_one_epoch(
     should_stop: Callable[[bool], bool] | None = None,
     reduce_losses: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]] | None = None,
     loss_fn: LossFn,
+    on_step: Callable[[int], None] | None = None,
 ) -> tuple[int, dict[str, float]]:
     """One pass over ``loader``, one `train_step` per batch. Returns (global step after the epoch, mean of each
     loss term).
 
     ``should_stop(at_log_step)`` is asked after every step; True ends the epoch early (a stop signal: the
-    caller writes a checkpoint). ``reduce_losses`` (the mean over ranks) is applied before losses are read.
+    caller writes a checkpoint). ``on_step(step)`` runs after every step (mid-epoch checkpoints).
+    ``reduce_losses`` (the mean over ranks) is applied before losses are read.
     ``loss_fn(outputs, targets, weights, stage_weights)`` -> {"loss", "loss/stage1", ...} (`cpm.targets.losses`)."""
     model.train()
     sums: dict[str, torch.Tensor] = {}
@@ -129,6 +132,8 @@ def train_one_epoch(
             if on_log is not None:
                 on_log(step, values)
             pending, pending_steps = {}, 0
+        if on_step is not None:
+            on_step(step)
         if should_stop is not None and should_stop(at_log_step):
             break
     bar.close()
@@ -151,10 +156,33 @@ def _quiet(*_args, **_kwargs) -> None:
     pass
 
 
-def train(config: Config, *, resume: str | Path | None = None, progress: bool = True,
-          log=print) -> dict:
-    """Train from ``config`` (or continue the run whose ``last.pt`` is ``resume``, mid-epoch included).
-    Returns the final evaluation results plus ``run_dir``.
+# What ``--set`` may change when a run is resumed: its length and how it runs, not what it trains.
+RESUMABLE_KEYS = frozenset({"train.epochs", "train.log_every", "train.checkpoint_every", "train.device",
+                            "train.threads", "train.compile", "data.workers", "eval.batch_size"})
+
+
+def resumed_config(checkpoint: dict, path: str | Path, overrides: dict[str, dict[str, Any]] | None) -> Config:
+    """The config saved in a checkpoint, with ``overrides`` ({section: {key: value}}) of `RESUMABLE_KEYS` applied:
+    a larger ``train.epochs`` extends the run (the learning-rate schedule is recomputed for the new length)."""
+    try:
+        config = config_from_dict(checkpoint["config"])
+    except CPMError as error:
+        raise CheckpointError(f"{path}: {error}") from None
+    if overrides:
+        keys = [f"{section}.{key}" for section, values in overrides.items() for key in values]
+        fixed = [key for key in keys if key not in RESUMABLE_KEYS]
+        if fixed:
+            raise CPMError(f"--set {fixed[0]}: cannot change when resuming {path} (only "
+                           f"{', '.join(sorted(RESUMABLE_KEYS))}); start a new run instead")
+        config = validate(apply(config, overrides, source="--set"))
+    return config
+
+
+def train(config: Config | None, *, resume: str | Path | None = None, progress: bool = True,
+          log=print, overrides: dict[str, dict[str, Any]] | None = None) -> dict:
+    """Train from ``config`` (or continue the run whose ``last.pt`` is ``resume``, mid-epoch included, with
+    ``overrides`` of `RESUMABLE_KEYS` applied to its saved config). Returns the final evaluation results plus
+    ``run_dir``.
 
     Under ``torchrun`` (``WORLD_SIZE`` > 1) the ranks form a process group (`cpm.training.distributed`), the model is
     wrapped in DistributedDataParallel and ``train.batch_size`` stays the global batch: each rank trains on
@@ -164,10 +192,9 @@ def train(config: Config, *, resume: str | Path | None = None, progress: bool = 
     checkpoint = None
     if resume is not None:
         checkpoint = load_checkpoint(resume)
-        try:
-            config = config_from_dict(checkpoint["config"])
-        except CPMError as error:
-            raise CheckpointError(f"{resume}: {error}") from None
+        config = resumed_config(checkpoint, resume, overrides)
+    if config is None:
+        raise CPMError("train: give a config or a checkpoint to resume")
     if config.train.threads:
         torch.set_num_threads(config.train.threads)
     owns_group = not torch.distributed.is_initialized()
@@ -190,6 +217,8 @@ def _train(config: Config, *, checkpoint: dict | None, resume: str | Path | None
                        f"{context.world_size} processes")
     rank_batch = t.batch_size // context.world_size
     amp_dtype = resolve_amp(t.amp, device)
+    if device.type == "cuda":  # fixed input sizes: let cuDNN pick the fastest convolution algorithms
+        torch.backends.cudnn.benchmark = not t.deterministic
     run_dir = Path(resume).parent if resume is not None else new_run_dir(t.runs_dir, t.name)
     run_dir = Path(broadcast_object(str(run_dir), context))
     seed_everything(t.seed, t.deterministic)
@@ -265,11 +294,12 @@ def _train(config: Config, *, checkpoint: dict | None, resume: str | Path | None
             return signals.requested
         return at_log_step and any_rank(signals.requested, context, device)  # ranks agree at log steps only
 
-    def save(epochs_done: int, batches: int, *, is_best: bool = False) -> Path:
+    def save(epochs_done: int, batches: int, *, is_best: bool = False, at_step: int | None = None) -> Path:
         state = {
             "model": model.state_dict(), "model_kwargs": kwargs, "config": config.to_dict(),
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-            "scaler": scaler.state_dict(), "epoch": epochs_done, "step": step, "best_metric": best,
+            "scaler": scaler.state_dict(), "epoch": epochs_done, "step": step if at_step is None else at_step,
+            "best_metric": best,
             "data_order": {"seed": t.seed, "epoch": epochs_done, "batches": batches},
             "rng": rng_state(), "git_revision": git_revision(),
         }
@@ -278,6 +308,13 @@ def _train(config: Config, *, checkpoint: dict | None, resume: str | Path | None
             if is_best:
                 save_checkpoint(state, run_dir / "best.pt")
         return run_dir / "last.pt"
+
+    def checkpoint_now(at_step: int, *, epoch: int, first_step: int) -> None:
+        """Every ``train.checkpoint_every`` steps, a mid-epoch last.pt that resumes at the next batch of ``epoch``
+        (whose batch 0 was, or would have been, step ``first_step``)."""
+        batches = at_step - first_step
+        if t.checkpoint_every and at_step % t.checkpoint_every == 0 and batches < steps_per_epoch:
+            save(epoch, batches, at_step=at_step)
 
     reduce_losses = functools.partial(all_reduce_mean, context=context) if context.enabled else None
     results: dict = {}
@@ -288,12 +325,14 @@ def _train(config: Config, *, checkpoint: dict | None, resume: str | Path | None
             train_loader.sampler.set_epoch(epoch)
             train_loader.sampler.set_start(skipped * rank_batch)  # mid-epoch resume: the batches not yet seen
             epoch_start, started = step, time.perf_counter()
+
             step, train_losses = train_one_epoch(
                 network, train_loader, optimizer, scheduler, codec, stage_weights, scaler, device=device,
                 amp_dtype=amp_dtype, channels_last=t.channels_last, grad_clip=t.grad_clip,
                 log_every=t.log_every, step=step, on_log=on_log, progress=progress,
                 description=f"epoch {epoch + 1}/{t.epochs}", should_stop=should_stop, reduce_losses=reduce_losses,
                 loss_fn=loss_fn,
+                on_step=functools.partial(checkpoint_now, epoch=epoch, first_step=epoch_start - skipped),
             )
             batches = skipped + step - epoch_start
             if batches < steps_per_epoch:  # a stop signal ended the epoch early

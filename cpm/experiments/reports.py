@@ -16,7 +16,14 @@ from pathlib import Path
 import numpy as np
 
 from cpm.errors import CPMError
-from cpm.experiments.stats import PairedDifference, conclusion, format_difference, paired_difference
+from cpm.experiments.stats import (
+    PairedDifference,
+    conclusion,
+    format_difference,
+    paired_difference,
+    pck_standard_error,
+)
+from cpm.skeleton import get_skeleton
 
 _SEEDED = re.compile(r"^(?P<cell>.+)-seed(?P<seed>\d+)$")
 
@@ -85,22 +92,34 @@ def _header(note: dict, title: str, runs: list[RunRecord]) -> tuple[list[str], l
     """(lines under the title, closing lines with command and revisions) from the grid's note and its cells."""
     sets = ", ".join(f"{k}={v}" for k, v in (note.get("sets") or {}).items())
     base = note.get("config") or "the defaults (cpm/config.py)"
-    machines = sorted({f"{r.data.get('machine', {}).get('cpu', '?')} ({'bf16' if r.data.get('machine', {}).get('cpu_bf16') else 'fp32'}"
-                       f", {r.data.get('machine', {}).get('cores', '?')} cores)" for r in runs})
+    machines = set()
+    for run in runs:
+        where = run.data.get("machine", {})
+        kind = "bf16" if where.get("cpu_bf16") else "fp32"
+        machines.add(f"{where.get('cuda') or where.get('cpu', '?')} ({kind}, {where.get('cores', '?')} cores)")
     hours = sum(r.data.get("train_seconds", 0.0) for r in runs) / 3600
     samples = sorted({r.summary["samples"] for r in runs if r.summary})
+    joints = {get_skeleton(r.data["config"]["data"]["skeleton"]).num_joints for r in runs if r.data.get("config")}
+    scores = [r.summary["pck"]["0.2"][-1] for r in runs if r.summary and "0.2" in r.summary.get("pck", {})]
+    error = ""
+    if samples and scores:
+        p = float(np.mean(scores))
+        se = pck_standard_error(p, samples[0], max(joints) if joints else 15)
+        error = (f" At {samples[0]} frames the binomial standard error of a PCK near the table's mean PCK@0.2 "
+                 f"({100 * p:.0f} %) is {100 * se:.2f} points (a lower bound: the joints of a frame are correlated).")
     top = [f"# {title}", "",
-           f"Setting `{note.get('setting', '?')}`: {base}, budget {note.get('budget', '?')} ({note.get('description', '')})"
-           + (f", with `{sets}`" if sets else "") + ".",
-           f"{len(runs)} runs, {hours:.1f} h of training in all, on {', '.join(machines) or 'unknown machines'}. "
-           f"Held-out PCK is torso-normalised, in %, on {', '.join(map(str, samples)) or '?'} frames. Each cell: mean ± "
-           "sample standard deviation over seeds (a seed sets the init, the data order and the training frames); "
-           "differences are paired by seed, with a 95 % t-interval in brackets.", ""]
+           f"Setting `{note.get('setting', '?')}`: {base}, budget {note.get('budget', '?')} "
+           f"({note.get('description', '')})" + (f", with `{sets}`" if sets else "") + ".",
+           f"{len(runs)} runs, {hours:.1f} h of training in all, on {', '.join(sorted(machines)) or 'unknown'}. "
+           f"Held-out PCK is torso-normalised, in %, on {', '.join(map(str, samples)) or '?'} frames." + error +
+           " Each cell: mean ± sample standard deviation over seeds (a seed sets the init, the data order and the "
+           "training frames); differences are paired by seed, with a 95 % t-interval in brackets.", ""]
     revisions = sorted({r.data.get("revision", "unknown") for r in runs})
+    target = runs[0].data.get("target", "?") if runs else "?"
     bottom = ["", f"Runs produced by `{note.get('command') or 'unknown'}` at revision(s) "
               f"{', '.join(f'`{r}`' for r in revisions)}; one summary per run in "
-              f"`experiments/results/runs/{runs[0].data.get('target', '?') if runs else '?'}/{note.get('setting', '?')}/`; "
-              f"this file was rebuilt from them by `make report` (`python -m cpm.experiments report`).", ""]
+              f"`experiments/results/runs/{target}/{note.get('setting', '?')}/`; this file was rebuilt from them by "
+              "`make report` (`python -m cpm.experiments report`).", ""]
     return top, bottom
 
 

@@ -199,7 +199,8 @@ def write_summary(cell: Cell, *, target: str, setting: str, wall_seconds: float,
         "steps": _thin(read_jsonl(steps_path)) if steps_path.is_file() else [],
         "summary": evaluate_run(run_dir, device=device),
         "wall_seconds": round(wall_seconds, 1), "machine": machine(),
-        "train_seconds": round(sum(line.get("train_seconds", 0.0) for line in read_jsonl(run_dir / "metrics.jsonl")), 1),
+        "train_seconds": round(sum(line.get("train_seconds", 0.0) for line in read_jsonl(run_dir / "metrics.jsonl")),
+                               1),
     }
     if decoders:
         data["decoders"] = {name: evaluate_run(run_dir, device=device, decoder=name) for name in decoders}

@@ -246,3 +246,16 @@ def test_the_gpu_budget_runs_the_ablation_design_at_the_papers_geometry(tmp_path
     # The released LSP network with 15 joints (31,298,464 parameters, experiments/paper_lsp.toml) on 1-channel depth:
     # each of its two trunks' first 9x9 conv (128 filters) has 2 input channels fewer.
     assert sum(p.numel() for p in model.parameters()) == 31_298_464 - 2 * (9 * 9 * 128 * 2)
+
+
+def test_parallel_shards_train_every_seed_once_and_report_once(tmp_path, capsys):
+    runs, results = tmp_path / "runs", tmp_path / "results"
+    code = main(["ablate-supervision", "--budget", "smoke", "--only", "T1-*", "--set", "train.epochs=1",
+                 "--runs", str(runs), "--results", str(results), "--device", "cpu", "--parallel", "2",
+                 "--set", "data.train_samples=16"])
+    assert code == 0
+    folder = results / "runs" / "ablate-supervision" / "smoke"
+    # the smoke budget has one seed: shard 0 trains it, shard 1 has nothing to do
+    assert sorted(p.name.split("-")[0] for p in folder.glob("T1-*.json")) == ["T1"]
+    assert capsys.readouterr().out.strip().endswith("ablate-supervision-smoke.md")
+    assert main(["ablate-supervision", "--budget", "smoke", "--shard", "2/2"]) == 2

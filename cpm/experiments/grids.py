@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
+import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -276,17 +277,37 @@ def write_grid_note(request: GridRequest, *, results_root: Path, command: str) -
                                                        indent=1, sort_keys=True) + "\n")
 
 
+def seed_of(name: str) -> int:
+    return int(name.rsplit("-seed", 1)[1])
+
+
 def run_target(request: GridRequest, *, runs_root: Path = Path("runs"),
                results_root: Path = Path("experiments/results"),
                device: str = "auto", only: str = "*", command: str = "", progress: bool = True,
-               log: Callable[[str], None] = print) -> Path:
-    """Train the cells of ``request`` that match ``only`` and have no summary yet, then write the report."""
+               log: Callable[[str], None] = print, shard: tuple[int, int] = (0, 1), parallel: int = 1,
+               argv: Sequence[str] = ()) -> Path | None:
+    """Train the cells of ``request`` that match ``only`` and have no summary yet, then write the report.
+
+    ``shard = (i, n)`` keeps the cells whose seed is i modulo n (a seed's stage-wise chain stays together);
+    ``parallel = n`` runs the n shards at once in n processes (``argv`` + ``--shard i/n``), for a GPU that one
+    small cell cannot fill; the report is written when all have finished. A shard writes no report."""
     from cpm.targets.codecs import DECODERS
 
-    cells = grid_cells(request, runs_root=runs_root, results_root=results_root, device=device, only=only)
     write_grid_note(request, results_root=results_root, command=command)
-    run_cells(cells, target=request.target, setting=request.setting, device=device, progress=progress, log=log,
-              decoders=DECODERS if request.target == "compare-decoders" else ())
+    if parallel > 1:
+        workers = [subprocess.Popen([sys.executable, "-m", "cpm.experiments", *argv, "--shard", f"{i}/{parallel}",
+                                     "--no-progress"]) for i in range(parallel)]
+        failed = [code for code in (worker.wait() for worker in workers) if code]
+        if failed:
+            raise CPMError(f"--parallel: {len(failed)} of {parallel} workers failed (exit {failed[0]})")
+    else:
+        cells = grid_cells(request, runs_root=runs_root, results_root=results_root, device=device, only=only)
+        cells = [cell for cell in cells if seed_of(cell.name) % shard[1] == shard[0]]
+        run_cells(cells, target=request.target, setting=request.setting, device=device, progress=progress, log=log,
+                  decoders=DECODERS if request.target == "compare-decoders" else ())
+        if shard[1] > 1:
+            return None
+    cells = grid_cells(request, runs_root=runs_root, results_root=results_root, device=device, only=only)
     if request.target == "ablate-supervision" and only == "*":
         budget, _, steps, _ = budget_for(request.budget, request.target)
         figure5(results_root / "runs" / request.target / request.setting, cells, steps, device=device, log=log)
@@ -317,6 +338,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--only", default="*", help="train only the cells whose name matches this glob")
     parser.add_argument("--no-progress", action="store_true", help="one line per epoch instead of progress bars")
+    parser.add_argument("--parallel", type=int, default=1, metavar="N",
+                        help="train N shards of the grid's seeds at once, in N processes (several small cells on "
+                             "one GPU)")
+    parser.add_argument("--shard", default="0/1", metavar="I/N", help="train only the cells whose seed is I mod N")
     args = parser.parse_args(argv)
     from cpm.training.loop import TrainingInterrupted
 
@@ -333,10 +358,23 @@ def main(argv: list[str] | None = None) -> int:
             if not wrote:
                 raise CPMError(f"{args.results}/runs: no grid summaries to report")
             return 0
+        try:
+            shard = tuple(int(part) for part in args.shard.split("/"))
+            if len(shard) != 2 or not 0 <= shard[0] < shard[1]:
+                raise ValueError
+        except ValueError:
+            raise CPMError(f"--shard: expected I/N with 0 <= I < N, got {args.shard!r}") from None
+        if args.parallel < 1:
+            raise CPMError(f"--parallel: expected a positive number of processes, got {args.parallel}")
         request = GridRequest(args.target, args.budget, args.config, sets, args.data)
+        given = list(sys.argv[1:] if argv is None else argv)
+        forwarded = [a for i, a in enumerate(given) if a != "--parallel" and not a.startswith("--parallel=")
+                     and (i == 0 or given[i - 1] != "--parallel")]
         path = run_target(request, runs_root=args.runs, results_root=args.results, device=args.device,
-                          only=args.only, command=command, progress=not args.no_progress)
-        print(f"wrote {path}")
+                          only=args.only, command=command, progress=not args.no_progress, shard=shard,
+                          parallel=args.parallel, argv=forwarded)
+        if path is not None:
+            print(f"wrote {path}")
     except CPMError as error:
         print(f"cpm.experiments {args.target}: error: {error}", file=sys.stderr)
         return 2

@@ -45,6 +45,13 @@ bench: $(STAMP)
 	$(PY) -m cpm.bench $(BENCH_CONFIGS)
 	$(PY) -m cpm.bench.decoders
 
+## gpu-check: on a CUDA machine, <= MINUTES (8) minutes: the CUDA tests, the paper step fp32 vs bf16 (+ compile) with
+## TFLOP/s and the share of the bf16 peak, make train on the GPU, and grid cells (--parallel 3); all under OUT
+MINUTES ?= 8
+.PHONY: gpu-check
+gpu-check: $(STAMP)
+	$(PY) -m cpm.bench.gpu_check --minutes $(MINUTES) $(if $(OUT),--out $(OUT))
+
 ## bench-accuracy: the accuracy cost of bf16: CONFIG trained twice with the same seed, train.amp=off and bf16,
 ## both final PCKs (two full training runs)
 .PHONY: bench-accuracy

@@ -1,0 +1,18 @@
+"""`make gpu-check` on the CPU with tiny sizes: every step runs and writes its part of the report."""
+
+from cpm.bench.gpu_check import bf16_peak, run
+
+
+def test_peaks_are_looked_up_by_device_name():
+    assert bf16_peak("NVIDIA H200") == 989e12 and bf16_peak("NVIDIA A100-SXM4-80GB") == 312e12
+    assert bf16_peak("Tesla V100-SXM2") is None and bf16_peak("cpu") is None
+
+
+def test_tiny_gpu_check_runs_every_step_on_the_cpu(tmp_path):
+    report = run(tmp_path, minutes=5, tiny=True, device_name="cpu").read_text()
+    assert "## tests" in report and "skipped with --tiny" in report
+    assert "| fp32 NCHW |" in report and "| channels-last + bf16 |" in report and "failed" not in report
+    assert "`make train` model on cpu" in report and "| 4 |" in report  # the 4-stage table
+    assert "ablate-supervision: exit 0, 1 cell summaries" in report
+    assert (tmp_path / "speed.md").is_file() and (tmp_path / "train.log").is_file()
+    assert list((tmp_path / "results" / "runs" / "ablate-supervision" / "smoke").glob("T1-is-seed0-*.json"))

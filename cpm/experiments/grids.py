@@ -91,10 +91,11 @@ BUDGETS: dict[str, tuple[dict[str, Any], tuple[int, ...], int, str]] = {
              "model.caffe_pooling": True, "model.feature_channels": 32, "model.stage1_width": 512,
              "model.stage1_kernel": 9, "model.stage1_layers": 1, "model.stage_width": 128, "model.stage_kernel": 11,
              "model.stage_layers": 3, "model.center_pool": True, "model.sigma": 0.875, "model.center_sigma": 2.625,
-             "model.dropout": 0.5, "train.caffe_lr": True, "train.lr": 8e-5, "train.lr_step_size": 0,
+             "model.dropout": 0.5, "model.init": "caffe", "train.caffe_lr": True, "train.lr": 8e-5,
+             "train.lr_step_size": 0,
              "train.epochs": 10, "train.batch_size": 16, "train.amp": "auto", "train.checkpoint_every": 500,
              "eval.batch_size": 32, "eval.pck_thresholds": REPORT_THRESHOLDS}, (0, 1, 2), 50,
-            "gpu budget: the paper's 368 px geometry and released layers (stride 8, 46 x 46 maps, 9x9 trunk, 11x11 "
+            "gpu budget: the paper's 368 px geometry, released layers and Caffe init (stride 8, 46 x 46 maps, 11x11 "
             "stages), Caffe's base lr 8e-5 in Caffe's units with step decay at 1/2 and 3/4, 10 epochs of 16,000 "
             "frames at batch 16, bf16 where the device has it, 2,000 held-out frames"),
 }

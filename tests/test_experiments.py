@@ -166,16 +166,20 @@ def test_a_changed_set_runs_new_cells_and_the_old_summaries_stay(tmp_path):
     runs, results = tmp_path / "runs", tmp_path / "results"
     common = ["ablate-supervision", "--budget", "smoke", "--only", "T2-is-*", "--runs", str(runs), "--results",
               str(results), "--no-progress", "--device", "cpu"]
+
+    def summaries() -> list[str]:
+        return sorted(str(p.relative_to(results)) for p in results.glob("runs/ablate-supervision/*/T2-*.json"))
+
     assert main([*common, "--set", "model.stage_width=6"]) == 0
-    first = sorted(p.name for p in (results / "runs" / "ablate-supervision" / "smoke").glob("T2-*.json"))
+    first = summaries()
     assert main([*common, "--set", "model.stage_width=6"]) == 0  # the same request: nothing new
-    assert sorted(p.name for p in (results / "runs" / "ablate-supervision" / "smoke").glob("T2-*.json")) == first
+    assert summaries() == first
     assert main([*common, "--set", "model.stage_width=5"]) == 0  # another config: a new cell beside the old one
-    second = sorted(p.name for p in (results / "runs" / "ablate-supervision" / "smoke").glob("T2-*.json"))
+    second = summaries()
     assert len(first) == 1 and len(second) == 2 and first[0] in second
-    widths = {json.loads((results / "runs" / "ablate-supervision" / "smoke" / name).read_text())["config"]["model"]
-              ["stage_width"] for name in second}
+    widths = {json.loads((results / name).read_text())["config"]["model"]["stage_width"] for name in second}
     assert widths == {5, 6}
+    assert len({name.split("/")[2] for name in second}) == 2  # each request has its own setting folder and table
 
 
 def test_a_cell_overrides_the_users_set_for_its_own_factor(tmp_path):
@@ -199,6 +203,9 @@ def test_setting_names():
     assert setting_name("default", None) == "default"
     assert setting_name("none", "experiments/ablation.toml") == "ablation"
     assert setting_name("smoke", "my/lsp.toml") == "lsp-smoke"
+    with_sets = setting_name("none", "a.toml", {"train.epochs": 16})
+    assert with_sets.startswith("a+") and len(with_sets) == len("a+") + 6
+    assert with_sets != setting_name("none", "a.toml", {"train.epochs": 17})
 
 
 def test_the_hash_ignores_where_a_run_executes():

@@ -28,6 +28,7 @@ paper's network (`experiments/paper_lsp.toml`) at 368 px (both for GPUs).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import shlex
 import subprocess
@@ -183,12 +184,13 @@ GRIDS: dict[str, Callable[[Sequence[int]], list[Run]]] = {
 }
 
 
-def setting_name(budget: str, config: str | None) -> str:
-    """The folder a grid's runs and summaries go to: the budget, the config's stem for ``none``, both otherwise."""
-    if config is None:
-        return budget
-    stem = Path(config).stem
-    return stem if budget == "none" else f"{stem}-{budget}"
+def setting_name(budget: str, config: str | None, sets: dict[str, Any] | None = None) -> str:
+    """The folder a grid's runs and summaries go to: the budget, the config's stem for ``none``, both otherwise;
+    with ``--set`` values, a short hash of them after a ``+`` (another request, another folder and table)."""
+    name = budget if config is None else (Path(config).stem if budget == "none" else f"{Path(config).stem}-{budget}")
+    if sets:
+        name += "+" + hashlib.sha256(json.dumps(sets, sort_keys=True).encode()).hexdigest()[:6]
+    return name
 
 
 @dataclass
@@ -203,7 +205,7 @@ class GridRequest:
 
     @property
     def setting(self) -> str:
-        return setting_name(self.budget, self.config)
+        return setting_name(self.budget, self.config, self.sets)
 
     def to_json(self) -> dict:
         return {"target": self.target, "budget": self.budget, "config": self.config, "sets": self.sets,

@@ -10,6 +10,7 @@ Reads ``metrics.jsonl`` (one line per evaluation) and ``config.toml`` of a run a
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from cpm.errors import CPMError
@@ -116,6 +117,8 @@ def write_report(run_dir: str | Path, out: str | Path, *, command: str = "", sec
         raise CPMError(f"{out.parent}: output folder does not exist")
     samples = sum(line.get("images_per_second", 0) * line.get("train_seconds", 0) for line in lines)
     train_seconds = sum(line.get("train_seconds", 0) for line in lines)
+    relative = os.path.relpath(run_dir.resolve())
+    shown = run_dir.name if relative.startswith("..") else relative  # no machine paths in a committed report
     text = [
         f"# {run_dir.name}: per-stage PCK on the held-out split",
         "",
@@ -128,7 +131,7 @@ def write_report(run_dir: str | Path, out: str | Path, *, command: str = "", sec
         f"![curves]({out.name}.png)",
         "",
         f"Produced by `{command or 'cpm train ...'}` at revision `{revision}`; "
-        f"run directory `{run_dir}` (config in `config.toml`). Rebuild with `cpm report {run_dir} --out {out}`.",
+        f"run directory `{shown}` (config in `config.toml`). Rebuild with `cpm report {shown} --out {out}`.",
         "",
     ]
     markdown = out.with_suffix(".md")

@@ -208,6 +208,30 @@ def test_setting_names():
     assert with_sets != setting_name("none", "a.toml", {"train.epochs": 17})
 
 
+def test_the_hash_depends_only_on_what_differs_from_the_defaults(monkeypatch):
+    import dataclasses
+
+    from cpm import config as config_module
+    from cpm.experiments import runs
+
+    before = config_hash(make_config({"train.lr": 1e-3}))
+
+    @dataclasses.dataclass
+    class WithNewKey(config_module.TrainConfig):
+        a_new_switch: bool = False  # a key added later, whose default keeps the old behaviour
+
+    @dataclasses.dataclass
+    class NewConfig(config_module.Config):
+        train: WithNewKey = dataclasses.field(default_factory=WithNewKey)
+
+    monkeypatch.setattr(runs, "Config", NewConfig)
+    extended = NewConfig()
+    extended.train.lr = 1e-3
+    assert config_hash(extended) == before
+    extended.train.a_new_switch = True
+    assert config_hash(extended) != before
+
+
 def test_the_hash_ignores_where_a_run_executes():
     a = make_config({"train.device": "cpu", "data.workers": 0, "train.runs_dir": "x"})
     b = make_config({"train.device": "cuda", "data.workers": 8, "train.runs_dir": "y"})

@@ -67,12 +67,12 @@ def make_config(overrides: dict[str, Any], base: Config | str | Path | None = No
 
 
 def config_hash(config: Config) -> str:
-    """8 hex digits of the SHA-256 of the resolved config without `MACHINE_KEYS`."""
-    table = config.to_dict()
-    for key in MACHINE_KEYS:
-        section, _, name = key.partition(".")
-        table.get(section, {}).pop(name, None)
-    return hashlib.sha256(json.dumps(table, sort_keys=True).encode()).hexdigest()[:8]
+    """8 hex digits of the SHA-256 of what the resolved config changes from the defaults, without `MACHINE_KEYS`:
+    a new config key with a default that keeps today's behaviour leaves every committed cell's hash as it was."""
+    table, defaults = config.to_dict(), Config().to_dict()
+    changed = {f"{section}.{key}": value for section, values in table.items() for key, value in values.items()
+               if f"{section}.{key}" not in MACHINE_KEYS and defaults.get(section, {}).get(key) != value}
+    return hashlib.sha256(json.dumps(changed, sort_keys=True).encode()).hexdigest()[:8]
 
 
 @dataclass

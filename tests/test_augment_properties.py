@@ -16,6 +16,7 @@ from cpm.data.datasets.samples import person_box
 from cpm.data.synthetic import render, zbuffer
 from cpm.data.transforms import apply_affine, crop_matrix, invert_affine, transform_keypoints, warp_image
 from cpm.skeleton import ITOP_15, SKELETONS
+from tests.test_skeleton_names import mirror_name
 
 PROPERTY = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 coordinates = st.floats(-300, 600, allow_nan=False)
@@ -86,8 +87,10 @@ def test_a_mirror_renames_left_and_right_and_twice_is_the_identity_for_every_ske
     keypoints = np.concatenate([xy, np.full((len(xy), 1), 2.0)], axis=1).astype(np.float32)
     mirror = crop_matrix(np.array([middle, middle]), size, size, flip=True)  # x -> 2 * middle - x, y kept
     once = transform_keypoints(keypoints, mirror, skeleton.flip_permutation, flipped=True)
-    for left, right in skeleton.flip_pairs:  # the joint now called "left" is the mirror image of the old right
-        np.testing.assert_allclose(once[left, :2], [2 * middle - keypoints[right, 0], keypoints[right, 1]],
+    names = skeleton.joint_names
+    for k, name in enumerate(names):  # the joint now called "left_x" is the mirror image of the old "right_x"
+        source = names.index(mirror_name(name))  # from the names, not from the table under test
+        np.testing.assert_allclose(once[k, :2], [2 * middle - keypoints[source, 0], keypoints[source, 1]],
                                    atol=1e-3)
     twice = transform_keypoints(once, mirror, skeleton.flip_permutation, flipped=True)
     assert np.abs(twice - keypoints).max() < 1e-3  # float32 keypoints of up to 600 px
@@ -116,7 +119,8 @@ def test_keypoints_stay_on_the_image_content_they_mark(seed, epoch):
     mirrored = flipped(item["matrix"].double().numpy())
     checked = 0
     for k, (x, y, _) in enumerate(item["keypoints"].numpy()):
-        source = ITOP_15.flip_permutation[k] if mirrored else k  # the dot this keypoint must sit on
+        name = ITOP_15.joint_names[k]  # the dot this keypoint must sit on: its mirror-named joint's, if mirrored
+        source = ITOP_15.joint_names.index(mirror_name(name)) if mirrored else k
         cx, cy = int(round(x)), int(round(y))
         if not (2 <= cx < size - 2 and 2 <= cy < size - 2):
             continue  # shifted or turned out of the crop

@@ -1,3 +1,4 @@
+import json
 import re
 from pathlib import Path
 
@@ -46,8 +47,13 @@ def test_bench_accuracy_trains_fp32_and_bf16_with_the_same_seed(tmp_path):
     rows = {line.split("|")[1].strip(): line.split("|")[2:-1] for line in table.splitlines()
             if line.startswith("| ") and "train.amp" not in line}
     assert list(rows) == ["off (fp32)", "bf16", "bf16 - fp32 (points)"]
-    for amp in ("off (fp32)", "bf16"):
-        assert all(0 <= float(cell) <= 100 for cell in rows[amp][:2])  # final-stage PCK@0.1, @0.2
+    assert "| final-stage PCK@0.1 | final-stage PCK@0.2 |" in table
+    for amp, folder in (("off (fp32)", "tiny-amp-off"), ("bf16", "tiny-amp-bf16")):
+        # the table's PCK is the run's own final-stage validation PCK of its (only) epoch, in percent
+        final = json.loads((tmp_path / "runs" / folder / "metrics.jsonl").read_text().splitlines()[-1])
+        expected = [f"{100 * final[f'val/pck@{a}/stage4']:.2f}" for a in ("0.1", "0.2")]
+        assert [cell.strip() for cell in rows[amp][:2]] == expected
+        assert rows[amp][4].strip() == str(tmp_path / "runs" / folder)
     difference = float(rows["bf16"][1]) - float(rows["off (fp32)"][1])
     assert abs(float(rows["bf16 - fp32 (points)"][1]) - difference) < 0.011
     assert (tmp_path / "runs" / "tiny-amp-off" / "metrics.jsonl").is_file()

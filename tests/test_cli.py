@@ -54,18 +54,29 @@ def test_eval_refuses_a_checkpoint_with_pickled_code(tmp_path):
 
 
 def test_train_then_eval_prints_the_per_stage_table(tmp_path, capsys):
-    assert main(["train", "--no-progress", *sum((["--set", o] for o in tiny_overrides(tmp_path)), [])]) == 0
+    overrides = tiny_overrides(tmp_path, **{"train.epochs": 3})
+    assert main(["train", "--no-progress", *sum((["--set", o] for o in overrides), [])]) == 0
     printed = capsys.readouterr().out
     assert "| stage | PCK@0.1 | PCK@0.2 |" in printed
     rows = [line for line in printed.splitlines() if line.startswith("| ") and "stage" not in line]
     assert [row.split("|")[1].strip() for row in rows] == ["1", "2", "3", "4"]
+    # best.pt holds the first epoch with the highest final-stage val PCK@0.2 in metrics.jsonl (the selection
+    # rule of cpm.training.loop), and `cpm eval` of it re-computes that epoch's per-stage numbers exactly.
+    epochs = [json.loads(line) for line in (tmp_path / "runs" / "tiny" / "metrics.jsonl").read_text().splitlines()]
+    epochs = [record for record in epochs if "val/pck@0.2/stage4" in record]
+    assert len(epochs) == 3
+    best = max(epochs, key=lambda record: record["val/pck@0.2/stage4"])  # max keeps the first of equal ones
     checkpoint = tmp_path / "runs" / "tiny" / "best.pt"
     written = tmp_path / "predictions.mat"
     assert main(["eval", str(checkpoint), "--json", "--no-progress", "--device", "cpu",
                  "--predictions", str(written)]) == 0
     results = json.loads(capsys.readouterr().out)
     assert len(results["pck"]["0.2"]) == 4 and results["samples"] == 16
-    assert all(0.0 <= value <= 1.0 for value in results["pck"]["0.1"])
+    for threshold in ("0.1", "0.2"):
+        expected = [best[f"val/pck@{threshold}/stage{t}"] for t in range(1, 5)]
+        assert results["pck"][threshold] == pytest.approx(expected, abs=1e-6), (threshold, best.get("epoch"))
+    # the table printed after training is that of best.pt too, in percent
+    assert [row.split("|")[3].strip() for row in rows] == [f"{100 * v:.2f}" for v in results["pck"]["0.2"]]
     from cpm.data.datasets.matfiles import read_prediction_all
 
     assert read_prediction_all(written).shape[:2] == (16, 15)

@@ -103,3 +103,12 @@ def test_decode_is_batched_over_samples_and_joints():
     decoded, _ = codec.decode(heatmaps)
     assert decoded.shape == (5, 15, 2)
     assert (decoded - keypoints[..., :2]).abs().max().item() < 0.1
+
+
+def test_inside_the_crop_means_within_its_outer_pixel_edges():
+    # Pixel centres are integers, so the 64 x 48 crop spans x in [-0.5, 63.5) and y in [-0.5, 47.5).
+    codec = make_codec(input_size=(48, 64))
+    x = torch.tensor([-0.5, -0.501, 63.499, 63.5, 20.0, 20.0, 20.0, 20.0])
+    y = torch.tensor([10.0, 10.0, 10.0, 10.0, -0.5, -0.501, 47.499, 47.5])
+    _, weights = codec.encode(torch.stack([x, y, torch.full_like(x, 2.0)], dim=-1)[None])
+    assert weights.tolist() == [[1.0, 0.0, 1.0, 0.0, 1.0, 0.0, 1.0, 0.0]]

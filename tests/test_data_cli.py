@@ -10,7 +10,8 @@ import pytest
 
 from cpm.cli.data import add_data_parser, run_data
 from cpm.data.quality.realism import distances, format_table, js_distance, normalise, realism_report
-from cpm.viz import contact_sheet
+from cpm.skeleton import ITOP_15
+from cpm.viz import SIDE_COLOURS, contact_sheet
 
 
 def run(*argv):
@@ -27,12 +28,21 @@ def test_render_writes_a_contact_sheet_of_the_asked_size(tmp_path, capsys):
     assert "3 procedural samples" in capsys.readouterr().out
 
 
-def test_contact_sheet_draws_the_skeleton_in_side_colours():
+def test_contact_sheet_draws_each_joint_in_the_colour_of_its_side():
     image = np.zeros((212, 256), np.uint8)
     keypoints = np.array([[128 + 5 * (j % 3), 20 + 12 * j, 2] for j in range(15)], dtype=np.float32)
+    keypoints[4, 2] = 0  # right elbow unlabeled: not drawn
     sheet = contact_sheet([{"image": image, "keypoints": keypoints}], columns=1)
     assert sheet.shape == (134, 162, 3)
-    assert (sheet[..., 0] > 200).any() and (sheet[..., 2] > 200).any()  # red right, blue left limbs
+    factor = 160 / 256  # tile width / frame width; pixel centres map as (x + 0.5) * factor - 0.5
+    for j, name in enumerate(ITOP_15.joint_names):
+        x, y = ((keypoints[j, :2] + 0.5) * factor - 0.5).round().astype(int)  # dots are 2 px in radius
+        side = "left" if name.startswith("left_") else "right" if name.startswith("right_") else "centre"
+        if j == 4:  # no dot (a limb of the left arm passes there, so not black either)
+            assert tuple(sheet[y, x]) != SIDE_COLOURS["right"]
+        else:  # the person's own left in blue, right in red, the midline in green
+            assert tuple(sheet[y, x]) == SIDE_COLOURS[side], (name, x, y)
+    assert SIDE_COLOURS["left"] != SIDE_COLOURS["right"]
 
 
 def test_js_distance_is_zero_for_equal_and_one_for_disjoint_histograms():

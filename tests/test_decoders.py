@@ -29,15 +29,102 @@ def test_decoders_lists_the_six_methods():
     assert DECODERS == ("argmax", "quarter", "parabola", "bicubic", "dark", "soft_argmax")
 
 
+# Worst distance in pixels from a noise-free Gaussian's centre on these small 12 x 10 maps at stride 4, sigma 1.5,
+# with keypoints as close as 1.6 cells to the border: measured over 50 seeds, then rounded up. argmax and quarter
+# are bounded by their construction (half a cell, a quarter cell per axis, times sqrt 2); DARK's 5 x 5 stencil and
+# zero-padded blur are clipped near the border (measured 0.58 px there, 0.001 px in the open).
+NEAR_BORDER_PX = {"argmax": 4 * 0.5 * math.sqrt(2) + 1e-4, "quarter": 4 * 0.25 * math.sqrt(2) + 1e-4,
+                  "parabola": 1e-3, "bicubic": 1.0, "dark": 0.75, "soft_argmax": 0.3}
+
+
 @pytest.mark.parametrize("method", DECODERS)
 def test_every_decoder_is_batched_and_drops_the_background_channel(method):
+    torch.manual_seed(0)
     codec = HeatmapCodec(input_size=(48, 40), stride=4, sigma=1.5, background=True)
     keypoints = torch.rand(3, 4, 3) * torch.tensor([24.0, 32.0, 0.0]) + torch.tensor([8.0, 8.0, 2.0])
     heatmaps, _ = codec.encode(keypoints)  # (3, 5, 12, 10)
     points, confidence = codec.decode(heatmaps, method=method)
     assert points.shape == (3, 4, 2) and confidence.shape == (3, 4)
     assert torch.equal(confidence, heatmaps[:, :4].flatten(-2).amax(-1))  # the peak value, for every decoder
-    assert (points - keypoints[..., :2]).norm(dim=-1).max().item() < 4.0  # within a cell
+    assert (points - keypoints[..., :2]).norm(dim=-1).max().item() <= NEAR_BORDER_PX[method]
+
+
+# --- each decoder's own accuracy on noise-free Gaussians ------------------------------------------------------
+#
+# Keypoints encoded by the codec at random sub-pixel positions 10..36 cells into 46 x 46 maps (away from the
+# border), decoded, compared in cells. Measured worst cases over 1000 positions per (stride, sigma), strides 3, 4,
+# 8 and sigma 1, 1.5, 2, 3: argmax 0.5 and quarter 0.25 (both exactly the formulas below), parabola 4e-6 (float32
+# maps), DARK 2.3e-4, bicubic 0.81 / 0.90 / 1.32 px at sigma 1 (strides 3 / 4 / 8) and 0.60 / 0.64 / 0.78 px at
+# sigma 2, soft-argmax (default beta) 0.31 cells at sigma 1, 0.095 at 1.5 and 0.028 at 2 (means 0.13, 0.044,
+# 0.010). The bounds below sit a little above those: any shift by half a pixel, a wrong sign, or a stencil read
+# one cell off breaks them.
+
+BICUBIC_PX = {(4, 1.0): 1.0, (4, 2.0): 0.7, (8, 1.0): 1.4, (8, 2.0): 0.85}  # quantisation (0.5 px) + cubic bias
+SOFT_ARGMAX_CELLS = {1.0: (0.33, 0.15), 2.0: (0.035, 0.013)}  # (worst, mean): the peak snaps toward its argmax
+ACCURACY_CASES = [(stride, sigma) for stride in (4, 8) for sigma in (1.0, 2.0)]
+
+
+def encoded_keypoints(stride: int, sigma: float, count: int = 300, seed: int = 0):
+    """-> codec, true cells (N, 2) float64, heatmaps (N, 1, 46, 46) from the codec's own encoder."""
+    generator = torch.Generator().manual_seed(seed)
+    cells = torch.rand(count, 2, dtype=torch.float64, generator=generator) * 26 + 10
+    fraction = cells - cells.round()
+    cells = cells[((fraction.abs() > 1e-3) & (fraction.abs() < 0.499)).all(dim=-1)]  # no near-ties between cells
+    codec = HeatmapCodec(input_size=(46 * stride, 46 * stride), stride=stride, sigma=sigma, background=False)
+    keypoints = torch.cat([codec.cell_to_pixel(cells), torch.full((len(cells), 1), 2.0, dtype=torch.float64)], -1)
+    heatmaps, _ = codec.encode(keypoints[:, None].float())
+    return codec, cells, heatmaps
+
+
+def decoded_cells(codec, heatmaps, method):
+    points, _ = codec.decode(heatmaps, method=method)
+    return codec.pixel_to_cell(points[:, 0].double())
+
+
+@pytest.mark.parametrize(("stride", "sigma"), ACCURACY_CASES)
+def test_argmax_is_the_nearest_cell_exactly(stride, sigma):
+    codec, cells, heatmaps = encoded_keypoints(stride, sigma)
+    found = decoded_cells(codec, heatmaps, "argmax")
+    assert torch.equal(found, cells.round())
+    assert (found - cells).abs().max().item() <= 0.5
+
+
+@pytest.mark.parametrize(("stride", "sigma"), ACCURACY_CASES)
+def test_quarter_moves_a_quarter_cell_toward_the_true_centre_exactly(stride, sigma):
+    codec, cells, heatmaps = encoded_keypoints(stride, sigma)
+    found = decoded_cells(codec, heatmaps, "quarter")
+    assert torch.equal(found, cells.round() + 0.25 * torch.sign(cells - cells.round()))
+    assert (found - cells).abs().max().item() <= 0.25 + 1e-9
+
+
+@pytest.mark.parametrize(("stride", "sigma"), ACCURACY_CASES)
+def test_parabola_recovers_a_gaussian_to_float32_precision(stride, sigma):
+    codec, cells, heatmaps = encoded_keypoints(stride, sigma)
+    assert (decoded_cells(codec, heatmaps, "parabola") - cells).abs().max().item() <= 1e-4
+
+
+@pytest.mark.parametrize(("stride", "sigma"), ACCURACY_CASES)
+def test_dark_recovers_a_gaussian_to_a_thousandth_of_a_cell(stride, sigma):
+    codec, cells, heatmaps = encoded_keypoints(stride, sigma)
+    assert (decoded_cells(codec, heatmaps, "dark") - cells).abs().max().item() <= 1e-3
+
+
+@pytest.mark.parametrize(("stride", "sigma"), ACCURACY_CASES)
+def test_bicubic_lands_on_a_whole_pixel_next_to_the_nearest_one(stride, sigma):
+    codec, cells, heatmaps = encoded_keypoints(stride, sigma)
+    points, _ = codec.decode(heatmaps, method="bicubic")
+    points, truth = points[:, 0].double(), codec.cell_to_pixel(cells)
+    assert torch.equal(points, points.round())
+    assert (points - truth.round()).abs().max().item() <= 1.0  # at most one pixel from the nearest whole pixel
+    assert (points - truth).abs().max().item() <= BICUBIC_PX[stride, sigma]
+
+
+@pytest.mark.parametrize(("stride", "sigma"), ACCURACY_CASES)
+def test_soft_argmax_with_its_default_beta_is_within_its_measured_bias(stride, sigma):
+    codec, cells, heatmaps = encoded_keypoints(stride, sigma)
+    error = (decoded_cells(codec, heatmaps, "soft_argmax") - cells).abs()
+    worst, mean = SOFT_ARGMAX_CELLS[sigma]
+    assert error.max().item() <= worst and error.mean().item() <= mean
 
 
 def test_unknown_decoder_names_the_known_ones():

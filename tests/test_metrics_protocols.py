@@ -99,11 +99,15 @@ def test_pck_table_pools_groups_and_mean_over_counted_joints():
 
 
 def test_pck_table_excludes_samples_with_zero_or_missing_torso():
-    truth = labeled(np.zeros((3, 2, 2)))
-    truth[1, 1] = [5, 0, 2]
-    truth[2, 0, 2] = 0  # torso joint unlabeled: normaliser NaN
+    truth = labeled(np.zeros((3, 2, 2)))  # sample 0: both torso joints at the origin, a zero torso
+    truth[1, 1] = [5, 0, 2]  # sample 1: a 5 px torso
+    truth[2, 1] = [0, 5, 2]
+    truth[2, 0, 2] = 0  # sample 2: a 5 px torso whose joint 0 is unlabeled: normaliser NaN, by the flag alone
     predictions = truth[..., :2] + 100  # all far off
-    table = pck_table(predictions, truth, normaliser_size("torso", truth, torso=(0, 1)), 0.2, ("a", "b"))
+    predictions[2, 1] = truth[2, 1, :2]  # exact: were sample 2 counted, it would add a hit
+    size = normaliser_size("torso", truth, torso=(0, 1))
+    assert size[:2].tolist() == [0.0, 5.0] and np.isnan(size[2])
+    table = pck_table(predictions, truth, size, 0.2, ("a", "b"))
     assert (table.excluded, table.counted, table.mean) == (2, 2, 0.0)
 
 

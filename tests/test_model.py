@@ -56,3 +56,26 @@ def test_every_parameter_gets_a_gradient(intermediate_supervision, batch_norm):
 def test_build_model_names_unknown_heads():
     with pytest.raises(ValueError, match="unknown head 'fancy'"):
         build_model("fancy")
+
+
+@pytest.mark.parametrize("checkpoint_stages", [False, True])
+def test_each_refinement_stage_reads_projected_shared_features_previous_beliefs_and_the_centre_map(
+        checkpoint_stages):
+    # Fig. 2 of the paper: stage t >= 2 sees [project_t(shared trunk(image)), b_{t-1}, centre map], in that order.
+    torch.manual_seed(0)
+    model = ConvolutionalPoseMachine(stages=3, checkpoint_stages=checkpoint_stages, **TINY_MODEL).train()
+    image, center_map = torch.randn(2, 1, 64, 64), torch.rand(2, 1, 8, 8)
+    seen = []
+    hooks = [stage.register_forward_pre_hook(lambda module, inputs: seen.append(inputs[0].detach()))
+             for stage in model.stages]
+    beliefs = model(image, center_map)  # training mode with gradients: the checkpointed path when it is on
+    for hook in hooks:
+        hook.remove()
+    seen = seen[:2]  # a checkpointed stage runs again in backward only; there is no backward here
+    with torch.no_grad():
+        shared = model.image_features(image)
+        assert not torch.equal(shared, model.image_features_stage1(image))  # two trunks, not one
+        for t, inputs in enumerate(seen):
+            expected = torch.cat([model.project[t](shared), beliefs[t].detach(), center_map], dim=1)
+            torch.testing.assert_close(inputs, expected, rtol=0, atol=0)
+            assert torch.equal(model.stages[t](inputs), beliefs[t + 1].detach())

@@ -146,7 +146,12 @@ def test_predict_reads_rgb_photos_for_a_three_channel_model(tmp_path, shared_dat
         np.testing.assert_allclose(xy(record["joints"]), expected[-1], atol=1e-3)
         overlay = cv2.imread(str(out / f"{path.stem}.overlay.png"))
         assert overlay.shape == image.shape and np.abs(np.diff(overlay.astype(int), axis=2)).max() > 0  # in colour
-        assert (out / f"{path.stem}.stages.png").stat().st_size > 0
+        panel = cv2.imread(str(out / f"{path.stem}.stages.png"))
+        # belief_panel: 0.9 in per tile, 3 stages x 15 joints, plus margins (1.2 in, 1.3 in), saved at 80 dpi
+        assert panel.shape == (round((0.9 * 3 + 1.3) * 80), round((0.9 * 15 + 1.2) * 80), 3)
+        colourful = np.ptp(panel.astype(int), axis=2) > 40  # magma over the photo, not the white figure or text
+        assert colourful.mean() > 0.1  # measured 0.20: the 45 maps fill a fifth of the figure
+        assert len(np.unique(panel[colourful], axis=0)) > 5000  # shaded maps over a photo (measured 17k-36k)
 
 
 def assert_one_line_naming(capfd, *fragments):

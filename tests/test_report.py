@@ -1,6 +1,9 @@
 import json
 
+import cv2
+import numpy as np
 import pytest
+from matplotlib.colors import to_rgb
 
 from cpm.config import load_config
 from cpm.errors import CPMError
@@ -29,7 +32,16 @@ def test_report_of_a_run_writes_markdown_and_plot(tmp_path):
     final = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])
     assert f"| 4 | {100 * final['val/pck@0.1/stage4']:.2f} | {100 * final['val/pck@0.2/stage4']:.2f} |" in text
     assert "`cpm train tiny`" in text and "revision" in text
-    assert (tmp_path / "tiny_report.png").stat().st_size > 10_000
+    plot = cv2.imread(str(tmp_path / "tiny_report.png"))[..., ::-1]  # RGB
+    assert plot.shape == (440, 1100, 3)  # figsize (10, 4) at 110 dpi
+    half = plot.shape[1] // 2
+    for t in range(5):  # stage t + 1 is drawn in matplotlib's colour C<t>, in both panels (PCK left, loss right)
+        rgb = np.array([round(255 * v) for v in to_rgb(f"C{t}")])
+        drawn = np.abs(plot.astype(int) - rgb).max(axis=-1) <= 2
+        if t < 4:
+            assert drawn[:, :half].sum() > 50 and drawn[:, half:].sum() > 50, f"stage {t + 1}"
+        else:
+            assert not drawn.any()  # a 4-stage run: no fifth series
 
 
 def test_report_of_a_folder_without_metrics_names_it(tmp_path):

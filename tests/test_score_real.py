@@ -5,8 +5,10 @@ import argparse
 import functools
 import json
 
+import cv2
 import numpy as np
 import pytest
+from matplotlib.colors import to_rgb
 from scipy.io import loadmat, savemat
 
 from cpm.cli.score import add_score_parser, run_score
@@ -61,7 +63,14 @@ def test_pdj_at_0_2_equals_pck_and_writes_the_plot(shared_data, tmp_path):
     result = score(gt, pred, "pdj", plot=tmp_path / "pdj.png")
     assert result["curve"]["mean"][20] == pytest.approx(score(gt, pred, "lsp")["mean"])
     assert result["curve"]["mean"][0] < 5 and np.all(np.diff(result["curve"]["mean"]) >= 0)
-    assert 0 < result["auc"] < 100 and (tmp_path / "pdj.png").stat().st_size > 1000
+    assert 0 < result["auc"] < 100
+    plot = cv2.imread(str(tmp_path / "pdj.png"))[..., ::-1]  # RGB
+    assert plot.shape == (450, 600, 3)  # plot_curves: figsize (6, 4.5) at 100 dpi
+    rows, columns = np.nonzero(np.abs(plot.astype(int) - [round(255 * v) for v in to_rgb("C0")]).max(axis=-1) <= 2)
+    # The one curve, in C0, rises from 0 % at a = 0 to 95 % at a = 0.5 on a 0..100 % axis (rows ~400..60): it
+    # spans the axes' width, reaches their top, and its solid part (the steep start is anti-aliased) spans rows
+    # 57..286 (measured). Percent plotted as fractions would lie flat along the bottom.
+    assert columns.max() - columns.min() > 400 and rows.min() < 100 and rows.max() - rows.min() > 200
 
 
 def test_mpii_ground_truth_scored_against_itself_is_100_percent(shared_data, tmp_path):
@@ -104,7 +113,19 @@ def test_mpii_half_the_joints_moved_too_far_gives_the_expected_fraction(shared_d
 def test_tompson_detections_read_from_the_same_file_score_82_32_pckh(shared_data):
     gt = shared_data / "mpii/tompson_valid_detections.mat"
     result = score(gt, gt, "mpii")  # keypointsAll: Tompson et al. 2015 report 82.0 on the MPII test set
-    assert result["mean"] == pytest.approx(82.32, abs=0.01)
+    # Derivation of 82.32: PCKh@0.5 = 100 * hits / counted over the 14 joints MPII scores (every labeled joint but
+    # pelvis and thorax), a hit when ||detection - truth|| <= 0.5 * 0.6 * head-box diagonal (SC_BIAS = 0.6).
+    # Counted below with a plain loop that shares nothing with cpm.evaluation: 31,635 / 38,430 = 82.3185 %.
+    mpii = tompson(gt)
+    hits = counted = 0
+    for truth, found, (x1, y1, x2, y2) in zip(mpii.keypoints, mpii.detections, mpii.head_boxes, strict=True):
+        reach = 0.5 * 0.6 * float(np.hypot(x2 - x1, y2 - y1))
+        for j in range(16):
+            if j not in (6, 7) and truth[j, 2] > 0:
+                counted += 1
+                hits += bool(np.hypot(*(found[j] - truth[j, :2])) <= reach)
+    assert (hits, counted) == (31_635, 38_430) and result["counted"] == counted
+    assert result["mean"] == pytest.approx(100 * 31_635 / 38_430, abs=1e-9) == pytest.approx(82.32, abs=0.01)
     assert result["joints"]["pelvis"] == 0.0  # not detected: NaN predictions are misses, and outside the mean
 
 

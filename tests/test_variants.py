@@ -59,7 +59,20 @@ def test_paper_configs_have_the_released_parameter_count(config, expected):
     assert paper_lsp_parameters() == 31_219_866 and paper_mpii_parameters() == 29_852_058
 
 
+def default_cpu_parameters(joints: int = 15, stages: int = 4) -> int:
+    """Counted from the defaults of ConvolutionalPoseMachine: 1 input channel, K + 1 = 16 belief channels."""
+    out = joints + 1
+    trunk = conv(5, 1, 16) + conv(5, 16, 32) + conv(5, 32, 64)  # trunk_widths (16, 32, 64), 5x5: 64,512 a trunk
+    stage1 = (conv(5, 64, 32)  # feature_channels 32
+              + conv(7, 32, 128) + conv(1, 128, 128) + conv(1, 128, out))  # stage1_width 128, 7x7, then 1x1s
+    stage = (conv(5, 64, 32)  # project_t: the shared trunk to 32 channels
+             + conv(7, 32 + out + 1, 64) + 2 * conv(7, 64, 64)  # 3 layers of 7x7 64 on [features, beliefs, centre]
+             + conv(1, 64, 64) + conv(1, 64, out))  # 611,696 per refinement stage
+    return 2 * trunk + stage1 + (stages - 1) * stage  # 129,024 + 270,640 + 3 x 611,696
+
+
 def test_default_cpu_model_is_unchanged():
+    assert default_cpu_parameters() == 2_234_752
     assert count(ConvolutionalPoseMachine()) == 2_234_752
     assert count(build_model("heatmap", **model_kwargs(load_config(None)))) == 2_234_752
 
@@ -173,9 +186,12 @@ def test_vgg_weights_errors_name_the_file(tmp_path, vgg19_file):
 
 
 def test_config_choices_follow_the_code():
-    from cpm.targets.codecs import DECODERS
+    from cpm.data.dataset import INPUT_SCALES
+    from cpm.models.pose_machine import INITS
+    from cpm.targets.codecs import EVAL_DECODERS
 
-    assert CHOICES["eval.decoder"] == tuple(DECODERS)
+    assert CHOICES["eval.decoder"] == tuple(EVAL_DECODERS)
+    assert CHOICES["model.init"] == INITS and CHOICES["data.input_scale"] == tuple(INPUT_SCALES)
     assert CHOICES["model.backbone"] == tuple(BACKBONES)
     with pytest.raises(ConfigError, match="model.stride: the vgg19 backbone has stride 8, not 4"):
         load_config(None, ["model.backbone=vgg19", "model.stride=4", "data.input_size=128"])

@@ -1,8 +1,11 @@
-# What a user types. Every target sets up .venv on first use (pip install -e '.[dev]').
+# What a user types (`make help` lists the targets). Each target sets up .venv on first use with what it needs:
+# training and the experiments `pip install -e .`, bench adds the onnx extra, test and lint '.[dev]'.
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+RUN_STAMP  := $(VENV)/.installed-run
+ONNX_STAMP := $(VENV)/.installed-onnx
 CONFIG ?= experiments/default.toml
 ARGS   ?=
 DATA   ?=
@@ -10,25 +13,60 @@ DATA   ?=
 .PHONY: install train train-ddp eval test test-slow bench lint tensorboard clean \
         ablate-supervision compare-heads compare-decoders report
 
+.DEFAULT_GOAL := help
+
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
-	touch $(STAMP)
+	touch $(STAMP) $(RUN_STAMP) $(ONNX_STAMP)
+
+# Training, evaluation and prediction: the runtime dependencies alone (no onnx, hypothesis, notebooks).
+$(RUN_STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e .
+	touch $(RUN_STAMP)
+
+$(ONNX_STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[onnx]'
+	touch $(ONNX_STAMP) $(RUN_STAMP)
+
+.PHONY: help
+## help: this list of targets, one line each
+help:
+	@echo "make train [CONFIG=...] [DATA=...] [ARGS=...]  train CONFIG (experiments/default.toml: a 4-stage CPM, CPU)"
+	@echo "make train-ddp NPROC=2 [CONFIG=...]            the same run on NPROC processes (torchrun)"
+	@echo "make eval CKPT=runs/default/best.pt            per-stage PCK of a checkpoint on its held-out split"
+	@echo "make test                                      the fast test suite (installs '.[dev]')"
+	@echo "make test-slow                                 the long tests (real training runs)"
+	@echo "make bench                                     speed of training, data, targets, decoders, inference"
+	@echo "make bench-accuracy [CONFIG=...]               the accuracy cost of bf16: CONFIG trained in fp32 and bf16"
+	@echo "make gpu-check [MINUTES=8]                     on a CUDA machine: CUDA tests, paper step, make train"
+	@echo "make ablate-supervision [BUDGET=...]           stages x intermediate supervision grid (cpm/experiments)"
+	@echo "make compare-heads [BUDGET=...]                heatmap vs regression vs integral heads x backbones grid"
+	@echo "make compare-decoders [BUDGET=...]             every eval.decoder on the same trained models"
+	@echo "make report                                    rebuild the experiment tables from committed summaries"
+	@echo "make lint                                      ruff check ."
+	@echo "make tensorboard                               TensorBoard on runs/"
+	@echo "make install                                   set up .venv with '.[dev]' only"
+	@echo "make clean                                     remove runs/ and caches (not .venv)"
+	@echo "make help                                      this list"
 
 install: $(STAMP)
 
-## train: a small CPM on the embedded synthetic depth data (CPU, ~13 min on 2 cores), per-stage PCK table at the end;
+## train: a small CPM on the embedded synthetic depth data (2 CPU cores: ~13 min with native bf16, ~30 min on an
+## AVX2-only CPU in fp32; cpm train says which it found), per-stage PCK table at the end;
 ## DATA=/path/to/dataset sets data.root for a real-data config (experiments/lsp.toml, mpii.toml)
-train: $(STAMP)
+train: $(RUN_STAMP)
 	$(VENV)/bin/cpm train $(CONFIG) $(if $(DATA),--set data.root=$(DATA)) $(ARGS)
 
 ## train-ddp: the same run on NPROC processes of this machine (torchrun; one GPU each on CUDA, gloo on CPU)
 NPROC ?= 2
-train-ddp: $(STAMP)
+train-ddp: $(RUN_STAMP)
 	$(VENV)/bin/torchrun --standalone --nproc_per_node=$(NPROC) -m cpm train $(CONFIG) $(if $(DATA),--set data.root=$(DATA)) $(ARGS)
 
 ## eval: per-stage PCK of a checkpoint, e.g. make eval CKPT=runs/default/best.pt
-eval: $(STAMP)
+eval: $(RUN_STAMP)
 	$(VENV)/bin/cpm eval $(CKPT) $(ARGS)
 
 ## test: the fast test suite (< 10 min on 2 cores)
@@ -41,7 +79,7 @@ test-slow: $(STAMP)
 
 ## bench: speed of training, data, targets, decoders and inference, side by side in one run
 BENCH_CONFIGS ?= experiments/default.toml experiments/paper_lsp.toml
-bench: $(STAMP)
+bench: $(ONNX_STAMP)
 	$(PY) -m cpm.bench $(BENCH_CONFIGS)
 	$(PY) -m cpm.bench.decoders
 
@@ -55,7 +93,7 @@ gpu-check: $(STAMP)
 ## bench-accuracy: the accuracy cost of bf16: CONFIG trained twice with the same seed, train.amp=off and bf16,
 ## both final PCKs (two full training runs)
 .PHONY: bench-accuracy
-bench-accuracy: $(STAMP)
+bench-accuracy: $(RUN_STAMP)
 	$(PY) -m cpm.bench.accuracy $(CONFIG) $(ARGS)
 
 ## ablate-supervision, compare-heads, compare-decoders: the experiment grids (cpm/experiments/): each cell is CONFIG
@@ -64,17 +102,17 @@ bench-accuracy: $(STAMP)
 ## experiments/results/runs/<target>/<setting>/ (commit it: a cell with a summary is skipped), the tables and plots
 ## to experiments/results/<target>/. ARGS='--only "T4-*" --set k=v --no-progress'
 BUDGET ?= default
-ablate-supervision compare-heads compare-decoders: $(STAMP)
+ablate-supervision compare-heads compare-decoders: $(RUN_STAMP)
 	$(PY) -m cpm.experiments $@ --budget $(BUDGET) $(if $(filter command line environment,$(origin CONFIG)),--config $(CONFIG)) $(if $(DATA),--data $(DATA)) $(ARGS)
 
 ## report: rebuild every experiment table and plot from the committed cell summaries, without training
-report: $(STAMP)
+report: $(RUN_STAMP)
 	$(PY) -m cpm.experiments report $(ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
-tensorboard: $(STAMP)
+tensorboard: $(RUN_STAMP)
 	$(VENV)/bin/tensorboard --logdir runs --bind_all
 
 clean:

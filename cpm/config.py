@@ -26,7 +26,7 @@ from typing import Any
 import tomllib
 
 from cpm.errors import ConfigError
-from cpm.skeleton import SKELETONS
+from cpm.skeleton import SKELETONS, load_skeleton_file, register_skeleton, skeleton_from_table
 
 # The names the config accepts for parts built elsewhere; tests/test_config.py checks that each tuple equals the keys
 # of its table (`cpm.models.HEADS`, `cpm.models.backbones.BACKBONES`, `cpm.targets.losses.REGRESSION_LOSSES`,
@@ -36,6 +36,22 @@ BACKBONE_NAMES = ("cpm", "vgg19", "vgg16", "fourconv")
 FIXED_STRIDES = {"vgg19": 8, "vgg16": 8, "fourconv": 2}  # the cpm trunk's stride follows model.trunk_widths
 REGRESSION_LOSS_NAMES = ("l2", "l1", "smooth_l1")
 DECODER_NAMES = ("argmax", "quarter", "parabola", "bicubic", "dark", "soft_argmax")
+EVAL_DECODER_NAMES = (*DECODER_NAMES, "paper")  # `cpm.targets.codecs.EVAL_DECODERS`: what eval.decoder accepts
+INIT_NAMES = ("kaiming", "caffe", "mmpose")  # `cpm.models.pose_machine.INITS`
+INPUT_SCALES = ("unit", "caffe", "imagenet")  # `cpm.data.dataset.INPUT_SCALES`
+DEPTH_ENCODINGS = ("nearness8", "millimetres16", "metres32")  # cpm.data.depth reads each
+SYNTHETIC_DEPTH = ("nearness8", 0.5, 7.5)  # what the synthetic renderer makes (cpm.data.synthetic.zbuffer)
+
+
+@dataclass
+class DepthConfig:
+    """How depth frames are stored (``data.depth``). The model always sees nearness gray: 255 at ``near`` metres,
+    1 at ``far`` metres and beyond, 0 = no reading (the synthetic frames' convention); files in millimetres or
+    metres are converted with ``near`` and ``far`` (`cpm.data.depth`)."""
+
+    encoding: str = "nearness8"  # nearness8: 8-bit gray, near = bright | millimetres16: 16-bit mm | metres32: float m
+    near: float = 0.5  # metres shown as 255
+    far: float = 7.5  # metres shown as 1 (farther readings too)
 
 
 @dataclass
@@ -47,7 +63,8 @@ class DataConfig:
     exclude: str = ""  # samples to leave out of a real dataset: `cpm data check` CSV or index / image lines
     pose_source: str = "procedural"  # synthetic poses: procedural (the embedded prior) | bvh | bank
     pose_files: str = ""  # bvh: a .bvh file or a folder of them; bank: an N x K x 2 keypoint .mat (K2HPD)
-    skeleton: str = "itop15"
+    skeleton: str = "itop15"  # a built-in skeleton, the name of the [skeleton] table, or a TOML file declaring one
+    depth: DepthConfig = field(default_factory=DepthConfig)  # {encoding, near, far} of depth frames
     seed: int = 0  # training samples are a pure function of (seed, index, epoch)
     train_samples: int = 20000  # samples per epoch; each epoch renders new ones
     val_seed: int = 1000  # a different seed keeps the held-out split disjoint from training
@@ -60,6 +77,7 @@ class DataConfig:
     shift: float = 0.08  # centre jitter as a fraction of the crop side
     occlusion: float = 0.0  # probability of a random occluding rectangle per training crop (covered joints: v = 1)
     workers: int = 1
+    input_scale: str = "unit"  # pixels -> model input: unit (p/255 - 0.5)/0.5 | caffe (p - 128)/256 | imagenet
 
 
 @dataclass
@@ -93,6 +111,7 @@ class ModelConfig:
     sigma: float = 1.0  # Gaussian target sigma, heatmap cells
     center_sigma: float = 2.5  # centre map sigma, heatmap cells
     checkpoint_stages: bool = False  # recompute refinement stages in backward (less memory, ~1 more forward)
+    beliefs_first: bool = False  # stages concatenate [beliefs, features, centre] (released VGG MPII net, mmpose)
 
 
 @dataclass
@@ -126,13 +145,35 @@ class TrainConfig:
     checkpoint_every: int = 0  # steps between mid-epoch last.pt writes (atomic); 0 = after every epoch only
     grad_clip: float = 0.0  # max gradient norm; 0 = off
     threads: int = 0  # torch intra-op threads; 0 = torch's default
+    lr_gamma: float = 0.333  # step schedule: the factor of each decay (Caffe's gamma; mmpose's 0.1)
+    lr_milestones: list[float] = field(default_factory=list)  # step schedule: decay at these epochs (mmpose [170, 200])
+    missing_joints: str = "ignore"  # unlabeled / out-of-crop joints: ignore (weight 0) | zero (trained toward 0, Caffe)
+    target_cutoff: float = 0.0  # Gaussian target values below this become 0 (Caffe: 0.01)
+    stage1_all_people: bool = False  # stage 1 learns every person in the crop, later stages the centred one (Caffe)
+    best_metric: str = ""  # what best.pt maximises: "pck@A" (final stage) or "loss"; "" = pck@0.2, else the first A
 
 
 @dataclass
 class EvalConfig:
-    decoder: str = "parabola"  # one of cpm.targets.codecs.DECODERS
+    decoder: str = "parabola"  # one of cpm.targets.codecs.EVAL_DECODERS ("paper": the released CPM's testing)
     pck_thresholds: list[float] = field(default_factory=lambda: [0.1, 0.2])
     batch_size: int = 64
+    scales: list[float] = field(default_factory=lambda: [1.0])  # cpm eval / predict: maps averaged over these crops
+
+
+@dataclass
+class SkeletonConfig:
+    """Your own skeleton, by joint name (`cpm.skeleton.skeleton_from_table`); empty: none declared."""
+
+    name: str = ""
+    joints: list[str] = field(default_factory=list)
+    flip_pairs: list[list[str]] = field(default_factory=list)  # [[left_x, right_x], ...]: swapped by a flip
+    limbs: list[list[str]] = field(default_factory=list)  # drawn by cpm.viz
+    torso: list[str] = field(default_factory=list)  # the two joints whose distance normalises PCK
+    to_itop15: list[list[str]] = field(default_factory=list)  # optional [[ITOP-15 joint, this skeleton's joint]]
+
+    def declared(self) -> bool:
+        return self != SkeletonConfig()
 
 
 @dataclass
@@ -141,9 +182,13 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    skeleton: SkeletonConfig = field(default_factory=SkeletonConfig)
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
-        return dataclasses.asdict(self)
+        table = dataclasses.asdict(self)
+        if not self.skeleton.declared():  # written only where a config declares its own skeleton
+            del table["skeleton"]
+        return table
 
     def to_toml(self) -> str:
         lines: list[str] = []
@@ -157,15 +202,16 @@ class Config:
 CHOICES = {
     "data.source": ("synthetic", "list", "lsp", "mpii", "mpii_mat", "flic", "coco", "jhmdb", "itop"),
     "data.pose_source": ("procedural", "bvh", "bank"),
-    "data.skeleton": tuple(SKELETONS),
     "model.head": HEAD_NAMES,
     "model.regression_loss": REGRESSION_LOSS_NAMES,
     "model.backbone": BACKBONE_NAMES,
-    "model.init": ("kaiming", "caffe"),
+    "model.init": INIT_NAMES,
+    "data.input_scale": INPUT_SCALES,
+    "train.missing_joints": ("ignore", "zero"),
     "train.optimizer": ("adamw", "sgd"),
     "train.schedule": ("cosine", "step", "constant"),
     "train.amp": ("auto", "bf16", "fp16", "off"),
-    "eval.decoder": DECODER_NAMES,
+    "eval.decoder": EVAL_DECODER_NAMES,
 }
 
 # (minimum, maximum), inclusive; None = unbounded
@@ -184,7 +230,7 @@ RANGES = {
     "train.log_every": (1, None), "train.checkpoint_every": (0, None),
     "train.grad_clip": (0, None), "train.threads": (0, None),
     "train.stage1_lr_mult": (0, None), "train.refinement_lr_mult": (0, None), "train.bias_lr_mult": (0, None),
-    "train.lr_step_size": (0, None),
+    "train.lr_step_size": (0, None), "train.lr_gamma": (0, 1), "train.target_cutoff": (0, 0.99),
     "eval.batch_size": (1, None),
 }
 
@@ -198,6 +244,8 @@ def _toml_value(value: Any) -> str:
         return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):  # an inline table: data.depth = {encoding = "nearness8", near = 0.5, far = 7.5}
+        return "{" + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + "}"
     raise TypeError(f"cannot write {type(value).__name__} to TOML")
 
 
@@ -238,10 +286,30 @@ def apply(config: Config, overrides: dict[str, Any], *, source: str = "") -> Con
             raise ConfigError(f"{where}{section_name}: expected a table of settings, got {values!r}")
         types_ = _section_types(section)
         for key, value in values.items():
-            if key not in types_:
+            name, dot, sub = key.partition(".")  # --set data.depth.encoding=... names a key of a table
+            if name not in types_ or (dot and not dataclasses.is_dataclass(types_[name])):
                 raise ConfigError(f"{where}unknown config key {section_name}.{key}")
+            if dataclasses.is_dataclass(types_[name]):
+                table = {sub: value} if dot else value
+                setattr(section, name, _apply_table(getattr(section, name), table, f"{section_name}.{name}", where))
+                continue
             setattr(section, key, _coerce(value, types_[key], f"{where}{section_name}.{key}"))
     return config
+
+
+def _apply_table(current: Any, table: Any, name: str, where: str) -> Any:
+    """A copy of the dataclass ``current`` (a table inside a section, such as ``data.depth``) with the keys of
+    ``table`` set; other keys keep their values."""
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where}{name}: expected a table such as {_toml_value(dataclasses.asdict(current))}, "
+                          f"got {table!r}")
+    updated = dataclasses.replace(current)
+    types_ = typing.get_type_hints(type(current))
+    for key, value in table.items():
+        if key not in types_:
+            raise ConfigError(f"{where}unknown config key {name}.{key} (known: {', '.join(types_)})")
+        setattr(updated, key, _coerce(value, types_[key], f"{where}{name}.{key}"))
+    return updated
 
 
 def validate(config: Config) -> Config:
@@ -296,7 +364,101 @@ def validate(config: Config) -> Config:
         raise ConfigError(f"train.trainable_stages: {train.trainable_stages} names a stage outside 1..{stages}")
     if any(not 0 < a <= 1 for a in config.eval.pck_thresholds) or not config.eval.pck_thresholds:
         raise ConfigError("eval.pck_thresholds: expected a non-empty list of values in (0, 1]")
+    if not config.eval.scales or any(s <= 0 for s in config.eval.scales):
+        raise ConfigError(f"eval.scales: expected a non-empty list of crop scales > 0, got {config.eval.scales}")
+    if any(m <= 0 for m in train.lr_milestones) or train.lr_milestones != sorted(train.lr_milestones):
+        raise ConfigError(f"train.lr_milestones: expected increasing epochs > 0, got {train.lr_milestones}")
+    _validate_depth(data)
+    _validate_skeleton(config)
+    best_metric(config)  # a metric that is measured
+    for key in IGNORED_BY_HEAD[model.head]:  # what the head ignores keeps its default: one config per model
+        section, _, name = key.partition(".")
+        setattr(getattr(config, section), name, getattr(_DEFAULTS[section], name))
     return config
+
+
+# Keys that a head never reads: a config file or --set that gives them another value than the default is refused
+# (`load_config(..., reject_ignored=True)`, what `cpm train` and `cpm config` read), and `validate` leaves them at their
+# defaults, so that two configs of one model are one config and a run's saved config.toml reads back.
+_MAPS_ONLY = ("train.missing_joints", "train.target_cutoff", "train.stage1_all_people", "eval.scales")  # belief maps
+IGNORED_BY_HEAD = {
+    "heatmap": ("model.regression_loss", "model.regression_hidden", "model.regression_pool"),
+    "regression": ("model.stages", "train.intermediate_supervision", *_MAPS_ONLY),
+    "integral": ("model.regression_hidden", "model.regression_pool", *_MAPS_ONLY),
+}
+_DEFAULTS = {"data": DataConfig(), "model": ModelConfig(), "train": TrainConfig(), "eval": EvalConfig()}
+
+
+def _validate_depth(data: DataConfig) -> None:
+    depth = data.depth
+    if depth.encoding not in DEPTH_ENCODINGS:
+        raise ConfigError(f"data.depth.encoding: {depth.encoding!r} is not one of {', '.join(DEPTH_ENCODINGS)}")
+    if not (math.isfinite(depth.near) and math.isfinite(depth.far) and 0 <= depth.near < depth.far):
+        raise ConfigError(f"data.depth: near = {depth.near!r}, far = {depth.far!r}: expected 0 <= near < far metres")
+    if data.source == "synthetic" and (depth.encoding, depth.near, depth.far) != SYNTHETIC_DEPTH:
+        encoding, near, far = SYNTHETIC_DEPTH
+        raise ConfigError(f"data.depth: the synthetic renderer makes {encoding} frames with near = {near}, "
+                          f"far = {far}; data.depth describes the files of a real dataset")
+
+
+def _validate_skeleton(config: Config) -> None:
+    """data.skeleton: a built-in skeleton, or the one the [skeleton] table (or data.skeleton's file) declares; the
+    declared one is registered by name (`cpm.skeleton.register_skeleton`)."""
+    data = config.data
+    if data.skeleton.endswith(".toml"):
+        _read_skeleton_file(config, [Path(data.skeleton)])
+    if config.skeleton.declared():
+        skeleton = skeleton_from_table(dataclasses.asdict(config.skeleton), "skeleton")
+        if data.skeleton == DataConfig.skeleton:  # not named: the declared skeleton is the one trained
+            data.skeleton = skeleton.name
+        if data.skeleton != skeleton.name:
+            raise ConfigError(f"data.skeleton: {data.skeleton!r}, but [skeleton] declares {skeleton.name!r}; "
+                              "name one of them")
+        register_skeleton(skeleton)
+    elif data.skeleton not in SKELETONS:
+        raise ConfigError(f"data.skeleton: {data.skeleton!r} is not one of {', '.join(SKELETONS)}; declare your own "
+                          "in a [skeleton] table or a TOML file (data.skeleton = \"my_skeleton.toml\")")
+
+
+def _read_skeleton_file(config: Config, candidates: list[Path]) -> None:
+    """``data.skeleton = "file.toml"``: the file's skeleton fills the [skeleton] table, and data.skeleton becomes its
+    name, so the resolved config (and every checkpoint) carries the skeleton itself."""
+    path = next((p for p in candidates if p.is_file()), candidates[0])
+    table = load_skeleton_file(path)
+    declared = _apply_table(SkeletonConfig(), table, "skeleton", f"{path}: ")
+    if config.skeleton.declared() and config.skeleton != declared:
+        raise ConfigError(f"data.skeleton: {path} and the [skeleton] table both declare a skeleton; keep one")
+    skeleton_from_table(dataclasses.asdict(declared), f"{path}: skeleton")
+    config.skeleton = declared
+    config.data.skeleton = declared.name
+
+
+def best_metric(config: Config) -> str:
+    """What best.pt is chosen by: ``train.best_metric``, else final-stage PCK@0.2 when it is measured, else at the
+    first of ``eval.pck_thresholds``. ``"pck@A"`` is maximised, ``"loss"`` (the final stage's held-out loss)
+    minimised."""
+    thresholds = config.eval.pck_thresholds
+    name = config.train.best_metric or (f"pck@{0.2:g}" if 0.2 in thresholds else f"pck@{thresholds[0]:g}")
+    if name == "loss":
+        return name
+    measured = [f"pck@{a:g}" for a in thresholds]
+    if name not in measured:
+        raise ConfigError(f"train.best_metric: {name!r} is not measured (eval.pck_thresholds = {thresholds}); "
+                          f"use one of {', '.join(measured)} or loss")
+    return name
+
+
+def _check_named_keys(config: Config, named: list[str]) -> None:
+    """A key named in a config file or --set that the head ignores, with another value than its default, is an
+    error: it would change nothing."""
+    head = config.model.head
+    for key in named:
+        if key in IGNORED_BY_HEAD[head]:
+            section, _, name = key.partition(".")
+            value = getattr(getattr(config, section), name)
+            if value != getattr(_DEFAULTS[section], name):
+                raise ConfigError(f"{key}: the {head} head ignores it (model.head = {head!r}); remove {key} = "
+                                  f"{_toml_value(value)}")
 
 
 def output_stages(config: Config) -> int:
@@ -317,9 +479,13 @@ def parse_override(text: str) -> dict[str, dict[str, Any]]:
     return {section: {name: value}}
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """Defaults, then the TOML file at ``path``, then each ``section.key=value`` override."""
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (), *,
+                reject_ignored: bool = False) -> Config:
+    """Defaults, then the TOML file at ``path``, then each ``section.key=value`` override. With ``reject_ignored``
+    (the command line), a key the file or an override names that ``model.head`` ignores (`IGNORED_BY_HEAD`), with
+    another value than its default, is a `ConfigError` naming the key and the head."""
     config = Config()
+    named: list[str] = []
     if path is not None:
         path = Path(path)
         try:
@@ -333,8 +499,16 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         except tomllib.TOMLDecodeError as error:
             raise ConfigError(f"{path}: invalid TOML ({error})") from None
         apply(config, table, source=str(path))
+        named += [f"{section}.{key}" for section, values in table.items() if isinstance(values, dict) for key in values]
     for override in overrides:
-        apply(config, parse_override(override), source="--set")
+        parsed = parse_override(override)
+        apply(config, parsed, source="--set")
+        named += [f"{section}.{key}" for section, values in parsed.items() for key in values]
+    if reject_ignored:
+        _check_named_keys(config, named)
+    if config.data.skeleton.endswith(".toml"):  # relative to the working folder, else to the config file's
+        name = Path(config.data.skeleton)
+        _read_skeleton_file(config, [name] + ([path.parent / name] if path is not None else []))
     return validate(config)
 
 

@@ -15,12 +15,30 @@ depth data (K2HPD) the project imitates::
 
 "right" is the person's own right. The torso size used by the CPM/LSP PCK protocol is the distance
 between the left shoulder and the right hip (Wei et al. 2016, Sec. 4).
+
+Skeletons are data: besides the built-in ones (`SKELETONS`), a config may declare its own in a ``[skeleton]``
+table, or in a TOML file named by ``data.skeleton`` (`skeleton_from_table`, `load_skeleton_file`)::
+
+    [skeleton]
+    name = "coco17_mine"
+    joints = ["nose", "left_eye", "right_eye", ...]
+    flip_pairs = [["left_eye", "right_eye"], ...]          # by name: swapped by a horizontal flip
+    limbs = [["left_eye", "nose"], ...]                    # drawn by cpm.viz, and PCP's limbs
+    torso = ["left_shoulder", "right_hip"]                 # the pair whose distance normalises PCK
+    to_itop15 = [["left_shoulder", "left_shoulder"], ...]  # optional: [ITOP-15 joint, this skeleton's joint]
+
+A declared skeleton is registered under its name (`register_skeleton`), so `get_skeleton` finds it wherever a
+config names it: readers, flips, metrics, drawing, prediction and export.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from cpm.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -32,12 +50,17 @@ class Skeleton:
     flip_pairs: tuple[tuple[int, int], ...]
     limbs: tuple[tuple[int, int], ...]
     torso: tuple[int, int]  # (left shoulder, right hip)
+    # For each ITOP_15 joint, the index of the joint of this skeleton that marks the same place, or -1; None: no
+    # mapping (the built-in skeletons keep theirs in TO_ITOP_15).
+    to_itop15: tuple[int, ...] | None = field(default=None, compare=True)
 
     def __post_init__(self) -> None:
         k = len(self.joint_names)
         indices = [i for pair in (*self.flip_pairs, *self.limbs, self.torso) for i in pair]
         if any(not 0 <= i < k for i in indices):
             raise ValueError(f"skeleton {self.name!r}: joint index out of range 0..{k - 1}")
+        if self.to_itop15 is not None and (len(self.to_itop15) != 15 or any(not -1 <= i < k for i in self.to_itop15)):
+            raise ValueError(f"skeleton {self.name!r}: to_itop15 needs 15 indices in -1..{k - 1}")
 
     @property
     def num_joints(self) -> int:
@@ -53,6 +76,20 @@ class Skeleton:
 
     def index(self, joint_name: str) -> int:
         return self.joint_names.index(joint_name)
+
+    def to_table(self) -> dict[str, Any]:
+        """The ``[skeleton]`` table that declares this skeleton (joints by name), as `skeleton_from_table` reads it."""
+        names = self.joint_names
+        table: dict[str, Any] = {
+            "name": self.name, "joints": list(names),
+            "flip_pairs": [[names[a], names[b]] for a, b in self.flip_pairs],
+            "limbs": [[names[a], names[b]] for a, b in self.limbs],
+            "torso": [names[self.torso[0]], names[self.torso[1]]],
+            "to_itop15": [],
+        }
+        if self.to_itop15 is not None:
+            table["to_itop15"] = [[ITOP_15.joint_names[i], names[j]] for i, j in enumerate(self.to_itop15) if j >= 0]
+        return table
 
 
 ITOP_15 = Skeleton(
@@ -196,24 +233,179 @@ TO_ITOP_15 = {
 }
 
 
+def itop15_mapping(source: str) -> tuple[int, ...] | None:
+    """For each ITOP_15 joint, the index of skeleton ``source``'s joint that marks it (-1: none); None: no mapping."""
+    if source in TO_ITOP_15:
+        return TO_ITOP_15[source]
+    custom = _CUSTOM.get(source)
+    return custom.to_itop15 if custom is not None else None
+
+
 def map_to_default(keypoints, source: str):
     """Keypoints (..., K, 3) of skeleton ``source`` -> (..., 15, 3) in ITOP_15 order; joints the source does not
-    have get x = y = 0, v = 0 (unlabeled)."""
+    have get x = y = 0, v = 0 (unlabeled). A declared skeleton maps through its ``to_itop15``."""
     import numpy as np
 
     if source == DEFAULT_SKELETON.name:
         return np.asarray(keypoints, dtype=np.float64).copy()
-    if source not in TO_ITOP_15:
+    mapping = itop15_mapping(source)
+    if mapping is None:
         raise ValueError(f"no mapping from skeleton {source!r} to {DEFAULT_SKELETON.name}")
+    return _take(keypoints, mapping)
+
+
+def name_mapping(source: Skeleton, target: Skeleton) -> tuple[int, ...] | None:
+    """For each joint of ``target``, the index of ``source``'s joint of the same name; None unless every joint of
+    ``target`` is found (a declared skeleton with COCO's names reads COCO files; a subset of joints selects)."""
+    if not set(target.joint_names) <= set(source.joint_names):
+        return None
+    return tuple(source.index(name) for name in target.joint_names)
+
+
+def map_keypoints(keypoints, source: str, target: str):
+    """Keypoints (..., K, 3) of skeleton ``source`` -> (..., K', 3) of skeleton ``target``: the same joints by name,
+    or through the ITOP-15 mapping when ``target`` is ITOP_15. ValueError when neither applies."""
+    import numpy as np
+
+    if source == target:
+        return np.asarray(keypoints, dtype=np.float64).copy()
+    if target == DEFAULT_SKELETON.name and itop15_mapping(source) is not None:
+        return map_to_default(keypoints, source)
+    mapping = name_mapping(get_skeleton(source), get_skeleton(target))
+    if mapping is None:
+        raise ValueError(f"no mapping from skeleton {source!r} to {target!r}")
+    return _take(keypoints, mapping)
+
+
+def _take(keypoints, index):
+    import numpy as np
+
     keypoints = np.asarray(keypoints, dtype=np.float64)
-    index = np.array(TO_ITOP_15[source])
+    index = np.array(index)
     mapped = keypoints[..., np.maximum(index, 0), :].copy()
     mapped[..., index < 0, :] = 0.0
     return mapped
 
 
+# Skeletons declared by configs ([skeleton] or a data.skeleton file), by name; the latest declaration of a name wins.
+_CUSTOM: dict[str, Skeleton] = {}
+
+
+def register_skeleton(skeleton: Skeleton) -> Skeleton:
+    """Make a declared skeleton known to `get_skeleton` (a built-in name cannot be redeclared)."""
+    if skeleton.name in SKELETONS:
+        raise ValueError(f"{skeleton.name!r} is a built-in skeleton")
+    _CUSTOM[skeleton.name] = skeleton
+    return skeleton
+
+
 def get_skeleton(name: str) -> Skeleton:
+    """A built-in skeleton, or one a config declared (`register_skeleton`)."""
+    found = SKELETONS.get(name) or _CUSTOM.get(name)
+    if found is None:
+        known = ", ".join([*SKELETONS, *_CUSTOM])
+        raise ValueError(f"unknown skeleton {name!r}; known: {known}")
+    return found
+
+
+SKELETON_KEYS = ("name", "joints", "flip_pairs", "limbs", "torso", "to_itop15")
+
+
+def skeleton_from_table(table: dict[str, Any], where: str = "skeleton") -> Skeleton:
+    """A ``[skeleton]`` table (joints, flip pairs, limbs, torso and the optional ITOP-15 mapping, all by joint name)
+    -> `Skeleton`. Bad tables raise `ConfigError` naming ``where.key`` and what is wrong."""
+    unknown = [key for key in table if key not in SKELETON_KEYS]
+    if unknown:
+        raise ConfigError(f"{where}.{unknown[0]}: unknown skeleton key (known: {', '.join(SKELETON_KEYS)})")
+    name = table.get("name", "")
+    if not isinstance(name, str) or not name.strip():
+        raise ConfigError(f"{where}.name: give the skeleton a name")
+    if name in SKELETONS:
+        raise ConfigError(f"{where}.name: {name!r} is a built-in skeleton; choose another name for your own")
+    if name.endswith(".toml"):
+        raise ConfigError(f"{where}.name: {name!r} looks like a file name")
+    joints = table.get("joints", [])
+    if not isinstance(joints, list) or not all(isinstance(j, str) and j for j in joints) or not joints:
+        raise ConfigError(f"{where}.joints: expected a non-empty list of joint names")
+    duplicates = sorted({j for j in joints if joints.count(j) > 1})
+    if duplicates:
+        raise ConfigError(f"{where}.joints: {duplicates[0]!r} is named twice")
+    index = {joint: i for i, joint in enumerate(joints)}
+
+    def pairs(key: str) -> list[tuple[int, int]]:
+        value = table.get(key, [])
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}.{key}: expected a list of [joint, joint] pairs")
+        out = []
+        for pair in value:
+            if not isinstance(pair, list) or len(pair) != 2:
+                raise ConfigError(f"{where}.{key}: {pair!r} is not a [joint, joint] pair")
+            for joint in pair:
+                if joint not in index:
+                    raise ConfigError(f"{where}.{key}: {joint!r} is not one of {where}.joints")
+            if pair[0] == pair[1]:
+                raise ConfigError(f"{where}.{key}: {pair!r} pairs a joint with itself")
+            out.append((index[pair[0]], index[pair[1]]))
+        return out
+
+    flips = pairs("flip_pairs")
+    flipped = [i for pair in flips for i in pair]
+    if len(flipped) != len(set(flipped)):
+        raise ConfigError(f"{where}.flip_pairs: a joint appears in two pairs")
+    limbs = pairs("limbs")
+    torso = table.get("torso")
+    if torso is None:
+        raise ConfigError(f"{where}.torso: give the two joints whose distance normalises PCK, e.g. "
+                          "[\"left_shoulder\", \"right_hip\"]")
+    torso_pair = pairs_of(torso, index, f"{where}.torso")
+    to_itop15 = None
+    if table.get("to_itop15"):
+        mapping = table["to_itop15"]
+        if not isinstance(mapping, list):
+            raise ConfigError(f"{where}.to_itop15: expected a list of [itop15 joint, joint] pairs")
+        to_itop15 = [-1] * 15
+        for pair in mapping:
+            if not isinstance(pair, list) or len(pair) != 2:
+                raise ConfigError(f"{where}.to_itop15: {pair!r} is not an [itop15 joint, joint] pair")
+            if pair[0] not in ITOP_15.joint_names:
+                raise ConfigError(f"{where}.to_itop15: {pair[0]!r} is not an ITOP-15 joint "
+                                  f"({', '.join(ITOP_15.joint_names)})")
+            if pair[1] not in index:
+                raise ConfigError(f"{where}.to_itop15: {pair[1]!r} is not one of {where}.joints")
+            to_itop15[ITOP_15.index(pair[0])] = index[pair[1]]
+        to_itop15 = tuple(to_itop15)
+    return Skeleton(name=name, joint_names=tuple(joints), flip_pairs=tuple(flips), limbs=tuple(limbs),
+                    torso=torso_pair, to_itop15=to_itop15)
+
+
+def pairs_of(value: Any, index: dict[str, int], key: str) -> tuple[int, int]:
+    """``[joint, joint]`` -> their indices, or `ConfigError` naming ``key``."""
+    if not isinstance(value, list) or len(value) != 2 or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"{key}: expected two joint names, e.g. [\"left_shoulder\", \"right_hip\"]")
+    for joint in value:
+        if joint not in index:
+            raise ConfigError(f"{key}: {joint!r} is not one of the skeleton's joints")
+    if value[0] == value[1]:
+        raise ConfigError(f"{key}: the two torso joints must differ")
+    return index[value[0]], index[value[1]]
+
+
+def load_skeleton_file(path: str | Path) -> dict[str, Any]:
+    """The skeleton table of a TOML file: its ``[skeleton]`` table, or its top-level keys. `ConfigError` names the
+    file when it is missing or not TOML."""
+    import tomllib
+
+    path = Path(path)
     try:
-        return SKELETONS[name]
-    except KeyError:
-        raise ValueError(f"unknown skeleton {name!r}; known: {', '.join(SKELETONS)}") from None
+        table = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"data.skeleton: {path}: no such skeleton file") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"data.skeleton: {path}: cannot read it ({error})") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"data.skeleton: {path}: invalid TOML ({error})") from None
+    if "skeleton" in table:
+        if not isinstance(table["skeleton"], dict) or len(table) > 1:
+            raise ConfigError(f"data.skeleton: {path}: expected only a [skeleton] table")
+        table = table["skeleton"]
+    return table

@@ -1,6 +1,6 @@
 """The ``cpm`` command: ``cpm train CONFIG``, ``cpm eval CHECKPOINT``, ``cpm score``, ``cpm config CONFIG``,
 ``cpm rf CONFIG`` (per-stage receptive fields), ``cpm predict CHECKPOINT INPUT...``, ``cpm export CHECKPOINT`` and
-``cpm data {render,realism,check}``, ``cpm report RUN_DIR``.
+``cpm data {render,realism,check}``, ``cpm report RUN_DIR``, ``cpm convert-caffe MODEL.caffemodel``.
 
 Bad input (a missing file, an unknown config key, a file that is not a checkpoint) ends the command
 with one line on stderr naming the file or key, and exit status 2.
@@ -13,6 +13,7 @@ import json
 import sys
 from pathlib import Path
 
+from cpm.cli.convert_caffe import add_convert_caffe_parser, run_convert_caffe
 from cpm.cli.data import add_data_parser, run_data
 from cpm.cli.export import add_export_parser, run_export
 from cpm.cli.predict import add_predict_parser, run_predict
@@ -25,12 +26,27 @@ def _add_set(parser: argparse.ArgumentParser) -> None:
                         help="override a config value, e.g. --set train.epochs=2 (repeatable)")
 
 
+DEFAULT_CONFIG = Path("experiments") / "default.toml"  # what `cpm train` without a config trains (make train's)
+# Training images per second of the make-train model (experiments/default.toml) on 2 cores, by the kind of CPU:
+# native bf16 (AVX512-BF16 / AMX) from README's make-train run; AVX2 only (fp32) from the 2-core laptop-class run
+# of issue 20. Only the make-train model's geometry has a measured figure.
+CPU_TRAIN_RATES = {"native bf16": 67.0, "AVX2 fp32": 26.0}
+
+
+def _version() -> str:
+    from cpm import __version__
+
+    return f"cpm {__version__}"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cpm", description="Convolutional Pose Machines in PyTorch")
+    parser.add_argument("--version", action="version", version=_version())
     commands = parser.add_subparsers(dest="command", required=True)
 
     train = commands.add_parser("train", help="train a model from a TOML config")
-    train.add_argument("config", nargs="?", help="TOML file (only what differs from the defaults)")
+    train.add_argument("config", nargs="?",
+                       help=f"TOML file (only what differs from the defaults); default {DEFAULT_CONFIG}")
     _add_set(train)
     train.add_argument("--resume", metavar="LAST_PT", help="continue the run that wrote this last.pt")
     train.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -49,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_predict_parser(commands)
     add_export_parser(commands)
     add_data_parser(commands)
+    add_convert_caffe_parser(commands)
 
     rf = commands.add_parser("rf", help="per-stage theoretical and effective receptive fields, as a Markdown table")
     rf.add_argument("config", nargs="?", help="TOML file (only what differs from the defaults)")
@@ -84,13 +101,15 @@ def run(args: argparse.Namespace) -> int:
         return run_export(args)
     if args.command == "data":
         return run_data(args)
+    if args.command == "convert-caffe":
+        return run_convert_caffe(args)
     if args.command == "report":
         from cpm.evaluation.report import write_report
 
         print(f"wrote {write_report(args.run_dir, args.out, command=args.run_command)}")
         return 0
     if args.command == "config":
-        print(load_config(args.config, args.overrides).to_toml(), end="")
+        print(load_config(args.config, args.overrides, reject_ignored=True).to_toml(), end="")
         return 0
     if args.command == "rf":
         from cpm.evaluation.receptive_field import receptive_field_report
@@ -113,7 +132,8 @@ def run(args: argparse.Namespace) -> int:
                     overrides.setdefault(section, {}).update(values)
             config = None
         else:
-            config, overrides = load_config(args.config, args.overrides), None
+            config, overrides = load_config(_train_config(args.config), args.overrides, reject_ignored=True), None
+            _print_cpu_kind(config)
         try:
             results = train(config, resume=args.resume, progress=not args.no_progress, overrides=overrides)
         except TrainingInterrupted as stop:  # SIGTERM / SIGINT: last.pt written after a whole step
@@ -142,16 +162,78 @@ def run(args: argparse.Namespace) -> int:
             write_prediction_all(args.predictions, results["predictions"][:, -1])
         if args.json:
             print(json.dumps({
-                "checkpoint": args.checkpoint, "samples": results["samples"], "excluded": results.get("excluded", 0),
+                "checkpoint": args.checkpoint, "best": results.get("best"), "samples": results["samples"],
+                "excluded": results.get("excluded", 0),
                 "pck": {f"{a:g}": per_stage for a, per_stage in results["pck"].items()},
                 "per_joint": {f"{a:g}": [None if v != v else v for v in per_joint.tolist()]
                               for a, per_joint in results["per_joint"].items()},
                 "loss": results["loss"],
             }, indent=2))
         else:
+            if results.get("best"):
+                print(_describe_best(args.checkpoint, results["best"]))
             print(format_stage_table(results))
         return 0
     raise AssertionError(args.command)
+
+
+def _train_config(path: str | None) -> str:
+    """``cpm train`` without a config trains experiments/default.toml (what ``make train`` trains), found in the
+    working folder or beside the package; without one it refuses, so that there is one default run."""
+    if path is not None:
+        return path
+    for candidate in (DEFAULT_CONFIG, Path(__file__).resolve().parents[2] / DEFAULT_CONFIG):
+        if candidate.is_file():
+            print(f"cpm train: no config given: training {candidate}")
+            return str(candidate)
+    raise CPMError(f"no config given and no {DEFAULT_CONFIG} here: cpm train CONFIG.toml (cpm config prints every "
+                   "key with its default)")
+
+
+def cpu_kind() -> str:
+    """"native bf16" (AVX512-BF16 or AMX: bf16 autocast) or "AVX2 fp32" (bf16 would be emulated: fp32)."""
+    from cpm.device import cpu_has_native_bf16
+
+    return "native bf16" if cpu_has_native_bf16() else "AVX2 fp32"
+
+
+def _print_cpu_kind(config) -> None:
+    """On a CPU, say which kind it is (what train.amp = auto does there) and, for the make-train model, how long
+    the run should take at the rate measured on 2 cores of that kind."""
+    from cpm.device import resolve_device
+
+    try:
+        device = resolve_device(config.train.device)
+    except CPMError:
+        return  # train() names the bad device
+    if device.type != "cpu":
+        return
+    kind, amp = cpu_kind(), config.train.amp
+    precision = "bf16" if amp == "bf16" or (amp == "auto" and kind == "native bf16") else "fp32"
+    line = f"cpm train: CPU with {kind}, training in {precision} (train.amp = {amp!r})"
+    if amp == "auto" and kind != "native bf16":
+        line += ", about 2.5x slower than on a CPU with native bf16"
+    if amp == "auto" and _is_make_train_model(config) and config.data.source == "synthetic":
+        images = config.data.train_samples * config.train.epochs
+        minutes = images / CPU_TRAIN_RATES[kind] / 60
+        line += (f"; expected about {minutes:.0f} min for {images:,} images at the {CPU_TRAIN_RATES[kind]:.0f} img/s "
+                 "measured on 2 cores of this kind")
+    print(line)
+
+
+def _is_make_train_model(config) -> bool:
+    from cpm.config import load_config
+
+    reference = load_config()
+    return config.model == reference.model and config.data.input_size == reference.data.input_size
+
+
+def _describe_best(checkpoint: str, best: dict) -> str:
+    metric = best.get("metric", "?")
+    what = "final-stage held-out loss" if metric == "loss" else f"final-stage PCK@{metric.partition('@')[2]}"
+    value = best.get("value", float("nan"))
+    shown = f"{value:.5f}" if metric == "loss" else f"{100 * value:.2f}"
+    return f"{checkpoint}: chosen by train.best_metric = {metric} ({what} {shown} at epoch {best.get('epoch', '?')})\n"
 
 
 def main(argv: list[str] | None = None) -> int:

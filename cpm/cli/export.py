@@ -27,6 +27,9 @@ def run_export(args: argparse.Namespace) -> int:
     print(f"wrote {result['path']} (opset {result['opset']})")
     print(f"  inputs:  {describe(result['inputs'])}")
     print(f"  outputs: {describe(result['outputs'])}")
+    if result.get("notes"):  # what a caller feeds and reads, also in the file's metadata_props
+        print(f"  input:   {result['notes']['cpm.input']}")
+        print(f"  joints:  {result['notes']['cpm.joint_names']} ({result['notes']['cpm.skeleton']})")
     print(f"ONNX Runtime vs PyTorch (fp32, batch of {result['check_batch']}): max abs difference "
           f"{result['max_abs_difference']:.3g} (tolerance {TOLERANCE:g})")
     return 0

@@ -2,9 +2,12 @@
 
     cpm predict runs/default/best.pt frames/ clip.mp4 --out predictions --stages
 
-For each input the person crop (`cpm.inference.predictor.person_crop`) is centred on the ``--bbox`` centre,
-``--center`` or the image centre; its side is the box's longer side times the config's
-``data.crop_padding``, or the whole image (its longer side). Every stage is decoded by the codec
+For each input the person crop (`cpm.inference.predictor.person_crop`) is centred on its box (``--boxes FILE``: one
+per image; ``--bbox``: one for all), on ``--center`` or on the image centre; its side is the box's longer side times
+the config's ``data.crop_padding``, as in training, or the whole image (its longer side): a warning (one line) says
+so when an image is not a square crop. Depth frames (a one-channel model) are read as they are stored: 8-bit
+nearness, 16-bit millimetres, float ``.npy`` metres (``--depth`` names the encoding they must have), and made the
+nearness gray of the checkpoint's ``data.depth`` range (`cpm.data.depth`). Every stage is decoded by the codec
 (``--decoder``, default the config's ``eval.decoder``) and mapped back to original-image pixels through
 the crop's inverse affine, as ``cpm eval`` does (`cpm.inference.predictor.predict_images`).
 
@@ -45,7 +48,9 @@ if TYPE_CHECKING:
 
 __all__ = ["collect_inputs", "predict_paths", "add_predict_parser", "run_predict"]
 
-IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pbm"}
+IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pbm", ".npy"}
+DEPTH_ENCODINGS = ("nearness8", "millimetres16", "metres32")  # cpm.data.depth.ENCODINGS
+SQUARE = 0.1  # an image whose sides differ by more than this fraction is not a person crop
 VIDEO_EXTENSIONS = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"}
 VIDEO_BATCH = 8  # frames per forward pass
 
@@ -114,15 +119,109 @@ def _why(messages: list[str]) -> str:
     return f" ({messages[0][:200]})" if messages else ""
 
 
-def _read_image(path: Path, channels: int) -> np.ndarray:
-    """-> (H, W) grayscale for a 1-channel model, (H, W, 3) RGB for a 3-channel one."""
+def _read_image(path: Path, predictor: Predictor, depth: str | None = None) -> np.ndarray:
+    """-> (H, W) gray / nearness for a 1-channel model, (H, W, 3) RGB for a 3-channel one
+    (`cpm.inference.predictor.to_model_pixels`: 16-bit and float depth become nearness gray)."""
+    from cpm.inference.predictor import to_model_pixels
+
+    if path.suffix.lower() == ".npy":
+        return predictor.read_image(path, depth=depth)
     with _captured_stderr() as messages:
-        image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE if channels == 1 else cv2.IMREAD_COLOR)
+        image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if image is None:
         raise CPMError(f"{path}: not an image that OpenCV can decode{_why(messages)}")
     if messages:  # decoded, but the library complained (a truncated JPEG decodes with a grey bottom)
         tqdm.write(f"warning: {path}: {messages[0][:200]}", file=sys.stderr)
-    return image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    if image.ndim == 3 and image.shape[2] in (3, 4):
+        image = cv2.cvtColor(image, cv2.COLOR_BGRA2RGB if image.shape[2] == 4 else cv2.COLOR_BGR2RGB)
+    return to_model_pixels(image, channels=predictor.in_channels, depth=predictor.depth, encoding=depth,
+                           where=str(path), key="--depth")
+
+
+def is_crop(shape: tuple[int, ...]) -> bool:
+    """Whether an image of ``shape`` looks like a person crop already: square to within `SQUARE`."""
+    height, width = shape[:2]
+    return abs(width - height) <= SQUARE * max(width, height)
+
+
+def read_boxes(path: str | Path) -> dict[str, tuple[float, float, float, float]]:
+    """A ``--boxes`` file -> {image name: (x, y, width, height)} in image pixels.
+
+    JSON: ``{"a.png": [x, y, w, h], ...}``, ``[{"image": "a.png", "bbox": [x, y, w, h]}, ...]`` or COCO's
+    ``{"images": [{"id", "file_name"}], "annotations": [{"image_id", "bbox"}]}`` (per image the annotation with the
+    highest ``score``, else the largest box). CSV: ``image, x, y, w, h`` rows (a header row is skipped). Bad input
+    raises `CPMError` naming the file and the entry."""
+    import csv
+
+    from cpm.inference.predictor import check_box
+
+    path = Path(path)
+    if not path.is_file():
+        raise CPMError(f"--boxes {path}: no such file")
+    boxes: dict[str, tuple] = {}
+    if path.suffix.lower() == ".json":
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise CPMError(f"--boxes {path}: invalid JSON ({error})") from None
+        if isinstance(data, dict) and "annotations" in data and "images" in data:
+            names = {image.get("id"): image.get("file_name") for image in data["images"] if isinstance(image, dict)}
+            best: dict[str, tuple[float, tuple]] = {}
+            for n, annotation in enumerate(data["annotations"]):
+                where = f"--boxes {path}: annotations[{n}]"
+                if not isinstance(annotation, dict) or "bbox" not in annotation or "image_id" not in annotation:
+                    raise CPMError(f"{where}: expected image_id and bbox")
+                name = names.get(annotation["image_id"])
+                if name is None:
+                    raise CPMError(f"{where}: image_id {annotation['image_id']!r} is not in images")
+                box = check_box(annotation["bbox"], where)
+                rank = float(annotation.get("score", box[2] * box[3]))
+                if name not in best or rank > best[name][0]:
+                    best[name] = (rank, box)
+            boxes = {name: box for name, (_, box) in best.items()}
+        elif isinstance(data, dict):
+            for name, value in data.items():
+                value = value.get("bbox") if isinstance(value, dict) else value
+                boxes[str(name)] = check_box(value, f"--boxes {path}: {name}")
+        elif isinstance(data, list):
+            for n, entry in enumerate(data):
+                where = f"--boxes {path}: entry {n}"
+                name = entry.get("image", entry.get("file_name")) if isinstance(entry, dict) else None
+                if name is None or "bbox" not in entry:
+                    raise CPMError(f"{where}: expected image and bbox")
+                boxes[str(name)] = check_box(entry["bbox"], where)
+        else:
+            raise CPMError(f"--boxes {path}: expected a JSON object or list of boxes")
+    else:
+        with path.open(newline="", encoding="utf-8") as file:
+            for line, row in enumerate(csv.reader(file), start=1):
+                if not row or (line == 1 and len(row) > 1 and not _is_number(row[1])):
+                    continue
+                if len(row) != 5:
+                    raise CPMError(f"--boxes {path}: line {line}: expected image, x, y, width, height")
+                boxes[row[0].strip()] = check_box(row[1:], f"--boxes {path}: line {line}")
+    if not boxes:
+        raise CPMError(f"--boxes {path}: no boxes")
+    return boxes
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def box_for(boxes: dict[str, tuple], path: Path, source: str | Path) -> tuple:
+    """The box of input ``path``: by the path as given, else by its file name."""
+    for key in (str(path), path.as_posix(), path.name):
+        if key in boxes:
+            return boxes[key]
+    by_name = {Path(key).name: box for key, box in boxes.items()}
+    if path.name in by_name:
+        return by_name[path.name]
+    raise CPMError(f"--boxes {source}: no box for {path.name}")
 
 
 def _open_video(path: Path) -> cv2.VideoCapture:
@@ -145,6 +244,8 @@ def _classify(path: Path, *, in_folder: bool) -> str | None:
         if not readable:
             raise CPMError(f"{path}: not a readable video, no frame could be decoded{_why(messages)}")
         return "video"
+    if suffix == ".npy":
+        return "image"
     if suffix in IMAGE_EXTENSIONS or not in_folder:
         if not cv2.haveImageReader(str(path)):
             raise CPMError(f"{path}: not an image or video that OpenCV can read")
@@ -176,11 +277,12 @@ def collect_inputs(inputs: Sequence[str | Path]) -> list[tuple[Path, str]]:
     return items
 
 
-def _predict_image(predictor: Predictor, path: Path, staging: Path, *, stages: bool, **crop) -> None:
+def _predict_image(predictor: Predictor, path: Path, staging: Path, *, stages: bool, depth: str | None = None,
+                   **crop) -> tuple[int, ...]:
     from cpm.inference.predictor import predict_images
     from cpm.viz import draw_skeleton
 
-    image = _read_image(path, predictor.in_channels)
+    image = _read_image(path, predictor, depth)
     result = predict_images(predictor, [image], **crop)
     record = {"input": str(path), **_header(predictor), "width": image.shape[1], "height": image.shape[0],
               "crop": _crop(result, 0), **_entry(predictor, result, 0, stages)}
@@ -189,9 +291,11 @@ def _predict_image(predictor: Predictor, path: Path, staging: Path, *, stages: b
     _write_rgb(staging / f"{path.stem}.overlay.png", overlay)
     if stages:
         _write_panel(staging / f"{path.stem}.stages.png", predictor, result, path.name)
+    return image.shape
 
 
-def _predict_video(predictor: Predictor, path: Path, staging: Path, *, stages: bool, progress: bool, **crop) -> None:
+def _predict_video(predictor: Predictor, path: Path, staging: Path, *, stages: bool, progress: bool,
+                   **crop) -> tuple[int, ...]:
     from cpm.inference.predictor import predict_images
     from cpm.viz import draw_skeleton
 
@@ -232,23 +336,31 @@ def _predict_video(predictor: Predictor, path: Path, staging: Path, *, stages: b
     record = {"input": str(path), **_header(predictor), "width": width, "height": height, "fps": fps,
               "frames": len(frames), "crop": crop_geometry, "per_frame": frames}
     (staging / f"{path.stem}.json").write_text(json.dumps(record, indent=1), encoding="utf-8")
+    return (height, width)
 
 
 def predict_paths(checkpoint: str | Path, inputs: Sequence[str | Path], *, out_dir: str | Path,
                   center: Sequence[float] | None = None, bbox: Sequence[float] | None = None,
                   decoder: str | None = None, stages: bool = False, device_name: str = "auto",
-                  progress: bool = True) -> list[Path]:
-    """Predict every input (see the module docstring); returns the files written, in ``out_dir``."""
+                  progress: bool = True, boxes: str | Path | None = None, depth: str | None = None) -> list[Path]:
+    """Predict every input (see the module docstring); returns the files written, in ``out_dir``. ``boxes`` is a
+    file of one box per input (`read_boxes`); ``depth`` the encoding depth inputs must be in (None: their dtype)."""
     from cpm.inference.predictor import load_predictor
 
-    if center is not None and bbox is not None:
-        raise CPMError("give --center or --bbox, not both")
+    if sum(v is not None for v in (center, bbox, boxes)) > 1:
+        raise CPMError("give one of --center, --bbox and --boxes")
+    if depth is not None and depth not in DEPTH_ENCODINGS:
+        raise CPMError(f"--depth: {depth!r} is not one of {', '.join(DEPTH_ENCODINGS)}")
     if bbox is not None and (len(bbox) != 4 or min(bbox[2], bbox[3]) < 0 or max(bbox[2], bbox[3]) <= 0):
         raise CPMError(f"--bbox {bbox}: expected X,Y,W,H with a positive width or height")
     predictor = load_predictor(checkpoint, device_name=device_name, decoder=decoder)
     if stages and not predictor.has_beliefs:
         raise CPMError(f"--stages: {checkpoint} has a direct-regression head: no belief maps to draw")
     items = collect_inputs(inputs)
+    per_input = {}
+    if boxes is not None:  # every input's box is found before anything is written
+        table = read_boxes(boxes)
+        per_input = {path: box_for(table, path, boxes) for path, _ in items}
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise CPMError(f"{out_dir}: --out exists and is not a folder")
@@ -259,20 +371,27 @@ def predict_paths(checkpoint: str | Path, inputs: Sequence[str | Path], *, out_d
     except OSError as error:
         raise CPMError(f"{out_dir}: cannot write the --out folder ({error.strerror})") from None
     images = [path for path, kind in items if kind == "image"]
+    not_crops: list[tuple[Path, tuple[int, ...]]] = []
     try:
         with tqdm(total=len(images), desc="images", unit="image", disable=not progress or len(images) < 2,
                   dynamic_ncols=True, leave=False) as bar:
             for path, kind in items:
+                box = per_input.get(path, bbox)
                 if kind == "image":
-                    _predict_image(predictor, path, staging, stages=stages, center=center, bbox=bbox)
+                    shape = _predict_image(predictor, path, staging, stages=stages, depth=depth, center=center,
+                                           bbox=box)
                     bar.update()
                 else:
-                    _predict_video(predictor, path, staging, stages=stages, progress=progress, center=center,
-                                   bbox=bbox)
+                    shape = _predict_video(predictor, path, staging, stages=stages, progress=progress, center=center,
+                                           bbox=box)
+                if box is None and not is_crop(shape):
+                    not_crops.append((path, shape))
         written = []
         for staged in sorted(staging.iterdir()):
             os.replace(staged, out_dir / staged.name)
             written.append(out_dir / staged.name)
+        if not_crops:
+            _warn_not_crops(not_crops, len(items), predictor.crop_padding)
         return written
     except BaseException:
         if created:
@@ -280,6 +399,16 @@ def predict_paths(checkpoint: str | Path, inputs: Sequence[str | Path], *, out_d
         raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _warn_not_crops(not_crops: list[tuple[Path, tuple[int, ...]]], total: int, crop_padding: float) -> None:
+    """One line: these inputs were cropped whole, while the model learnt on crops around the person."""
+    path, (height, width) = not_crops[0][0], not_crops[0][1][:2]
+    which = (f"{path.name} ({width} x {height}) is" if len(not_crops) == 1 else
+             f"{len(not_crops)} of {total} inputs (first {path.name}, {width} x {height}) are")
+    print(f"warning: {which} not a person crop and no --bbox or --boxes was given: the model saw the whole "
+          f"image, while it learnt on crops of {crop_padding:g}x the person; give --bbox X,Y,W,H or --boxes FILE",
+          file=sys.stderr)
 
 
 def _numbers(count: int, name: str):
@@ -306,6 +435,12 @@ def add_predict_parser(subparsers) -> argparse.ArgumentParser:
                         help="person centre in image pixels (default: the image centre); the crop is the whole image")
     person.add_argument("--bbox", type=_numbers(4, "X,Y,W,H"), metavar="X,Y,W,H",
                         help="person box in image pixels: centre of the crop, side = max(W, H) x data.crop_padding")
+    person.add_argument("--boxes", metavar="FILE",
+                        help="one person box per input: JSON {name: [x, y, w, h]}, [{image, bbox}], COCO "
+                             "(images + annotations' bbox), or CSV rows image,x,y,w,h")
+    parser.add_argument("--depth", choices=DEPTH_ENCODINGS,
+                        help="the encoding one-channel inputs must be in: nearness8 (8-bit, near = bright), "
+                             "millimetres16 (16-bit mm), metres32 (float .npy); default: each file's own type")
     parser.add_argument("--decoder", metavar="NAME",
                         help="heatmap decoder, one of cpm.targets.codecs.DECODERS such as parabola or dark "
                              "(default: the config's eval.decoder)")
@@ -319,7 +454,7 @@ def add_predict_parser(subparsers) -> argparse.ArgumentParser:
 def run_predict(args: argparse.Namespace) -> int:
     written = predict_paths(args.checkpoint, args.inputs, out_dir=args.out, center=args.center, bbox=args.bbox,
                             decoder=args.decoder, stages=args.stages, device_name=args.device,
-                            progress=not args.no_progress)
+                            progress=not args.no_progress, boxes=args.boxes, depth=args.depth)
     jsons = [path for path in written if path.suffix == ".json"]
     print(f"wrote {len(written)} files for {len(jsons)} inputs to {args.out}")
     return 0

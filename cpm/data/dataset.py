@@ -4,8 +4,8 @@ A *source* is any sequence of sample dicts ``{"image": (H, W[, C]) uint8, "keypo
 "center": (2,), "scale": float}`` (the synthetic renderer, a dataset reader). `PoseDataset` turns
 sample i of epoch e into::
 
-    image      (C, N, N) float32, (pixel / 255 - 0.5) / 0.5; a grayscale frame is replicated to
-               ``channels`` (3 for an RGB model) when that is given
+    image      (C, N, N) float32, `normalize_pixels` with ``input_scale``: (pixel / 255 - 0.5) / 0.5 by
+               default; a grayscale frame is replicated to ``channels`` (3 for an RGB model) when that is given
     keypoints  (K, 3) float32, x, y in crop pixels, v as in the source
     center     (2,) float32, the person centre in crop pixels (where the centre map goes)
     matrix     (2, 3) float32, source pixels -> crop pixels (decode maps back with its inverse)
@@ -27,6 +27,32 @@ from cpm.data.transforms import crop_matrix, occlude, sample_augmentation, trans
 from cpm.errors import CPMError
 
 PIXEL_MEAN, PIXEL_STD = 0.5, 0.5
+# data.input_scale -> (mean, std) per channel of pixel / 255: ``unit`` this project's (-1..1); ``caffe`` the released
+# CPM's (pixel - 128) / 256 (Caffe's data layer and applyModel.m: double(img)/256 - 0.5); ``imagenet`` torchvision's
+# and mmpose's ImageNet normalisation (RGB mean 0.485, 0.456, 0.406, std 0.229, 0.224, 0.225).
+INPUT_SCALES = {
+    "unit": ((PIXEL_MEAN,), (PIXEL_STD,)),
+    "caffe": ((128 / 255,), (256 / 255,)),
+    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+}
+
+
+def normalize_pixels(pixels: torch.Tensor, input_scale: str = "unit") -> torch.Tensor:
+    """uint8-valued pixels (..., C, H, W) -> the model's input: (pixels / 255 - mean) / std of ``input_scale``.
+
+    ``unit`` is exactly ``(pixels / 255 - 0.5) / 0.5``; ``caffe`` is ``(pixels - 128) / 256``; ``imagenet`` needs
+    3 channels (RGB)."""
+    if input_scale == "unit":
+        return (pixels / 255 - PIXEL_MEAN) / PIXEL_STD
+    if input_scale == "caffe":
+        return (pixels - 128) / 256
+    if input_scale != "imagenet":
+        raise ValueError(f"unknown input scale {input_scale!r}; known: {', '.join(INPUT_SCALES)}")
+    if pixels.shape[-3] != 3:
+        raise CPMError(f"data.input_scale = 'imagenet' normalises RGB images; these have {pixels.shape[-3]} channels")
+    mean, std = (torch.tensor(v, dtype=pixels.dtype, device=pixels.device)[:, None, None]
+                 for v in INPUT_SCALES["imagenet"])
+    return (pixels / 255 - mean) / std
 
 
 class PoseDataset(Dataset):
@@ -47,6 +73,7 @@ class PoseDataset(Dataset):
         length: int | None = None,
         resample_each_epoch: bool = False,
         channels: int | None = None,
+        input_scale: str = "unit",
     ) -> None:
         """``length`` samples per epoch (default: all of ``source``). With ``resample_each_epoch``,
         epoch e reads source items e*length .. e*length + length - 1, so an unbounded source (the
@@ -62,6 +89,7 @@ class PoseDataset(Dataset):
         self.seed = seed
         self.resample_each_epoch = resample_each_epoch
         self.channels = channels
+        self.input_scale = input_scale
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -94,6 +122,9 @@ class PoseDataset(Dataset):
                 raise CPMError(f"sample {source_index}: {image.shape[2]}-channel image for a {self.channels}-channel "
                                "model (model.in_channels)")
             image = np.repeat(image, self.channels, axis=2)  # grayscale -> R = G = B
+        if len(sample["keypoints"]) != len(self.flip_permutation):  # every sample, flipped or not, has the same K
+            raise CPMError(f"sample {source_index}: {len(sample['keypoints'])} keypoints for a "
+                           f"{len(self.flip_permutation)}-joint skeleton (data.skeleton)")
         keypoints = transform_keypoints(np.asarray(sample["keypoints"]), matrix, self.flip_permutation, flipped)
         if self.augment and self.occlusion > 0:  # its own random stream: occlusion = 0 leaves the rest unchanged
             occlusion_rng = np.random.default_rng([self.seed, self.epoch, index, 1])
@@ -102,7 +133,7 @@ class PoseDataset(Dataset):
         center = transform_keypoints(np.array([[*sample["center"], 2.0]]), matrix, None, False)[0, :2]
         image_tensor = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float()
         return {
-            "image": (image_tensor / 255 - PIXEL_MEAN) / PIXEL_STD,
+            "image": normalize_pixels(image_tensor, self.input_scale),
             "keypoints": torch.from_numpy(keypoints),
             "center": torch.from_numpy(center.astype(np.float32)),
             "matrix": torch.from_numpy(matrix.astype(np.float32)),

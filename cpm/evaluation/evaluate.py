@@ -1,4 +1,8 @@
-"""Held-out evaluation: every stage's outputs decoded, mapped back to source pixels and scored (PCK per stage)."""
+"""Held-out evaluation: every stage's outputs decoded, mapped back to source pixels and scored (PCK per stage).
+
+With ``eval.scales`` other than [1.0], `evaluate_checkpoint` (``cpm eval``) crops every held-out person at each
+scale and decodes the maps averaged over scales (`cpm.targets.multiscale`); the per-epoch evaluation of training
+decodes the one training-size crop."""
 
 from __future__ import annotations
 
@@ -54,8 +58,13 @@ def evaluate(
         stage_losses.append(torch.stack([losses[f"loss/stage{t}"] for t in range(1, len(beliefs) + 1)]))
         inverse = _invert_affine(batch["matrix"].to(device).double())  # (B, 2, 3) crop -> source
         per_stage_points, per_stage_confidence = [], []
-        for stage_beliefs in beliefs:
-            points, confidence = codec.decode(stage_beliefs, method=decoder)  # (B, K, 2) crop pixels
+        if "scale_images" in batch:  # eval.scales: every scale's maps averaged on the base crop's grid, decoded
+            points_all, confidence_all, _ = decode_batch_scales(model, batch, codec, decoder, device=device,
+                                                                amp_dtype=amp_dtype, channels_last=channels_last)
+            decoded = zip(points_all.unbind(1), confidence_all.unbind(1), strict=True)
+        else:
+            decoded = (codec.decode(stage_beliefs, method=decoder) for stage_beliefs in beliefs)
+        for points, confidence in decoded:  # (B, K, 2) crop pixels, (B, K)
             points = points.double() @ inverse[:, :, :2].transpose(1, 2) + inverse[:, None, :, 2]
             per_stage_points.append(points)
             per_stage_confidence.append(confidence)
@@ -79,6 +88,23 @@ def evaluate(
     return results
 
 
+def decode_batch_scales(model: torch.nn.Module, batch: dict[str, torch.Tensor], codec: HeatmapCodec, decoder: str, *,
+                        device: torch.device, amp_dtype: torch.dtype | None = None, channels_last: bool = False):
+    """A `cpm.data.multiscale.MultiScaleDataset` batch -> keypoints (B, T, K, 2) in base crop pixels, confidence
+    (B, T, K) and the averaged maps T x (B, K[+1], h, w) (`cpm.targets.multiscale.decode_scales`)."""
+    from cpm.targets.multiscale import decode_scales, relative_affines
+
+    outputs = []
+    for s in range(batch["scale_images"].shape[1]):
+        image = batch["scale_images"][:, s].to(device)
+        if channels_last:
+            image = image.contiguous(memory_format=torch.channels_last)
+        with autocast(device, amp_dtype):
+            outputs.append([o.float() for o in model(image, codec.center_map(batch["scale_centers"][:, s].to(device)))])
+    relative = relative_affines(batch["matrix"].to(device), batch["scale_matrices"].to(device))
+    return decode_scales(codec, outputs, relative, decoder)
+
+
 def _invert_affine(matrix: torch.Tensor) -> torch.Tensor:
     linear = torch.linalg.inv(matrix[:, :, :2])
     return torch.cat([linear, -linear @ matrix[:, :, 2:]], dim=2)
@@ -86,19 +112,38 @@ def _invert_affine(matrix: torch.Tensor) -> torch.Tensor:
 
 def evaluate_checkpoint(path: str | Path, *, overrides: dict[str, Any] | None = None, progress: bool = True,
                         device_name: str = "auto") -> dict:
-    """Rebuild the model of a checkpoint and evaluate it on the held-out split of its config."""
+    """Rebuild the model of a checkpoint and evaluate it on the held-out split of its config. ``best`` in the
+    results is what the training run chose the checkpoint by ({"metric", "stage", "value", "epoch"}; None for a
+    checkpoint that does not say)."""
 
     device = resolve_device(device_name)
     model, config = load_model(path, device)
+    best = _selection(path)
     if overrides:
         validate(apply(config, overrides, source="--set"))
     channels_last = config.train.channels_last
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     _, val_set = build_datasets(config)
+    if config.eval.scales != [1.0]:  # the released CPM's search over scales (cpm.targets.multiscale)
+        from cpm.data.multiscale import MultiScaleDataset
+
+        val_set = MultiScaleDataset(val_set, config.eval.scales)
     loader = make_loader(val_set, batch_size=config.eval.batch_size, shuffle=False, workers=config.data.workers,
                          device=device, seed=0)
-    return evaluate(model, loader, build_codec(config), torso=get_skeleton(config.data.skeleton).torso,
-                    thresholds=config.eval.pck_thresholds, decoder=config.eval.decoder, device=device,
-                    amp_dtype=resolve_amp(config.train.amp, device), channels_last=channels_last,
-                    progress=progress, loss_fn=build_loss(config))
+    results = evaluate(model, loader, build_codec(config), torso=get_skeleton(config.data.skeleton).torso,
+                       thresholds=config.eval.pck_thresholds, decoder=config.eval.decoder, device=device,
+                       amp_dtype=resolve_amp(config.train.amp, device), channels_last=channels_last,
+                       progress=progress, loss_fn=build_loss(config))
+    results["best"] = best
+    return results
+
+
+def _selection(path: str | Path) -> dict | None:
+    """The ``best`` entry of a checkpoint (`cpm.training.loop`), read without loading the weights twice (mmap)."""
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # noqa: BLE001 - load_model has already read this file; a checkpoint without it says nothing
+        return None
+    best = checkpoint.get("best") if isinstance(checkpoint, dict) else None
+    return dict(best) if isinstance(best, dict) else None

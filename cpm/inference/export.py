@@ -13,6 +13,11 @@ The export traces the model with `torch.onnx.export` (the torch.export-based exp
 the result in ONNX Runtime on a batch of another size than the traced one (so the batch axis is shown to be
 dynamic) and compares every output with PyTorch in fp32. The file is written only when the largest absolute
 difference is within ``tolerance`` (1e-4), through a temporary file renamed into place.
+
+The file's metadata (``metadata_props``) says what a caller must feed and read: ``cpm.skeleton`` and
+``cpm.joint_names`` (the order of the K channels), ``cpm.input`` (how pixels are normalised and, for a one-channel
+model, the depth encoding of `cpm.data.depth`: nearness gray over ``data.depth``'s near / far range) and
+``cpm.crop_padding``.
 """
 
 from __future__ import annotations
@@ -80,7 +85,8 @@ def export_onnx(checkpoint: str | Path, onnx_path: str | Path, *, opset: int | N
         import onnx
         import onnxruntime
     except ImportError as error:
-        raise CPMError(f"ONNX export needs the onnx extra ({error.name} is missing): pip install 'cpm[onnx]'") from None
+        raise CPMError(f"ONNX export needs the onnx extra ({error.name} is missing): "
+                       "pip install 'cpm-pose[onnx]'") from None
     import torch
 
     from cpm.training.builders import build_codec
@@ -103,6 +109,9 @@ def export_onnx(checkpoint: str | Path, onnx_path: str | Path, *, opset: int | N
         raise CPMError(f"{checkpoint}: ONNX export failed ({first_line(error)})") from None
 
     proto = onnx.load_from_string(data)
+    notes = export_notes(config, model.in_channels)
+    onnx.helper.set_model_props(proto, notes)
+    data = proto.SerializeToString()
     onnx.checker.check_model(proto)
     session = onnxruntime.InferenceSession(data, providers=["CPUExecutionProvider"])
     check = _example_inputs(model, codec, size, CHECK_BATCH, uses_center_map, generator)
@@ -121,5 +130,18 @@ def export_onnx(checkpoint: str | Path, onnx_path: str | Path, *, opset: int | N
         return {v.name: [d if isinstance(d, int) else str(d) for d in v.shape] for v in values}
 
     return {"path": str(onnx_path), "inputs": shapes(session.get_inputs()), "outputs": shapes(session.get_outputs()),
-            "max_abs_difference": difference, "check_batch": CHECK_BATCH,
+            "max_abs_difference": difference, "check_batch": CHECK_BATCH, "notes": notes,
             "opset": next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))}
+
+
+def export_notes(config, in_channels: int) -> dict[str, str]:
+    """What the ONNX file's metadata says about its input and outputs (see the module docstring)."""
+    from cpm.data.depth import DepthSpec
+    from cpm.skeleton import get_skeleton
+
+    skeleton = get_skeleton(config.data.skeleton)
+    scale = getattr(config.data, "input_scale", "unit")
+    pixels = "(pixel / 255 - 0.5) / 0.5" if scale == "unit" else f"data.input_scale = {scale!r}"
+    what = DepthSpec.of(config.data.depth).describe() if in_channels == 1 else "RGB"
+    return {"cpm.skeleton": skeleton.name, "cpm.joint_names": ",".join(skeleton.joint_names),
+            "cpm.input": f"{what}; image = {pixels}", "cpm.crop_padding": f"{config.data.crop_padding:g}"}

@@ -10,10 +10,22 @@ crop's inverse affine, as ``cpm eval`` does::
 
 Glossary: B images, T stages, K joints, K[+1] with the background channel, N x N crop, h x w cells.
 `cpm.cli.predict` runs this on files, folders and videos.
+
+The Python API (also ``from cpm import load_predictor, Predictor``)::
+
+    predictor = load_predictor("runs/default/best.pt", "cpu")          # once: model, codec, skeleton
+    result = predictor.predict_files(["a.png", "b.png"], boxes=[(40, 20, 90, 180), (35, 18, 95, 185)])
+    result.keypoints          # (B, K, 2) the final stage, image pixels; result.stage_keypoints (B, T, K, 2)
+    result.joints(0)          # [{"name", "x", "y", "confidence"}, ...] of image 0
+    predictor.predict(depth_mm, boxes=[box])   # arrays: uint8 nearness / RGB, uint16 millimetres, float metres
+
+A box (x, y, width, height) per image centres the crop on the person with the training crop's padding
+(``data.crop_padding``); without one the crop is the whole image.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,14 +33,52 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cpm.data.dataset import PIXEL_MEAN, PIXEL_STD
+from cpm.data.dataset import normalize_pixels
+from cpm.data.depth import DepthSpec, load_npy, to_nearness
 from cpm.data.transforms import apply_affine, crop_matrix, invert_affine, warp_image
 from cpm.errors import CheckpointError, CPMError
 from cpm.skeleton import Skeleton
-from cpm.targets.codecs import DECODERS, HeatmapCodec, RegressionCodec
+from cpm.targets.codecs import EVAL_DECODERS, HeatmapCodec, RegressionCodec
 from cpm.training.checkpoint import load_model
 
-__all__ = ["Predictor", "load_predictor", "person_crop", "predict_images"]
+__all__ = ["Prediction", "Predictor", "load_predictor", "person_crop", "predict_images", "read_image",
+           "to_model_pixels"]
+
+Box = Sequence[float]  # (x, y, width, height) in image pixels
+DEFAULT_DEPTH = DepthSpec()  # the synthetic frames' nearness8, 0.5 - 7.5 m
+
+
+@dataclass
+class Prediction:
+    """What `Predictor.predict` returns for B images: keypoints in original-image pixels."""
+
+    joint_names: tuple[str, ...]
+    stage_keypoints: np.ndarray  # (B, T, K, 2) every stage
+    stage_confidence: np.ndarray  # (B, T, K) peak belief (1 for a coordinate head)
+    beliefs: np.ndarray | None  # (B, T, K[+1], h, w); None for direct regression
+    crops: np.ndarray  # (B, N, N[, 3]) uint8, what the model saw
+    matrices: np.ndarray  # (B, 2, 3) image -> crop
+    centers: np.ndarray  # (B, 2) crop centres, image pixels
+    crop_sides: np.ndarray  # (B,) image pixels
+
+    @property
+    def keypoints(self) -> np.ndarray:
+        """(B, K, 2): the final stage's keypoints."""
+        return self.stage_keypoints[:, -1]
+
+    @property
+    def confidence(self) -> np.ndarray:
+        """(B, K): the final stage's confidence."""
+        return self.stage_confidence[:, -1]
+
+    def __len__(self) -> int:
+        return len(self.stage_keypoints)
+
+    def joints(self, index: int = 0, stage: int = -1) -> list[dict]:
+        """Image ``index``'s joints at ``stage`` (-1: the final one; 0-based): [{"name", "x", "y", "confidence"}]."""
+        return [{"name": name, "x": float(x), "y": float(y), "confidence": float(c)}
+                for name, (x, y), c in zip(self.joint_names, self.stage_keypoints[index, stage],
+                                           self.stage_confidence[index, stage], strict=True)]
 
 
 @dataclass
@@ -44,21 +94,108 @@ class Predictor:
     decoder: str
     device: torch.device
     checkpoint: Path
+    input_scale: str = "unit"  # data.input_scale of the checkpoint's config
+    scales: tuple[float, ...] = (1.0,)  # eval.scales: the maps of these crops are averaged (cpm.targets.multiscale)
+    depth: DepthSpec = DEFAULT_DEPTH  # data.depth of the checkpoint: the near / far range of its nearness gray
 
     @property
     def has_beliefs(self) -> bool:
         """Whether the model has belief maps to draw: heatmap and integral heads, not direct regression."""
         return isinstance(self.codec, HeatmapCodec) or hasattr(self.model, "forward_beliefs")
 
+    @property
+    def joint_names(self) -> tuple[str, ...]:
+        return self.skeleton.joint_names
 
-def load_predictor(path: str | Path, *, device_name: str = "auto", decoder: str | None = None) -> Predictor:
-    """Read a checkpoint once: the model (fp32, eval mode) on ``device_name``, its codec, skeleton and crop
-    settings. ``decoder`` defaults to the config's ``eval.decoder``."""
+    def predict(self, images: np.ndarray | Sequence[np.ndarray], *, boxes: Sequence[Box | None] | None = None,
+                centers: Sequence[Sequence[float] | None] | None = None, decoder: str | None = None,
+                depth: str | None = None) -> Prediction:
+        """Images -> `Prediction`. ``images``: one array or a list of them, each (H, W) or (H, W, 3) RGB; for a
+        one-channel model uint8 is nearness gray, uint16 millimetres and float metres (``depth`` names the encoding
+        they must have, None: their dtype tells). ``boxes``: one (x, y, width, height) per image, or None for one
+        that has none; ``centers`` likewise (the crop is then the whole image). ``decoder``: another heatmap
+        decoder than the predictor's."""
+        if isinstance(images, np.ndarray):
+            images = [images]
+        pixels = [to_model_pixels(image, channels=self.in_channels, depth=self.depth, encoding=depth,
+                                  where=f"image {i}", key="depth") for i, image in enumerate(images)]
+        predictor = self
+        if decoder is not None and decoder != self.decoder:
+            if not isinstance(self.codec, HeatmapCodec):
+                raise CPMError(f"decoder: {self.checkpoint} has a coordinate head; decoders read belief maps")
+            if decoder not in EVAL_DECODERS:
+                raise CPMError(f"decoder: unknown decoder {decoder!r}; known: {', '.join(EVAL_DECODERS)}")
+            predictor = dataclasses.replace(self, decoder=decoder)
+        result = predict_images(predictor, pixels, boxes=boxes, centers=centers)
+        return Prediction(joint_names=self.joint_names, stage_keypoints=result["keypoints"],
+                          stage_confidence=result["confidence"], beliefs=result["beliefs"], crops=result["crops"],
+                          matrices=result["matrices"], centers=result["centers"], crop_sides=result["crop_sides"])
+
+    def predict_files(self, paths: Sequence[str | Path], *, boxes: Sequence[Box | None] | None = None,
+                      centers: Sequence[Sequence[float] | None] | None = None, decoder: str | None = None,
+                      depth: str | None = None) -> Prediction:
+        """Image files (PNG, JPEG, 16-bit depth PNG, ``.npy``...) -> `Prediction`, as `predict` on what
+        `read_image` reads."""
+        if isinstance(paths, (str, Path)):
+            paths = [paths]
+        images = [self.read_image(path, depth=depth) for path in paths]
+        return self.predict(images, boxes=boxes, centers=centers, decoder=decoder)
+
+    def read_image(self, path: str | Path, *, depth: str | None = None) -> np.ndarray:
+        """A file as this model reads it: (H, W) uint8 nearness / gray for a one-channel model, (H, W, 3) RGB
+        otherwise (`read_image`)."""
+        return read_image(path, channels=self.in_channels, depth=self.depth, encoding=depth)
+
+
+def read_image(path: str | Path, *, channels: int, depth: DepthSpec = DEFAULT_DEPTH, encoding: str | None = None,
+               key: str = "--depth") -> np.ndarray:
+    """An image or ``.npy`` file -> `to_model_pixels` of it; `CPMError` names an unreadable file."""
+    import cv2
+
+    path = Path(path)
+    if path.suffix.lower() == ".npy":
+        image = load_npy(path)
+    else:
+        image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        if image is None:
+            raise CPMError(f"{path}: not an image that OpenCV can decode")
+        if image.ndim == 3 and image.shape[2] in (3, 4):  # OpenCV's BGR(A) -> RGB
+            image = cv2.cvtColor(image, cv2.COLOR_BGRA2RGB if image.shape[2] == 4 else cv2.COLOR_BGR2RGB)
+    return to_model_pixels(image, channels=channels, depth=depth, encoding=encoding, where=str(path), key=key)
+
+
+def to_model_pixels(image: np.ndarray, *, channels: int, depth: DepthSpec = DEFAULT_DEPTH, encoding: str | None = None,
+                    where: str = "image", key: str = "--depth") -> np.ndarray:
+    """An array -> what the model's crops are cut from: uint8 (H, W) for a one-channel model, (H, W) or (H, W, 3)
+    for an RGB one. One-channel arrays are depth (`cpm.data.depth.to_nearness`: uint8 nearness as it is, uint16
+    millimetres, float metres, over ``depth``'s near / far; ``encoding`` the one they must be in); colour arrays are
+    RGB, 16-bit ones scaled to 8 bits, made gray for a one-channel model."""
+    import cv2
+
+    image = np.asarray(image)
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[:, :, 0]
+    if image.ndim == 2:
+        return to_nearness(image, near=depth.near, far=depth.far, encoding=encoding, where=where, key=key)
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise CPMError(f"{where}: an image of shape {image.shape}; expected (H, W) depth or gray, or (H, W, 3) RGB")
+    if image.dtype == np.uint16:
+        image = (image >> 8).astype(np.uint8)
+    elif image.dtype != np.uint8:
+        raise CPMError(f"{where}: a {image.dtype} colour image; expected 8 or 16 bits per channel")
+    return cv2.cvtColor(image, cv2.COLOR_RGB2GRAY) if channels == 1 else image
+
+
+def load_predictor(path: str | Path, device: str | None = None, *, device_name: str = "auto",
+                   decoder: str | None = None, scales: Sequence[float] | None = None) -> Predictor:
+    """Read a checkpoint once: the model (fp32, eval mode) on ``device`` (or ``device_name``; auto: cuda, mps, cpu),
+    its codec, skeleton, crop and depth settings. ``decoder`` defaults to the config's ``eval.decoder``,
+    ``scales`` to its ``eval.scales``."""
     from cpm.device import resolve_device
     from cpm.skeleton import get_skeleton
     from cpm.training.builders import build_codec
 
-    device = resolve_device(device_name)
+    device = resolve_device(device or device_name)
     model, config = load_model(path, device)
     codec = build_codec(config)
     if isinstance(codec, RegressionCodec):  # the head outputs coordinates: nothing for a decoder to do
@@ -67,14 +204,24 @@ def load_predictor(path: str | Path, *, device_name: str = "auto", decoder: str 
             raise CPMError(f"--decoder: {path} has {kind} head, which outputs coordinates; decoders read belief maps")
         decoder = "soft-argmax (integral head)" if config.model.head == "integral" else "direct regression"
     decoder = decoder or config.eval.decoder
-    if isinstance(codec, HeatmapCodec) and decoder not in DECODERS:
-        raise CPMError(f"--decoder: unknown decoder {decoder!r}; known: {', '.join(DECODERS)}")
+    if isinstance(codec, HeatmapCodec) and decoder not in EVAL_DECODERS:
+        raise CPMError(f"--decoder: unknown decoder {decoder!r}; known: {', '.join(EVAL_DECODERS)}")
+    scales = tuple(float(s) for s in (config.eval.scales if scales is None else scales))
+    if not scales or min(scales) <= 0:
+        raise CPMError(f"scales: expected crop scales > 0, got {list(scales)}")
+    if scales != (1.0,) and not isinstance(codec, HeatmapCodec):
+        raise CPMError(f"scales: {path} has a coordinate head; multi-scale averaging reads belief maps")
     if model.in_channels not in (1, 3):
         raise CheckpointError(f"{path}: a {model.in_channels}-channel model; predict reads grayscale (1) or RGB (3)")
-    return Predictor(model=model, codec=codec, skeleton=get_skeleton(config.data.skeleton),
+    skeleton = get_skeleton(config.data.skeleton)
+    if getattr(model, "num_joints", skeleton.num_joints) != skeleton.num_joints:
+        raise CheckpointError(f"{path}: a {model.num_joints}-joint model, but its data.skeleton {skeleton.name!r} "
+                              f"has {skeleton.num_joints} joints")
+    return Predictor(model=model, codec=codec, skeleton=skeleton,
                      input_size=config.data.input_size, in_channels=model.in_channels,
                      crop_padding=config.data.crop_padding, decoder=decoder, device=device,
-                     checkpoint=Path(path))
+                     checkpoint=Path(path), input_scale=config.data.input_scale, scales=scales,
+                     depth=DepthSpec.of(config.data.depth))
 
 
 def person_crop(image_shape: tuple[int, ...], *, crop_padding: float, center: Sequence[float] | None = None,
@@ -95,10 +242,37 @@ def person_crop(image_shape: tuple[int, ...], *, crop_padding: float, center: Se
     return np.asarray(center, dtype=np.float64), float(max(height, width))
 
 
+def check_box(box: Box, where: str) -> tuple[float, float, float, float]:
+    """(x, y, width, height) of finite numbers with a positive width or height, or `CPMError` naming ``where``."""
+    try:
+        values = tuple(float(v) for v in box)
+    except (TypeError, ValueError):
+        values = ()
+    if len(values) != 4 or not np.isfinite(values).all() or min(values[2:]) < 0 or max(values[2:]) <= 0:
+        raise CPMError(f"{where}: expected [x, y, width, height] with a positive width or height, got {box!r}")
+    return values  # type: ignore[return-value]
+
+
+def _model_input(predictor: Predictor, crops: Sequence[np.ndarray]) -> torch.Tensor:
+    """Crops (N, N[, c]) uint8 -> the model's input (B, C, N, N) on its device, with the config's input scale."""
+    size, channels = predictor.input_size, predictor.in_channels
+    pixels = np.stack(crops).reshape(len(crops), size, size, -1)  # (B, N, N, c), c = 1 or 3
+    if pixels.shape[-1] != channels:
+        if pixels.shape[-1] != 1:
+            raise CPMError(f"{pixels.shape[-1]}-channel images for a {channels}-channel model")
+        pixels = np.repeat(pixels, channels, axis=-1)  # grayscale -> R = G = B, as in training
+    tensor = torch.from_numpy(np.ascontiguousarray(pixels.transpose(0, 3, 1, 2))).to(predictor.device).float()
+    return normalize_pixels(tensor, predictor.input_scale)
+
+
 @torch.no_grad()
 def predict_images(predictor: Predictor, images: Sequence[np.ndarray], *, center: Sequence[float] | None = None,
-                   bbox: Sequence[float] | None = None) -> dict[str, np.ndarray]:
+                   bbox: Sequence[float] | None = None, boxes: Sequence[Box | None] | None = None,
+                   centers: Sequence[Sequence[float] | None] | None = None) -> dict[str, np.ndarray]:
     """B images (H, W) gray or (H, W, 3) RGB uint8 -> every stage's keypoints in original-image pixels.
+
+    The crop of image b is centred on ``boxes[b]`` (x, y, width, height), else on ``centers[b]``, else on the
+    ``bbox`` or ``center`` given for all of them, else on the image centre (`person_crop`).
 
     Returns {"keypoints": (B, T, K, 2), "confidence": (B, T, K) peak belief (1 for a coordinate head), "beliefs":
     (B, T, K[+1], h, w) (an integral head: each joint's soft-argmax distribution scaled to peak 1; direct
@@ -106,29 +280,49 @@ def predict_images(predictor: Predictor, images: Sequence[np.ndarray], *, center
     "crops": (B, N, N[, 3]) uint8 (what the model saw), "matrices": (B, 2, 3) image -> crop, "centers": (B, 2)
     and "crop_sides": (B,) in image pixels}.
     """
-    size, channels = predictor.input_size, predictor.in_channels
+    size = predictor.input_size
+    for name, per_image in (("boxes", boxes), ("centers", centers)):
+        if per_image is not None and len(per_image) != len(images):
+            raise CPMError(f"{name}: {len(per_image)} given for {len(images)} images; give one per image (or None)")
     crops, matrices, crop_centers, sides = [], [], [], []
-    for image in images:
-        crop_center, side = person_crop(image.shape, crop_padding=predictor.crop_padding, center=center, bbox=bbox)
+    for b, image in enumerate(images):
+        box = boxes[b] if boxes is not None and boxes[b] is not None else bbox
+        point = centers[b] if centers is not None and centers[b] is not None else center
+        if box is not None:
+            box = check_box(box, f"box of image {b}")
+        crop_center, side = person_crop(image.shape, crop_padding=predictor.crop_padding,
+                                        center=None if box is not None else point, bbox=box)
         if side <= 0:
-            raise CPMError(f"--bbox {bbox}: the box has no extent")
+            raise CPMError(f"--bbox {box}: the box has no extent")
         matrix = crop_matrix(crop_center, side, size)
         crops.append(warp_image(image, matrix, size))
         matrices.append(matrix)
         crop_centers.append(crop_center)
         sides.append(side)
-    pixels = np.stack(crops).reshape(len(crops), size, size, -1)  # (B, N, N, c), c = 1 or 3
-    if pixels.shape[-1] != channels:
-        if pixels.shape[-1] != 1:
-            raise CPMError(f"{pixels.shape[-1]}-channel images for a {channels}-channel model")
-        pixels = np.repeat(pixels, channels, axis=-1)  # grayscale -> R = G = B, as in training
-    tensor = torch.from_numpy(np.ascontiguousarray(pixels.transpose(0, 3, 1, 2))).to(predictor.device).float()
-    tensor = (tensor / 255 - PIXEL_MEAN) / PIXEL_STD  # (B, C, N, N)
+    tensor = _model_input(predictor, crops)  # (B, C, N, N)
     # crop_matrix puts the person centre in the middle of the crop; the centre map marks it there.
     centers = torch.full((len(crops), 2), (size - 1) / 2, device=predictor.device)
     center_map = predictor.codec.center_map(centers)
     model, beliefs = predictor.model, None
-    if isinstance(predictor.codec, RegressionCodec) and predictor.has_beliefs:  # integral head: one pass, its maps
+    if predictor.scales != (1.0,):  # eval.scales: the maps of every scale's crop averaged on this crop's grid
+        from cpm.targets.multiscale import decode_scales, relative_affines
+
+        outputs, scale_matrices = [], []
+        for scale in predictor.scales:
+            scaled = [crop_matrix(c, side / scale, size) for c, side in zip(crop_centers, sides, strict=True)]
+            inputs = _model_input(predictor, [warp_image(image, m, size) for image, m in zip(images, scaled,
+                                                                                             strict=True)])
+            outputs.append([o.float() for o in model(inputs, center_map)])
+            scale_matrices.append(np.stack(scaled))
+        relative = relative_affines(torch.from_numpy(np.stack(matrices)),
+                                    torch.from_numpy(np.stack(scale_matrices, axis=1)))
+        points, confidence, averaged = decode_scales(predictor.codec, outputs, relative.to(predictor.device),
+                                                     predictor.decoder)
+        batch, stages = points.shape[:2]
+        points = points.double().cpu().numpy()
+        confidence = confidence.flatten(0, 1)
+        beliefs = torch.stack(averaged, dim=1).cpu().numpy()
+    elif isinstance(predictor.codec, RegressionCodec) and predictor.has_beliefs:  # integral head: one pass, its maps
         logits = torch.stack(model.forward_beliefs(tensor, center_map), dim=1).float()  # (B, T, K, h, w)
         outputs = model.coordinates(logits.flatten(0, 1)).unflatten(0, logits.shape[:2])  # (B, T, K, 2)
         beliefs = model.probability_maps(logits).cpu().numpy()  # what its soft-argmax averages, peak 1
@@ -136,9 +330,10 @@ def predict_images(predictor: Predictor, images: Sequence[np.ndarray], *, center
         outputs = torch.stack(model(tensor, center_map), dim=1)  # (B, T, K[+1], h, w) or (B, T, K, 2)
         if isinstance(predictor.codec, HeatmapCodec):
             beliefs = outputs.float().cpu().numpy()
-    batch, stages = outputs.shape[:2]
-    points, confidence = predictor.codec.decode(outputs.flatten(0, 1), method=predictor.decoder)  # (B*T, K, 2)
-    points = points.double().cpu().numpy().reshape(batch, stages, -1, 2)
+    if predictor.scales == (1.0,):
+        batch, stages = outputs.shape[:2]
+        points, confidence = predictor.codec.decode(outputs.flatten(0, 1), method=predictor.decoder)  # (B*T, K, 2)
+        points = points.double().cpu().numpy().reshape(batch, stages, -1, 2)
     inverse = invert_affine(np.stack(matrices))  # (B, 2, 3) crop -> image
     return {
         "keypoints": apply_affine(points, inverse[:, None]),  # (B, T, K, 2)

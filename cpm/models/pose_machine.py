@@ -25,8 +25,13 @@ One class builds every variant from keyword arguments:
   sharing the other through a 5x5 conv 32 each (``feature_channels``);
 * the VGG-19 variant of the released MPII model (``backbone="vgg19", feature_channels=0,
   stage1_layers=0, stage_kernel=7, stage_layers=5``): one trunk shared by every stage, no projection;
-* mmpose's batch-norm variant (``batch_norm=True``), and switches for the centre map, the background
-  channel and the stage count (1..6).
+* mmpose's CPM (``batch_norm=True, center_map=False, background=False, beliefs_first=True, init="mmpose"``,
+  padded pools; `experiments/mmpose_cpm.toml`), and switches for the centre map, the background channel and the
+  stage count (1..6).
+
+The refinement stages concatenate [features, previous beliefs, centre map] (the released LSP/FLIC nets), or
+[previous beliefs, features, centre map] with ``beliefs_first=True`` (the released VGG MPII net and mmpose): the
+order matters as soon as released weights are loaded (`cpm.inference.caffe`).
 
 With ``center_pool=True`` the model takes the centre map at input resolution (B, 1, H, W), as the
 Caffe nets do, and average-pools it with a (s+1)x(s+1)/s window in Caffe's ceil mode (9x9/8:
@@ -48,7 +53,10 @@ from torch.utils.checkpoint import checkpoint
 
 from cpm.models.backbones import CPMTrunk, build_backbone, conv_block, trunk_widths_for
 
-__all__ = ["ConvolutionalPoseMachine", "RefinementStage", "conv_block"]
+__all__ = ["INITS", "ConvolutionalPoseMachine", "RefinementStage", "conv_block"]
+
+INIT_STD = {"caffe": 0.01, "mmpose": 0.001}  # Gaussian std of every conv weight
+INITS = ("kaiming", *INIT_STD)
 
 
 class RefinementStage(nn.Module):
@@ -99,17 +107,19 @@ class ConvolutionalPoseMachine(nn.Module):
         dropout: float = 0.0,
         init: str = "kaiming",
         checkpoint_stages: bool = False,
+        beliefs_first: bool = False,
     ) -> None:
         super().__init__()
         if stages < 1:
             raise ValueError(f"stages must be >= 1, got {stages}")
-        if init not in ("kaiming", "caffe"):
-            raise ValueError(f"init must be 'kaiming' or 'caffe', got {init!r}")
+        if init not in INITS:
+            raise ValueError(f"init must be one of {', '.join(INITS)}, got {init!r}")
         self.num_joints = num_joints
         self.in_channels = in_channels
         self.stride = stride
         self.use_center_map = center_map
         self.checkpoint_stages = checkpoint_stages
+        self.beliefs_first = beliefs_first
         self.out_channels = num_joints + int(background)
         bn = batch_norm
         refinements = stages - 1
@@ -163,12 +173,13 @@ class ConvolutionalPoseMachine(nn.Module):
         self._init_weights(init)
 
     def _init_weights(self, init: str) -> None:
-        """``kaiming`` (He fan-in; belief outputs start near zero, as the targets mostly are) or ``caffe``
-        (the released prototxts' weight_filler: Gaussian std 0.01, zero biases)."""
+        """``kaiming`` (He fan-in; belief outputs start near zero, as the targets mostly are), ``caffe``
+        (the released prototxts' weight_filler: Gaussian std 0.01, zero biases) or ``mmpose`` (mmpose's CPM
+        ``init_weights``: Gaussian std 0.001, zero biases; batch norm weight 1, bias 0 as PyTorch's)."""
         for module in self.modules():
             if isinstance(module, nn.Conv2d):
-                if init == "caffe":
-                    nn.init.normal_(module.weight, std=0.01)
+                if init in INIT_STD:
+                    nn.init.normal_(module.weight, std=INIT_STD[init])
                 else:
                     nn.init.kaiming_normal_(module.weight, mode="fan_in", nonlinearity="relu")
                 if module.bias is not None:
@@ -224,14 +235,17 @@ class ConvolutionalPoseMachine(nn.Module):
         recompute = self.checkpoint_stages and self.training and torch.is_grad_enabled()
         for project, stage in zip(self.project, self.stages, strict=True):
             if recompute:  # activations inside the stage are recomputed in backward, not stored
-                beliefs = checkpoint(_refine, project, stage, features, beliefs, *center, use_reentrant=False)
+                beliefs = checkpoint(_refine, project, stage, features, beliefs, *center, use_reentrant=False,
+                                     beliefs_first=self.beliefs_first)
             else:
-                beliefs = _refine(project, stage, features, beliefs, *center)
+                beliefs = _refine(project, stage, features, beliefs, *center, beliefs_first=self.beliefs_first)
             outputs.append(beliefs)
         return outputs
 
 
 def _refine(project: nn.Module, stage: nn.Module, features: torch.Tensor, beliefs: torch.Tensor,
-            *center: torch.Tensor) -> torch.Tensor:
-    """One refinement stage: [projected features, previous beliefs, centre map] -> beliefs (B, K[+1], h, w)."""
-    return stage(torch.cat([project(features), beliefs, *center], dim=1))
+            *center: torch.Tensor, beliefs_first: bool = False) -> torch.Tensor:
+    """One refinement stage: [projected features, previous beliefs, centre map] -> beliefs (B, K[+1], h, w);
+    [previous beliefs, features, centre map] with ``beliefs_first`` (the released VGG MPII net, mmpose)."""
+    inputs = [beliefs, project(features)] if beliefs_first else [project(features), beliefs]
+    return stage(torch.cat([*inputs, *center], dim=1))

@@ -24,21 +24,48 @@ import torch
 from cpm.targets import decoders
 from cpm.targets.decoders import soft_argmax
 
-__all__ = ["DECODERS", "HeatmapCodec", "RegressionCodec", "soft_argmax"]
+__all__ = ["DECODERS", "EVAL_DECODERS", "HeatmapCodec", "RegressionCodec", "soft_argmax"]
 
+# Decoders of one belief map (the compare-decoders grid and the decoder benchmark run each of them).
 DECODERS = ("argmax", "quarter", "parabola", "bicubic", "dark", "soft_argmax")
+# What ``eval.decoder`` accepts: those, and ``paper``, the released CPM's test-time decoding (x stride bicubic
+# upsampling and the argmax there; with ``eval.scales`` the maps are averaged over scales at input resolution first,
+# `cpm.targets.multiscale`). At one scale its keypoints are those of ``bicubic``.
+EVAL_DECODERS = (*DECODERS, "paper")
+MISSING_JOINTS = ("ignore", "zero")
 
 
 class HeatmapCodec:
-    """Gaussian belief-map targets (Sec. 3.3 of the paper) and their decoders, batched on any device."""
+    """Gaussian belief-map targets (Sec. 3.3 of the paper) and their decoders, batched on any device.
+
+    Three switches reproduce the released Caffe CPM's labels (its ``data_transformer.cpp``, ``generateLabelMap``
+    and ``putGaussianMaps``); their defaults keep this project's own targets:
+
+    * ``missing_joints``: ``"ignore"`` gives an unlabeled, non-finite or out-of-crop joint weight 0 and an empty
+      map; ``"zero"`` (Caffe) keeps every channel in the loss with weight 1: such a joint's channel is trained
+      toward 0, and a labeled joint outside the crop still draws the part of its Gaussian that reaches into it.
+    * ``cutoff``: Gaussian values below it are set to 0 (Caffe skips cells with exp(-d^2 / 2 sigma^2) < 0.01).
+    * ``stage1_all_people``: the targets have 2 x K[+1] channels, those of stage 1 first, then those of
+      stages >= 2 (Caffe's ``label_1st_lower`` and ``label_lower``): stage 1 learns the Gaussians of every person
+      in the crop (summed and clipped at 1, as Caffe), later stages only the person the crop is centred on.
+      `cpm.targets.losses.staged_heatmap_loss` reads the two halves by their channel count.
+    """
 
     def __init__(self, *, input_size: tuple[int, int], stride: int, sigma: float, background: bool = True,
-                 center_sigma: float = 2.5, soft_argmax_beta: float | None = None) -> None:
+                 center_sigma: float = 2.5, soft_argmax_beta: float | None = None, missing_joints: str = "ignore",
+                 cutoff: float = 0.0, stage1_all_people: bool = False) -> None:
         height, width = input_size
         if height % stride or width % stride:
             raise ValueError(f"input size {input_size} is not a multiple of the stride {stride}")
         if sigma <= 0 or center_sigma <= 0:
             raise ValueError("sigma and center_sigma must be > 0")
+        if missing_joints not in MISSING_JOINTS:
+            raise ValueError(f"missing_joints must be one of {', '.join(MISSING_JOINTS)}, got {missing_joints!r}")
+        if not 0 <= cutoff < 1:
+            raise ValueError(f"cutoff must be in [0, 1), got {cutoff}")
+        self.missing_joints = missing_joints
+        self.cutoff = cutoff
+        self.stage1_all_people = stage1_all_people
         self.input_size = (height, width)
         self.stride = stride
         self.heatmap_size = (height // stride, width // stride)  # (h, w)
@@ -68,19 +95,47 @@ class HeatmapCodec:
         """keypoints (B, K, 3) [x, y, v] in input pixels -> heatmaps (B, K[+1], h, w), weights (B, K).
 
         A joint gets weight 0 (and an empty heatmap) when it is unlabeled (v = 0), not finite, or
-        outside the input crop. The background channel is max(0, 1 - max over joints).
+        outside the input crop (``missing_joints = "zero"``: weight 1, see the class). The background channel is
+        max(0, 1 - max over joints).
+
+        ``keypoints`` may also be (B, 1 + P, K, 3): the person the crop is centred on, then P other people in the
+        crop (rows with v = 0 pad); only ``stage1_all_people`` reads the others, whose heatmaps then have
+        2 x K[+1] channels: stage 1's (everyone), then the later stages' (the centred person).
         """
+        others = None
+        if keypoints.ndim == 4:
+            keypoints, others = keypoints[:, 0], keypoints[:, 1:]
+        heatmaps, weights = self._person_maps(keypoints)  # (B, K, h, w), (B, K)
+        if self.missing_joints == "zero":
+            weights = torch.ones_like(weights)
+        if not self.stage1_all_people:
+            return self._with_background(heatmaps), weights
+        everyone = heatmaps
+        if others is not None and others.shape[1]:
+            other_maps, _ = self._person_maps(others.flatten(0, 1))  # (B*P, K, h, w)
+            everyone = (heatmaps + other_maps.unflatten(0, others.shape[:2]).sum(dim=1)).clamp(max=1)
+        return torch.cat([self._with_background(everyone), self._with_background(heatmaps)], dim=1), weights
+
+    def _person_maps(self, keypoints: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """keypoints (N, K, 3) -> the Gaussians that are drawn (N, K, h, w) and the joints' weights under
+        ``missing_joints = "ignore"`` (N, K): labeled, finite and inside the crop."""
         height, width = self.input_size
         xy = keypoints[..., :2]
         finite = torch.isfinite(xy).all(dim=-1)
         xy = torch.where(finite[..., None], xy, torch.zeros_like(xy))
         inside = (xy[..., 0] >= -0.5) & (xy[..., 0] < width - 0.5) & (xy[..., 1] >= -0.5) & (xy[..., 1] < height - 0.5)
-        weights = (finite & inside & (keypoints[..., 2] > 0)).float()  # (B, K)
-        heatmaps = self._gaussians(xy, self.sigma) * weights[..., None, None]  # (B, K, h, w)
-        if self.background:
-            background = (1 - heatmaps.amax(dim=1, keepdim=True)).clamp(min=0)  # (B, 1, h, w)
-            heatmaps = torch.cat([heatmaps, background], dim=1)
+        weights = (finite & inside & (keypoints[..., 2] > 0)).float()  # (N, K)
+        drawn = weights if self.missing_joints == "ignore" else (finite & (keypoints[..., 2] > 0)).float()
+        heatmaps = self._gaussians(xy, self.sigma) * drawn[..., None, None]  # (N, K, h, w)
+        if self.cutoff > 0:
+            heatmaps = torch.where(heatmaps < self.cutoff, 0.0, heatmaps)
         return heatmaps, weights
+
+    def _with_background(self, heatmaps: torch.Tensor) -> torch.Tensor:
+        if not self.background:
+            return heatmaps
+        background = (1 - heatmaps.amax(dim=1, keepdim=True)).clamp(min=0)  # (B, 1, h, w)
+        return torch.cat([heatmaps, background], dim=1)
 
     def center_map(self, centers: torch.Tensor) -> torch.Tensor:
         """centers (B, 2) in input pixels -> (B, 1, h, w) Gaussian that marks the person to parse."""
@@ -89,15 +144,18 @@ class HeatmapCodec:
     def decode(self, beliefs: torch.Tensor, method: str = "parabola") -> tuple[torch.Tensor, torch.Tensor]:
         """beliefs (B, K[+1], h, w) -> keypoints (B, K, 2) in input pixels, confidence (B, K) = peak value.
 
-        ``method`` is one of `DECODERS`, described in `cpm.targets.decoders`: ``argmax``, ``quarter``, ``parabola``
-        (exact for a noise-free Gaussian), ``bicubic`` (the original CPM's), ``dark`` (blur with this
+        ``method`` is one of `EVAL_DECODERS`, described in `cpm.targets.decoders`: ``argmax``, ``quarter``,
+        ``parabola`` (exact for a noise-free Gaussian), ``bicubic`` (the original CPM's), ``paper`` (the same
+        keypoints from the whole upsampled map, `cpm.targets.decoders.paper`), ``dark`` (blur with this
         codec's sigma, then a Newton step), ``soft_argmax`` (with ``soft_argmax_beta``). All are batched.
         """
-        if method not in DECODERS:
-            raise ValueError(f"unknown decoder {method!r}; known: {', '.join(DECODERS)}")
+        if method not in EVAL_DECODERS:
+            raise ValueError(f"unknown decoder {method!r}; known: {', '.join(EVAL_DECODERS)}")
         beliefs = beliefs[:, : beliefs.shape[1] - int(self.background)].float()  # (B, K, h, w)
         if method == "bicubic":
             cells, confidence = decoders.bicubic(beliefs, self.stride)
+        elif method == "paper":
+            cells, confidence = decoders.paper(beliefs, self.stride)
         elif method == "dark":
             cells, confidence = decoders.dark(beliefs, self.sigma)
         elif method == "soft_argmax":

@@ -8,6 +8,7 @@ device of its input, and works in *cells*: cell (row v, column u) is the value a
     quarter      argmax moved a quarter cell toward the higher neighbour on each axis (Newell et al. 2016)
     parabola     a parabola through the log of the maximum and its two neighbours on each axis
     bicubic      the original CPM's: upsample by the stride with MATLAB's imresize (bicubic), argmax there
+    paper        the same from the whole upsampled map: what the paper's multi-scale averaging works on
     dark         DARK (Zhang et al., CVPR 2020): blur, log, one Newton step with the full 2x2 Hessian
     soft_argmax  integral regression (Sun et al., ECCV 2018): the expectation under softmax(beta * map)
 
@@ -142,6 +143,43 @@ def bicubic(beliefs: torch.Tensor, stride: int, *, cubic_a: float = -0.5,
         best_value = torch.where(better, value, best_value)
         best_row, best_col = torch.where(better, out_row, best_row), torch.where(better, out_col, best_col)
     cells = (_cells(best_col, best_row) - (s - 1) / 2) / s  # input pixels -> cells
+    return cells, beliefs.flatten(-2).amax(dim=-1)
+
+
+def upsample_bicubic(beliefs: torch.Tensor, stride: int, *, cubic_a: float = -0.5,
+                     border: str = "symmetric") -> torch.Tensor:
+    """(..., h, w) -> (..., h*s, w*s): MATLAB's ``imresize(map, s)`` (`cubic_upsampling_matrix`); output sample x is
+    input pixel x of this project's grid."""
+    h, w = beliefs.shape[-2:]
+    rows = cubic_upsampling_matrix(h, stride, cubic_a=cubic_a, border=border, device=beliefs.device)  # (H, h)
+    cols = cubic_upsampling_matrix(w, stride, cubic_a=cubic_a, border=border, device=beliefs.device)  # (W, w)
+    return rows.to(beliefs.dtype) @ beliefs @ cols.to(beliefs.dtype).T
+
+
+PAPER_CHUNK = 1 << 24  # upsampled values held at once by `paper` (64 MiB in float32)
+
+
+def pixel_argmax(maps: torch.Tensor) -> torch.Tensor:
+    """maps (B, K, H, W) -> (B, K, 2) (x, y) of the first maximum in row-major order, in the maps' own samples
+    (input pixels for an upsampled map; MATLAB's ``max(map(:))`` on the transposed maps of the released code)."""
+    _, row, col = peaks(maps)
+    return _cells(col, row)
+
+
+def paper(beliefs: torch.Tensor, stride: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The released CPM's test-time decoding (testing/src/applyModel.m) at one scale: every map upsampled x stride
+    with MATLAB's bicubic ``imresize``, then the first maximum of the upsampled map, in input pixels.
+
+    It computes what `bicubic` does from the whole upsampled map (`upsample_bicubic`), a few joints at a time, so
+    that `cpm.targets.multiscale` can average upsampled maps over scales before the argmax, as the paper's code does.
+    Returns cells (B, K, 2) and the peak value of each map before upsampling (B, K).
+    """
+    batch, joints, h, w = beliefs.shape
+    flat = beliefs.flatten(0, 1)  # (B*K, h, w)
+    per_chunk = max(1, PAPER_CHUNK // (h * w * stride * stride))
+    pixels = torch.cat([pixel_argmax(upsample_bicubic(flat[i:i + per_chunk], stride)[:, None])[:, 0]
+                        for i in range(0, len(flat), per_chunk)]) if len(flat) else flat.new_zeros(0, 2)
+    cells = (pixels.view(batch, joints, 2) - (stride - 1) / 2) / stride  # input pixels -> cells
     return cells, beliefs.flatten(-2).amax(dim=-1)
 
 

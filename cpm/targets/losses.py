@@ -43,10 +43,18 @@ def weighted_mse(prediction: torch.Tensor, target: torch.Tensor, weights: torch.
 
 def staged_heatmap_loss(beliefs: list[torch.Tensor], target: torch.Tensor, weights: torch.Tensor,
                         stage_weights: list[float]) -> dict[str, torch.Tensor]:
-    """Returns {"loss": weighted sum, "loss/stage1": ..., "loss/stageT": ...} (per-stage terms unweighted)."""
+    """Returns {"loss": weighted sum, "loss/stage1": ..., "loss/stageT": ...} (per-stage terms unweighted).
+
+    A target with twice the beliefs' channels holds stage 1's target, then that of stages >= 2 (Caffe's
+    ``label_1st_lower`` and ``label_lower``; `cpm.targets.codecs.HeatmapCodec` with ``stage1_all_people``)."""
     if len(beliefs) != len(stage_weights):
         raise ValueError(f"{len(beliefs)} stages of beliefs but {len(stage_weights)} stage weights")
-    terms = {f"loss/stage{t}": weighted_mse(b, target, weights) for t, b in enumerate(beliefs, start=1)}
+    channels = beliefs[0].shape[1]
+    first = later = target
+    if target.shape[1] == 2 * channels:
+        first, later = target[:, :channels], target[:, channels:]
+    terms = {f"loss/stage{t}": weighted_mse(b, first if t == 1 else later, weights)
+             for t, b in enumerate(beliefs, start=1)}
     total = sum(w * term for w, term in zip(stage_weights, terms.values(), strict=True))
     return {"loss": total, **terms}
 

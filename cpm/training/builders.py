@@ -36,6 +36,7 @@ def model_kwargs(config: Config) -> dict[str, Any]:
         "stage_layers": m.stage_layers, "center_map": m.center_map, "center_pool": m.center_pool,
         "background": m.background, "batch_norm": m.batch_norm, "dropout": m.dropout, "init": m.init,
         **({"checkpoint_stages": True} if m.checkpoint_stages else {}),  # only when on: other heads need not know it
+        **({"beliefs_first": True} if m.beliefs_first else {}),
     }
     if m.head == "regression":
         return {key: kwargs[key] for key in REGRESSION_KWARGS} | {"hidden": m.regression_hidden,
@@ -48,8 +49,10 @@ def build_codec(config: Config) -> HeatmapCodec | RegressionCodec:
     heatmap codec making their centre maps."""
     size = config.data.input_size
     codec = InputResolutionCenterCodec if config.model.center_pool else HeatmapCodec
+    t = config.train
     heatmaps = codec(input_size=(size, size), stride=config.model.stride, sigma=config.model.sigma,
-                     background=config.model.background, center_sigma=config.model.center_sigma)
+                     background=config.model.background, center_sigma=config.model.center_sigma,
+                     missing_joints=t.missing_joints, cutoff=t.target_cutoff, stage1_all_people=t.stage1_all_people)
     if config.model.head in COORDINATE_HEADS:
         return RegressionCodec(input_size=(size, size), center_codec=heatmaps)
     return heatmaps
@@ -72,7 +75,8 @@ def build_datasets(config: Config) -> tuple[PoseDataset, PoseDataset]:
     data = config.data
     skeleton = get_skeleton(data.skeleton)
     common = {"input_size": data.input_size, "flip_permutation": skeleton.flip_permutation,
-              "crop_padding": data.crop_padding, "channels": config.model.in_channels}
+              "crop_padding": data.crop_padding, "channels": config.model.in_channels,
+              **({"input_scale": data.input_scale} if data.input_scale != "unit" else {})}
     augmentation = {"augment": True, "scale_range": tuple(data.scale_range), "rotation": data.rotation,
                     "flip": data.flip, "shift": data.shift, "occlusion": data.occlusion,
                     "seed": data.seed}
@@ -81,9 +85,13 @@ def build_datasets(config: Config) -> tuple[PoseDataset, PoseDataset]:
 
         train_source, val_source = split_dataset(
             source=data.source, root=data.root, annotations=data.annotations, val_annotations=data.val_annotations,
-            val_samples=data.val_samples, skeleton=data.skeleton, exclude=data.exclude)
+            val_samples=data.val_samples, skeleton=data.skeleton, exclude=data.exclude, depth=data.depth)
         train_set = PoseDataset(train_source, **common, **augmentation,
                                 length=min(data.train_samples, len(train_source)))
+        if config.train.stage1_all_people:  # Caffe's stage-1 targets: the other people of each image too
+            from cpm.data.other_people import with_other_people
+
+            train_set = with_other_people(train_set)
         return train_set, PoseDataset(val_source, **common)
     poses = {}
     if data.pose_source != "procedural":  # opt-in: the default stream stays exactly what it was
@@ -98,18 +106,21 @@ def build_datasets(config: Config) -> tuple[PoseDataset, PoseDataset]:
     return train_set, val_set
 
 
-def lr_factor(step: int, *, total_steps: int, warmup_steps: int, schedule: str, step_size: int = 0) -> float:
-    """Linear warm-up, then cosine to zero, steps of x0.333 (at 1/2 and 3/4 of training, or every
-    ``step_size`` steps as Caffe's "step" policy), or constant."""
+def lr_factor(step: int, *, total_steps: int, warmup_steps: int, schedule: str, step_size: int = 0,
+              gamma: float = 0.333, milestones: tuple[int, ...] = ()) -> float:
+    """Linear warm-up, then cosine to zero, steps of x``gamma`` (at 1/2 and 3/4 of training, every
+    ``step_size`` steps as Caffe's "step" policy, or at the given ``milestones`` steps as mmcv's), or constant."""
     if step < warmup_steps:
         return (step + 1) / warmup_steps
+    if schedule == "step" and milestones:
+        return gamma ** sum(step >= milestone for milestone in milestones)
     if schedule == "step" and step_size:
-        return 0.333 ** ((step - warmup_steps) // step_size)
+        return gamma ** ((step - warmup_steps) // step_size)
     progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
     if schedule == "cosine":
         return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
     if schedule == "step":
-        return 0.333 ** sum(progress >= milestone for milestone in (0.5, 0.75))
+        return gamma ** sum(progress >= milestone for milestone in (0.5, 0.75))
     return 1.0
 
 
@@ -150,8 +161,10 @@ def build_optimizer(model: torch.nn.Module, config: Config, total_steps: int):
         optimizer = torch.optim.SGD(groups, lr=lr, momentum=t.momentum)
     else:
         optimizer = torch.optim.AdamW(groups, lr=lr)
+    # train.lr_milestones are epochs; the schedule counts steps (total_steps = epochs x steps per epoch)
+    milestones = tuple(round(m * total_steps / t.epochs) for m in t.lr_milestones)
     factor = functools.partial(lr_factor, total_steps=total_steps, warmup_steps=t.warmup_steps, schedule=t.schedule,
-                               step_size=t.lr_step_size)
+                               step_size=t.lr_step_size, gamma=t.lr_gamma, milestones=milestones)
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 

@@ -3,7 +3,8 @@
 A run lives in ``<train.runs_dir>/<train.name>/``: ``config.toml`` (resolved), ``metrics.jsonl``
 (one line per evaluation), ``steps.jsonl`` (the loss terms and lr every ``train.log_every`` steps),
 TensorBoard events, ``last.pt`` (after every epoch, and where a stop signal ended a run) and ``best.pt``
-(best final-stage PCK@0.2).
+(the epoch with the best ``train.best_metric``, by default final-stage PCK@0.2 when it is measured, else at the first
+threshold; written after the first evaluation whatever its score, and naming its metric under ``best``).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from cpm.config import Config, apply, config_from_dict, validate
+from cpm.config import Config, apply, best_metric, config_from_dict, validate
 from cpm.data.loader import make_loader
 from cpm.device import compile_model, resolve_amp, resolve_device
 from cpm.errors import CheckpointError, CPMError
@@ -60,7 +61,22 @@ from cpm.training.distributed import (
 from cpm.training.step import LossFn, prepare_batch, read_losses, train_step
 from cpm.training.summaries import write_evaluation_summaries
 
-SELECTION_THRESHOLD = 0.2  # best.pt keeps the best final-stage PCK at this threshold
+SELECTION_THRESHOLD = 0.2  # best.pt keeps the best final-stage PCK at this threshold, when it is measured
+
+
+def selection_score(results: dict, metric: str) -> float:
+    """The value of `cpm.config.best_metric` ``metric`` in evaluation ``results``: final-stage PCK or loss."""
+    if metric == "loss":
+        return float(results["loss"][-1])
+    by_name = {f"pck@{a:g}": a for a in results["pck"]}
+    return float(results["pck"][by_name[metric]][-1])
+
+
+def is_better(score: float, best: float, metric: str) -> bool:
+    """Whether ``score`` beats ``best`` (NaN: nothing yet, so any score does); loss is minimised, PCK maximised."""
+    if math.isnan(best):
+        return True
+    return score < best if metric == "loss" else score > best
 
 
 def new_run_dir(runs_dir: str, name: str) -> Path:
@@ -250,13 +266,17 @@ def _train(config: Config, *, checkpoint: dict | None, resume: str | Path | None
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     stage_weights = build_stage_weights(config)
     loss_fn = build_loss(config)
-    start_epoch, step, best, skip_batches = 0, 0, -1.0, 0
+    selection = best_metric(config)
+    start_epoch, step, best, best_epoch, skip_batches = 0, 0, math.nan, 0, 0
     if checkpoint is not None:
         load_model_state(model, checkpoint["model"], resume)
         optimizer.load_state_dict(checkpoint["optimizer"])
         scheduler.load_state_dict(checkpoint["scheduler"])
         scaler.load_state_dict(checkpoint["scaler"])
-        start_epoch, step, best = checkpoint["epoch"], checkpoint["step"], checkpoint["best_metric"]
+        start_epoch, step = checkpoint["epoch"], checkpoint["step"]
+        saved = checkpoint.get("best") or {"metric": f"pck@{SELECTION_THRESHOLD:g}", "value": checkpoint["best_metric"]}
+        if saved["metric"] == selection and saved["value"] >= 0:  # (before best was named: -1 or -step for none)
+            best, best_epoch = float(saved["value"]), int(saved.get("epoch", 0))
         skip_batches = checkpoint.get("data_order", {}).get("batches", 0)
         set_rng_state(checkpoint["rng"])
         if start_epoch >= t.epochs:
@@ -300,6 +320,7 @@ def _train(config: Config, *, checkpoint: dict | None, resume: str | Path | None
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
             "scaler": scaler.state_dict(), "epoch": epochs_done, "step": step if at_step is None else at_step,
             "best_metric": best,
+            "best": {"metric": selection, "stage": "final", "value": best, "epoch": best_epoch},
             "data_order": {"seed": t.seed, "epoch": epochs_done, "batches": batches},
             "rng": rng_state(), "git_revision": git_revision(),
         }
@@ -351,13 +372,14 @@ def _train(config: Config, *, checkpoint: dict | None, resume: str | Path | None
                 append_jsonl(run_dir / "metrics.jsonl", metrics)
                 write_evaluation_summaries(writer, model, optimizer, step=step, results=results, val_set=val_set,
                                            codec=codec, skeleton=skeleton, device=device)
-            score = results["pck"][SELECTION_THRESHOLD][-1] if SELECTION_THRESHOLD in results["pck"] else -step
+            score = selection_score(results, selection)
             final = {a: f"{100 * v[-1]:.1f}" for a, v in results["pck"].items()}
             log(f"epoch {epoch + 1}/{t.epochs} | loss {train_losses.get('loss', math.nan):.5f} | "
                 f"{metrics['images_per_second']:.0f} img/s | final-stage PCK " +
                 " ".join(f"@{a:g} {v}" for a, v in final.items()))
-            is_best = score > best
-            best = max(best, score)
+            is_best = is_better(score, best, selection)
+            if is_best:
+                best, best_epoch = score, epoch + 1
             last = save(epoch + 1, 0, is_best=is_best)
             if epoch + 1 < t.epochs and should_stop(True):
                 raise TrainingInterrupted(signals.received or signal.SIGTERM, step, last)

@@ -13,12 +13,13 @@ from cpm.skeleton import ITOP_15
 
 def read_itop(labels: str | Path, depth: str | Path, *, valid_only: bool = True) -> ImageSamples:
     """ITOP (Haque et al. 2016): ``*_labels.h5`` (``image_coordinates`` N x 15 x 2, ``visible_joints``,
-    ``is_valid``) and ``*_depth_map.h5`` (``data`` N x 240 x 320 metres). Depth becomes 8-bit gray with the
-    synthetic renderer's convention (`cpm.data.synthetic.zbuffer.depth_to_gray`, 0 = no reading)."""
+    ``is_valid``) and ``*_depth_map.h5`` (``data`` N x 240 x 320 metres). Depth becomes nearness gray
+    (`cpm.data.depth.metres_to_nearness`) over the near / far range of ``data.depth`` (``ItopSamples.depth``; by
+    default the synthetic renderer's 0.5 - 7.5 m), 0 = no reading."""
     try:
         import h5py
     except ImportError:
-        raise CPMError(f"{labels}: reading ITOP HDF5 files needs h5py (pip install h5py)") from None
+        raise CPMError(f"{labels}: reading ITOP HDF5 files needs h5py (pip install 'cpm-pose[itop]')") from None
     for path in (labels, depth):
         if not Path(path).is_file():
             raise CPMError(f"{path}: no such file")
@@ -46,12 +47,12 @@ class ItopSamples(ImageSamples):
             return self.subset(range(len(self))[i])
         import h5py
 
-        from cpm.data.synthetic.zbuffer import depth_to_gray
+        from cpm.data.depth import DepthSpec, metres_to_nearness
 
         n = self.indices[i]
         with h5py.File(self.images[n], "r") as file:
             metres = np.asarray(file["data"][int(self.frames[n])], dtype=np.float32)
-        image = (depth_to_gray(metres) + 0.5).astype(np.uint8)
-        image[(metres <= 0) | ~np.isfinite(metres)] = 0
+        spec = self.depth or DepthSpec()  # the files hold metres whatever data.depth.encoding says
+        image = metres_to_nearness(metres, near=spec.near, far=spec.far)
         center, scale = person_box(self.keypoints[n])
         return {"image": image, "keypoints": self.keypoints[n], "center": center, "scale": scale, "index": n}

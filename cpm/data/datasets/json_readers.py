@@ -10,15 +10,17 @@ import numpy as np
 
 from cpm.data.datasets.samples import ImageSamples, image_folder, json_key, read_json, resolve_image
 from cpm.errors import CPMError
-from cpm.skeleton import COCO_17, ITOP_15, JHMDB_15, MPII_16
+from cpm.skeleton import COCO_17, ITOP_15, JHMDB_15, MPII_16, get_skeleton
 
 
 def read_list(path: str | Path, *, image_root: str | Path | None = None, skeleton: str = ITOP_15.name,
-              num_joints: int | None = None) -> ImageSamples:
+              num_joints: int | None = None, check_joints: bool = False) -> ImageSamples:
     """A user's own list. CSV: one row per image, ``image, x0, y0, v0, x1, y1, v1, ...`` (a header row whose
     second cell is not a number is skipped). JSON: ``[{"image": "a.png", "keypoints": [[x, y, v], ...]}, ...]``.
     Coordinates are 0-based pixels, v in {0, 1, 2}. Images are relative to ``image_root`` (default: the
-    list's folder, or its ``images/`` subfolder)."""
+    list's folder, or its ``images/`` subfolder). With ``check_joints`` every row must have the joints of
+    ``skeleton`` (a built-in or a declared one, `cpm.skeleton.get_skeleton`), else one line names the file and
+    both counts."""
     path = Path(path)
     root = image_folder(path, image_root)
     names, rows = [], []
@@ -47,6 +49,13 @@ def read_list(path: str | Path, *, image_root: str | Path | None = None, skeleto
     if len(widths) != 1 or widths.pop() % 3:
         raise CPMError(f"{path}: every sample needs the same number of joints, each x, y, v")
     keypoints = np.stack(rows).reshape(len(rows), -1, 3)
+    if check_joints:
+        expected = get_skeleton(skeleton).num_joints
+        if keypoints.shape[1] != expected:
+            raise CPMError(f"{path}: {keypoints.shape[1]} joints per sample, but data.skeleton {skeleton!r} has "
+                           f"{expected}; declare a {keypoints.shape[1]}-joint skeleton ([skeleton] or "
+                           "data.skeleton = \"file.toml\")")
+        num_joints = expected
     images = [resolve_image(root, name, f"{path}: sample {n}") for n, name in enumerate(names)]
     return ImageSamples(images, keypoints, skeleton=skeleton, where=str(path), num_joints=num_joints)
 

@@ -30,21 +30,24 @@ from cpm.data.datasets.mat_readers import (
     read_lsp,
     read_mpii_mat,
 )
-from cpm.data.datasets.samples import (
-    ImageSamples,
-)
+from cpm.data.datasets.samples import ImageSamples
+from cpm.data.depth import DepthSpec
 from cpm.errors import ConfigError
-from cpm.skeleton import ITOP_15
+from cpm.skeleton import get_skeleton
 
 READERS = {"list": read_list, "lsp": read_lsp, "mpii": read_mpii_json, "mpii_mat": read_mpii_mat,
            "flic": read_flic, "coco": read_coco}
 
 
-def open_dataset(source: str, *, root: str | Path, annotations: str = "") -> ImageSamples:
+def open_dataset(source: str, *, root: str | Path, annotations: str = "", skeleton: str | None = None) -> ImageSamples:
     """The reader for config ``data.source``: ``root`` is the dataset folder, ``annotations`` the file in it
     (LSP: the joints file, default joints.mat; ITOP: ``labels.h5,depth.h5``; J-HMDB: a list of
-    ``<class>/<clip>`` lines, default all clips)."""
+    ``<class>/<clip>`` lines, default all clips). A ``list`` holds keypoints of ``skeleton`` (default ITOP-15),
+    whose joint count every row must have."""
     root = Path(root)
+    if source == "list":
+        image_root = root / "images" if (root / "images").is_dir() else root
+        return read_list(root / annotations, image_root=image_root, skeleton=skeleton or "itop15", check_joints=True)
     if source == "lsp":
         return read_lsp(root, joints=annotations or "joints.mat")
     if source == "itop":
@@ -58,9 +61,12 @@ def open_dataset(source: str, *, root: str | Path, annotations: str = "") -> Ima
 
 
 def split_dataset(*, source: str, root: str | Path, annotations: str = "", val_annotations: str = "",
-                  val_samples: int, skeleton: str, exclude: str | Path = "") -> tuple[ImageSamples, ImageSamples]:
+                  val_samples: int, skeleton: str, exclude: str | Path = "",
+                  depth=None) -> tuple[ImageSamples, ImageSamples]:
     """Training and held-out samples of a real dataset, with keypoints in ``skeleton`` order (the reader's own
-    skeleton, or the default ITOP_15 through `cpm.skeleton.TO_ITOP_15`). Without ``val_annotations`` the last
+    skeleton; another with the same joint names, or a subset of them; or the default ITOP_15 through
+    `cpm.skeleton.TO_ITOP_15` or a declared skeleton's ``to_itop15``). ``depth`` (config ``data.depth``) is the
+    encoding and near / far range of one-channel files (`cpm.data.depth`). Without ``val_annotations`` the last
     ``val_samples`` samples are held out (for LSP's 2000 images and val_samples = 1000: its standard split).
     ``exclude`` (config ``data.exclude``) lists samples to leave out (`cpm.data.datasets.exclude`); the split is made
     first, so leaving samples out never moves one from one side to the other. Missing paths raise ConfigError
@@ -73,8 +79,9 @@ def split_dataset(*, source: str, root: str | Path, annotations: str = "", val_a
             if not (root / part).is_file():
                 raise ConfigError(f"{key}: {root / part}: no such file")
     entries = read_exclude_list(exclude) if exclude else []
-    samples = open_dataset(source, root=root, annotations=annotations)
-    held_out = open_dataset(source, root=root, annotations=val_annotations) if val_annotations else None
+    samples = open_dataset(source, root=root, annotations=annotations, skeleton=skeleton)
+    held_out = open_dataset(source, root=root, annotations=val_annotations, skeleton=skeleton) if val_annotations \
+        else None
     if held_out is not None:
         train, val = samples, held_out
     else:
@@ -88,9 +95,14 @@ def split_dataset(*, source: str, root: str | Path, annotations: str = "", val_a
         for name, part in (("training", train), ("held-out", val)):
             if not len(part):
                 raise ConfigError(f"data.exclude: {exclude}: leaves no {name} samples")
+    if depth is not None:
+        train.depth = val.depth = DepthSpec.of(depth)
     if skeleton == samples.skeleton:
         return train, val
-    if skeleton == ITOP_15.name:
-        return train.to_default(), val.to_default()
-    raise ConfigError(f"data.skeleton: data.source = {source!r} gives {samples.skeleton} keypoints; "
-                      f"set data.skeleton to {samples.skeleton!r} or {ITOP_15.name!r}")
+    try:
+        return train.to_skeleton(skeleton), val.to_skeleton(skeleton)
+    except ValueError:
+        have, want = get_skeleton(samples.skeleton), get_skeleton(skeleton)
+        raise ConfigError(f"data.skeleton: {samples.where} holds {have.name} keypoints ({have.num_joints} joints); "
+                          f"data.skeleton {want.name!r} has {want.num_joints} joints, and no mapping between them "
+                          f"(set data.skeleton = {have.name!r}, or declare joints named as the file's)") from None

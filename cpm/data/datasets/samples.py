@@ -10,6 +10,10 @@ x, y are 0-based pixels; v is 0 unlabeled, 1 labeled but occluded, 2 labeled and
 ``scale`` are the centre and the longer side of the labeled joints' bounding box, as the synthetic renderer
 gives them, so ``data.crop_padding`` means the same for every source. ``index`` is the sample's dataset index:
 its position in the reader's full list, kept by slices, `ImageSamples.subset` and `ImageSamples.exclude`.
+
+One-channel images are depth frames and reach the model as nearness gray (`cpm.data.depth`): 8-bit files as they
+are, 16-bit files (and integer ``.npy``) as millimetres, float ``.npy`` / TIFF as metres; ``ImageSamples.depth``
+(config ``data.depth``) names the encoding the files must have and the near / far range.
 """
 
 from __future__ import annotations
@@ -22,10 +26,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from cpm.data.depth import DepthSpec, load_npy, to_nearness
 from cpm.errors import CPMError
-from cpm.skeleton import ITOP_15, map_to_default
+from cpm.skeleton import ITOP_15, get_skeleton, map_keypoints, map_to_default
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".npy")
 
 
 def person_box(keypoints: np.ndarray) -> tuple[np.ndarray, float]:
@@ -63,16 +68,28 @@ def resolve_image(root: Path, name: str, where: str) -> Path:
     return path
 
 
-def load_image(path: Path) -> np.ndarray:
-    """An image file -> (H, W) grayscale or (H, W, 3) RGB uint8; 16-bit files are scaled to 8 bits."""
-    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+def load_image(path: Path, depth: DepthSpec | None = None) -> np.ndarray:
+    """An image file -> (H, W) gray or (H, W, 3) RGB uint8. A one-channel file is a depth frame, made nearness gray
+    (`cpm.data.depth.to_nearness`): with ``depth`` its dtype must be ``depth.encoding``'s, without it the dtype
+    decides (16-bit: millimetres, float: metres, with the synthetic frames' near 0.5 m and far 7.5 m). Colour
+    files of 16 bits are scaled to 8."""
+    path = Path(path)
+    image = load_npy(path) if path.suffix.lower() == ".npy" else cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if image is None:
         raise CPMError(f"{path}: not a readable image")
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[:, :, 0]
+    if image.ndim == 2:
+        spec = depth or DepthSpec()
+        return to_nearness(image, near=spec.near, far=spec.far, encoding=depth.encoding if depth else None,
+                           where=str(path))
+    if image.ndim != 3 or image.shape[2] not in (3, 4):
+        raise CPMError(f"{path}: an image of shape {image.shape}; expected (H, W) depth or gray, or (H, W, 3) colour")
     if image.dtype == np.uint16:
         image = (image >> 8).astype(np.uint8)
-    if image.ndim == 3:
-        image = cv2.cvtColor(image, cv2.COLOR_BGRA2RGB if image.shape[2] == 4 else cv2.COLOR_BGR2RGB)
-    return image
+    elif image.dtype != np.uint8:
+        raise CPMError(f"{path}: a {image.dtype} colour image; expected 8 or 16 bits")
+    return cv2.cvtColor(image, cv2.COLOR_BGRA2RGB if image.shape[2] == 4 else cv2.COLOR_BGR2RGB)
 
 
 class ImageSamples(Sequence):
@@ -89,6 +106,7 @@ class ImageSamples(Sequence):
         self.skeleton = skeleton
         self.where = where
         self.indices = list(range(len(self.images))) if indices is None else list(indices)
+        self.depth: DepthSpec | None = None  # data.depth; None: a one-channel file's dtype tells its encoding
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -99,8 +117,8 @@ class ImageSamples(Sequence):
         n = self.indices[i]
         keypoints = self.keypoints[n]
         center, scale = person_box(keypoints)
-        return {"image": load_image(self.images[n]), "keypoints": keypoints, "center": center, "scale": scale,
-                "index": n}
+        return {"image": load_image(self.images[n], self.depth), "keypoints": keypoints, "center": center,
+                "scale": scale, "index": n}
 
     def subset(self, positions: Sequence[int]) -> ImageSamples:
         """The samples at ``positions`` (of this sequence), sharing the arrays."""
@@ -116,9 +134,14 @@ class ImageSamples(Sequence):
 
     def to_default(self) -> ImageSamples:
         """The same samples with keypoints in the default ITOP_15 order (unmapped joints unlabeled)."""
+        return self.to_skeleton(ITOP_15.name)
+
+    def to_skeleton(self, name: str) -> ImageSamples:
+        """The same samples with keypoints of skeleton ``name`` (`cpm.skeleton.map_keypoints`: the same joints by
+        name, or the ITOP-15 mapping); ValueError when there is no mapping."""
         view = self.subset(range(len(self)))
-        view.keypoints = map_to_default(self.keypoints, self.skeleton).astype(np.float32)
-        view.skeleton = ITOP_15.name
+        view.keypoints = map_keypoints(self.keypoints, self.skeleton, get_skeleton(name).name).astype(np.float32)
+        view.skeleton = name
         return view
 
 

@@ -76,7 +76,7 @@ class DataConfig:
     flip: bool = True  # mirror with probability 0.5 (left and right joints swap)
     shift: float = 0.08  # centre jitter as a fraction of the crop side
     occlusion: float = 0.0  # probability of a random occluding rectangle per training crop (covered joints: v = 1)
-    workers: int = 1
+    workers: int = -1  # DataLoader workers; -1: 1 on a CPU (the cores train), the CPU cores (up to 8) on CUDA
     input_scale: str = "unit"  # pixels -> model input: unit (p/255 - 0.5)/0.5 | caffe (p - 128)/256 | imagenet
 
 
@@ -218,7 +218,7 @@ CHOICES = {
 RANGES = {
     "data.train_samples": (1, None), "data.val_samples": (1, None), "data.input_size": (16, None),
     "data.crop_padding": (0.5, None), "data.rotation": (0, 180), "data.shift": (0, 1),
-    "data.occlusion": (0, 1), "data.workers": (0, None),
+    "data.occlusion": (0, 1), "data.workers": (-1, None),
     "model.stages": (1, 6), "model.stage_width": (1, None),
     "model.trunk_kernel": (1, None), "model.stage1_width": (1, None), "model.stage1_kernel": (1, None),
     "model.feature_channels": (0, None), "model.stage_kernel": (1, None), "model.stage_layers": (1, None),

@@ -1,6 +1,8 @@
 """The speed options compute what the plain code computes: activation checkpointing of the refinement stages,
 torch.compile, channels-last + bf16 autocast, and the DataLoader's persistent workers."""
 
+import os
+
 import pytest
 import torch
 from torch.utils.data import Dataset
@@ -163,3 +165,13 @@ def test_persistent_workers_read_the_samples_of_the_current_epoch():
         assert sorted(i for _, i in samples) == list(range(6))
         assert {e for e, _ in samples} == {epoch}  # workers started in epoch 0 still render epoch 1, 2
     assert [i for _, i in in_workers[0]] != [i for _, i in in_workers[1]]  # a new order every epoch
+
+
+def test_automatic_workers_are_one_on_a_cpu_and_the_cores_on_cuda():
+    from cpm.config import Config
+    from cpm.data.loader import resolve_workers
+
+    assert Config().data.workers == -1
+    assert resolve_workers(-1, torch.device("cpu")) == 1
+    assert resolve_workers(-1, torch.device("cuda")) == min(8, os.cpu_count() or 1)
+    assert resolve_workers(3, torch.device("cuda")) == 3 and resolve_workers(0, torch.device("cpu")) == 0

@@ -40,7 +40,7 @@ import torch
 
 from cpm.bench.timing import CEILING_FLOPS, TrainStep, ceiling_conv, fast_dtype, sync, timed, timed_alternately
 from cpm.config import Config, load_config
-from cpm.data.loader import make_loader
+from cpm.data.loader import make_loader, resolve_workers
 from cpm.device import autocast, cpu_has_native_bf16, resolve_device
 from cpm.training.builders import build_codec, build_datasets, model_kwargs
 from cpm.training.step import prepare_batch
@@ -220,7 +220,7 @@ def config_rows(config_path: str, *, device: torch.device, seconds: float, loade
     rows.append((f"data, {name}: render + crop + augment, one worker", f"{samples:.0f} samples/s"))
     rows.append((f"data, {name}: one worker / what the fast step consumes",
                  f"{samples / images_per_second[True]:.2f}x"))
-    workers = config.data.workers
+    workers = resolve_workers(config.data.workers, fast_step.device)
     share, done = loader_wait(config, fast_step, steps=loader_steps, seconds=4 * seconds)
     rows.append((f"data, {name}: step time waiting for data, DataLoader with {workers} worker"
                  f"{'s' if workers != 1 else ''}", f"{100 * share:.1f} % of {done} steps"))

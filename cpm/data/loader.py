@@ -8,6 +8,7 @@ process or on W, so a run can resume mid-epoch, even on another number of proces
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import torch
@@ -82,6 +83,13 @@ class _AtEpoch(Dataset):
         return self.dataset[index]
 
 
+def resolve_workers(workers: int, device: torch.device) -> int:
+    """``data.workers``, with -1 resolved for ``device``."""
+    if workers >= 0:
+        return workers
+    return min(8, os.cpu_count() or 1) if device.type == "cuda" else 1
+
+
 def make_loader(dataset: PoseDataset, *, batch_size: int, shuffle: bool, workers: int, device: torch.device,
                 seed: int, drop_last: bool = False, world_size: int = 1, rank: int = 0) -> DataLoader:
     """``rank``'s share of each epoch, in an order that is a function of (seed, epoch) alone
@@ -90,7 +98,9 @@ def make_loader(dataset: PoseDataset, *, batch_size: int, shuffle: bool, workers
     the dataset's: sample i of epoch e is ``dataset.set_epoch(e); dataset[i]``.
 
     With ``workers`` > 0 the workers persist from epoch to epoch (no new processes, no re-imports) and each
-    keeps 4 batches in flight; on CUDA the batches come in pinned memory (asynchronous copies)."""
+    keeps 4 batches in flight; on CUDA the batches come in pinned memory (asynchronous copies). ``workers = -1``
+    (`resolve_workers`): one worker on a CPU, where the cores are busy training, and the cores (up to 8) on CUDA."""
+    workers = resolve_workers(workers, device)
     sampler = _EpochTaggedSampler(len(dataset), world_size=world_size, rank=rank, shuffle=shuffle, seed=seed)
     return DataLoader(_AtEpoch(dataset), batch_size=batch_size, sampler=sampler, num_workers=workers,
                       pin_memory=device.type == "cuda", drop_last=drop_last, persistent_workers=workers > 0,

@@ -143,11 +143,11 @@ def receptive_field_report(config_path: str | None = None, overrides: list[str] 
                            effective: bool = True) -> str:
     """Entry point of ``cpm rf``: the model of a config (initialised as for a new run) or of a checkpoint (its
     saved config, plus ``overrides``), measured on ``samples`` held-out synthetic frames; a Markdown table."""
-    from cpm.config import apply, config_from_dict, load_config, parse_override, validate
+    from cpm.config import apply, load_config, parse_override, validate
     from cpm.errors import CPMError
     from cpm.models import build_model
     from cpm.training.builders import build_codec, build_datasets, model_kwargs
-    from cpm.training.checkpoint import load_checkpoint, load_model_state
+    from cpm.training.checkpoint import load_model
 
     if checkpoint is None:
         config = load_config(config_path, overrides)
@@ -159,13 +159,10 @@ def receptive_field_report(config_path: str | None = None, overrides: list[str] 
     else:
         if config_path is not None:
             raise CPMError(f"give a config or --checkpoint, not both ({config_path}, {checkpoint})")
-        state = load_checkpoint(checkpoint)
-        config = config_from_dict(state["config"])
+        model, config = load_model(checkpoint)
         for override in overrides:
             apply(config, parse_override(override), source="--set")
         validate(config)
-        model = build_model(config.model.head, **state["model_kwargs"])
-        load_model_state(model, state["model"], checkpoint)
         source = f"the weights of {checkpoint}"
     size = config.data.input_size
     person = size / config.data.crop_padding  # the person's extent in the crop (data.crop_padding)

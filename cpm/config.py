@@ -86,6 +86,9 @@ class ModelConfig:
     regression_loss: str = "l2"  # coordinate loss of the regression and integral heads: l2 | l1 | smooth_l1
     regression_hidden: int = 256  # regression head: width of the hidden fully connected layer
     regression_pool: int = 4  # regression head: features average-pooled to N x N, then flattened (1 = global pool)
+    # regression head's features: "backbone" (the trunk alone) or "stage1" (the trunk and stage 1 of the heatmap
+    # model up to its last layer, so that the two heads differ only in that layer and the loss)
+    regression_features: str = "backbone"
     stages: int = 4
     in_channels: int = 1  # 3 for RGB models; grayscale frames are replicated to fit
     backbone: str = "cpm"  # image trunk: cpm (two trunks, Fig. 2) | vgg19 | vgg16 | fourconv (one shared trunk)
@@ -205,6 +208,7 @@ CHOICES = {
     "model.head": HEAD_NAMES,
     "model.regression_loss": REGRESSION_LOSS_NAMES,
     "model.backbone": BACKBONE_NAMES,
+    "model.regression_features": ("backbone", "stage1"),
     "model.init": INIT_NAMES,
     "data.input_scale": INPUT_SCALES,
     "train.missing_joints": ("ignore", "zero"),
@@ -224,7 +228,7 @@ RANGES = {
     "model.feature_channels": (0, None), "model.stage_kernel": (1, None), "model.stage_layers": (1, None),
     "model.in_channels": (1, None), "model.stage1_layers": (0, None),
     "model.stride": (1, 64), "model.dropout": (0, 0.99), "model.sigma": (1e-3, None),
-    "model.center_sigma": (1e-3, None), "model.regression_hidden": (1, None), "model.regression_pool": (1, None),
+    "model.center_sigma": (1e-3, None), "model.regression_hidden": (0, None), "model.regression_pool": (1, None),
     "train.epochs": (1, None), "train.batch_size": (1, None), "train.lr": (0, None),
     "train.weight_decay": (0, None), "train.momentum": (0, 1), "train.warmup_steps": (0, None),
     "train.log_every": (1, None), "train.checkpoint_every": (0, None),
@@ -382,9 +386,10 @@ def validate(config: Config) -> Config:
 # defaults, so that two configs of one model are one config and a run's saved config.toml reads back.
 _MAPS_ONLY = ("train.missing_joints", "train.target_cutoff", "train.stage1_all_people", "eval.scales")  # belief maps
 IGNORED_BY_HEAD = {
-    "heatmap": ("model.regression_loss", "model.regression_hidden", "model.regression_pool"),
+    "heatmap": ("model.regression_loss", "model.regression_hidden", "model.regression_pool",
+                "model.regression_features"),
     "regression": ("model.stages", "train.intermediate_supervision", *_MAPS_ONLY),
-    "integral": ("model.regression_hidden", "model.regression_pool", *_MAPS_ONLY),
+    "integral": ("model.regression_hidden", "model.regression_pool", "model.regression_features", *_MAPS_ONLY),
 }
 _DEFAULTS = {"data": DataConfig(), "model": ModelConfig(), "train": TrainConfig(), "eval": EvalConfig()}
 

@@ -198,3 +198,55 @@ def test_config_names_bad_head_settings():
     with pytest.raises(ConfigError, match="train.trainable_stages"):
         load_config(None, ["model.stages=2", "train.trainable_stages=[3]"])
     assert load_config(None, ['model.head="regression"', "train.stage_weights=[1.0]"]).train.stage_weights == [1.0]
+
+
+def test_a_regression_head_on_stage_one_differs_from_the_heatmap_model_only_in_its_last_layer(tmp_path):
+    from cpm.config import load_config
+    from cpm.models import build_model
+    from cpm.training.builders import model_kwargs
+
+    sets = ["model.stages=1", "model.stride=4", "model.trunk_widths=[8, 16]", "data.input_size=64",
+            "model.stage1_width=24", "model.feature_channels=8", "model.stage1_kernel=5"]
+    heatmap = build_model("heatmap", **model_kwargs(load_config(None, sets)))
+    config = load_config(None, [s for s in sets if s != "model.stages=1"] + [
+        "model.head=regression", "model.regression_features=stage1", "model.regression_pool=1",
+        "model.regression_hidden=0"])
+    regression = build_model("regression", **model_kwargs(config))
+    count = lambda model: sum(p.numel() for p in model.parameters())  # noqa: E731
+    last = heatmap.stage1[-1]  # 1x1 conv 24 -> K + 1 = 16 channels
+    assert count(regression) == count(heatmap) - (24 * 16 + 16) + (24 * 2 * 15 + 2 * 15)  # GAP -> FC 24 -> 2K
+    assert last.in_channels == 24 and last.out_channels == 16
+    # the same features: with the heatmap model's weights, the regression is FC(mean over cells of stage 1's
+    # penultimate maps)
+    features = regression.image_features
+    features.trunk.load_state_dict(heatmap.image_features_stage1.state_dict())
+    features.head.load_state_dict(torch.nn.Sequential(*list(heatmap.stage1)[:-1]).state_dict())
+    image = torch.randn(2, 1, 64, 64)
+    with torch.no_grad():
+        penultimate = torch.nn.Sequential(*list(heatmap.stage1)[:-1])(heatmap.image_features_stage1(image))
+        expected = regression.regressor[-1](penultimate.mean(dim=(2, 3))).view(2, 15, 2)
+        torch.testing.assert_close(regression(image)[0], expected)
+
+
+def test_the_heads_config_builds_every_head_on_the_same_stage_one():
+    from pathlib import Path
+
+    from cpm.config import load_config
+    from cpm.models import build_model
+    from cpm.training.builders import model_kwargs
+
+    path = Path(__file__).resolve().parents[1] / "experiments" / "heads.toml"
+    heads = {
+        "heatmap": ["model.stages=1"],
+        "integral": ["model.stages=1", 'model.head="integral"', 'model.regression_loss="l1"'],
+        "regression": ['model.head="regression"', 'model.regression_features="stage1"', "model.regression_pool=1",
+                       "model.regression_hidden=0", 'model.regression_loss="l1"'],
+    }
+    counts = {}
+    for head, sets in heads.items():
+        config = load_config(path, sets, reject_ignored=True)
+        assert (config.data.input_size // config.model.stride, config.model.head) == (32, head)  # 32 x 32 maps
+        counts[head] = sum(p.numel() for p in build_model(head, **model_kwargs(config)).parameters())
+    width, joints = 64, 15  # stage1_width; ITOP-15
+    assert counts["heatmap"] - counts["integral"] == width + 1  # the background channel's 1x1 filter and bias
+    assert counts["heatmap"] - counts["regression"] == (width + 1) * (joints + 1) - (width + 1) * 2 * joints

@@ -40,8 +40,27 @@ from cpm.targets.decoders import soft_argmax
 __all__ = ["IntegralHead", "RegressionHead", "set_trainable_stages"]
 
 
+class _StageOneFeatures(nn.Module):
+    """The heatmap model's image trunk and stage 1 without its last 1x1 convolution: what a one-stage CPM computes
+    before its belief maps, (B, stage1_width, h, w)."""
+
+    def __init__(self, cpm: ConvolutionalPoseMachine) -> None:
+        super().__init__()
+        self.trunk = cpm.image_features_stage1 if cpm.image_features_stage1 is not None else cpm.image_features
+        self.head = nn.Sequential(*list(cpm.stage1)[:-1])
+        self.out_channels = cpm.stage1[-1].in_channels
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.head(self.trunk(image))
+
+
 class RegressionHead(nn.Module):
-    """backbone -> average pool to (pool_size, pool_size) -> flatten -> FC hidden -> ReLU -> FC K x 2.
+    """features -> average pool to (pool_size, pool_size) -> flatten -> [FC hidden -> ReLU] -> FC K x 2.
+
+    ``features = "backbone"``: the image backbone alone (the seed's regressor). ``features = "stage1"``: the
+    heatmap model's trunk and stage 1 up to its last layer (``stage1`` holds those keyword arguments of
+    `ConvolutionalPoseMachine`), so that a heatmap head and this one differ only in the last layer and the loss;
+    with ``pool_size = 1, hidden = 0`` that last layer is global average pooling and one FC layer.
 
     ``forward(image, center_map=None)`` returns ``[coordinates (B, K, 2)]`` normalised to [-1, 1) over the
     crop (one stage; the centre map is not used: the crop is already centred on the person).
@@ -50,24 +69,33 @@ class RegressionHead(nn.Module):
     def __init__(self, *, num_joints: int = 15, in_channels: int = 1, backbone: str = "cpm", stride: int = 8,
                  trunk_widths: int | Sequence[int] = (16, 32, 64), trunk_kernel: int = 5,
                  vgg_cpm_widths: Sequence[int] = (256, 128), batch_norm: bool = False, dropout: float = 0.0,
-                 hidden: int = 256, pool_size: int = 4) -> None:
+                 hidden: int = 256, pool_size: int = 4, features: str = "backbone",
+                 stage1: dict | None = None) -> None:
         super().__init__()
-        if hidden < 1 or pool_size < 1:
-            raise ValueError(f"hidden and pool_size must be >= 1, got {hidden}, {pool_size}")
+        if hidden < 0 or pool_size < 1:
+            raise ValueError(f"hidden must be >= 0 and pool_size >= 1, got {hidden}, {pool_size}")
+        if features not in ("backbone", "stage1"):
+            raise ValueError(f"features must be 'backbone' or 'stage1', got {features!r}")
         self.num_joints = num_joints
         self.in_channels = in_channels
         self.stride = stride
         self.out_channels = num_joints  # K coordinate pairs
-        self.image_features = build_backbone(backbone, in_channels=in_channels, stride=stride,
-                                             trunk_widths=trunk_widths, trunk_kernel=trunk_kernel,
-                                             vgg_cpm_widths=vgg_cpm_widths, batch_norm=batch_norm)
+        if features == "stage1":
+            cpm = ConvolutionalPoseMachine(num_joints=num_joints, in_channels=in_channels, stages=1, stride=stride,
+                                           backbone=backbone, trunk_widths=trunk_widths, trunk_kernel=trunk_kernel,
+                                           vgg_cpm_widths=vgg_cpm_widths, batch_norm=batch_norm, dropout=dropout,
+                                           center_map=False, **(stage1 or {}))
+            self.image_features = _StageOneFeatures(cpm)
+        else:
+            self.image_features = build_backbone(backbone, in_channels=in_channels, stride=stride,
+                                                 trunk_widths=trunk_widths, trunk_kernel=trunk_kernel,
+                                                 vgg_cpm_widths=vgg_cpm_widths, batch_norm=batch_norm)
         self.pool = nn.AdaptiveAvgPool2d(pool_size)
-        features = self.image_features.out_channels * pool_size * pool_size
-        self.regressor = nn.Sequential(
-            nn.Flatten(), nn.Linear(features, hidden), nn.ReLU(inplace=True),
-            *([nn.Dropout(dropout)] if dropout > 0 else []), nn.Linear(hidden, 2 * num_joints),
-        )
-        for module in self.modules():
+        flat = self.image_features.out_channels * pool_size * pool_size
+        hidden_layers = [nn.Linear(flat, hidden), nn.ReLU(inplace=True),
+                         *([nn.Dropout(dropout)] if dropout > 0 else [])] if hidden else []
+        self.regressor = nn.Sequential(nn.Flatten(), *hidden_layers, nn.Linear(hidden or flat, 2 * num_joints))
+        for module in self.modules() if features == "backbone" else ():  # stage 1 keeps the CPM's own init
             if isinstance(module, nn.Conv2d):
                 nn.init.kaiming_normal_(module.weight, mode="fan_in", nonlinearity="relu")
                 if module.bias is not None:

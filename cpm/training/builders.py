@@ -22,6 +22,8 @@ from cpm.targets.losses import stage_weights_for, staged_loss
 # The keyword arguments of the regression head, among those of the CPM (the integral head takes all of those).
 REGRESSION_KWARGS = ("num_joints", "in_channels", "backbone", "stride", "trunk_widths", "trunk_kernel",
                      "vgg_cpm_widths", "batch_norm", "dropout")
+# What the stage-1 features of a regression head take from the CPM's keyword arguments (model.regression_features).
+STAGE1_KWARGS = ("caffe_pooling", "feature_channels", "stage1_width", "stage1_kernel", "stage1_layers", "init")
 
 
 def model_kwargs(config: Config) -> dict[str, Any]:
@@ -39,8 +41,11 @@ def model_kwargs(config: Config) -> dict[str, Any]:
         **({"beliefs_first": True} if m.beliefs_first else {}),
     }
     if m.head == "regression":
-        return {key: kwargs[key] for key in REGRESSION_KWARGS} | {"hidden": m.regression_hidden,
-                                                                  "pool_size": m.regression_pool}
+        regression = {key: kwargs[key] for key in REGRESSION_KWARGS} | {"hidden": m.regression_hidden,
+                                                                        "pool_size": m.regression_pool}
+        if m.regression_features == "stage1":  # only when set: checkpoints of the backbone head keep their kwargs
+            regression |= {"features": "stage1", "stage1": {key: kwargs[key] for key in STAGE1_KWARGS}}
+        return regression
     return kwargs
 
 

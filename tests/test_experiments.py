@@ -110,7 +110,8 @@ def test_grids_name_every_cell_once():
     # T = 1 once, T = 2, 3, 4, 6 with and without IS, the AdamW pair, 4 stage-wise cells, 4 + 1 stage-wise + joint.
     assert len(ablation) == len(set(ablation)) == len(seeds) * (1 + 8 + 2 + 4 + 5)
     heads = [run.name for run in GRIDS["compare-heads"](seeds)]
-    assert len(heads) == len(set(heads)) == len(seeds) * 15 and "regression-smooth_l1-fourconv-seed2" in heads
+    # 6 matched heads x 3 strides, and the seed's two heads on its two backbones
+    assert len(heads) == len(set(heads)) == len(seeds) * (6 * 3 + 4) and "regression-smooth_l1-s16-seed2" in heads
     stagewise = {run.name: run for run in GRIDS["ablate-supervision"]((0,))}
     assert stagewise["stagewise3-seed0"].after == "stagewise2-seed0" and stagewise["stagewise1-seed0"].after is None
     assert stagewise["stagewise-joint-seed0"].after == "stagewise-joint4-seed0"
@@ -128,7 +129,7 @@ def test_gradients_of_stage_one_are_larger_with_intermediate_supervision():
 
 
 SMOKE_CELLS = {"ablate-supervision": ("T2-nois-seed0", "| 2 | – |"),  # no IS run of T = 2 in this cell
-               "compare-heads": ("integral-l1-fourconv-seed0", "| integral-l1 | fourconv |"),
+               "compare-heads": ("integral-l1-s4-seed0", "| integral-l1 | s4 |"),
                "compare-decoders": ("heatmap-cpm-seed0", "| soft_argmax |")}
 
 
@@ -289,3 +290,14 @@ def test_parallel_shards_train_every_seed_once_and_report_once(tmp_path, capsys)
     assert sorted(p.name.split("-")[0] for p in results.glob("runs/ablate-supervision/*/T1-*.json")) == ["T1"]
     assert capsys.readouterr().out.strip().endswith(".md")  # one report, written once every shard finished
     assert main(["ablate-supervision", "--budget", "smoke", "--shard", "2/2"]) == 2
+
+
+def test_the_resolution_sweep_cuts_the_configs_trunk_to_the_stride(tmp_path):
+    cells = {cell.name: cell.config for cell in grid_cells(GridRequest("compare-heads", "none"), runs_root=tmp_path,
+                                                            results_root=tmp_path, only="*-seed0")}
+    # the defaults' trunk is [16, 32, 64] (stride 8): stride 4 keeps two levels, stride 16 repeats the last width
+    assert cells["heatmap-sigma1-s4-seed0"].model.trunk_widths == [16, 32]
+    assert cells["heatmap-sigma1-s16-seed0"].model.trunk_widths == [16, 32, 64, 64]
+    regression = cells["regression-l1-s8-seed0"].model
+    assert (regression.head, regression.regression_features, regression.regression_pool) == ("regression", "stage1", 1)
+    assert cells["regression-l2-vgg16-seed0"].model.regression_features == "backbone"

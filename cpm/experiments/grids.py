@@ -161,15 +161,37 @@ def ablate_supervision_runs(seeds: Sequence[int]) -> list[Run]:
     return runs
 
 
+_STAGE1_REGRESSION = {"model.head": "regression", "model.regression_features": "stage1", "model.regression_pool": 1,
+                      "model.regression_hidden": 0}
+# Heads that differ only in their last layer and loss: one stage each, on the same trunk and stage-1 convolutions.
+HEAD_VARIANTS: dict[str, dict[str, Any]] = {
+    "heatmap-sigma1": {"model.head": "heatmap", "model.stages": 1, "model.sigma": 1.0},
+    "heatmap-sigma2": {"model.head": "heatmap", "model.stages": 1, "model.sigma": 2.0},
+    "integral-l1": {"model.head": "integral", "model.stages": 1, "model.regression_loss": "l1"},
+    **{f"regression-{loss}": _STAGE1_REGRESSION | {"model.regression_loss": loss}
+       for loss in ("l2", "l1", "smooth_l1")},
+}
+RESOLUTIONS = {"s4": 4, "s8": 8, "s16": 16}  # map strides of the resolution sweep (32, 16, 8 cells at 128 px)
+# The seed's comparison: its FC regressor (L2) and a heatmap head on VGG16 and its 4-conv network.
+SEED_CELLS: dict[str, dict[str, Any]] = {
+    f"{head}-{backbone}": BACKBONE_OVERRIDES[backbone] | overrides
+    for backbone in ("vgg16", "fourconv")
+    for head, overrides in (("heatmap", {"model.head": "heatmap", "model.stages": 1}),
+                            ("regression-l2", {"model.head": "regression", "model.regression_loss": "l2"}))
+}
+
+
 def compare_heads_runs(seeds: Sequence[int]) -> list[Run]:
+    """Every `HEAD_VARIANTS` head at every `RESOLUTIONS` stride (``trunk_levels``: the config's trunk, cut or
+    extended to log2(stride) pooling levels), named ``<head>-s<stride>``, and the seed's `SEED_CELLS`."""
     runs = []
     for seed in seeds:
-        for backbone, settings in BACKBONE_OVERRIDES.items():
-            for head, loss in HEAD_CELLS:
-                overrides = settings | {"model.head": head, "model.stages": COMPARE_STAGES, "train.seed": seed}
-                if loss:
-                    overrides["model.regression_loss"] = loss
-                runs.append(Run(f"{head}{'-' + loss if loss else ''}-{backbone}-seed{seed}", overrides))
+        for resolution, stride in RESOLUTIONS.items():
+            for head, overrides in HEAD_VARIANTS.items():
+                runs.append(Run(f"{head}-{resolution}-seed{seed}", overrides | {
+                    "model.backbone": "cpm", "model.stride": stride, "trunk_levels": stride.bit_length() - 1,
+                    "train.seed": seed}))
+        runs += [Run(f"{cell}-seed{seed}", overrides | {"train.seed": seed}) for cell, overrides in SEED_CELLS.items()]
     return runs
 
 
@@ -234,10 +256,14 @@ def grid_cells(request: GridRequest, *, runs_root: Path, results_root: Path, dev
     user = dict(request.sets) | ({"data.root": request.data} if request.data else {})
     runs = GRIDS[request.target](seeds)
     train_samples = make_config(budget | user, base).data.train_samples
-    for run in runs:  # a share of the frames (stage-wise phases at equal total images)
-        share = run.overrides.pop("train_share", None)
+    widths = list(make_config(budget | user, base).model.trunk_widths)
+    for run in runs:
+        share = run.overrides.pop("train_share", None)  # a share of the frames (stage-wise phases, equal images)
         if share is not None:
             run.overrides["data.train_samples"] = max(1, round(train_samples * share))
+        levels = run.overrides.pop("trunk_levels", None)  # the config's trunk cut or extended to this many pools
+        if levels is not None:
+            run.overrides["model.trunk_widths"] = (widths + [widths[-1]] * levels)[:levels]
     cells = resolve_cells(runs, base=base, layers=[budget, user], device=device,
                           runs_root=runs_root / request.target / request.setting,
                           results_root=results_root / "runs" / request.target / request.setting)

@@ -84,7 +84,8 @@ def step_speed(out: Path, deadline: Deadline, tiny: bool, device_name: str) -> s
             print(f"torch.compile unavailable: {str(error).splitlines()[0][:200]}", file=sys.stderr)
     flops = {label: step.flops() for label, step in steps.items()}
     seconds = timed_alternately({label: step for label, step in steps.items()},
-                                seconds=min(20.0, max(1.0, deadline.left() / 10)), device=device)
+                                seconds=0.5 if tiny else min(20.0, max(1.0, deadline.left() / 10)),
+                                device=device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     peak = bf16_peak(name)
     lines = [f"Training step of experiments/paper_lsp.toml{' (tiny)' if tiny else ''}, batch {batch}, on {name}:", "",

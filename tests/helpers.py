@@ -2,10 +2,11 @@
 
 from pathlib import Path
 
-TINY_MODEL = {
-    "trunk_widths": [4, 8, 8], "trunk_kernel": 3, "feature_channels": 4, "stage1_width": 8,
-    "stage1_kernel": 3, "stage_width": 8, "stage_kernel": 3,
-}
+from cpm.experiments.grids import SMOKE_MODEL
+
+# The smoke budget's CPM (its CPM-trunk settings): a seconds-long model.
+TINY_MODEL = {key.removeprefix("model."): value for key, value in SMOKE_MODEL.items()
+              if key.startswith("model.") and key not in ("model.vgg_cpm_widths", "model.regression_hidden")}
 
 
 def tiny_overrides(tmp_path: Path, **extra: object) -> list[str]:

@@ -54,7 +54,7 @@ _SMALL = {  # the default budget's CPM: the make-train model at a quarter of its
     "model.stage1_width": 32, "model.stage1_kernel": 5, "model.stage_width": 16, "model.stage_kernel": 5,
     "model.vgg_cpm_widths": [64, 32], "model.regression_hidden": 128,
 }
-_TINY = {  # tests/helpers.TINY_MODEL: seconds per run
+SMOKE_MODEL = {  # the smoke budget's CPM: seconds per run (the test suite trains it too)
     "data.input_size": 64, "model.trunk_widths": [4, 8, 8], "model.trunk_kernel": 3, "model.feature_channels": 4,
     "model.stage1_width": 8, "model.stage1_kernel": 3, "model.stage_width": 8, "model.stage_kernel": 3,
     "model.vgg_cpm_widths": [8], "model.regression_hidden": 16,
@@ -64,7 +64,7 @@ _COMMON = {"data.workers": 0, "eval.pck_thresholds": REPORT_THRESHOLDS, "train.l
 
 # name -> (config overrides for every run, seeds, steps of the Fig. 5 gradient record, a sentence for the tables)
 BUDGETS: dict[str, tuple[dict[str, Any], tuple[int, ...], int, str]] = {
-    "smoke": (_COMMON | _TINY | {"data.train_samples": 32, "data.val_samples": 16, "train.batch_size": 8,
+    "smoke": (_COMMON | SMOKE_MODEL | {"data.train_samples": 32, "data.val_samples": 16, "train.batch_size": 8,
                                  "train.epochs": 1, "train.warmup_steps": 2, "eval.batch_size": 16,
                                  "train.log_every": 2}, (0,), 4,
               "smoke budget: a tiny model, 1 epoch of 32 frames at 64 px, 16 held-out frames (tests only)"),

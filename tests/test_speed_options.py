@@ -82,7 +82,7 @@ def test_checkpointed_stages_keep_fewer_activations_for_backward():
 
 
 def test_checkpoint_stages_config_reaches_the_model_only_when_on():
-    assert "checkpoint_stages" not in model_kwargs(load_config(None))
+    assert ConvolutionalPoseMachine(**model_kwargs(load_config(None))).checkpoint_stages is False
     kwargs = model_kwargs(load_config(None, ["model.checkpoint_stages=true"]))
     assert ConvolutionalPoseMachine(**kwargs).checkpoint_stages is True
 

@@ -3,7 +3,9 @@ optimiser with its learning-rate schedule, and the seeds."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import inspect
 import math
 import random
 from typing import Any
@@ -14,38 +16,33 @@ import torch
 from cpm.config import Config, output_stages
 from cpm.data.dataset import PoseDataset
 from cpm.data.synthetic.render import SyntheticPoses
-from cpm.models import COORDINATE_HEADS
+from cpm.models import COORDINATE_HEADS, ConvolutionalPoseMachine, RegressionHead
 from cpm.skeleton import get_skeleton
 from cpm.targets.codecs import HeatmapCodec, InputResolutionCenterCodec, RegressionCodec
 from cpm.targets.losses import stage_weights_for, staged_loss
 
-# The keyword arguments of the regression head, among those of the CPM (the integral head takes all of those).
-REGRESSION_KWARGS = ("num_joints", "in_channels", "backbone", "stride", "trunk_widths", "trunk_kernel",
-                     "vgg_cpm_widths", "batch_norm", "dropout")
 # What the stage-1 features of a regression head take from the CPM's keyword arguments (model.regression_features).
 STAGE1_KWARGS = ("caffe_pooling", "feature_channels", "stage1_width", "stage1_kernel", "stage1_layers", "init")
+# The regression head's own names for three `ModelConfig` fields.
+REGRESSION_NAMES = {"hidden": "regression_hidden", "pool_size": "regression_pool", "features": "regression_features"}
+
+
+def _keyword_names(cls: type) -> list[str]:
+    return [name for name, p in inspect.signature(cls.__init__).parameters.items() if p.kind == p.KEYWORD_ONLY]
 
 
 def model_kwargs(config: Config) -> dict[str, Any]:
-    """The keyword arguments of the ``model.head`` class, from the config (saved in every checkpoint)."""
-    m = config.model
-    kwargs = {
-        "num_joints": get_skeleton(config.data.skeleton).num_joints, "in_channels": m.in_channels, "stages": m.stages,
-        "stride": m.stride, "backbone": m.backbone, "trunk_widths": list(m.trunk_widths),
-        "trunk_kernel": m.trunk_kernel, "caffe_pooling": m.caffe_pooling, "vgg_cpm_widths": list(m.vgg_cpm_widths),
-        "feature_channels": m.feature_channels, "stage1_width": m.stage1_width, "stage1_kernel": m.stage1_kernel,
-        "stage1_layers": m.stage1_layers, "stage_width": m.stage_width, "stage_kernel": m.stage_kernel,
-        "stage_layers": m.stage_layers, "center_map": m.center_map, "center_pool": m.center_pool,
-        "background": m.background, "batch_norm": m.batch_norm, "dropout": m.dropout, "init": m.init,
-        **({"checkpoint_stages": True} if m.checkpoint_stages else {}),  # only when on: other heads need not know it
-        **({"beliefs_first": True} if m.beliefs_first else {}),
-    }
-    if m.head == "regression":
-        regression = {key: kwargs[key] for key in REGRESSION_KWARGS} | {"hidden": m.regression_hidden,
-                                                                        "pool_size": m.regression_pool}
-        if m.regression_features == "stage1":  # only when set: checkpoints of the backbone head keep their kwargs
-            regression |= {"features": "stage1", "stage1": {key: kwargs[key] for key in STAGE1_KWARGS}}
-        return regression
+    """The keyword arguments of the ``model.head`` class (saved in every checkpoint): each keyword of its
+    constructor that `ModelConfig` has a field of the same name for, and K from the skeleton; so a model setting is
+    written once in the config and once in the constructor. The integral head takes the CPM's keywords."""
+    table = dataclasses.asdict(config.model)
+    table["num_joints"] = get_skeleton(config.data.skeleton).num_joints
+    if config.model.head != "regression":
+        return {name: table[name] for name in _keyword_names(ConvolutionalPoseMachine) if name in table}
+    kwargs = {name: table[REGRESSION_NAMES.get(name, name)] for name in _keyword_names(RegressionHead)
+              if REGRESSION_NAMES.get(name, name) in table}
+    if kwargs.pop("features") == "stage1":  # only when set: checkpoints of the backbone head keep their kwargs
+        kwargs |= {"features": "stage1", "stage1": {key: table[key] for key in STAGE1_KWARGS}}
     return kwargs
 
 

@@ -37,6 +37,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from cpm.data.datasets.json_readers import is_number
 from cpm.errors import CPMError
 from cpm.skeleton import Skeleton
 
@@ -195,7 +196,7 @@ def read_boxes(path: str | Path) -> dict[str, tuple[float, float, float, float]]
     else:
         with path.open(newline="", encoding="utf-8") as file:
             for line, row in enumerate(csv.reader(file), start=1):
-                if not row or (line == 1 and len(row) > 1 and not _is_number(row[1])):
+                if not row or (line == 1 and len(row) > 1 and not is_number(row[1])):
                     continue
                 if len(row) != 5:
                     raise CPMError(f"--boxes {path}: line {line}: expected image, x, y, width, height")
@@ -203,14 +204,6 @@ def read_boxes(path: str | Path) -> dict[str, tuple[float, float, float, float]]
     if not boxes:
         raise CPMError(f"--boxes {path}: no boxes")
     return boxes
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
 
 
 def box_for(boxes: dict[str, tuple], path: Path, source: str | Path) -> tuple:

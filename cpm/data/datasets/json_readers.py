@@ -36,7 +36,7 @@ def read_list(path: str | Path, *, image_root: str | Path | None = None, skeleto
             raise CPMError(f"{path}: no such file")
         with path.open(newline="", encoding="utf-8") as file:
             for line, row in enumerate(csv.reader(file), start=1):
-                if not row or (line == 1 and len(row) > 1 and not _is_number(row[1])):
+                if not row or (line == 1 and len(row) > 1 and not is_number(row[1])):
                     continue
                 try:
                     rows.append(np.array([float(v) for v in row[1:]]))
@@ -60,7 +60,8 @@ def read_list(path: str | Path, *, image_root: str | Path | None = None, skeleto
     return ImageSamples(images, keypoints, skeleton=skeleton, where=str(path), num_joints=num_joints)
 
 
-def _is_number(text: str) -> bool:
+def is_number(text: str) -> bool:
+    """Whether ``text`` reads as a float (a CSV field that is a coordinate, not a name)."""
     try:
         float(text)
     except ValueError:

@@ -41,6 +41,7 @@ def gradient_magnitudes(overrides: dict[str, Any] | Config, *, steps: int, recor
                          seed=config.train.seed, drop_last=True)
     optimizer, scheduler = build_optimizer(model, config, steps)
     scaler = torch.amp.GradScaler(device.type, enabled=False)
+    stage_weights = build_stage_weights(config)
     layers = [(name, _stage_of(name)) for name, p in model.named_parameters() if p.ndim > 1]
     layers.sort(key=lambda layer: 1.5 if layer[1] == "trunk" else int(layer[1]))  # stable: input to output per stage
     parameters = dict(model.named_parameters())
@@ -58,7 +59,7 @@ def gradient_magnitudes(overrides: dict[str, Any] | Config, *, steps: int, recor
         for batch in loader:
             image, center_map, targets, weights = prepare_batch(batch, codec, device, False)
             train_step(model, image, center_map, targets, weights, optimizer=optimizer, loss_fn=loss_fn,
-                       stage_weights=build_stage_weights(config), device=device, scaler=scaler,
+                       stage_weights=stage_weights, device=device, scaler=scaler,
                        grad_clip=config.train.grad_clip, inspect=record_gradients)
             scheduler.step()
             step += 1

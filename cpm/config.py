@@ -9,7 +9,7 @@ A config file holds only what differs from the defaults::
     intermediate_supervision = false
 
 Unknown sections or keys, values of the wrong type and out-of-range values raise `ConfigError`,
-whose message names the key. Only entry points (train, evaluate, CLI) read a `Config`; models, codecs
+whose message names the key. The networks take their `ModelConfig` (the ``[model]`` section) and K; codecs
 and losses take plain keyword arguments.
 """
 

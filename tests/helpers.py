@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+from cpm.config import ModelConfig
 from cpm.experiments.grids import SMOKE_MODEL
 
 # The smoke budget's CPM (its CPM-trunk settings): a seconds-long model.
@@ -26,3 +27,8 @@ def _toml(value: object) -> str:
     if isinstance(value, str):
         return f'"{value}"'
     return repr(value) if not isinstance(value, list) else "[" + ", ".join(_toml(v) for v in value) + "]"
+
+
+def tiny(**fields: object) -> ModelConfig:
+    """The tiny model's config (`TINY_MODEL`) with ``fields`` changed."""
+    return ModelConfig(**TINY_MODEL | fields)

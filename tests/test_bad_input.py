@@ -12,8 +12,7 @@ from scipy.io import savemat
 
 from cpm.cli import main
 from cpm.config import load_config
-from cpm.models import build_model
-from cpm.training.builders import model_kwargs
+from cpm.training.builders import build_network
 from cpm.training.checkpoint import save_checkpoint
 from tests.helpers import tiny_overrides
 
@@ -40,10 +39,9 @@ def checkpoint(tmp_path_factory) -> Path:
     """An untrained tiny model saved as a real checkpoint (no training needed to test bad input)."""
     folder = tmp_path_factory.mktemp("checkpoint")
     config = load_config(None, tiny_overrides(folder))
-    kwargs = model_kwargs(config)
     path = folder / "tiny.pt"
-    save_checkpoint({"model": build_model("heatmap", **kwargs).state_dict(), "model_kwargs": kwargs,
-                     "config": config.to_dict(), "epoch": 1, "step": 8}, path)
+    save_checkpoint({"model": build_network(config).state_dict(), "config": config.to_dict(), "epoch": 1, "step": 8},
+                    path)
     return path
 
 
@@ -243,7 +241,7 @@ def test_train_into_an_unwritable_runs_folder(tmp_path, capfd):
 def test_eval_a_checkpoint_of_another_architecture(tmp_path, capfd, checkpoint):
     state = torch.load(checkpoint, weights_only=True)
     three = load_config(None, tiny_overrides(tmp_path, **{"model.stages": 3}))
-    state["model"] = build_model("heatmap", **model_kwargs(three)).state_dict()  # 3 stages, kwargs say 4
+    state["model"] = build_network(three).state_dict()  # 3 stages, the config says 4
     other = tmp_path / "other.pt"
     save_checkpoint(state, other)
     fail(capfd, ["eval", other, "--device", "cpu"], "other.pt", "does not fit this architecture")
@@ -283,7 +281,7 @@ class MarkerPayload:
 def test_a_checkpoint_with_pickled_code_is_refused_and_never_run(tmp_path, capfd, command):
     marker = tmp_path / "payload-ran"
     evil = tmp_path / "evil.pt"
-    torch.save({"model": MarkerPayload(marker), "model_kwargs": {}, "config": {}}, evil)
+    torch.save({"model": MarkerPayload(marker), "config": {}}, evil)
     assert pickle.loads(pickle.dumps(MarkerPayload(tmp_path / "probe"))) is None and (tmp_path / "probe").exists()
     argv = {"eval": ["eval", evil], "predict": ["predict", evil, evil, "--out", tmp_path / "out"],
             "train": ["train", "--resume", evil]}[command]

@@ -208,15 +208,17 @@ def lr_at(scheduler, step: int) -> list[float]:
 
 
 def test_paper_lsp_schedule_is_the_released_models():
+    from dataclasses import replace
+
     from cpm.models import ConvolutionalPoseMachine
-    from cpm.training.builders import build_optimizer, model_kwargs
+    from cpm.training.builders import build_optimizer
 
     config = load_config(EXPERIMENTS / "paper_lsp.toml")
     steps_per_epoch = config.data.train_samples // config.train.batch_size
     assert config.train.epochs * steps_per_epoch == 395_000  # pose_iter_395000 at batch 16
     tiny = {"trunk_widths": [2, 2, 2], "trunk_kernel": 1, "feature_channels": 2, "stage1_width": 2,
             "stage1_kernel": 1, "stage_width": 2, "stage_kernel": 1, "stages": 2}
-    model = ConvolutionalPoseMachine(**model_kwargs(config) | tiny)
+    model = ConvolutionalPoseMachine(replace(config.model, **tiny), num_joints=15)
     optimizer, scheduler = build_optimizer(model, config, total_steps=395_000)
     base = lr_at(scheduler, 0)
     for step, decays in [(136_105, 0), (136_106, 1), (272_211, 1), (272_212, 2), (394_999, 2)]:
@@ -253,12 +255,11 @@ def mmpose_cpm_parameters(joints: int = 16, stages: int = 6) -> int:
 
 
 def test_mmpose_preset_is_mmposes_cpm():
-    from cpm.models import build_model
-    from cpm.training.builders import build_codec, model_kwargs
+    from cpm.training.builders import build_codec, build_network
 
     config = load_config(EXPERIMENTS / "mmpose_cpm.toml", ["data.root=/nowhere"])
     torch.manual_seed(0)
-    model = build_model(config.model.head, **model_kwargs(config))
+    model = build_network(config)
     assert sum(p.numel() for p in model.parameters()) == mmpose_cpm_parameters() == 31_225_568
     assert model.out_channels == 16 and not model.use_center_map and model.beliefs_first
     convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]

@@ -47,7 +47,7 @@ def test_eval_refuses_a_checkpoint_with_pickled_code(tmp_path):
             return (print, ("this must never run",))
 
     evil = tmp_path / "evil.pt"
-    torch.save({"model": Payload(), "model_kwargs": {}, "config": {}}, evil)
+    torch.save({"model": Payload(), "config": {}}, evil)
     result = run_cli("eval", str(evil))
     assert_one_clear_line(result, "evil.pt", "refused to load")
     assert "this must never run" not in result.stdout

@@ -116,7 +116,7 @@ def test_a_17_joint_skeleton_trains_two_steps_evaluates_and_predicts_with_its_na
     assert steps[-1]["step"] == 2  # 16 samples at batch 8
     checkpoint = torch.load(run / "best.pt", weights_only=True)
     assert checkpoint["config"]["skeleton"]["joints"] == JOINTS
-    assert checkpoint["model_kwargs"]["num_joints"] == 17
+    assert checkpoint["model"]["stage1.3.weight"].shape[0] == 17 + 1  # the last 1x1 conv: K + background maps
     capsys.readouterr()
     assert main(["eval", str(run / "best.pt"), "--json", "--no-progress", "--device", "cpu"]) == 0
     results = json.loads(capsys.readouterr().out)

@@ -247,22 +247,20 @@ def test_every_cell_of_every_grid_is_a_valid_config_under_every_budget(budget, t
 
 
 def test_the_paper_budget_trains_the_released_network(tmp_path):
-    from cpm.models import build_model
-    from cpm.training.builders import model_kwargs
+    from cpm.training.builders import build_network
 
     cells = grid_cells(GridRequest("ablate-supervision", "paper"), runs_root=tmp_path, results_root=tmp_path,
                        only="T6-is-seed0")
     config = cells[0].config
     assert (config.data.input_size, config.model.stage_kernel, config.train.optimizer) == (368, 11, "adamw")
-    model = build_model(config.model.head, **model_kwargs(config))
+    model = build_network(config)
     assert sum(p.numel() for p in model.parameters()) == 31_298_464  # the released LSP net with 15 joints
 
 
 def test_the_gpu_budget_runs_the_ablation_design_at_the_papers_geometry(tmp_path):
     from pathlib import Path
 
-    from cpm.models import build_model
-    from cpm.training.builders import model_kwargs
+    from cpm.training.builders import build_network
 
     config_path = str(Path(__file__).resolve().parents[1] / "experiments" / "ablation.toml")
     cells = grid_cells(GridRequest("ablate-supervision", "gpu", config=config_path), runs_root=tmp_path,
@@ -274,7 +272,7 @@ def test_the_gpu_budget_runs_the_ablation_design_at_the_papers_geometry(tmp_path
     adamw = next(cell.config for cell in cells if cell.name == "T4-is-adamw-seed0")
     assert adamw.train.optimizer == "adamw" and adamw.data.input_size == 368
     t6 = next(cell.config for cell in cells if cell.name == "T6-is-seed0")
-    model = build_model(t6.model.head, **model_kwargs(t6))
+    model = build_network(t6)
     # The released LSP network with 15 joints (31,298,464 parameters, experiments/paper_lsp.toml) on 1-channel depth:
     # each of its two trunks' first 9x9 conv (128 filters) has 2 input channels fewer.
     assert sum(p.numel() for p in model.parameters()) == 31_298_464 - 2 * (9 * 9 * 128 * 2)

@@ -71,7 +71,7 @@ def test_bad_input_exits_2_with_one_line_naming_the_file(tmp_path, capfd, proble
         onnx_path, named = tmp_path / "nowhere" / "model.onnx", "model.onnx"
     else:
         state = torch.load(checkpoint, weights_only=True)
-        state["model_kwargs"]["num_joints"] = 14  # the weights are those of 15 joints
+        state["config"]["data"]["skeleton"] = "lsp14"  # the weights are those of 15 joints
         save_checkpoint(state, tmp_path / "other.pt")
         checkpoint, named = tmp_path / "other.pt", "other.pt"
     assert cli(str(checkpoint), "--onnx", str(onnx_path)) == 2

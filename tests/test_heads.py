@@ -6,18 +6,18 @@ import numpy as np
 import pytest
 import torch
 
-from cpm.config import load_config
+from cpm.config import ModelConfig, load_config
 from cpm.data.loader import make_loader
 from cpm.errors import CheckpointError, ConfigError
 from cpm.evaluation.evaluate import evaluate, evaluate_checkpoint
-from cpm.models import HEADS, ConvolutionalPoseMachine, IntegralHead, RegressionHead, build_model
+from cpm.models import HEADS, ConvolutionalPoseMachine, IntegralHead, RegressionHead
 from cpm.models.heads import set_trainable_stages
 from cpm.targets.codecs import HeatmapCodec, RegressionCodec
 from cpm.targets.losses import coordinate_loss, stage_weights_for, staged_loss
-from cpm.training.builders import build_codec, build_datasets, build_loss, model_kwargs
+from cpm.training.builders import build_codec, build_datasets, build_loss, build_network
 from cpm.training.checkpoint import load_matching_state, save_checkpoint
 from cpm.training.loop import train
-from tests.helpers import TINY_MODEL, tiny_overrides
+from tests.helpers import TINY_MODEL, tiny, tiny_overrides
 
 BACKBONE_SETTINGS = {  # stride and what each backbone needs at test size
     "cpm": ["model.stride=8"],
@@ -43,7 +43,7 @@ def fixed_batch(config) -> dict[str, torch.Tensor]:
 def test_each_head_trains_on_each_backbone_and_lowers_its_loss(head, backbone):
     config = head_config(head, backbone)
     torch.manual_seed(0)
-    model = build_model(head, **model_kwargs(config))
+    model = build_network(config)
     codec, loss_fn = build_codec(config), build_loss(config)
     batch = fixed_batch(config)
     targets, weights = codec.encode(batch["keypoints"])
@@ -67,7 +67,7 @@ def test_each_head_trains_on_each_backbone_and_lowers_its_loss(head, backbone):
 def test_every_parameter_of_a_coordinate_head_gets_a_gradient(head, supervised, backbone):
     config = head_config(head, backbone, "model.stages=3", "model.dropout=0.0")
     torch.manual_seed(0)
-    model = build_model(head, **model_kwargs(config))
+    model = build_network(config)
     model.eval()  # no dropout: every path carries gradient
     codec = build_codec(config)
     batch = fixed_batch(config)
@@ -90,7 +90,7 @@ def test_regression_codec_round_trip_and_the_integral_head_shares_the_heatmap_gr
     assert confidence.tolist() == [[1.0, 1.0, 1.0]]
     # A sharp map peaked at cell (u=5, v=2) decodes, through the integral head's normalisation and the
     # regression codec, to the pixel the heatmap codec gives that cell: s*u + (s-1)/2.
-    head = IntegralHead(num_joints=1, stages=1, stride=8, beta=50.0, center_map=False, **TINY_MODEL)
+    head = IntegralHead(tiny(stages=1, stride=8, center_map=False), 1, beta=50.0)
     logits = torch.zeros(1, 1, 8, 6)
     logits[0, 0, 2, 5] = 1.0
     head.forward_beliefs = lambda image, center_map=None: [logits]
@@ -159,7 +159,7 @@ def test_a_coordinate_head_trains_saves_and_reloads(tmp_path, head):
 
 
 def test_trainable_stages_freeze_the_other_stages_and_the_trunk_of_earlier_ones():
-    model = ConvolutionalPoseMachine(stages=3, **TINY_MODEL)
+    model = ConvolutionalPoseMachine(tiny(stages=3))
 
     def trainable(prefix: str) -> bool:
         flags = {p.requires_grad for name, p in model.named_parameters() if name.startswith(prefix)}
@@ -175,19 +175,20 @@ def test_trainable_stages_freeze_the_other_stages_and_the_trunk_of_earlier_ones(
     assert all(p.requires_grad for p in model.parameters())
     with pytest.raises(ValueError, match=r"stages \[4\]"):
         set_trainable_stages(model, [4])
-    regression = RegressionHead(**{k: TINY_MODEL[k] for k in ("trunk_widths", "trunk_kernel")})
+    regression = RegressionHead(ModelConfig(trunk_widths=TINY_MODEL["trunk_widths"],
+                                            trunk_kernel=TINY_MODEL["trunk_kernel"]))
     assert set_trainable_stages(regression, [1]) == [1]
 
 
 def test_init_from_copies_the_weights_of_the_earlier_stages(tmp_path):
-    one = ConvolutionalPoseMachine(stages=1, **TINY_MODEL)
-    save_checkpoint({"model": one.state_dict(), "model_kwargs": {}, "config": {}}, tmp_path / "one.pt")
-    two = ConvolutionalPoseMachine(stages=2, **TINY_MODEL)
+    one = ConvolutionalPoseMachine(tiny(stages=1))
+    save_checkpoint({"model": one.state_dict(), "config": {}}, tmp_path / "one.pt")
+    two = ConvolutionalPoseMachine(tiny(stages=2))
     copied = load_matching_state(two, tmp_path / "one.pt")
     assert set(copied) == set(one.state_dict())
     assert torch.equal(two.stage1[-1].weight, one.stage1[-1].weight)
     with pytest.raises(CheckpointError, match="no weight"):
-        load_matching_state(RegressionHead(backbone="fourconv", stride=2), tmp_path / "one.pt")
+        load_matching_state(RegressionHead(ModelConfig(backbone="fourconv", stride=2)), tmp_path / "one.pt")
 
 
 def test_config_names_bad_head_settings():
@@ -202,16 +203,14 @@ def test_config_names_bad_head_settings():
 
 def test_a_regression_head_on_stage_one_differs_from_the_heatmap_model_only_in_its_last_layer(tmp_path):
     from cpm.config import load_config
-    from cpm.models import build_model
-    from cpm.training.builders import model_kwargs
 
     sets = ["model.stages=1", "model.stride=4", "model.trunk_widths=[8, 16]", "data.input_size=64",
             "model.stage1_width=24", "model.feature_channels=8", "model.stage1_kernel=5"]
-    heatmap = build_model("heatmap", **model_kwargs(load_config(None, sets)))
+    heatmap = build_network(load_config(None, sets))
     config = load_config(None, [s for s in sets if s != "model.stages=1"] + [
         "model.head=regression", "model.regression_features=stage1", "model.regression_pool=1",
         "model.regression_hidden=0"])
-    regression = build_model("regression", **model_kwargs(config))
+    regression = build_network(config)
     count = lambda model: sum(p.numel() for p in model.parameters())  # noqa: E731
     last = heatmap.stage1[-1]  # 1x1 conv 24 -> K + 1 = 16 channels
     assert count(regression) == count(heatmap) - (24 * 16 + 16) + (24 * 2 * 15 + 2 * 15)  # GAP -> FC 24 -> 2K
@@ -232,8 +231,6 @@ def test_the_heads_config_builds_every_head_on_the_same_stage_one():
     from pathlib import Path
 
     from cpm.config import load_config
-    from cpm.models import build_model
-    from cpm.training.builders import model_kwargs
 
     path = Path(__file__).resolve().parents[1] / "experiments" / "heads.toml"
     heads = {
@@ -246,7 +243,7 @@ def test_the_heads_config_builds_every_head_on_the_same_stage_one():
     for head, sets in heads.items():
         config = load_config(path, sets, reject_ignored=True)
         assert (config.data.input_size // config.model.stride, config.model.head) == (32, head)  # 32 x 32 maps
-        counts[head] = sum(p.numel() for p in build_model(head, **model_kwargs(config)).parameters())
+        counts[head] = sum(p.numel() for p in build_network(config).parameters())
     width, joints = 64, 15  # stage1_width; ITOP-15
     assert counts["heatmap"] - counts["integral"] == width + 1  # the background channel's 1x1 filter and bias
     assert counts["heatmap"] - counts["regression"] == (width + 1) * (joints + 1) - (width + 1) * 2 * joints

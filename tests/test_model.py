@@ -3,12 +3,12 @@ import torch
 
 from cpm.models import ConvolutionalPoseMachine, build_model
 from cpm.targets.losses import stage_weights_for, staged_heatmap_loss
-from tests.helpers import TINY_MODEL
+from tests.helpers import tiny
 
 
 @pytest.mark.parametrize("stages", [1, 2, 3, 4, 5, 6])
 def test_forward_returns_one_belief_map_per_stage(stages):
-    model = ConvolutionalPoseMachine(stages=stages, **TINY_MODEL)
+    model = ConvolutionalPoseMachine(tiny(stages=stages))
     beliefs = model(torch.randn(2, 1, 64, 64), torch.rand(2, 1, 8, 8))
     assert len(beliefs) == stages == model.num_stages
     assert all(b.shape == (2, 16, 8, 8) for b in beliefs)
@@ -17,22 +17,22 @@ def test_forward_returns_one_belief_map_per_stage(stages):
 @pytest.mark.parametrize(("in_channels", "height", "width", "stride"),
                          [(1, 64, 64, 8), (3, 64, 64, 8), (3, 96, 128, 8), (1, 48, 80, 4), (3, 128, 64, 8)])
 def test_output_grid_is_the_input_divided_by_the_stride(in_channels, height, width, stride):
-    options = TINY_MODEL | {"trunk_widths": [4] * (stride.bit_length() - 1)}
-    model = ConvolutionalPoseMachine(in_channels=in_channels, stages=3, stride=stride, num_joints=14,
-                                     background=False, **options)
+    options = {"trunk_widths": [4] * (stride.bit_length() - 1)}
+    model = ConvolutionalPoseMachine(tiny(**options | {"in_channels": in_channels, "stages": 3, "stride": stride,
+                                               "background": False}), num_joints=14)
     beliefs = model(torch.randn(1, in_channels, height, width), torch.rand(1, 1, height // stride, width // stride))
     assert [b.shape for b in beliefs] == [(1, 14, height // stride, width // stride)] * 3
 
 
 def test_model_without_centre_map_needs_none():
-    model = ConvolutionalPoseMachine(stages=2, center_map=False, **TINY_MODEL)
+    model = ConvolutionalPoseMachine(tiny(stages=2, center_map=False))
     assert model(torch.randn(1, 1, 64, 64))[1].shape == (1, 16, 8, 8)
     with pytest.raises(ValueError, match="centre map"):
-        ConvolutionalPoseMachine(stages=2, **TINY_MODEL)(torch.randn(1, 1, 64, 64))
+        ConvolutionalPoseMachine(tiny(stages=2))(torch.randn(1, 1, 64, 64))
 
 
 def test_refinement_stages_share_one_image_trunk():
-    model = ConvolutionalPoseMachine(stages=6, **TINY_MODEL)
+    model = ConvolutionalPoseMachine(tiny(stages=6))
     trunks = [m for name, m in model.named_children() if name.startswith("image_features")]
     assert len(trunks) == 2  # stage 1's own and the one shared by stages 2..6
     assert len(model.stages) == len(model.project) == 5
@@ -42,7 +42,7 @@ def test_refinement_stages_share_one_image_trunk():
 @pytest.mark.parametrize("intermediate_supervision", [True, False])
 def test_every_parameter_gets_a_gradient(intermediate_supervision, batch_norm):
     torch.manual_seed(0)
-    model = ConvolutionalPoseMachine(stages=3, batch_norm=batch_norm, **TINY_MODEL)
+    model = ConvolutionalPoseMachine(tiny(stages=3, batch_norm=batch_norm))
     beliefs = model(torch.randn(2, 1, 64, 64), torch.rand(2, 1, 8, 8))
     target = torch.rand(2, 16, 8, 8)
     weights = torch.ones(2, 15)
@@ -55,7 +55,7 @@ def test_every_parameter_gets_a_gradient(intermediate_supervision, batch_norm):
 
 def test_build_model_names_unknown_heads():
     with pytest.raises(ValueError, match="unknown head 'fancy'"):
-        build_model("fancy")
+        build_model(tiny(head="fancy"), 15)
 
 
 @pytest.mark.parametrize("checkpoint_stages", [False, True])
@@ -63,7 +63,7 @@ def test_each_refinement_stage_reads_projected_shared_features_previous_beliefs_
         checkpoint_stages):
     # Fig. 2 of the paper: stage t >= 2 sees [project_t(shared trunk(image)), b_{t-1}, centre map], in that order.
     torch.manual_seed(0)
-    model = ConvolutionalPoseMachine(stages=3, checkpoint_stages=checkpoint_stages, **TINY_MODEL).train()
+    model = ConvolutionalPoseMachine(tiny(stages=3, checkpoint_stages=checkpoint_stages)).train()
     image, center_map = torch.randn(2, 1, 64, 64), torch.rand(2, 1, 8, 8)
     seen = []
     hooks = [stage.register_forward_pre_hook(lambda module, inputs: seen.append(inputs[0].detach()))

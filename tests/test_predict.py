@@ -15,9 +15,8 @@ from cpm.data.dataset import PIXEL_MEAN, PIXEL_STD
 from cpm.data.synthetic.render import render_sample
 from cpm.data.transforms import apply_affine, crop_matrix, invert_affine, warp_image
 from cpm.inference.predictor import person_crop
-from cpm.models import build_model
 from cpm.skeleton import ITOP_15
-from cpm.training.builders import build_codec, model_kwargs
+from cpm.training.builders import build_codec, build_network
 from cpm.training.checkpoint import load_model, save_checkpoint
 from cpm.viz import SIDE_COLOURS, belief_mosaic, belief_panel, draw_skeleton
 from tests.helpers import tiny_overrides
@@ -30,14 +29,13 @@ def make_checkpoint(path, tmp_path, **extra):
     with He's initialisation (the heads too, which the model starts near zero), so belief maps are of order 1
     with clear, well-separated peaks, like a trained model's (no near-ties for a decoder to flip on)."""
     config = load_config(None, tiny_overrides(tmp_path, **{"model.stages": 3, **extra}))
-    kwargs = model_kwargs(config)
     torch.manual_seed(0)
-    model = build_model(config.model.head, **kwargs)
+    model = build_network(config)
     for module in model.modules():
         if isinstance(module, torch.nn.Conv2d):
             torch.nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
             torch.nn.init.normal_(module.bias, std=0.1)
-    save_checkpoint({"model": model.state_dict(), "model_kwargs": kwargs, "config": config.to_dict()}, path)
+    save_checkpoint({"model": model.state_dict(), "config": config.to_dict()}, path)
     return path
 
 
@@ -185,7 +183,7 @@ def test_a_bad_input_exits_2_naming_it_and_writes_nothing(tmp_path, frames, capf
 
 def test_a_checkpoint_of_another_architecture_exits_2_naming_it(tmp_path, frames, capfd):
     checkpoint = torch.load(make_checkpoint(tmp_path / "tiny.pt", tmp_path), weights_only=True)
-    checkpoint["model_kwargs"]["stages"] = 2  # the weights are those of 3 stages
+    checkpoint["config"]["model"]["stages"] = 2  # the weights are those of 3 stages
     save_checkpoint(checkpoint, tmp_path / "other.pt")
     assert cli(str(tmp_path / "other.pt"), str(frames), "--out", str(tmp_path / "out")) == 2
     assert_one_line_naming(capfd, "other.pt", "does not fit this architecture")

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from cpm.cli import main
-from cpm.config import load_config
+from cpm.config import ModelConfig, load_config
 from cpm.evaluation.receptive_field import (
     Field,
     equivalent_side,
@@ -17,9 +17,9 @@ from cpm.evaluation.receptive_field import (
     union,
     walk,
 )
-from cpm.models import ConvolutionalPoseMachine, build_model
-from cpm.training.builders import model_kwargs
-from tests.helpers import TINY_MODEL, tiny_overrides
+from cpm.models import ConvolutionalPoseMachine
+from cpm.training.builders import build_network
+from tests.helpers import TINY_MODEL, tiny, tiny_overrides
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 
@@ -46,7 +46,7 @@ def test_theoretical_rf_of_a_small_cpm_matches_the_hand_computed_value():
     # Trunk: conv 3 -> 3; pool 3/2 -> 5 (jump 2); conv 3 -> 9; pool -> 13 (jump 4); conv 3 -> 21; pool -> 29 (jump 8).
     # Stage 1: 5x5 projection -> 29 + 4*8 = 61; 3x3 conv -> 77; 1x1 convs keep 77.
     # Stage t: union(projected trunk 61, previous beliefs) then three 3x3 convs: + 3 * 2 * 8 = 48 per stage.
-    model = ConvolutionalPoseMachine(stages=3, **TINY_MODEL)
+    model = ConvolutionalPoseMachine(tiny(stages=3))
     fields = theoretical_receptive_fields(model)
     assert [f.size for f in fields] == [77, 125, 173]
     assert [f.jump for f in fields] == [8, 8, 8]
@@ -56,7 +56,7 @@ def test_theoretical_rf_of_a_small_cpm_matches_the_hand_computed_value():
 def test_theoretical_rf_of_the_released_lsp_net():
     # 3 x (9x9 conv + 3x3/2 pool): 9, 11, 27, 31, 63, 71; stage 1: 5x5 -> 103, 9x9 -> 167;
     # each later stage: three 11x11 convs at jump 8 -> + 240. Caffe's unpadded pools centre cell u on 8u + 7.
-    model = build_model("heatmap", **model_kwargs(load_config(EXPERIMENTS / "paper_lsp.toml")) | {"dropout": 0.0})
+    model = build_network(load_config(EXPERIMENTS / "paper_lsp.toml", ["model.dropout=0.0"]))
     fields = theoretical_receptive_fields(model)
     assert [f.size for f in fields] == [167 + 240 * t for t in range(6)]
     assert fields[1].size > 368 > 368 / 1.57  # stage 2 already sees more than the input and the person
@@ -64,9 +64,9 @@ def test_theoretical_rf_of_the_released_lsp_net():
 
 
 def test_walk_follows_shared_backbones():
-    model = ConvolutionalPoseMachine(backbone="vgg19", in_channels=3, feature_channels=0, stage1_layers=0, stages=2,
-                                     stage_kernel=7, stage_layers=5, vgg_cpm_widths=(8,), stage_width=8,
-                                     stage1_width=8)
+    model = ConvolutionalPoseMachine(ModelConfig(backbone="vgg19", in_channels=3, feature_channels=0, stage1_layers=0,
+                                                 stages=2, stage_kernel=7, stage_layers=5, vgg_cpm_widths=[8],
+                                                 stage_width=8, stage1_width=8))
     trunk = walk(model.image_features, Field())
     # vgg19 to conv4_2: 2 convs (5), pool (6), 2 convs at jump 2 (14), pool (16), 4 convs at jump 4 (48), pool (52),
     # 2 convs at jump 8 (84); one CPM conv: 100. VGG's unpadded 2x2 pools centre cell u on 8u + 3.5, the codec's grid.
@@ -76,7 +76,7 @@ def test_walk_follows_shared_backbones():
 
 def test_gradients_stay_inside_the_theoretical_field():
     torch.manual_seed(0)
-    model = ConvolutionalPoseMachine(stages=3, **TINY_MODEL)
+    model = ConvolutionalPoseMachine(tiny(stages=3))
     size = 256  # larger than every field, so no field is clipped by the border
     maps = gradient_maps(model, torch.randn(2, 1, size, size), torch.rand(2, 1, size // 8, size // 8))
     assert all(p.requires_grad for p in model.parameters())  # restored after the measurement

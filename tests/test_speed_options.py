@@ -13,8 +13,8 @@ from cpm.device import autocast, compile_model
 from cpm.errors import CPMError
 from cpm.models import ConvolutionalPoseMachine
 from cpm.targets.losses import stage_weights_for, staged_heatmap_loss
-from cpm.training.builders import model_kwargs
-from tests.helpers import TINY_MODEL
+from cpm.training.builders import build_network
+from tests.helpers import tiny
 
 CPU = torch.device("cpu")
 
@@ -22,8 +22,8 @@ CPU = torch.device("cpu")
 def tiny_pair(stages: int = 4, **options) -> tuple[ConvolutionalPoseMachine, ConvolutionalPoseMachine]:
     """Two tiny models with the same weights: a plain one and one built with ``options``."""
     torch.manual_seed(0)
-    plain = ConvolutionalPoseMachine(stages=stages, **TINY_MODEL)
-    other = ConvolutionalPoseMachine(stages=stages, **TINY_MODEL, **options)
+    plain = ConvolutionalPoseMachine(tiny(stages=stages))
+    other = ConvolutionalPoseMachine(tiny(stages=stages, **options))
     other.load_state_dict(plain.state_dict())
     return plain, other
 
@@ -82,9 +82,8 @@ def test_checkpointed_stages_keep_fewer_activations_for_backward():
 
 
 def test_checkpoint_stages_config_reaches_the_model_only_when_on():
-    assert ConvolutionalPoseMachine(**model_kwargs(load_config(None))).checkpoint_stages is False
-    kwargs = model_kwargs(load_config(None, ["model.checkpoint_stages=true"]))
-    assert ConvolutionalPoseMachine(**kwargs).checkpoint_stages is True
+    assert build_network(load_config(None)).checkpoint_stages is False
+    assert build_network(load_config(None, ["model.checkpoint_stages=true"])).checkpoint_stages is True
 
 
 def test_channels_last_bf16_step_matches_fp32_within_bf16_tolerance():

@@ -4,11 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from cpm.config import load_config
+from cpm.config import config_from_dict, load_config
 from cpm.errors import CPMError
 from cpm.evaluation.evaluate import evaluate_checkpoint
-from cpm.models import build_model
-from cpm.training.builders import build_codec, build_datasets
+from cpm.training.builders import build_codec, build_datasets, build_network
 from cpm.training.checkpoint import load_checkpoint
 from cpm.training.loop import train
 from cpm.training.step import NonFiniteLossError, read_losses
@@ -74,13 +73,13 @@ def test_checkpoint_reloads_to_identical_outputs(tmp_path):
     train(config, progress=False, log=quiet)
     checkpoint = load_checkpoint(tmp_path / "runs" / "tiny" / "last.pt")
     assert checkpoint["epoch"] == 1 and checkpoint["step"] == 8
-    model = build_model("heatmap", **checkpoint["model_kwargs"])
+    model = build_network(config_from_dict(checkpoint["config"]))
     model.load_state_dict(checkpoint["model"])
     model.eval()
     _, val_set = build_datasets(config)
     batch = torch.stack([val_set[i]["image"] for i in range(4)])
     center = build_codec(config).center_map(torch.stack([val_set[i]["center"] for i in range(4)]))
-    again = build_model("heatmap", **checkpoint["model_kwargs"])
+    again = build_network(config_from_dict(checkpoint["config"]))
     again.load_state_dict(load_checkpoint(tmp_path / "runs" / "tiny" / "last.pt")["model"])
     again.eval()
     with torch.no_grad():

@@ -1,18 +1,19 @@
 """The model variants: the released Caffe nets (LSP, VGG MPII), batch norm, the seed's backbones, the switches."""
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from cpm.config import CHOICES, load_config
+from cpm.config import CHOICES, ModelConfig, load_config
 from cpm.errors import ConfigError, CPMError
-from cpm.models import BACKBONES, ConvolutionalPoseMachine, build_model
+from cpm.models import BACKBONES, ConvolutionalPoseMachine
 from cpm.models.backbones import CPMTrunk, FourConvBackbone, VGG16Backbone, VGG19Backbone
 from cpm.targets.codecs import InputResolutionCenterCodec
-from cpm.training.builders import build_optimizer, caffe_loss_scale, lr_factor, model_kwargs
-from tests.helpers import TINY_MODEL
+from cpm.training.builders import build_network, build_optimizer, caffe_loss_scale, lr_factor
+from tests.helpers import TINY_MODEL, tiny
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 
@@ -43,8 +44,8 @@ def paper_mpii_parameters(joints: int = 14, stages: int = 6) -> int:
     return vgg + cpm + stage1 + (stages - 1) * stage
 
 
-def paper_kwargs(name: str, **overrides) -> dict:
-    return model_kwargs(load_config(EXPERIMENTS / name)) | overrides
+def paper_model(name: str, **overrides) -> ModelConfig:
+    return replace(load_config(EXPERIMENTS / name).model, **overrides)
 
 
 def count(model: torch.nn.Module) -> int:
@@ -54,7 +55,7 @@ def count(model: torch.nn.Module) -> int:
 @pytest.mark.parametrize(("config", "expected"), [("paper_lsp.toml", paper_lsp_parameters()),
                                                    ("paper_mpii.toml", paper_mpii_parameters())])
 def test_paper_configs_have_the_released_parameter_count(config, expected):
-    model = build_model("heatmap", **paper_kwargs(config, num_joints=14))
+    model = ConvolutionalPoseMachine(paper_model(config), num_joints=14)
     assert count(model) == expected
     assert paper_lsp_parameters() == 31_219_866 and paper_mpii_parameters() == 29_852_058
 
@@ -74,7 +75,7 @@ def default_cpu_parameters(joints: int = 15, stages: int = 4) -> int:
 def test_default_cpu_model_is_unchanged():
     assert default_cpu_parameters() == 2_234_752
     assert count(ConvolutionalPoseMachine()) == 2_234_752
-    assert count(build_model("heatmap", **model_kwargs(load_config(None)))) == 2_234_752
+    assert count(build_network(load_config(None))) == 2_234_752
 
 
 def test_caffe_pooling_maps_368_to_46_like_the_released_net():
@@ -82,7 +83,7 @@ def test_caffe_pooling_maps_368_to_46_like_the_released_net():
     assert trunk(torch.zeros(1, 3, 368, 368)).shape == (1, 4, 46, 46)
     assert (trunk.out_channels, trunk.stride) == (4, 8)
     # pool_center_lower: 9x9/8 average, ceil mode; the last window is clipped to 8 pixels and averaged over them.
-    model = ConvolutionalPoseMachine(stages=2, center_pool=True, **TINY_MODEL)
+    model = ConvolutionalPoseMachine(tiny(stages=2, center_pool=True))
     pooled = model.center_pooling(torch.ones(1, 1, 368, 368))
     assert pooled.shape == (1, 1, 46, 46) and torch.allclose(pooled, torch.ones(()))
     ramp = torch.arange(368.0).expand(1, 1, 368, 368)
@@ -90,19 +91,19 @@ def test_caffe_pooling_maps_368_to_46_like_the_released_net():
 
 
 VARIANTS = {
-    "cpu": {},
-    "paper": paper_kwargs("paper_lsp.toml"),
-    "batch_norm": paper_kwargs("paper_lsp.toml", batch_norm=True) | TINY_MODEL,
-    "vgg19": paper_kwargs("paper_mpii.toml", vgg_cpm_widths=[32, 16], stage_width=16, stage1_width=32),
-    "vgg16": {"backbone": "vgg16", "in_channels": 3, "feature_channels": 0, "stage1_layers": 0},
-    "fourconv": {"backbone": "fourconv", "stride": 2, "stages": 2},
+    "cpu": ModelConfig(),
+    "paper": paper_model("paper_lsp.toml"),
+    "batch_norm": paper_model("paper_lsp.toml", batch_norm=True, **TINY_MODEL),
+    "vgg19": paper_model("paper_mpii.toml", vgg_cpm_widths=[32, 16], stage_width=16, stage1_width=32),
+    "vgg16": ModelConfig(backbone="vgg16", in_channels=3, feature_channels=0, stage1_layers=0),
+    "fourconv": ModelConfig(backbone="fourconv", stride=2, stages=2),
 }
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_each_variant_runs_forward_and_backward(variant):
     torch.manual_seed(0)
-    model = build_model("heatmap", **VARIANTS[variant])
+    model = ConvolutionalPoseMachine(VARIANTS[variant])
     model.train()
     stride, channels, size = model.stride, model.in_channels, 64
     full = torch.rand(2, 1, size, size)
@@ -114,23 +115,23 @@ def test_each_variant_runs_forward_and_backward(variant):
 
 
 def test_switches_change_input_and_output_channels():
-    base = ConvolutionalPoseMachine(stages=2, **TINY_MODEL)
+    base = ConvolutionalPoseMachine(tiny(stages=2))
     assert base.stages[0].layers[0][0].in_channels == 4 + 16 + 1  # projected features, beliefs K+1, centre map
-    no_center = ConvolutionalPoseMachine(stages=2, center_map=False, **TINY_MODEL)
+    no_center = ConvolutionalPoseMachine(tiny(stages=2, center_map=False))
     assert no_center.stages[0].layers[0][0].in_channels == 4 + 16
-    no_background = ConvolutionalPoseMachine(stages=2, background=False, **TINY_MODEL)
+    no_background = ConvolutionalPoseMachine(tiny(stages=2, background=False))
     assert no_background.stage1[-1].out_channels == 15 and no_background.stages[0].layers[0][0].in_channels == 20
-    rgb = ConvolutionalPoseMachine(in_channels=3, stages=2, **TINY_MODEL)
+    rgb = ConvolutionalPoseMachine(tiny(in_channels=3, stages=2))
     assert rgb.image_features_stage1[0][0].in_channels == rgb.image_features[0][0].in_channels == 3
-    unprojected = ConvolutionalPoseMachine(stages=2, **TINY_MODEL | {"feature_channels": 0})
+    unprojected = ConvolutionalPoseMachine(tiny(stages=2, **{"feature_channels": 0}))
     assert unprojected.stages[0].layers[0][0].in_channels == 8 + 16 + 1  # the trunk's 8 channels as they are
-    assert ConvolutionalPoseMachine(stages=6, **TINY_MODEL).num_stages == 6
+    assert ConvolutionalPoseMachine(tiny(stages=6)).num_stages == 6
     with pytest.raises(ValueError, match="stride 2, not 8"):
-        ConvolutionalPoseMachine(backbone="fourconv")
+        ConvolutionalPoseMachine(ModelConfig(backbone="fourconv"))
 
 
 def test_batch_norm_variant_has_no_conv_biases_before_norms():
-    model = ConvolutionalPoseMachine(stages=2, batch_norm=True, **TINY_MODEL)
+    model = ConvolutionalPoseMachine(tiny(stages=2, batch_norm=True))
     norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     biased = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d) and m.bias is not None]
     assert len(norms) == 3 + 3 + 3 + 1 + 4  # two trunks, stage 1's head, projection, stage 2
@@ -160,7 +161,8 @@ def vgg19_file(tmp_path_factory):
 
 def test_vgg_weights_load_from_a_user_file(vgg19_file):
     state = torch.load(vgg19_file, weights_only=True)
-    model = ConvolutionalPoseMachine(backbone="vgg19", in_channels=3, feature_channels=0, stage1_layers=0, stages=2)
+    model = ConvolutionalPoseMachine(ModelConfig(backbone="vgg19", in_channels=3, feature_channels=0,
+                                                 stage1_layers=0, stages=2))
     model.image_features.load_vgg_weights(vgg19_file)
     assert torch.equal(model.image_features[21].weight, state["features.21.weight"])  # conv4_2
     assert torch.equal(model.image_features[0].bias, state["features.0.bias"])
@@ -199,7 +201,7 @@ def test_config_choices_follow_the_code():
 
 def test_paper_optimizer_has_the_prototxt_lr_multipliers():
     config = load_config(EXPERIMENTS / "paper_lsp.toml")
-    model = ConvolutionalPoseMachine(**model_kwargs(config) | TINY_MODEL | {"trunk_widths": [4, 4, 4]})
+    model = ConvolutionalPoseMachine(replace(config.model, **TINY_MODEL | {"trunk_widths": [4, 4, 4]}), 15)
     optimizer, _ = build_optimizer(model, config, total_steps=10)
     scale = caffe_loss_scale(model, config)
     assert scale == 16 * 46 * 46 / 2
@@ -230,7 +232,8 @@ def test_caffe_lr_reproduces_a_caffe_sgd_step():
 
     config = load_config(EXPERIMENTS / "paper_lsp.toml", ["data.input_size=64"])
     torch.manual_seed(0)
-    model = ConvolutionalPoseMachine(**model_kwargs(config) | TINY_MODEL | {"trunk_widths": [4, 4, 4], "dropout": 0.0})
+    model = ConvolutionalPoseMachine(replace(config.model, **TINY_MODEL | {"trunk_widths": [4, 4, 4], "dropout": 0.0}),
+                                     15)
     model.double()
     image, center = torch.randn(2, 3, 64, 64, dtype=torch.float64), torch.rand(2, 1, 64, 64, dtype=torch.float64)
     target = torch.rand(2, 16, 8, 8, dtype=torch.float64)
@@ -292,7 +295,7 @@ def test_paper_config_trains_on_synthetic_frames_at_368():
     config = load_config(EXPERIMENTS / "paper_lsp.toml", ["data.train_samples=12", "train.batch_size=2",
                                                            "data.workers=0", "train.epochs=1"])
     torch.manual_seed(0)
-    model = build_model("heatmap", **model_kwargs(config))
+    model = build_network(config)
     train_set, _ = build_datasets(config)
     loader = make_loader(train_set, batch_size=2, shuffle=True, workers=0, device=torch.device("cpu"), seed=0,
                          drop_last=True)

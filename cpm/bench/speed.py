@@ -42,7 +42,7 @@ from cpm.bench.timing import CEILING_FLOPS, TrainStep, ceiling_conv, fast_dtype,
 from cpm.config import Config, load_config
 from cpm.data.loader import make_loader, resolve_workers
 from cpm.device import autocast, cpu_has_native_bf16, resolve_device
-from cpm.training.builders import build_codec, build_datasets, model_kwargs
+from cpm.training.builders import build_codec, build_datasets
 from cpm.training.step import prepare_batch
 
 
@@ -161,7 +161,7 @@ def onnx_latency(config: Config, model: torch.nn.Module, *, seconds: float) -> f
     with tempfile.TemporaryDirectory() as folder:
         checkpoint, onnx_path = Path(folder) / "model.pt", Path(folder) / "model.onnx"
         state = {name: value.detach().cpu().contiguous() for name, value in model.state_dict().items()}
-        save_checkpoint({"model": state, "model_kwargs": model_kwargs(config), "config": config.to_dict()}, checkpoint)
+        save_checkpoint({"model": state, "config": config.to_dict()}, checkpoint)
         export_onnx(checkpoint, onnx_path)
         session = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     codec = build_codec(config)

@@ -11,8 +11,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from cpm.config import Config
 from cpm.device import autocast, cpu_has_native_bf16
-from cpm.models import build_model
-from cpm.training.builders import build_codec, build_loss, build_stage_weights, model_kwargs
+from cpm.training.builders import build_codec, build_loss, build_network, build_stage_weights
 from cpm.training.step import train_step
 
 
@@ -79,18 +78,17 @@ class TrainStep:
 
     def __init__(self, config: Config, *, batch: int, device: torch.device, fast: bool) -> None:
         self.device, self.batch = device, batch
-        kwargs = model_kwargs(config)
-        self.model = build_model(config.model.head, **kwargs).to(device)
+        self.model = build_network(config).to(device)
         self.channels_last = fast
         self.dtype = fast_dtype(device) if fast else None
         if fast:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.codec = build_codec(config)
         size = config.data.input_size
-        self.image = torch.randn(batch, kwargs["in_channels"], size, size, device=device)
+        self.image = torch.randn(batch, self.model.in_channels, size, size, device=device)
         if fast:
             self.image = self.image.contiguous(memory_format=torch.channels_last)
-        keypoints = torch.rand(batch, kwargs["num_joints"], 3, device=device) * (size - 1)
+        keypoints = torch.rand(batch, self.model.num_joints, 3, device=device) * (size - 1)
         keypoints[..., 2] = 2
         self.targets, self.weights = self.codec.encode(keypoints)
         self.center_map = self.codec.center_map(torch.full((batch, 2), (size - 1) / 2, device=device))

@@ -145,14 +145,13 @@ def receptive_field_report(config_path: str | None = None, overrides: list[str] 
     saved config, plus ``overrides``), measured on ``samples`` held-out synthetic frames; a Markdown table."""
     from cpm.config import apply, load_config, parse_override, validate
     from cpm.errors import CPMError
-    from cpm.models import build_model
-    from cpm.training.builders import build_codec, build_datasets, model_kwargs
+    from cpm.training.builders import build_codec, build_datasets, build_network
     from cpm.training.checkpoint import load_model
 
     if checkpoint is None:
         config = load_config(config_path, overrides)
         torch.manual_seed(config.train.seed)  # the initialisation a run with this config starts from
-        model = build_model(config.model.head, **model_kwargs(config))
+        model = build_network(config)
         if config.model.backbone_weights:
             model.image_features.load_vgg_weights(config.model.backbone_weights)
         source = f"initialised weights (model.init = {config.model.init})"

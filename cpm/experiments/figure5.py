@@ -20,21 +20,20 @@ def gradient_magnitudes(overrides: dict[str, Any] | Config, *, steps: int, recor
 
     from cpm.data.loader import make_loader
     from cpm.device import resolve_device
-    from cpm.models import build_model
     from cpm.training.builders import (
         build_codec,
         build_datasets,
         build_loss,
+        build_network,
         build_optimizer,
         build_stage_weights,
-        model_kwargs,
     )
     from cpm.training.step import prepare_batch, train_step
 
     config = overrides if isinstance(overrides, Config) else make_config(overrides)
     device = resolve_device(config.train.device)
     torch.manual_seed(config.train.seed)
-    model = build_model(config.model.head, **model_kwargs(config)).to(device)
+    model = build_network(config).to(device)
     codec, loss_fn = build_codec(config), build_loss(config)
     train_set, _ = build_datasets(config)
     loader = make_loader(train_set, batch_size=config.train.batch_size, shuffle=True, workers=0, device=device,

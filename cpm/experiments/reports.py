@@ -283,16 +283,14 @@ def _receptive_field_note(cells: dict[str, list[RunRecord]]) -> list[str]:
     """The theoretical receptive field of each stage of the deepest model against its crop (`cpm rf`)."""
     from cpm.config import config_from_dict
     from cpm.evaluation.receptive_field import theoretical_receptive_fields
-    from cpm.models import build_model
-    from cpm.training.builders import model_kwargs
+    from cpm.training.builders import build_network
 
     deepest = max((r for runs in cells.values() for r in runs if r.data.get("config")),
                   key=lambda r: r.data["config"]["model"]["stages"], default=None)
     if deepest is None:
         return []
     config = config_from_dict(deepest.data["config"])
-    fields = [field.size for field in theoretical_receptive_fields(build_model(config.model.head,
-                                                                               **model_kwargs(config)))]
+    fields = [field.size for field in theoretical_receptive_fields(build_network(config))]
     crop = config.data.input_size
     person = crop / config.data.crop_padding
     cells_side = crop // config.model.stride

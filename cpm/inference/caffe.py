@@ -250,8 +250,7 @@ def _belief_order(skeleton_name: str) -> np.ndarray:
 def convert_caffemodel(path: str | Path, config: Config, out: str | Path) -> dict[str, Any]:
     """Read the ``.caffemodel`` at ``path``, map it onto the network of ``config`` and write a checkpoint to ``out``.
     Returns {"out", "layers", "parameters", "sha256"}. Any mismatch raises `CPMError` before anything is written."""
-    from cpm.models import build_model
-    from cpm.training.builders import model_kwargs
+    from cpm.training.builders import build_network
     from cpm.training.checkpoint import git_revision, save_checkpoint
 
     path, out = Path(path), Path(out)
@@ -260,8 +259,7 @@ def convert_caffemodel(path: str | Path, config: Config, out: str | Path) -> dic
     _check_released_design(config)
     order = _belief_order(config.data.skeleton)
     layers = read_caffemodel(path)
-    kwargs = model_kwargs(config)
-    model = build_model("heatmap", **kwargs)
+    model = build_network(config)
     state = {key: value.clone() for key, value in model.state_dict().items()}
     channels = model.out_channels
     pairs = caffe_layer_names(model)
@@ -298,7 +296,7 @@ def convert_caffemodel(path: str | Path, config: Config, out: str | Path) -> dic
         raise CPMError(f"{path}: layers with weights that the config's network has no place for: {shown} "
                        f"(model.stages = {config.model.stages}?)")
     model.load_state_dict(state)
-    checkpoint = {"model": model.state_dict(), "model_kwargs": kwargs, "config": config.to_dict(),
+    checkpoint = {"model": model.state_dict(), "config": config.to_dict(),
                   "git_revision": git_revision(), "epoch": 0, "step": 0,
                   "converted_from": {"caffemodel": str(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}}
     save_checkpoint(checkpoint, out)

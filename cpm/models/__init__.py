@@ -4,6 +4,7 @@
 Every head returns a list of per-stage outputs: belief maps (B, K[+1], h, w) for ``heatmap``, normalised
 coordinates (B, K, 2) for ``regression`` and ``integral`` (see `cpm.models.heads`)."""
 
+from cpm.config import ModelConfig
 from cpm.models.backbones import BACKBONES
 from cpm.models.heads import IntegralHead, RegressionHead, set_trainable_stages
 from cpm.models.pose_machine import ConvolutionalPoseMachine
@@ -17,10 +18,11 @@ __all__ = ["BACKBONES", "COORDINATE_HEADS", "HEADS", "ConvolutionalPoseMachine",
            "build_model", "set_trainable_stages"]
 
 
-def build_model(head: str, **kwargs):
-    """``build_model("heatmap", num_joints=15, stages=4, ...)``: keyword arguments go to the class."""
+def build_model(config: ModelConfig, num_joints: int):
+    """The network of a ``[model]`` section (`cpm.config.ModelConfig`): the class of ``config.head`` built from the
+    config, with K = ``num_joints`` (from the data's skeleton)."""
     try:
-        cls = HEADS[head]
+        cls = HEADS[config.head]
     except KeyError:
-        raise ValueError(f"unknown head {head!r}; known: {', '.join(HEADS)}") from None
-    return cls(**kwargs)
+        raise ValueError(f"unknown head {config.head!r}; known: {', '.join(HEADS)}") from None
+    return cls(config, num_joints)

@@ -29,10 +29,12 @@ regime trains stage t with stages 1..t-1 fixed, then may fine-tune all stages jo
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 import torch
 from torch import nn
 
+from cpm.config import ModelConfig
 from cpm.models.backbones import build_backbone
 from cpm.models.pose_machine import ConvolutionalPoseMachine
 from cpm.targets.decoders import soft_argmax
@@ -57,43 +59,42 @@ class _StageOneFeatures(nn.Module):
 class RegressionHead(nn.Module):
     """features -> average pool to (pool_size, pool_size) -> flatten -> [FC hidden -> ReLU] -> FC K x 2.
 
-    ``features = "backbone"``: the image backbone alone (the seed's regressor). ``features = "stage1"``: the
-    heatmap model's trunk and stage 1 up to its last layer (``stage1`` holds those keyword arguments of
-    `ConvolutionalPoseMachine`), so that a heatmap head and this one differ only in the last layer and the loss;
-    with ``pool_size = 1, hidden = 0`` that last layer is global average pooling and one FC layer.
+    ``regression_features = "backbone"``: the image backbone alone (the original regressor). ``"stage1"``: the
+    heatmap model's trunk and stage 1 up to its last layer, built from the same config, so that a heatmap head
+    and this one differ only in the last layer and the loss; with ``regression_pool = 1, regression_hidden = 0``
+    that last layer is global average pooling and one FC layer.
 
     ``forward(image, center_map=None)`` returns ``[coordinates (B, K, 2)]`` normalised to [-1, 1) over the
     crop (one stage; the centre map is not used: the crop is already centred on the person).
     """
 
-    def __init__(self, *, num_joints: int = 15, in_channels: int = 1, backbone: str = "cpm", stride: int = 8,
-                 trunk_widths: int | Sequence[int] = (16, 32, 64), trunk_kernel: int = 5,
-                 vgg_cpm_widths: Sequence[int] = (256, 128), batch_norm: bool = False, dropout: float = 0.0,
-                 hidden: int = 256, pool_size: int = 4, features: str = "backbone",
-                 stage1: dict | None = None) -> None:
+    def __init__(self, config: ModelConfig | None = None, num_joints: int = 15) -> None:
+        """``config``: the ``[model]`` section; the head reads ``regression_hidden``, ``regression_pool``,
+        ``regression_features`` and the backbone's fields (the stage-1 fields too with features ``stage1``)."""
         super().__init__()
+        c = config if config is not None else ModelConfig()
+        hidden, pool_size, features = c.regression_hidden, c.regression_pool, c.regression_features
         if hidden < 0 or pool_size < 1:
             raise ValueError(f"hidden must be >= 0 and pool_size >= 1, got {hidden}, {pool_size}")
         if features not in ("backbone", "stage1"):
             raise ValueError(f"features must be 'backbone' or 'stage1', got {features!r}")
+        self.config = c
         self.num_joints = num_joints
-        self.in_channels = in_channels
-        self.stride = stride
+        self.in_channels = c.in_channels
+        self.stride = c.stride
         self.out_channels = num_joints  # K coordinate pairs
         if features == "stage1":
-            cpm = ConvolutionalPoseMachine(num_joints=num_joints, in_channels=in_channels, stages=1, stride=stride,
-                                           backbone=backbone, trunk_widths=trunk_widths, trunk_kernel=trunk_kernel,
-                                           vgg_cpm_widths=vgg_cpm_widths, batch_norm=batch_norm, dropout=dropout,
-                                           center_map=False, **(stage1 or {}))
+            cpm = ConvolutionalPoseMachine(replace(c, stages=1, center_map=False, center_pool=False,
+                                                   checkpoint_stages=False), num_joints)
             self.image_features = _StageOneFeatures(cpm)
         else:
-            self.image_features = build_backbone(backbone, in_channels=in_channels, stride=stride,
-                                                 trunk_widths=trunk_widths, trunk_kernel=trunk_kernel,
-                                                 vgg_cpm_widths=vgg_cpm_widths, batch_norm=batch_norm)
+            self.image_features = build_backbone(c.backbone, in_channels=c.in_channels, stride=c.stride,
+                                                 trunk_widths=c.trunk_widths, trunk_kernel=c.trunk_kernel,
+                                                 vgg_cpm_widths=c.vgg_cpm_widths, batch_norm=c.batch_norm)
         self.pool = nn.AdaptiveAvgPool2d(pool_size)
         flat = self.image_features.out_channels * pool_size * pool_size
         hidden_layers = [nn.Linear(flat, hidden), nn.ReLU(inplace=True),
-                         *([nn.Dropout(dropout)] if dropout > 0 else [])] if hidden else []
+                         *([nn.Dropout(c.dropout)] if c.dropout > 0 else [])] if hidden else []
         self.regressor = nn.Sequential(nn.Flatten(), *hidden_layers, nn.Linear(hidden or flat, 2 * num_joints))
         for module in self.modules() if features == "backbone" else ():  # stage 1 keeps the CPM's own init
             if isinstance(module, nn.Conv2d):
@@ -117,12 +118,11 @@ class RegressionHead(nn.Module):
 
 class IntegralHead(ConvolutionalPoseMachine):
     """A CPM whose every stage ends in a soft-argmax: ``forward`` returns T tensors (B, K, 2) of normalised
-    coordinates. It takes the keyword arguments of `ConvolutionalPoseMachine` (any backbone, 1..6 stages);
-    there is no background channel, because each map is a spatial distribution of one joint."""
+    coordinates. It takes the config of `ConvolutionalPoseMachine` (any backbone, 1..6 stages); there is no
+    background channel, because each map is a spatial distribution of one joint. ``beta`` sharpens the softmax."""
 
-    def __init__(self, *, beta: float = 1.0, **kwargs) -> None:
-        kwargs["background"] = False
-        super().__init__(**kwargs)
+    def __init__(self, config: ModelConfig | None = None, num_joints: int = 15, *, beta: float = 1.0) -> None:
+        super().__init__(replace(config if config is not None else ModelConfig(), background=False), num_joints)
         if beta <= 0:
             raise ValueError(f"beta must be > 0, got {beta}")
         self.beta = beta

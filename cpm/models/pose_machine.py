@@ -15,7 +15,8 @@ Stage 1 sees only the image through a limited receptive field; every later stage
 features, the previous stage's beliefs (whose spatial context grows with each stage) and a Gaussian
 centre map that tells the network which person to parse (Sec. 3.1, 3.2).
 
-One class builds every variant from keyword arguments:
+One class builds every variant from the fields of one `cpm.config.ModelConfig` (the config's ``[model]``
+section; nanoGPT's ``GPT(GPTConfig)`` pattern):
 
 * the small CPU model (the defaults: narrow high-resolution layers, whose cost on a CPU is memory
   traffic, not arithmetic);
@@ -45,12 +46,11 @@ pass through them, which lets a GPU train larger batches.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from cpm.config import ModelConfig
 from cpm.models.backbones import CPMTrunk, build_backbone, conv_block, trunk_widths_for
 
 __all__ = ["INITS", "ConvolutionalPoseMachine", "RefinementStage", "conv_block"]
@@ -81,63 +81,41 @@ class RefinementStage(nn.Module):
 class ConvolutionalPoseMachine(nn.Module):
     """A T-stage CPM. ``forward(image, center_map)`` returns the list of T belief-map tensors."""
 
-    def __init__(
-        self,
-        *,
-        num_joints: int = 15,
-        in_channels: int = 1,
-        stages: int = 4,
-        stride: int = 8,
-        backbone: str = "cpm",
-        trunk_widths: int | Sequence[int] = (16, 32, 64),
-        trunk_kernel: int = 5,
-        caffe_pooling: bool = False,
-        vgg_cpm_widths: Sequence[int] = (256, 128),
-        feature_channels: int = 32,
-        stage1_width: int = 128,
-        stage1_kernel: int = 7,
-        stage1_layers: int = 1,
-        stage_width: int = 64,
-        stage_kernel: int = 7,
-        stage_layers: int = 3,
-        center_map: bool = True,
-        center_pool: bool = False,
-        background: bool = True,
-        batch_norm: bool = False,
-        dropout: float = 0.0,
-        init: str = "kaiming",
-        checkpoint_stages: bool = False,
-        beliefs_first: bool = False,
-    ) -> None:
+    def __init__(self, config: ModelConfig | None = None, num_joints: int = 15) -> None:
+        """``config``: the ``[model]`` section (`cpm.config.ModelConfig`; its defaults when None); ``num_joints``:
+        K, from the skeleton of the data."""
         super().__init__()
-        if stages < 1:
-            raise ValueError(f"stages must be >= 1, got {stages}")
-        if init not in INITS:
-            raise ValueError(f"init must be one of {', '.join(INITS)}, got {init!r}")
+        c = config if config is not None else ModelConfig()
+        if c.stages < 1:
+            raise ValueError(f"stages must be >= 1, got {c.stages}")
+        if c.init not in INITS:
+            raise ValueError(f"init must be one of {', '.join(INITS)}, got {c.init!r}")
+        self.config = c
         self.num_joints = num_joints
-        self.in_channels = in_channels
-        self.stride = stride
-        self.use_center_map = center_map
-        self.checkpoint_stages = checkpoint_stages
-        self.beliefs_first = beliefs_first
-        self.out_channels = num_joints + int(background)
-        bn = batch_norm
-        refinements = stages - 1
+        self.in_channels = in_channels = c.in_channels
+        self.stride = stride = c.stride
+        self.use_center_map = center_map = c.center_map
+        self.checkpoint_stages = c.checkpoint_stages
+        self.beliefs_first = c.beliefs_first
+        self.out_channels = num_joints + int(c.background)
+        backbone, feature_channels, stage1_width = c.backbone, c.feature_channels, c.stage1_width
+        bn = c.batch_norm
+        refinements = c.stages - 1
 
         if backbone == "cpm":
             # Stage 1 has its own image trunk; a second one, computed once, feeds stages 2..T (Fig. 2).
-            widths = trunk_widths_for(trunk_widths, stride)
+            widths = trunk_widths_for(c.trunk_widths, stride)
 
             def make_trunk() -> CPMTrunk:
-                return CPMTrunk(in_channels, widths=widths, kernel=trunk_kernel, batch_norm=bn,
-                                caffe_pooling=caffe_pooling)
+                return CPMTrunk(in_channels, widths=widths, kernel=c.trunk_kernel, batch_norm=bn,
+                                caffe_pooling=c.caffe_pooling)
 
             self.image_features_stage1: nn.Module | None = make_trunk()
             trunk_channels = widths[-1]
         else:
             # One trunk shared by every stage, stage 1 included (the released VGG-based MPII model).
             shared = build_backbone(backbone, in_channels=in_channels, stride=stride,
-                                    vgg_cpm_widths=vgg_cpm_widths, batch_norm=bn)
+                                    vgg_cpm_widths=c.vgg_cpm_widths, batch_norm=bn)
             self.image_features_stage1 = None
             self.image_features = shared
             trunk_channels = shared.out_channels
@@ -148,10 +126,10 @@ class ConvolutionalPoseMachine(nn.Module):
         if feature_channels:
             head.append(conv_block(channels, feature_channels, 5, batch_norm=bn))
             channels = feature_channels
-        for _ in range(stage1_layers):
-            head.append(conv_block(channels, stage1_width, stage1_kernel, batch_norm=bn, dropout=dropout))
+        for _ in range(c.stage1_layers):
+            head.append(conv_block(channels, stage1_width, c.stage1_kernel, batch_norm=bn, dropout=c.dropout))
             channels = stage1_width
-        head += [conv_block(channels, stage1_width, 1, batch_norm=bn, dropout=dropout),
+        head += [conv_block(channels, stage1_width, 1, batch_norm=bn, dropout=c.dropout),
                  nn.Conv2d(stage1_width, self.out_channels, 1)]
         self.stage1 = nn.Sequential(*head)
 
@@ -164,13 +142,13 @@ class ConvolutionalPoseMachine(nn.Module):
         )
         stage_inputs = (feature_channels or trunk_channels) + self.out_channels + int(center_map)
         self.stages = nn.ModuleList(
-            RefinementStage(stage_inputs, self.out_channels, width=stage_width, kernel=stage_kernel,
-                            layers=stage_layers, batch_norm=bn)
+            RefinementStage(stage_inputs, self.out_channels, width=c.stage_width, kernel=c.stage_kernel,
+                            layers=c.stage_layers, batch_norm=bn)
             for _ in range(refinements)
         )
         # Caffe's pool_center_lower: AvgPool 9x9/8, no padding, ceil mode, so H = 8h -> h.
-        self.center_pooling = nn.AvgPool2d(stride + 1, stride, ceil_mode=True) if center_pool else None
-        self._init_weights(init)
+        self.center_pooling = nn.AvgPool2d(stride + 1, stride, ceil_mode=True) if c.center_pool else None
+        self._init_weights(c.init)
 
     def _init_weights(self, init: str) -> None:
         """``kaiming`` (He fan-in; belief outputs start near zero, as the targets mostly are), ``caffe``

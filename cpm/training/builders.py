@@ -1,14 +1,11 @@
-"""What a `Config` builds: the model's keyword arguments, target codec and loss, datasets and loaders, the
+"""What a `Config` builds: the network, target codec and loss, datasets and loaders, the
 optimiser with its learning-rate schedule, and the seeds."""
 
 from __future__ import annotations
 
-import dataclasses
 import functools
-import inspect
 import math
 import random
-from typing import Any
 
 import numpy as np
 import torch
@@ -16,34 +13,15 @@ import torch
 from cpm.config import Config, output_stages
 from cpm.data.dataset import PoseDataset
 from cpm.data.synthetic.render import SyntheticPoses
-from cpm.models import COORDINATE_HEADS, ConvolutionalPoseMachine, RegressionHead
+from cpm.models import COORDINATE_HEADS, build_model
 from cpm.skeleton import get_skeleton
 from cpm.targets.codecs import HeatmapCodec, InputResolutionCenterCodec, RegressionCodec
 from cpm.targets.losses import stage_weights_for, staged_loss
 
-# What the stage-1 features of a regression head take from the CPM's keyword arguments (model.regression_features).
-STAGE1_KWARGS = ("caffe_pooling", "feature_channels", "stage1_width", "stage1_kernel", "stage1_layers", "init")
-# The regression head's own names for three `ModelConfig` fields.
-REGRESSION_NAMES = {"hidden": "regression_hidden", "pool_size": "regression_pool", "features": "regression_features"}
 
-
-def _keyword_names(cls: type) -> list[str]:
-    return [name for name, p in inspect.signature(cls.__init__).parameters.items() if p.kind == p.KEYWORD_ONLY]
-
-
-def model_kwargs(config: Config) -> dict[str, Any]:
-    """The keyword arguments of the ``model.head`` class (saved in every checkpoint): each keyword of its
-    constructor that `ModelConfig` has a field of the same name for, and K from the skeleton; so a model setting is
-    written once in the config and once in the constructor. The integral head takes the CPM's keywords."""
-    table = dataclasses.asdict(config.model)
-    table["num_joints"] = get_skeleton(config.data.skeleton).num_joints
-    if config.model.head != "regression":
-        return {name: table[name] for name in _keyword_names(ConvolutionalPoseMachine) if name in table}
-    kwargs = {name: table[REGRESSION_NAMES.get(name, name)] for name in _keyword_names(RegressionHead)
-              if REGRESSION_NAMES.get(name, name) in table}
-    if kwargs.pop("features") == "stage1":  # only when set: checkpoints of the backbone head keep their kwargs
-        kwargs |= {"features": "stage1", "stage1": {key: table[key] for key in STAGE1_KWARGS}}
-    return kwargs
+def build_network(config: Config) -> torch.nn.Module:
+    """The network of ``config``: `cpm.models.build_model` of its ``[model]`` section, K from its skeleton."""
+    return build_model(config.model, get_skeleton(config.data.skeleton).num_joints)
 
 
 def build_codec(config: Config) -> HeatmapCodec | RegressionCodec:

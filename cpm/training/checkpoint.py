@@ -1,7 +1,7 @@
 """Checkpoints: written atomically (temporary file, then rename), read with ``weights_only=True``.
 
-A checkpoint is a dict: ``model`` (state dict), ``model_kwargs`` (what rebuilds the network),
-``config`` (the resolved config as a dict), ``optimizer``, ``scheduler``, ``scaler``, ``epoch`` (epochs
+A checkpoint is a dict: ``model`` (state dict), ``config`` (the resolved config as a dict, whose ``[model]``
+section and skeleton rebuild the network), ``optimizer``, ``scheduler``, ``scaler``, ``epoch`` (epochs
 completed), ``step``, ``best_metric``, ``data_order`` (``seed``, ``epoch``, ``batches``: the sampler's order
 is a function of seed and epoch, and ``batches`` of the next epoch were already trained on when a stop
 signal wrote the checkpoint mid-epoch), ``rng`` (Python, numpy, torch and CUDA generator states) and
@@ -27,8 +27,9 @@ from cpm.config import config_from_dict
 from cpm.errors import CheckpointError, CPMError, first_line
 from cpm.io import atomic_write
 from cpm.models import build_model
+from cpm.skeleton import get_skeleton
 
-REQUIRED_KEYS = ("model", "model_kwargs", "config")
+REQUIRED_KEYS = ("model", "config")
 
 
 def git_revision() -> str:
@@ -122,8 +123,8 @@ def load_model(path: str | Path, device: torch.device | str = "cpu"):
     except CPMError as error:
         raise CheckpointError(f"{path}: {error}") from None
     try:
-        model = build_model(config.model.head, **checkpoint["model_kwargs"])
+        model = build_model(config.model, get_skeleton(config.data.skeleton).num_joints)
     except (TypeError, ValueError) as error:
-        raise CheckpointError(f"{path}: cannot rebuild the model from its model_kwargs ({error})") from None
+        raise CheckpointError(f"{path}: cannot rebuild the model from its config ({error})") from None
     load_model_state(model, checkpoint["model"], path)
     return model.to(device).eval(), config

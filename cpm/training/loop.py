@@ -28,16 +28,16 @@ from cpm.errors import CheckpointError, CPMError
 from cpm.evaluation.evaluate import evaluate
 from cpm.evaluation.report import flatten_metrics
 from cpm.io import append_jsonl
-from cpm.models import build_model, set_trainable_stages
+from cpm.models import set_trainable_stages
 from cpm.skeleton import get_skeleton
 from cpm.targets.codecs import HeatmapCodec, RegressionCodec
 from cpm.training.builders import (
     build_codec,
     build_datasets,
     build_loss,
+    build_network,
     build_optimizer,
     build_stage_weights,
-    model_kwargs,
     seed_everything,
 )
 from cpm.training.checkpoint import (
@@ -251,8 +251,7 @@ def _train(config: Config, *, checkpoint: dict | None, resume: str | Path | None
     if steps_per_epoch == 0:
         raise CPMError(f"data.train_samples: {config.data.train_samples} is fewer than one batch of {t.batch_size}")
 
-    kwargs = model_kwargs(config)
-    model = build_model(config.model.head, **kwargs)
+    model = build_network(config)
     if config.model.backbone_weights and checkpoint is None:  # ImageNet weights, only when a run starts
         model.image_features.load_vgg_weights(config.model.backbone_weights)
     if t.init_from and checkpoint is None:  # stage-wise training: start from the previous stages' weights
@@ -298,7 +297,7 @@ def _train(config: Config, *, checkpoint: dict | None, resume: str | Path | None
 
         writer = SummaryWriter(log_dir=str(run_dir))
     parameters = sum(p.numel() for p in model.parameters())
-    log(f"run {run_dir} | {parameters / 1e6:.2f}M parameters | {config.model.stages} stages | device {device}"
+    log(f"run {run_dir} | {parameters / 1e6:.2f}M parameters | {model.num_stages} stages | device {device}"
         f" | autocast {amp_dtype or 'off'} | {t.epochs} epochs x {steps_per_epoch} steps"
         + (f" | {context.world_size} processes x {rank_batch}" if context.enabled else ""))
 
@@ -316,7 +315,7 @@ def _train(config: Config, *, checkpoint: dict | None, resume: str | Path | None
 
     def save(epochs_done: int, batches: int, *, is_best: bool = False, at_step: int | None = None) -> Path:
         state = {
-            "model": model.state_dict(), "model_kwargs": kwargs, "config": config.to_dict(),
+            "model": model.state_dict(), "config": config.to_dict(),
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
             "scaler": scaler.state_dict(), "epoch": epochs_done, "step": step if at_step is None else at_step,
             "best_metric": best,

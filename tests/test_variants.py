@@ -278,7 +278,7 @@ def test_grayscale_frames_are_replicated_for_rgb_models():
 
 
 @pytest.mark.slow
-def test_paper_config_trains_on_synthetic_frames_at_368():
+def test_paper_config_trains_on_synthetic_frames_at_368(tmp_path):
     """A few SGD steps of the released LSP network, Caffe's solver settings, on the embedded grayscale frames
     replicated to RGB (about 20 s a step on 2 busy CPU cores). The loss falls: the belief maps fit the background.
     The same from the command line (epoch losses in the log, per-step ones in TensorBoard)::
@@ -286,24 +286,16 @@ def test_paper_config_trains_on_synthetic_frames_at_368():
         cpm train experiments/paper_lsp.toml --set data.train_samples=6 --set train.batch_size=2 \\
             --set train.epochs=2 --set data.val_samples=2 --set eval.batch_size=2 --set data.workers=0
     """
-    from cpm.data.loader import make_loader
-    from cpm.device import resolve_device
-    from cpm.targets.losses import stage_weights_for
-    from cpm.training.builders import build_codec, build_datasets
-    from cpm.training.loop import train_one_epoch
+    import json
 
-    config = load_config(EXPERIMENTS / "paper_lsp.toml", ["data.train_samples=12", "train.batch_size=2",
-                                                           "data.workers=0", "train.epochs=1"])
+    from cpm.training.loop import train
+
+    config = load_config(EXPERIMENTS / "paper_lsp.toml", [
+        "data.train_samples=12", "train.batch_size=2", "data.workers=0", "train.epochs=1", "train.log_every=1",
+        "data.val_samples=2", "eval.batch_size=2", f'train.runs_dir="{tmp_path}"', 'train.name="paper"'])
     torch.manual_seed(0)
-    model = build_network(config)
-    train_set, _ = build_datasets(config)
-    loader = make_loader(train_set, batch_size=2, shuffle=True, workers=0, device=torch.device("cpu"), seed=0,
-                         drop_last=True)
-    optimizer, scheduler = build_optimizer(model, config, total_steps=len(loader))
-    losses = []
-    train_one_epoch(model, loader, optimizer, scheduler, build_codec(config), stage_weights_for(6),
-                    device=resolve_device("cpu"), log_every=1, progress=False,
-                    on_log=lambda step, values: losses.append(values["loss"]))
+    train(config, progress=False, log=lambda *_: None)
+    losses = [json.loads(line)["loss"] for line in (tmp_path / "paper" / "steps.jsonl").read_text().splitlines()]
     print("per-step losses:", [f"{v:.4f}" for v in losses])
     assert len(losses) == 6 and all(np.isfinite(losses))
     # Caffe's effective step on the background biases (x10 in stage 1) with momentum 0.9 makes the loss oscillate

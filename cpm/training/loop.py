@@ -13,7 +13,8 @@ import functools
 import math
 import signal
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,6 @@ from cpm.evaluation.report import flatten_metrics
 from cpm.io import append_jsonl
 from cpm.models import set_trainable_stages
 from cpm.skeleton import get_skeleton
-from cpm.targets.codecs import HeatmapCodec, RegressionCodec
 from cpm.training.builders import (
     build_codec,
     build_datasets,
@@ -58,7 +58,7 @@ from cpm.training.distributed import (
     init_distributed,
     shutdown_distributed,
 )
-from cpm.training.step import LossFn, prepare_batch, read_losses, train_step
+from cpm.training.step import prepare_batch, read_losses, train_step
 from cpm.training.summaries import write_evaluation_summaries
 
 SELECTION_THRESHOLD = 0.2  # best.pt keeps the best final-stage PCK at this threshold, when it is measured
@@ -87,75 +87,6 @@ def new_run_dir(runs_dir: str, name: str) -> Path:
         n += 1
         candidate = base / f"{name}-{n}"
     return candidate
-
-
-def train_one_epoch(
-    model: torch.nn.Module,
-    loader: Iterable[dict[str, torch.Tensor]],
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
-    codec: HeatmapCodec | RegressionCodec,
-    stage_weights: list[float],
-    scaler: torch.amp.GradScaler,
-    *,
-    device: torch.device,
-    amp_dtype: torch.dtype | None = None,
-    channels_last: bool = False,
-    grad_clip: float = 0.0,
-    log_every: int = 25,
-    step: int = 0,
-    on_log: Callable[[int, dict[str, float]], None] | None = None,
-    progress: bool = True,
-    description: str = "train",
-    should_stop: Callable[[bool], bool] | None = None,
-    reduce_losses: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]] | None = None,
-    loss_fn: LossFn,
-    on_step: Callable[[int], None] | None = None,
-) -> tuple[int, dict[str, float]]:
-    """One pass over ``loader``, one `train_step` per batch. Returns (global step after the epoch, mean of each
-    loss term).
-
-    ``should_stop(at_log_step)`` is asked after every step; True ends the epoch early (a stop signal: the
-    caller writes a checkpoint). ``on_step(step)`` runs after every step (mid-epoch checkpoints).
-    ``reduce_losses`` (the mean over ranks) is applied before losses are read.
-    ``loss_fn(outputs, targets, weights, stage_weights)`` -> {"loss", "loss/stage1", ...} (`cpm.targets.losses`)."""
-    model.train()
-    sums: dict[str, torch.Tensor] = {}
-    pending: dict[str, torch.Tensor] = {}
-    pending_steps = epoch_steps = seen = 0
-    bar = tqdm(loader, desc=description, disable=not progress, dynamic_ncols=True, leave=False)
-    start = time.perf_counter()
-    for batch in bar:
-        image, center_map, targets, weights = prepare_batch(batch, codec, device, channels_last)
-        losses = train_step(model, image, center_map, targets, weights, optimizer=optimizer, loss_fn=loss_fn,
-                            stage_weights=stage_weights, device=device, scaler=scaler, amp_dtype=amp_dtype,
-                            grad_clip=grad_clip)
-        scheduler.step()
-        step += 1
-        epoch_steps += 1
-        seen += image.shape[0]
-        for name, value in losses.items():
-            detached = value.detach()
-            sums[name] = sums.get(name, 0) + detached
-            pending[name] = pending.get(name, 0) + detached
-        pending_steps += 1
-        at_log_step = step % log_every == 0
-        if at_log_step:
-            values = read_losses(reduce_losses(pending) if reduce_losses else pending, pending_steps, step)
-            values["lr"] = optimizer.param_groups[0]["lr"]
-            values["images_per_second"] = seen / (time.perf_counter() - start)
-            bar.set_postfix(loss=f"{values['loss']:.5f}", img_s=f"{values['images_per_second']:.0f}")
-            if on_log is not None:
-                on_log(step, values)
-            pending, pending_steps = {}, 0
-        if on_step is not None:
-            on_step(step)
-        if should_stop is not None and should_stop(at_log_step):
-            break
-    bar.close()
-    return step, read_losses(reduce_losses(sums) if reduce_losses and sums else sums, epoch_steps, step)
-
-
 
 
 class TrainingInterrupted(Exception):  # noqa: N818 - a stop the user asked for, not an error
@@ -217,173 +148,263 @@ def train(config: Config | None, *, resume: str | Path | None = None, progress: 
     context, device = init_distributed(resolve_device(config.train.device))
     try:
         with StopSignals() as signals:
-            return _train(config, checkpoint=checkpoint, resume=resume, context=context, device=device,
-                          signals=signals, progress=progress and context.is_main,
-                          log=log if context.is_main else _quiet)
+            trainer = Trainer(config, checkpoint=checkpoint, resume=resume, context=context, device=device,
+                              signals=signals, progress=progress and context.is_main,
+                              log=log if context.is_main else _quiet)
+            return trainer.run()
     finally:
         if owns_group:
             shutdown_distributed()
 
 
-def _train(config: Config, *, checkpoint: dict | None, resume: str | Path | None, context: DistributedContext,
-           device: torch.device, signals: StopSignals, progress: bool, log) -> dict:
-    t = config.train
-    if t.batch_size % context.world_size:
-        raise CPMError(f"train.batch_size: the global batch {t.batch_size} does not divide among "
-                       f"{context.world_size} processes")
-    rank_batch = t.batch_size // context.world_size
-    amp_dtype = resolve_amp(t.amp, device)
-    if device.type == "cuda":  # fixed input sizes: let cuDNN pick the fastest convolution algorithms
-        torch.backends.cudnn.benchmark = not t.deterministic
-    run_dir = Path(resume).parent if resume is not None else new_run_dir(t.runs_dir, t.name)
-    run_dir = Path(broadcast_object(str(run_dir), context))
-    seed_everything(t.seed, t.deterministic)
+@dataclass
+class RunState:
+    """What a run carries from step to step and saves in ``last.pt``: the position (``epoch``: epochs completed,
+    ``step``), the best score so far and the epoch it came from (NaN, 0: none yet). `Trainer.checkpoint` writes it
+    with the weights and the optimiser; `Trainer.restore` reads it back."""
 
-    skeleton = get_skeleton(config.data.skeleton)
-    codec = build_codec(config)
-    train_set, val_set = build_datasets(config)
-    train_loader = make_loader(train_set, batch_size=rank_batch, shuffle=True, workers=config.data.workers,
-                               device=device, seed=t.seed, drop_last=True, world_size=context.world_size,
-                               rank=context.rank)
-    val_loader = make_loader(val_set, batch_size=config.eval.batch_size, shuffle=False,
-                             workers=config.data.workers, device=device, seed=t.seed)
-    steps_per_epoch = len(train_loader)
-    if steps_per_epoch == 0:
-        raise CPMError(f"data.train_samples: {config.data.train_samples} is fewer than one batch of {t.batch_size}")
+    epoch: int = 0
+    step: int = 0
+    best: float = math.nan
+    best_epoch: int = 0
 
-    model = build_network(config)
-    if config.model.backbone_weights and checkpoint is None:  # ImageNet weights, only when a run starts
-        model.image_features.load_vgg_weights(config.model.backbone_weights)
-    if t.init_from and checkpoint is None:  # stage-wise training: start from the previous stages' weights
-        copied = load_matching_state(model, t.init_from)
-        log(f"init_from {t.init_from}: {len(copied)} of {len(model.state_dict())} tensors")
-    set_trainable_stages(model, t.trainable_stages)
-    model = model.to(device)
-    if t.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    optimizer, scheduler = build_optimizer(model, config, steps_per_epoch * t.epochs)
-    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-    stage_weights = build_stage_weights(config)
-    loss_fn = build_loss(config)
-    selection = best_metric(config)
-    start_epoch, step, best, best_epoch, skip_batches = 0, 0, math.nan, 0, 0
-    if checkpoint is not None:
-        load_model_state(model, checkpoint["model"], resume)
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        scheduler.load_state_dict(checkpoint["scheduler"])
-        scaler.load_state_dict(checkpoint["scaler"])
-        start_epoch, step = checkpoint["epoch"], checkpoint["step"]
-        saved = checkpoint.get("best") or {"metric": f"pck@{SELECTION_THRESHOLD:g}", "value": checkpoint["best_metric"]}
-        if saved["metric"] == selection and saved["value"] >= 0:  # (before best was named: -1 or -step for none)
-            best, best_epoch = float(saved["value"]), int(saved.get("epoch", 0))
-        skip_batches = checkpoint.get("data_order", {}).get("batches", 0)
-        set_rng_state(checkpoint["rng"])
-        if start_epoch >= t.epochs:
-            raise CPMError(f"{resume}: this run already finished its {t.epochs} epochs")
-    network = model
-    if context.enabled:  # gradients averaged over ranks; the wrapper shares the parameters of `model`
-        network = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    if t.compile:  # the training step only; evaluation and checkpoints use `model` itself
-        network = compile_model(network, device)
 
-    writer = None
-    if context.is_main:
-        try:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            (run_dir / "config.toml").write_text(config.to_toml(), encoding="utf-8")
-        except OSError as error:
-            raise CPMError(f"train.runs_dir: cannot write the run folder {run_dir} ({error.strerror})") from None
-        from torch.utils.tensorboard import SummaryWriter  # imported late: it is slow to import
+class Trainer:
+    """One training run of ``config`` on this process: the datasets and loaders, the network (wrapped for
+    DistributedDataParallel / `torch.compile` as ``network``; ``model`` is the plain module that is evaluated
+    and saved), the optimiser and schedule, the step's settings and the `RunState`. `run` trains the remaining
+    epochs; a resumed run starts from ``checkpoint`` (read from ``resume``), mid-epoch included."""
 
-        writer = SummaryWriter(log_dir=str(run_dir))
-    parameters = sum(p.numel() for p in model.parameters())
-    log(f"run {run_dir} | {parameters / 1e6:.2f}M parameters | {model.num_stages} stages | device {device}"
-        f" | autocast {amp_dtype or 'off'} | {t.epochs} epochs x {steps_per_epoch} steps"
-        + (f" | {context.world_size} processes x {rank_batch}" if context.enabled else ""))
+    def __init__(self, config: Config, *, checkpoint: dict | None, resume: str | Path | None,
+                 context: DistributedContext, device: torch.device, signals: StopSignals, progress: bool,
+                 log: Callable[[str], None]) -> None:
+        t = config.train
+        if t.batch_size % context.world_size:
+            raise CPMError(f"train.batch_size: the global batch {t.batch_size} does not divide among "
+                           f"{context.world_size} processes")
+        self.config, self.context, self.device, self.signals = config, context, device, signals
+        self.progress, self.log = progress, log
+        self.rank_batch = t.batch_size // context.world_size
+        self.amp_dtype = resolve_amp(t.amp, device)
+        if device.type == "cuda":  # fixed input sizes: let cuDNN pick the fastest convolution algorithms
+            torch.backends.cudnn.benchmark = not t.deterministic
+        run_dir = Path(resume).parent if resume is not None else new_run_dir(t.runs_dir, t.name)
+        self.run_dir = Path(broadcast_object(str(run_dir), context))
+        seed_everything(t.seed, t.deterministic)
 
-    def on_log(at_step: int, values: dict[str, float]) -> None:
-        if writer is None:
-            return
-        for name, value in values.items():
-            writer.add_scalar(f"train/{name}", value, at_step)
-        append_jsonl(run_dir / "steps.jsonl", {"step": at_step, **values})
+        self.skeleton = get_skeleton(config.data.skeleton)
+        self.codec = build_codec(config)
+        self.train_set, self.val_set = build_datasets(config)
+        self.train_loader = make_loader(self.train_set, batch_size=self.rank_batch, shuffle=True,
+                                        workers=config.data.workers, device=device, seed=t.seed, drop_last=True,
+                                        world_size=context.world_size, rank=context.rank)
+        self.val_loader = make_loader(self.val_set, batch_size=config.eval.batch_size, shuffle=False,
+                                      workers=config.data.workers, device=device, seed=t.seed)
+        self.steps_per_epoch = len(self.train_loader)
+        if self.steps_per_epoch == 0:
+            raise CPMError(f"data.train_samples: {config.data.train_samples} is fewer than one batch of "
+                           f"{t.batch_size}")
 
-    def should_stop(at_log_step: bool) -> bool:
-        if not context.enabled:
-            return signals.requested
-        return at_log_step and any_rank(signals.requested, context, device)  # ranks agree at log steps only
+        model = build_network(config)
+        if config.model.backbone_weights and checkpoint is None:  # ImageNet weights, only when a run starts
+            model.image_features.load_vgg_weights(config.model.backbone_weights)
+        if t.init_from and checkpoint is None:  # stage-wise training: start from the previous stages' weights
+            copied = load_matching_state(model, t.init_from)
+            log(f"init_from {t.init_from}: {len(copied)} of {len(model.state_dict())} tensors")
+        set_trainable_stages(model, t.trainable_stages)
+        model = model.to(device)
+        if t.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        self.model = model
+        self.optimizer, self.scheduler = build_optimizer(model, config, self.steps_per_epoch * t.epochs)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp_dtype == torch.float16)
+        self.stage_weights = build_stage_weights(config)
+        self.loss_fn = build_loss(config)
+        self.selection = best_metric(config)
+        self.state = RunState()
+        self.skip_batches = self.restore(checkpoint, resume) if checkpoint is not None else 0
+        network = model
+        if context.enabled:  # gradients averaged over ranks; the wrapper shares the parameters of `model`
+            network = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        if t.compile:  # the training step only; evaluation and checkpoints use `model` itself
+            network = compile_model(network, device)
+        self.network = network
+        self.reduce_losses = functools.partial(all_reduce_mean, context=context) if context.enabled else None
+        self.writer = None
 
-    def save(epochs_done: int, batches: int, *, is_best: bool = False, at_step: int | None = None) -> Path:
-        state = {
-            "model": model.state_dict(), "config": config.to_dict(),
-            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-            "scaler": scaler.state_dict(), "epoch": epochs_done, "step": step if at_step is None else at_step,
-            "best_metric": best,
-            "best": {"metric": selection, "stage": "final", "value": best, "epoch": best_epoch},
-            "data_order": {"seed": t.seed, "epoch": epochs_done, "batches": batches},
+    # ---- saving and resuming ------------------------------------------------------------------------------
+
+    def checkpoint(self, batches: int = 0) -> dict[str, Any]:
+        """The checkpoint of the run as it stands; ``batches`` of the next epoch already trained (mid-epoch)."""
+        s = self.state
+        return {
+            "model": self.model.state_dict(), "config": self.config.to_dict(),
+            "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(), "epoch": s.epoch, "step": s.step, "best_metric": s.best,
+            "best": {"metric": self.selection, "stage": "final", "value": s.best, "epoch": s.best_epoch},
+            "data_order": {"seed": self.config.train.seed, "epoch": s.epoch, "batches": batches},
             "rng": rng_state(), "git_revision": git_revision(),
         }
-        if context.is_main:
-            save_checkpoint(state, run_dir / "last.pt")
+
+    def restore(self, checkpoint: dict, path: str | Path) -> int:
+        """Load the weights, optimiser, schedule, scaler, `RunState` and random generators of ``checkpoint``.
+        Returns the batches of its epoch already trained."""
+        load_model_state(self.model, checkpoint["model"], path)
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        self.scheduler.load_state_dict(checkpoint["scheduler"])
+        self.scaler.load_state_dict(checkpoint["scaler"])
+        self.state = RunState(epoch=checkpoint["epoch"], step=checkpoint["step"])
+        saved = checkpoint.get("best") or {"metric": f"pck@{SELECTION_THRESHOLD:g}", "value": checkpoint["best_metric"]}
+        if saved["metric"] == self.selection and saved["value"] >= 0:  # (before best was named: -1 or -step)
+            self.state.best, self.state.best_epoch = float(saved["value"]), int(saved.get("epoch", 0))
+        set_rng_state(checkpoint["rng"])
+        if self.state.epoch >= self.config.train.epochs:
+            raise CPMError(f"{path}: this run already finished its {self.config.train.epochs} epochs")
+        return checkpoint.get("data_order", {}).get("batches", 0)
+
+    def save(self, batches: int = 0, *, is_best: bool = False) -> Path:
+        """``last.pt`` (and ``best.pt`` when ``is_best``), written by rank 0 alone. Returns the path of last.pt."""
+        if self.context.is_main:
+            state = self.checkpoint(batches)
+            save_checkpoint(state, self.run_dir / "last.pt")
             if is_best:
-                save_checkpoint(state, run_dir / "best.pt")
-        return run_dir / "last.pt"
+                save_checkpoint(state, self.run_dir / "best.pt")
+        return self.run_dir / "last.pt"
 
-    def checkpoint_now(at_step: int, *, epoch: int, first_step: int) -> None:
-        """Every ``train.checkpoint_every`` steps, a mid-epoch last.pt that resumes at the next batch of ``epoch``
-        (whose batch 0 was, or would have been, step ``first_step``)."""
-        batches = at_step - first_step
-        if t.checkpoint_every and at_step % t.checkpoint_every == 0 and batches < steps_per_epoch:
-            save(epoch, batches, at_step=at_step)
+    # ---- one epoch ------------------------------------------------------------------------------------------
 
-    reduce_losses = functools.partial(all_reduce_mean, context=context) if context.enabled else None
-    results: dict = {}
-    try:
-        for epoch in range(start_epoch, t.epochs):
-            skipped = skip_batches if epoch == start_epoch else 0
-            train_set.set_epoch(epoch)
-            train_loader.sampler.set_epoch(epoch)
-            train_loader.sampler.set_start(skipped * rank_batch)  # mid-epoch resume: the batches not yet seen
-            epoch_start, started = step, time.perf_counter()
+    def should_stop(self, at_log_step: bool) -> bool:
+        """Whether a stop signal asks to end the run after this step (ranks agree at log steps only)."""
+        if not self.context.enabled:
+            return self.signals.requested
+        return at_log_step and any_rank(self.signals.requested, self.context, self.device)
 
-            step, train_losses = train_one_epoch(
-                network, train_loader, optimizer, scheduler, codec, stage_weights, scaler, device=device,
-                amp_dtype=amp_dtype, channels_last=t.channels_last, grad_clip=t.grad_clip,
-                log_every=t.log_every, step=step, on_log=on_log, progress=progress,
-                description=f"epoch {epoch + 1}/{t.epochs}", should_stop=should_stop, reduce_losses=reduce_losses,
-                loss_fn=loss_fn,
-                on_step=functools.partial(checkpoint_now, epoch=epoch, first_step=epoch_start - skipped),
-            )
-            batches = skipped + step - epoch_start
-            if batches < steps_per_epoch:  # a stop signal ended the epoch early
-                raise TrainingInterrupted(signals.received or signal.SIGTERM, step, save(epoch, batches))
-            train_seconds = time.perf_counter() - started
-            results = evaluate(model, val_loader, codec, torso=skeleton.torso, thresholds=config.eval.pck_thresholds,
-                               decoder=config.eval.decoder, device=device, amp_dtype=amp_dtype,
-                               channels_last=t.channels_last, progress=progress, loss_fn=loss_fn)
-            metrics = {"epoch": epoch + 1, "step": step, "train_seconds": round(train_seconds, 2),
-                       "images_per_second": round((step - epoch_start) * t.batch_size / train_seconds, 1),
-                       **{f"train/{k}": v for k, v in train_losses.items()}, **flatten_metrics(results)}
-            if writer is not None:
-                for name, value in metrics.items():
-                    if name.startswith(("train/", "val/")) or name == "images_per_second":
-                        writer.add_scalar(name, value, step)
-                append_jsonl(run_dir / "metrics.jsonl", metrics)
-                write_evaluation_summaries(writer, model, optimizer, step=step, results=results, val_set=val_set,
-                                           codec=codec, skeleton=skeleton, device=device)
-            score = selection_score(results, selection)
-            final = {a: f"{100 * v[-1]:.1f}" for a, v in results["pck"].items()}
-            log(f"epoch {epoch + 1}/{t.epochs} | loss {train_losses.get('loss', math.nan):.5f} | "
-                f"{metrics['images_per_second']:.0f} img/s | final-stage PCK " +
-                " ".join(f"@{a:g} {v}" for a, v in final.items()))
-            is_best = is_better(score, best, selection)
-            if is_best:
-                best, best_epoch = score, epoch + 1
-            last = save(epoch + 1, 0, is_best=is_best)
-            if epoch + 1 < t.epochs and should_stop(True):
-                raise TrainingInterrupted(signals.received or signal.SIGTERM, step, last)
-    finally:
-        if writer is not None:
-            writer.close()
-    results["run_dir"], results["rank"] = str(run_dir), context.rank
-    return results
+    def log_steps(self, values: dict[str, float]) -> None:
+        """The loss terms, lr and speed of the last ``train.log_every`` steps: TensorBoard and steps.jsonl."""
+        if self.writer is None:
+            return
+        for name, value in values.items():
+            self.writer.add_scalar(f"train/{name}", value, self.state.step)
+        append_jsonl(self.run_dir / "steps.jsonl", {"step": self.state.step, **values})
+
+    def train_epoch(self, epoch: int, skipped: int = 0) -> dict[str, float]:
+        """One pass over the training loader, one `train_step` per batch (``skipped`` batches of it were trained
+        before a resume). Returns the mean of each loss term. A stop signal ends the pass early, after a whole
+        step, with ``last.pt`` written: `TrainingInterrupted`. Every ``train.checkpoint_every`` steps a mid-epoch
+        ``last.pt`` resumes at the next batch."""
+        t, s = self.config.train, self.state
+        self.network.train()
+        sums: dict[str, torch.Tensor] = {}
+        pending: dict[str, torch.Tensor] = {}
+        batches = skipped  # of this epoch, the resumed ones included
+        pending_steps = epoch_steps = seen = 0
+        bar = tqdm(self.train_loader, desc=f"epoch {epoch + 1}/{t.epochs}", disable=not self.progress,
+                   dynamic_ncols=True, leave=False)
+        start = time.perf_counter()
+        for batch in bar:
+            image, center_map, targets, weights = prepare_batch(batch, self.codec, self.device, t.channels_last)
+            losses = train_step(self.network, image, center_map, targets, weights, optimizer=self.optimizer,
+                                loss_fn=self.loss_fn, stage_weights=self.stage_weights, device=self.device,
+                                scaler=self.scaler, amp_dtype=self.amp_dtype, grad_clip=t.grad_clip)
+            self.scheduler.step()
+            s.step += 1
+            epoch_steps += 1
+            batches += 1
+            seen += image.shape[0]
+            for name, value in losses.items():
+                detached = value.detach()
+                sums[name] = sums.get(name, 0) + detached
+                pending[name] = pending.get(name, 0) + detached
+            pending_steps += 1
+            at_log_step = s.step % t.log_every == 0
+            if at_log_step:
+                values = read_losses(self.reduce_losses(pending) if self.reduce_losses else pending, pending_steps,
+                                     s.step)
+                values["lr"] = self.optimizer.param_groups[0]["lr"]
+                values["images_per_second"] = seen / (time.perf_counter() - start)
+                bar.set_postfix(loss=f"{values['loss']:.5f}", img_s=f"{values['images_per_second']:.0f}")
+                self.log_steps(values)
+                pending, pending_steps = {}, 0
+            if t.checkpoint_every and s.step % t.checkpoint_every == 0 and batches < self.steps_per_epoch:
+                self.save(batches)
+            if self.should_stop(at_log_step):
+                break
+        bar.close()
+        if batches < self.steps_per_epoch:  # a stop signal ended the epoch early
+            raise TrainingInterrupted(self.signals.received or signal.SIGTERM, s.step, self.save(batches))
+        return read_losses(self.reduce_losses(sums) if self.reduce_losses and sums else sums, epoch_steps, s.step)
+
+    # ---- the run --------------------------------------------------------------------------------------------
+
+    def open_run_dir(self) -> None:
+        """config.toml and the TensorBoard writer (rank 0)."""
+        if not self.context.is_main:
+            return
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / "config.toml").write_text(self.config.to_toml(), encoding="utf-8")
+        except OSError as error:
+            raise CPMError(f"train.runs_dir: cannot write the run folder {self.run_dir} ({error.strerror})") from None
+        from torch.utils.tensorboard import SummaryWriter  # imported late: it is slow to import
+
+        self.writer = SummaryWriter(log_dir=str(self.run_dir))
+
+    def end_of_epoch(self, epoch: int, train_losses: dict[str, float], train_seconds: float, steps: int) -> dict:
+        """Evaluate on the held-out split, write metrics.jsonl and the summaries, log one line, keep best.pt."""
+        t, s = self.config.train, self.state
+        results = evaluate(self.model, self.val_loader, self.codec, torso=self.skeleton.torso,
+                           thresholds=self.config.eval.pck_thresholds, decoder=self.config.eval.decoder,
+                           device=self.device, amp_dtype=self.amp_dtype, channels_last=t.channels_last,
+                           progress=self.progress, loss_fn=self.loss_fn)
+        metrics = {"epoch": epoch + 1, "step": s.step, "train_seconds": round(train_seconds, 2),
+                   "images_per_second": round(steps * t.batch_size / train_seconds, 1),
+                   **{f"train/{k}": v for k, v in train_losses.items()}, **flatten_metrics(results)}
+        if self.writer is not None:
+            for name, value in metrics.items():
+                if name.startswith(("train/", "val/")) or name == "images_per_second":
+                    self.writer.add_scalar(name, value, s.step)
+            append_jsonl(self.run_dir / "metrics.jsonl", metrics)
+            write_evaluation_summaries(self.writer, self.model, self.optimizer, step=s.step, results=results,
+                                       val_set=self.val_set, codec=self.codec, skeleton=self.skeleton,
+                                       device=self.device)
+        final = {a: f"{100 * v[-1]:.1f}" for a, v in results["pck"].items()}
+        self.log(f"epoch {epoch + 1}/{t.epochs} | loss {train_losses.get('loss', math.nan):.5f} | "
+                 f"{metrics['images_per_second']:.0f} img/s | final-stage PCK " +
+                 " ".join(f"@{a:g} {v}" for a, v in final.items()))
+        s.epoch = epoch + 1
+        score = selection_score(results, self.selection)
+        is_best = is_better(score, s.best, self.selection)
+        if is_best:
+            s.best, s.best_epoch = score, epoch + 1
+        self.save(is_best=is_best)
+        return results
+
+    def run(self) -> dict:
+        """Train the remaining epochs. Returns the last evaluation's results plus ``run_dir`` and ``rank``."""
+        t = self.config.train
+        self.open_run_dir()
+        parameters = sum(p.numel() for p in self.model.parameters())
+        self.log(f"run {self.run_dir} | {parameters / 1e6:.2f}M parameters | {self.model.num_stages} stages | "
+                 f"device {self.device} | autocast {self.amp_dtype or 'off'} | {t.epochs} epochs x "
+                 f"{self.steps_per_epoch} steps"
+                 + (f" | {self.context.world_size} processes x {self.rank_batch}" if self.context.enabled else ""))
+        results: dict = {}
+        try:
+            first_epoch = self.state.epoch
+            for epoch in range(first_epoch, t.epochs):
+                skipped = self.skip_batches if epoch == first_epoch else 0
+                self.train_set.set_epoch(epoch)
+                self.train_loader.sampler.set_epoch(epoch)
+                self.train_loader.sampler.set_start(skipped * self.rank_batch)  # mid-epoch resume: the rest
+                first_step, started = self.state.step, time.perf_counter()
+                train_losses = self.train_epoch(epoch, skipped)
+                results = self.end_of_epoch(epoch, train_losses, time.perf_counter() - started,
+                                            self.state.step - first_step)
+                if epoch + 1 < t.epochs and self.should_stop(True):
+                    raise TrainingInterrupted(self.signals.received or signal.SIGTERM, self.state.step,
+                                              self.run_dir / "last.pt")
+        finally:
+            if self.writer is not None:
+                self.writer.close()
+        results["run_dir"], results["rank"] = str(self.run_dir), self.context.rank
+        return results

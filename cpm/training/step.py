@@ -1,6 +1,6 @@
 """The training step: the one place where a batch becomes a parameter update.
 
-`train_one_epoch` (`cpm.training.loop`), the Fig. 5 gradient record (`cpm.experiments.figure5`) and the speed
+`Trainer.train_epoch` (`cpm.training.loop`), the Fig. 5 gradient record (`cpm.experiments.figure5`) and the speed
 benchmark (`cpm.bench.timing`) all call `train_step`, so they compute the same thing: forward under autocast,
 the staged loss with the run's stage weights, backward through the (possibly disabled) `GradScaler`, optional
 gradient clipping, the update. Targets are encoded on the training device from the batch's keypoints

@@ -110,7 +110,7 @@ def test_grids_name_every_cell_once():
     # T = 1 once, T = 2, 3, 4, 6 with and without IS, the AdamW pair, 4 stage-wise cells, 4 + 1 stage-wise + joint.
     assert len(ablation) == len(set(ablation)) == len(seeds) * (1 + 8 + 2 + 4 + 5)
     heads = [run.name for run in GRIDS["compare-heads"](seeds)]
-    # 6 matched heads x 3 strides, and the seed's two heads on its two backbones
+    # 6 matched heads x 3 strides, and the baselines' two heads on its two backbones
     assert len(heads) == len(set(heads)) == len(seeds) * (6 * 3 + 4) and "regression-smooth_l1-s16-seed2" in heads
     stagewise = {run.name: run for run in GRIDS["ablate-supervision"]((0,))}
     assert stagewise["stagewise3-seed0"].after == "stagewise2-seed0" and stagewise["stagewise1-seed0"].after is None

@@ -1,4 +1,4 @@
-"""The model variants: the released Caffe nets (LSP, VGG MPII), batch norm, the seed's backbones, the switches."""
+"""The model variants: the released Caffe nets (LSP, VGG MPII), batch norm, the baselines' backbones, the switches."""
 
 from dataclasses import replace
 from pathlib import Path

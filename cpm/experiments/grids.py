@@ -8,7 +8,7 @@ Targets (also make targets of the same names):
   fine-tuning of all stages; and the per-layer gradient magnitudes early in training with and without
   intermediate supervision (the paper's Fig. 5).
 * ``compare-heads``: heatmap (CPM stages), regression (FC to K x 2, with L2, L1 and smooth-L1 losses) and
-  integral (soft-argmax) heads on the CPM trunk, VGG16 and the seed's 4-conv backbone.
+  integral (soft-argmax) heads on the CPM trunk, VGG16 and the baseline 4-conv backbone.
 * ``compare-decoders``: every decoder of `cpm.targets.decoders` on the same trained heatmap models.
 * ``report``: the tables and plots of all three from the run directories, without training.
 
@@ -172,7 +172,7 @@ HEAD_VARIANTS: dict[str, dict[str, Any]] = {
        for loss in ("l2", "l1", "smooth_l1")},
 }
 RESOLUTIONS = {"s4": 4, "s8": 8, "s16": 16}  # map strides of the resolution sweep (32, 16, 8 cells at 128 px)
-# The seed's comparison: its FC regressor (L2) and a heatmap head on VGG16 and its 4-conv network.
+# The baselines' comparison: the FC regressor (L2) and a heatmap head on VGG16 and its 4-conv network.
 SEED_CELLS: dict[str, dict[str, Any]] = {
     f"{head}-{backbone}": BACKBONE_OVERRIDES[backbone] | overrides
     for backbone in ("vgg16", "fourconv")
@@ -183,7 +183,7 @@ SEED_CELLS: dict[str, dict[str, Any]] = {
 
 def compare_heads_runs(seeds: Sequence[int]) -> list[Run]:
     """Every `HEAD_VARIANTS` head at every `RESOLUTIONS` stride (``trunk_levels``: the config's trunk, cut or
-    extended to log2(stride) pooling levels), named ``<head>-s<stride>``, and the seed's `SEED_CELLS`."""
+    extended to log2(stride) pooling levels), named ``<head>-s<stride>``, and the baseline cells `SEED_CELLS`."""
     runs = []
     for seed in seeds:
         for resolution, stride in RESOLUTIONS.items():

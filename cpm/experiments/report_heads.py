@@ -41,7 +41,7 @@ def compare_heads_report(cells: dict[str, list[RunRecord]], note: dict, out: Pat
     top, bottom = _header(note, "compare-heads: heatmap, regression and integral heads", everything)
     lines = top + ["Rows `<head>-s<stride>`: one-stage heads on the same trunk and stage 1, differing only in the "
                    "last layer and loss (`grids.HEAD_VARIANTS`), at map strides 4, 8 and 16; rows `<head>-vgg16` "
-                   "and `-fourconv`: the seed's FC regressor (L2) and a heatmap head on its backbones "
+                   "and `-fourconv`: the baseline FC regressor (L2) and a heatmap head on its backbones "
                    "(`grids.SEED_CELLS`; VGG16 at lr 2e-4).",
                    "Last-stage held-out scores. EPE: mean end-point error in source-frame pixels (256 x 212 "
                    "frames). Zero fraction: the mean over layers of the fraction of weights with |w| <= 1 % of "

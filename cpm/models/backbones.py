@@ -15,8 +15,8 @@ attributes: ``out_channels`` and ``stride``; ``forward(image (B, C, H, W)) -> fe
   trunk of the released MPII model (_trained_MPI, ``cpm_widths = (256, 256, 256, 256, 128)``) and of
   the later OpenPose-style CPMs (``(256, 128)``).
 * ``vgg16``: torchvision's ``vgg16`` feature layers conv1_1 .. conv4_3 (stride 8, 512 channels), the
-  seed project's backbone, plus optional ``cpm_widths`` convs.
-* ``fourconv``: the seed project's small network: conv 5x5/96 + max-pool 3/2, conv 3x3/128, dropout
+  regression baseline's backbone, plus optional ``cpm_widths`` convs.
+* ``fourconv``: the baseline small network: conv 5x5/96 + max-pool 3/2, conv 3x3/128, dropout
   0.5 (training only), conv 1x1/128, each conv with batch norm and ReLU (stride 2).
 
 ImageNet weights come only from a file the user names (`load_vgg_weights`), never from a download.
@@ -140,13 +140,13 @@ class VGG19Backbone(_VGGBackbone):
 
 
 class VGG16Backbone(_VGGBackbone):
-    """vgg16 conv1_1 .. conv4_3 (stride 8), the seed project's backbone."""
+    """vgg16 conv1_1 .. conv4_3 (stride 8), the baseline backbone."""
 
     config = "D"
 
 
 class FourConvBackbone(nn.Sequential):
-    """The seed's small net: (B, C, H, W) -> (B, 128, H/2, W/2). Batch norm is part of its definition."""
+    """The small 4-conv baseline: (B, C, H, W) -> (B, 128, H/2, W/2). Batch norm is part of its definition."""
 
     stride = 2
 

@@ -8,7 +8,7 @@ all of them the same way:
 * ``heatmap`` (`cpm.models.pose_machine.ConvolutionalPoseMachine`): T belief maps (B, K[+1], h, w), decoded by
   `cpm.targets.codecs.HeatmapCodec`;
 * ``regression`` (`RegressionHead`): one stage of coordinates (B, K, 2), normalised to the crop as
-  `cpm.targets.codecs.RegressionCodec` encodes them. The seed project's regressor: a backbone (VGG16, its 4-conv
+  `cpm.targets.codecs.RegressionCodec` encodes them. The baseline regressor: a backbone (VGG16, its 4-conv
   net, or the CPM trunk), then average pooling to a ``pool_size`` x ``pool_size`` grid, flatten and two
   fully connected layers (``pool_size = 1`` is global average pooling; larger grids keep the layout that
   a flatten of the feature map keeps, at any input size);

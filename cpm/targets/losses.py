@@ -8,7 +8,7 @@ learn only through the gradient that flows back from the last one.
 
 Heads that output coordinates (B, K, 2) (`cpm.models.heads`) are trained with a per-joint coordinate loss
 on the normalised coordinates of `cpm.targets.codecs.RegressionCodec`, summed over x and y, weighted by the target
-weights and averaged over B x K (``REGRESSION_LOSSES``: ``l2``, the seed project's; ``l1``; ``smooth_l1``).
+weights and averaged over B x K (``REGRESSION_LOSSES``: ``l2``, the baseline; ``l1``; ``smooth_l1``).
 `staged_loss` reads either kind of output by its shape, so the training loop has one loss call.
 """
 

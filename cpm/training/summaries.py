@@ -31,7 +31,7 @@ def zero_fractions(state: dict[str, torch.Tensor], *, tolerance: float = ZERO_TO
     """{layer: fraction of its weights with |w| <= tolerance * max |w|} for every weight tensor of >= 2 dims.
 
     Exact zeros are rare after gradient descent; relative to each layer's largest weight, this measures the
-    sparsity the seed project compared between its models (weights that barely contribute)."""
+    sparsity by which the regression baselines are compared (weights that barely contribute)."""
     fractions = {}
     for name, value in state.items():
         if value.ndim < 2 or not value.is_floating_point():

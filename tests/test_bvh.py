@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cpm.data.synthetic.bank import BONES, BankPoses, lift
+from cpm.data.synthetic.bank import BankPoses
 from cpm.data.synthetic.bvh import BVHPoses, read_bvh, to_body_frame
 from cpm.data.synthetic.render import render_sample, sample_scene
 from cpm.data.synthetic.zbuffer import Camera, project_points
@@ -95,20 +95,6 @@ def test_bvh_pose_source_renders_its_frames_and_leaves_the_default_stream_alone(
     default = render_sample(0, 5)
     assert not np.array_equal(default["image"], first["image"])
     np.testing.assert_array_equal(default["image"], render_sample(0, 5, None)["image"])
-
-
-def test_lift_restores_each_bone_length_in_3d():
-    points = np.array([[0, -70], [0, -50], [-15, -45], [15, -45], [-18, -20], [18, -20], [-20, 0], [20, 0],
-                       [0, -25], [-8, 0], [8, 0], [-9, 40], [9, 40], [-9, 80], [9, 80]], dtype=float)
-    height = 1.7
-    joints = lift(points, height=height, rng=np.random.default_rng(0))
-    np.testing.assert_allclose(np.linalg.norm(joints[1]), 0.30 * height)  # the spine sets the scale
-    for parent, child, length, _ in BONES:
-        start = np.zeros(3) if parent < 0 else joints[parent]
-        projected = np.linalg.norm(joints[child, :2] - start[:2])
-        expected = max(length * height, projected)
-        np.testing.assert_allclose(np.linalg.norm(joints[child] - start), expected, rtol=1e-9)
-    assert joints[3, 0] > 0  # image right -> the person's left (+x)
 
 
 def test_bank_source_reads_a_keypoint_array(tmp_path):

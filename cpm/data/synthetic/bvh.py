@@ -12,11 +12,17 @@ transform's translation. End sites are named ``<parent>_end``.
 `CMU_TO_ITOP_15` maps the CMU database's skeleton (the conversion in ``../shared/data/mocap/cmu``: y up, the
 person facing +z, the person's left at +x in the rest pose) to the 15 ITOP joints; a joint listed with several
 names is their mean (the head centre is halfway between the head joint and the top of the head).
+
+Clips named ``SUBJECT_CLIP.bvh`` (the CMU database's naming) split by subject into training and held-out subjects
+(`held_out_subject`: every subject whose number ends in 1 or 6), so that a model is measured on people and motions
+it never saw: in ``../shared/data/mocap/cmu`` subjects 6, 16, 26, 46, 136 and 141, 11,359 of the 59,692 frames
+(basketball, running and jumping, bending, walks, "weird walks" and general motions).
 """
 
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +36,8 @@ CMU_TO_ITOP_15 = (
     ("LeftKnee",), ("RightAnkle",), ("LeftAnkle",),
 )
 _AXES = {"X": 0, "Y": 1, "Z": 2}
+SUBJECTS = ("train", "held_out", "all")  # which clips a `BVHPoses` reads (config data.bvh_subjects)
+_CLIP_NAME = re.compile(r"(\d+)_\d+")
 
 
 @dataclass
@@ -160,20 +168,66 @@ def to_body_frame(joints: np.ndarray, *, height: float) -> np.ndarray:
     return centred * (0.895 * height / max(chain, 1e-9))
 
 
+def clip_subject(path: str | Path) -> int | None:
+    """The subject number of a clip named ``SUBJECT_CLIP.bvh`` (``35_02.bvh`` -> 35); None for other names."""
+    match = _CLIP_NAME.fullmatch(Path(path).stem)
+    return int(match.group(1)) if match else None
+
+
+def held_out_subject(subject: int) -> bool:
+    """Whether a CMU subject is held out for evaluation: every subject whose number ends in 1 or 6."""
+    return subject % 5 == 1
+
+
+def select_clips(paths: list[Path], subjects: str) -> list[Path]:
+    """The clips of ``subjects``: "train" (subjects not held out), "held_out" or "all". Splitting by subject needs
+    clip names ``SUBJECT_CLIP.bvh`` (CPMError naming a clip that is not)."""
+    if subjects not in SUBJECTS:
+        raise CPMError(f"subjects: {subjects!r} is not one of {', '.join(SUBJECTS)}")
+    if subjects == "all":
+        return list(paths)
+    chosen = []
+    for path in paths:
+        subject = clip_subject(path)
+        if subject is None:
+            raise CPMError(f"{path}: not named SUBJECT_CLIP.bvh, so not split by subject (read every clip with "
+                           "subjects = \"all\")")
+        if held_out_subject(subject) == (subjects == "held_out"):
+            chosen.append(path)
+    return chosen
+
+
 class BVHPoses:
     """A pose source for the renderer: ``poses(rng, height)`` is a random frame of a random clip, in the
-    body frame (see `to_body_frame`). Clips are read once, when the source is made."""
+    body frame (see `to_body_frame`). Clips are read once, when the source is made: every ``step``-th frame of
+    the clips of ``subjects`` (`select_clips`). ``clips`` are their paths, ``clip_of_frame`` (F,) indexes them."""
 
     needs_yaw = True
 
-    def __init__(self, files: str | Path, *, step: int = 4) -> None:
+    def __init__(self, files: str | Path, *, step: int = 4, subjects: str = "all") -> None:
         files = Path(files)
         paths = sorted(files.glob("*.bvh")) if files.is_dir() else [files]
         if not paths:
             raise CPMError(f"{files}: no .bvh files")
-        clips = [read_bvh(p).joints(frames=slice(None, None, step)) for p in paths]
+        self.clips = select_clips(paths, subjects)
+        if not self.clips:
+            raise CPMError(f"{files}: no clip of {subjects.replace('_', '-')} subjects (held out: subject numbers "
+                           "ending in 1 or 6)")
+        clips = [read_bvh(p).joints(frames=slice(None, None, step)) for p in self.clips]
         self.frames = np.concatenate(clips)  # (F, 15, 3)
-        self.files = files
+        self.clip_of_frame = np.repeat(np.arange(len(clips)), [len(c) for c in clips])
+        self.files, self.subjects = files, subjects
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def draw(self, rng: np.random.Generator) -> int:
+        """The index of a random frame."""
+        return int(rng.integers(len(self.frames)))
+
+    def pose(self, index: int, height: float) -> np.ndarray:
+        """Frame ``index`` in the body frame of a body of ``height`` metres."""
+        return to_body_frame(self.frames[index], height=height)
 
     def __call__(self, rng: np.random.Generator, height: float) -> np.ndarray:
-        return to_body_frame(self.frames[rng.integers(len(self.frames))], height=height)
+        return self.pose(self.draw(rng), height)

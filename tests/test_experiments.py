@@ -190,6 +190,24 @@ def test_a_cell_overrides_the_users_set_for_its_own_factor(tmp_path):
     assert {cell.config.model.stage_width for cell in cells} == {5}  # the rest of the user's --set holds
 
 
+def test_cell_sets_reach_only_the_matching_cells_and_win_over_their_factors(tmp_path, capsys):
+    request = GridRequest("compare-heads", "smoke", cell_sets={"regression-*-s4-*": {"train.lr": 0.005},
+                                                               "heatmap-sigma1-*": {"model.sigma": 1.5}})
+    cells = {cell.name: cell for cell in grid_cells(request, runs_root=tmp_path, results_root=tmp_path)}
+    lrs = {name: cell.config.train.lr for name, cell in cells.items() if name.endswith("-seed0")}
+    assert {name for name, lr in lrs.items() if lr == 0.005} == {f"regression-{loss}-s4-seed0"
+                                                                 for loss in ("l2", "l1", "smooth_l1")}
+    assert cells["heatmap-sigma1-s8-seed0"].config.model.sigma == 1.5  # the cell's own sigma = 1 loses
+    assert cells["heatmap-sigma2-s8-seed0"].config.model.sigma == 2.0
+    plain = GridRequest("compare-heads", "smoke")
+    assert request.setting != plain.setting == "smoke"  # another request, another folder
+    assert cells["regression-l2-s4-seed0"].run_dir != next(
+        c for c in grid_cells(plain, runs_root=tmp_path, results_root=tmp_path)
+        if c.name == "regression-l2-s4-seed0").run_dir
+    assert main(["compare-heads", "--budget", "smoke", "--cell-set", "train.lr=0.1"]) == 2
+    assert "--cell-set: expected GLOB:SECTION.KEY=VALUE" in capsys.readouterr().err
+
+
 def test_a_run_directory_of_another_config_is_never_resumed_into(tmp_path):
     request = GridRequest("ablate-supervision", "smoke")
     (cell,) = grid_cells(request, runs_root=tmp_path / "runs", results_root=tmp_path / "results", only="T1-*")

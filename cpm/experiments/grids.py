@@ -206,12 +206,15 @@ GRIDS: dict[str, Callable[[Sequence[int]], list[Run]]] = {
 }
 
 
-def setting_name(budget: str, config: str | None, sets: dict[str, Any] | None = None) -> str:
+def setting_name(budget: str, config: str | None, sets: dict[str, Any] | None = None,
+                 cell_sets: dict[str, dict[str, Any]] | None = None) -> str:
     """The folder a grid's runs and summaries go to: the budget, the config's stem for ``none``, both otherwise;
-    with ``--set`` values, a short hash of them after a ``+`` (another request, another folder and table)."""
+    with ``--set`` (or ``--cell-set``) values, a short hash of them after a ``+`` (another request, another folder
+    and table)."""
     name = budget if config is None else (Path(config).stem if budget == "none" else f"{Path(config).stem}-{budget}")
-    if sets:
-        name += "+" + hashlib.sha256(json.dumps(sets, sort_keys=True).encode()).hexdigest()[:6]
+    if sets or cell_sets:
+        hashed = (sets or {}) | ({"cell_sets": cell_sets} if cell_sets else {})
+        name += "+" + hashlib.sha256(json.dumps(hashed, sort_keys=True).encode()).hexdigest()[:6]
     return name
 
 
@@ -224,14 +227,15 @@ class GridRequest:
     config: str | None = None
     sets: dict[str, Any] = field(default_factory=dict)
     data: str | None = None
+    cell_sets: dict[str, dict[str, Any]] = field(default_factory=dict)  # cell-name glob -> overrides (they win)
 
     @property
     def setting(self) -> str:
-        return setting_name(self.budget, self.config, self.sets)
+        return setting_name(self.budget, self.config, self.sets, self.cell_sets)
 
     def to_json(self) -> dict:
         return {"target": self.target, "budget": self.budget, "config": self.config, "sets": self.sets,
-                "data": self.data}
+                "data": self.data, **({"cell_sets": self.cell_sets} if self.cell_sets else {})}
 
 
 def budget_for(budget_name: str, target: str) -> tuple[dict[str, Any], tuple[int, ...], int, str]:
@@ -258,6 +262,9 @@ def grid_cells(request: GridRequest, *, runs_root: Path, results_root: Path, dev
     train_samples = make_config(budget | user, base).data.train_samples
     widths = list(make_config(budget | user, base).model.trunk_widths)
     for run in runs:
+        for pattern, values in request.cell_sets.items():  # --cell-set: the user's per-cell values win
+            if fnmatch(run.name, pattern):
+                run.overrides |= values
         share = run.overrides.pop("train_share", None)  # a share of the frames (stage-wise phases, equal images)
         if share is not None:
             run.overrides["data.train_samples"] = max(1, round(train_samples * share))
@@ -353,12 +360,26 @@ def _parse_sets(texts: Sequence[str]) -> dict[str, Any]:
     return sets
 
 
+def _parse_cell_sets(texts: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """``["regression-*:train.lr=0.005", ...]`` -> {glob: {dotted key: value}}."""
+    cell_sets: dict[str, dict[str, Any]] = {}
+    for text in texts:
+        pattern, sep, override = text.partition(":")
+        if not sep or not pattern or not override:
+            raise CPMError(f"--cell-set: expected GLOB:SECTION.KEY=VALUE, got {text!r}")
+        cell_sets.setdefault(pattern, {}).update(_parse_sets([override]))
+    return cell_sets
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m cpm.experiments", description=__doc__.splitlines()[0])
     parser.add_argument("target", choices=[*TARGETS, "report"])
     parser.add_argument("--config", help="TOML config the grid's cells are applied on top of (default: the defaults)")
     parser.add_argument("--set", dest="sets", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override a config value in every cell (repeatable); a cell's own factor wins")
+    parser.add_argument("--cell-set", dest="cell_sets", action="append", default=[], metavar="GLOB:SECTION.KEY=VALUE",
+                        help="override a config value in the cells whose name matches GLOB (repeatable); wins over "
+                             "the cell's own factors (e.g. a learning rate chosen per head)")
     parser.add_argument("--data", help="dataset folder (data.root) of a real-data config")
     parser.add_argument("--budget", default="default", help=f"one of {', '.join(BUDGETS)} (default: default)")
     parser.add_argument("--runs", type=Path, default=Path("runs"), help="run directories (default: runs/)")
@@ -377,11 +398,13 @@ def main(argv: list[str] | None = None) -> int:
     command = shlex.join(["python", "-m", "cpm.experiments", *(sys.argv[1:] if argv is None else argv)])
     try:
         sets = _parse_sets(args.sets)
+        cell_sets = _parse_cell_sets(args.cell_sets)
         if args.target == "report":
             wrote = 0
             for note_path in sorted(args.results.glob("runs/*/*/grid.json")):
                 note = json.loads(note_path.read_text(encoding="utf-8"))
-                request = GridRequest(note["target"], note["budget"], note["config"], note["sets"], note["data"])
+                request = GridRequest(note["target"], note["budget"], note["config"], note["sets"], note["data"],
+                                      note.get("cell_sets", {}))
                 print(f"wrote {write_target_report(request, results_root=args.results, runs_root=args.runs)}")
                 wrote += 1
             if not wrote:
@@ -395,7 +418,7 @@ def main(argv: list[str] | None = None) -> int:
             raise CPMError(f"--shard: expected I/N with 0 <= I < N, got {args.shard!r}") from None
         if args.parallel < 1:
             raise CPMError(f"--parallel: expected a positive number of processes, got {args.parallel}")
-        request = GridRequest(args.target, args.budget, args.config, sets, args.data)
+        request = GridRequest(args.target, args.budget, args.config, sets, args.data, cell_sets)
         given = list(sys.argv[1:] if argv is None else argv)
         forwarded = [a for i, a in enumerate(given) if a != "--parallel" and not a.startswith("--parallel=")
                      and (i == 0 or given[i - 1] != "--parallel")]

@@ -55,6 +55,16 @@ class DepthConfig:
 
 
 @dataclass
+class PoseMixConfig:
+    """Shares of the synthetic frames' pose sources (``data.pose_mix``), normalised to sum 1 and drawn per sample
+    (`cpm.data.synthetic.sources.PoseMix`); all 0 (the default): the one source ``data.pose_source``."""
+
+    procedural: float = 0.0  # the embedded prior
+    bvh: float = 0.0  # motion capture of data.bvh_files
+    bank: float = 0.0  # real 2D poses of data.bank_files, lifted to 3D
+
+
+@dataclass
 class DataConfig:
     source: str = "synthetic"  # synthetic | a reader in cpm.data.datasets: list, lsp, mpii, mpii_mat, flic, coco, itop
     root: str = ""  # dataset folder of a real source (make train DATA=...)
@@ -63,6 +73,11 @@ class DataConfig:
     exclude: str = ""  # samples to leave out of a real dataset: `cpm data check` CSV or index / image lines
     pose_source: str = "procedural"  # synthetic poses: procedural (the embedded prior) | bvh | bank
     pose_files: str = ""  # bvh: a .bvh file or a folder of them; bank: an N x K x 2 keypoint .mat (K2HPD)
+    # a mixture of pose sources instead, e.g. {procedural = 0.5, bvh = 0.25, bank = 0.25}; all 0: pose_source alone
+    pose_mix: PoseMixConfig = field(default_factory=PoseMixConfig)
+    bvh_files: str = ""  # pose_mix's bvh poses: a .bvh file or a folder of SUBJECT_CLIP.bvh clips
+    bank_files: str = ""  # pose_mix's bank: a keypoint .mat (the K2HPD train split for training) or .npy
+    bvh_subjects: str = "train"  # bvh clips read: train | held_out (subject numbers ending in 1 or 6) | all
     skeleton: str = "itop15"  # a built-in skeleton, the name of the [skeleton] table, or a TOML file declaring one
     depth: DepthConfig = field(default_factory=DepthConfig)  # {encoding, near, far} of depth frames
     seed: int = 0  # training samples are a pure function of (seed, index, epoch)
@@ -205,6 +220,7 @@ class Config:
 CHOICES = {
     "data.source": ("synthetic", "list", "lsp", "mpii", "mpii_mat", "flic", "coco", "jhmdb", "itop"),
     "data.pose_source": ("procedural", "bvh", "bank"),
+    "data.bvh_subjects": ("train", "held_out", "all"),
     "model.head": HEAD_NAMES,
     "model.regression_loss": REGRESSION_LOSS_NAMES,
     "model.backbone": BACKBONE_NAMES,
@@ -342,6 +358,7 @@ def validate(config: Config) -> Config:
         raise ConfigError("data.exclude: leaves samples out of a real dataset; data.source = 'synthetic' has none")
     if data.pose_source != "procedural" and not data.pose_files:
         raise ConfigError(f"data.pose_files: data.pose_source = {data.pose_source!r} needs its file or folder")
+    _validate_pose_mix(data)
     if data.input_size % model.stride:
         raise ConfigError(f"data.input_size: {data.input_size} is not a multiple of model.stride = {model.stride}")
     if model.backbone == "cpm":
@@ -404,6 +421,28 @@ def _validate_depth(data: DataConfig) -> None:
         encoding, near, far = SYNTHETIC_DEPTH
         raise ConfigError(f"data.depth: the synthetic renderer makes {encoding} frames with near = {near}, "
                           f"far = {far}; data.depth describes the files of a real dataset")
+
+
+def _validate_pose_mix(data: DataConfig) -> None:
+    """data.pose_mix: finite weights >= 0; a mixture replaces data.pose_source and names the files of its bvh and
+    bank sources; files named for a source it does not draw are an error (they would change nothing)."""
+    weights = dataclasses.asdict(data.pose_mix)
+    for name, weight in weights.items():
+        if not math.isfinite(weight) or weight < 0:
+            raise ConfigError(f"data.pose_mix.{name}: {weight!r} must be a finite weight >= 0")
+    mixed = any(weights.values())
+    if mixed and data.source != "synthetic":
+        raise ConfigError(f"data.pose_mix: poses the synthetic frames; data.source = {data.source!r} has its own")
+    if mixed and (data.pose_source != "procedural" or data.pose_files):
+        raise ConfigError("data.pose_mix: a mixture names its sources' files in data.bvh_files and "
+                          "data.bank_files; leave data.pose_source and data.pose_files unset")
+    for name in ("bvh", "bank"):
+        files = getattr(data, f"{name}_files")
+        if weights[name] > 0 and not files:
+            raise ConfigError(f"data.{name}_files: data.pose_mix.{name} = {weights[name]:g} needs its file or folder")
+        if files and not weights[name] > 0:
+            raise ConfigError(f"data.{name}_files: only read by a mixture with data.pose_mix.{name} > 0 "
+                              f"(one source alone: data.pose_source = \"{name}\", data.pose_files)")
 
 
 def _validate_skeleton(config: Config) -> None:

@@ -9,12 +9,12 @@ with one line on stderr naming the file or key, and exit status 2.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 from cpm.cli.convert_caffe import add_convert_caffe_parser, run_convert_caffe
 from cpm.cli.data import add_data_parser, run_data
+from cpm.cli.eval import add_eval_parser, run_eval
 from cpm.cli.export import add_export_parser, run_export
 from cpm.cli.predict import add_predict_parser, run_predict
 from cpm.cli.score import add_score_parser, run_score
@@ -51,16 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", metavar="LAST_PT", help="continue the run that wrote this last.pt")
     train.add_argument("--no-progress", action="store_true", help="no progress bars")
 
-    evaluate = commands.add_parser("eval", help="per-stage PCK of a checkpoint on its held-out split")
-    evaluate.add_argument("checkpoint")
-    _add_set(evaluate)
-    evaluate.add_argument("--device", default="auto")
-    evaluate.add_argument("--json", action="store_true", help="print the results as JSON")
-    evaluate.add_argument("--predictions", metavar="MAT",
-                          help="also write the last stage's keypoints (source pixels) as CPM's prediction_all "
-                               "K x 2 x N, 1-based, the layout `cpm score` reads")
-    evaluate.add_argument("--no-progress", action="store_true")
-
+    add_eval_parser(commands)
     add_score_parser(commands)
     add_predict_parser(commands)
     add_export_parser(commands)
@@ -145,35 +136,7 @@ def run(args: argparse.Namespace) -> int:
         print(format_stage_table(results))
         return 0
     if args.command == "eval":
-        from cpm.evaluation.evaluate import evaluate_checkpoint
-        from cpm.evaluation.report import format_stage_table
-
-        overrides: dict = {}
-        for text in args.overrides:
-            for section, values in parse_override(text).items():
-                overrides.setdefault(section, {}).update(values)
-        if args.predictions and not Path(args.predictions).resolve().parent.is_dir():
-            raise CPMError(f"{args.predictions}: the folder to write predictions into does not exist")
-        results = evaluate_checkpoint(args.checkpoint, overrides=overrides, progress=not args.no_progress,
-                                      device_name=args.device)
-        if args.predictions:
-            from cpm.data.datasets.matfiles import write_prediction_all
-
-            write_prediction_all(args.predictions, results["predictions"][:, -1])
-        if args.json:
-            print(json.dumps({
-                "checkpoint": args.checkpoint, "best": results.get("best"), "samples": results["samples"],
-                "excluded": results.get("excluded", 0),
-                "pck": {f"{a:g}": per_stage for a, per_stage in results["pck"].items()},
-                "per_joint": {f"{a:g}": [None if v != v else v for v in per_joint.tolist()]
-                              for a, per_joint in results["per_joint"].items()},
-                "loss": results["loss"],
-            }, indent=2))
-        else:
-            if results.get("best"):
-                print(_describe_best(args.checkpoint, results["best"]))
-            print(format_stage_table(results))
-        return 0
+        return run_eval(args)
     raise AssertionError(args.command)
 
 
@@ -226,14 +189,6 @@ def _is_make_train_model(config) -> bool:
 
     reference = load_config()
     return config.model == reference.model and config.data.input_size == reference.data.input_size
-
-
-def _describe_best(checkpoint: str, best: dict) -> str:
-    metric = best.get("metric", "?")
-    what = "final-stage held-out loss" if metric == "loss" else f"final-stage PCK@{metric.partition('@')[2]}"
-    value = best.get("value", float("nan"))
-    shown = f"{value:.5f}" if metric == "loss" else f"{100 * value:.2f}"
-    return f"{checkpoint}: chosen by train.best_metric = {metric} ({what} {shown} at epoch {best.get('epoch', '?')})\n"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -73,11 +73,10 @@ def build_datasets(config: Config) -> tuple[PoseDataset, PoseDataset]:
 
             train_set = with_other_people(train_set)
         return train_set, PoseDataset(val_source, **common)
-    poses = {}
-    if data.pose_source != "procedural":  # opt-in: the default stream stays exactly what it was
-        from cpm.data.synthetic.render import pose_sampler
+    from cpm.data.synthetic.sources import config_pose_source
 
-        poses = {"pose_source": pose_sampler(data.pose_source, data.pose_files)}
+    pose_source = config_pose_source(data)  # None: the procedural prior, the default stream exactly as it was
+    poses = {} if pose_source is None else {"pose_source": pose_source}
     train_set = PoseDataset(
         SyntheticPoses(seed=data.seed, size=data.train_samples * config.train.epochs, **poses), **common,
         **augmentation, length=data.train_samples, resample_each_epoch=True,

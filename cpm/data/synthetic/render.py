@@ -29,6 +29,7 @@ from typing import Protocol
 import numpy as np
 
 from cpm.data.synthetic.body import Body, Pose, pose_body, pose_joints, sample_pose
+from cpm.data.synthetic.sources import PoseMix, pose_sampler  # noqa: F401 - pose_sampler: also imported from here
 from cpm.data.synthetic.zbuffer import (
     CX,
     FOCAL,
@@ -112,17 +113,20 @@ def sample_scene(rng: np.random.Generator, pose_source: PoseSource | None = None
     return scene
 
 
-def render_sample(seed: int, index: int, pose_source: PoseSource | None = None) -> dict:
+def render_sample(seed: int, index: int, pose_source: PoseSource | PoseMix | None = None) -> dict:
     """Sample ``index`` of the stream ``seed``: {"image": uint8 (212, 256), "keypoints": float32
-    (15, 3) [x, y, v], "center": float32 (2,) keypoint-bbox centre, "scale": float keypoint-bbox side}."""
+    (15, 3) [x, y, v], "center": float32 (2,) keypoint-bbox centre, "scale": float keypoint-bbox side}. A
+    `PoseMix` first picks the sample's pose source from (seed, index)."""
     rng = np.random.default_rng([seed, index])
+    if isinstance(pose_source, PoseMix):
+        pose_source = pose_source.source(seed, index)
     return render_scene(sample_scene(rng, pose_source), rng)
 
 
 class SyntheticPoses:
     """Map-style dataset of ``size`` samples of stream ``seed``: ``ds[i]`` is ``render_sample(seed, i)``."""
 
-    def __init__(self, seed: int = 0, size: int = 1000, pose_source: PoseSource | None = None) -> None:
+    def __init__(self, seed: int = 0, size: int = 1000, pose_source: PoseSource | PoseMix | None = None) -> None:
         self.seed, self.size, self.pose_source = seed, size, pose_source
 
     def __len__(self) -> int:
@@ -143,24 +147,3 @@ class PoseSource(Protocol):
     needs_yaw: bool
 
     def __call__(self, rng: np.random.Generator, height: float) -> np.ndarray: ...
-
-
-def pose_sampler(kind: str, files: str) -> PoseSource:
-    """Config ``data.pose_source`` -> a pose source: ``bvh`` (cpm.data.synthetic.bvh.BVHPoses of a file or folder) or
-    ``bank`` (cpm.data.synthetic.bank.BankPoses of a keypoint .mat); the files must exist (ConfigError naming
-    ``data.pose_files``)."""
-    from pathlib import Path
-
-    from cpm.errors import ConfigError
-
-    if not Path(files).exists():
-        raise ConfigError(f"data.pose_files: {files}: no such file or folder")
-    if kind == "bvh":
-        from cpm.data.synthetic.bvh import BVHPoses
-
-        return BVHPoses(files)
-    if kind == "bank":
-        from cpm.data.synthetic.bank import BankPoses
-
-        return BankPoses(files)
-    raise ConfigError(f"data.pose_source: {kind!r} is not one of bvh, bank")

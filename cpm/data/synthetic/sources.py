@@ -1,0 +1,101 @@
+"""Where the synthetic frames' poses come from: the procedural prior, motion capture (``bvh``), a bank of real 2D
+poses lifted to 3D (``bank``), or a mixture of them (`PoseMix`), as a `cpm.config.DataConfig` asks
+(`config_pose_source`).
+
+Splits: a config's bvh poses come from the training subjects of the clips (``data.bvh_subjects = "train"``, the
+default; `cpm.data.synthetic.bvh.held_out_subject` keeps the others for evaluation), and its bank is the file it
+names, the K2HPD *train* split for training; ``cpm eval --pose-sources`` measures a checkpoint on the held-out
+subjects and on the K2HPD *test* split.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from cpm.errors import ConfigError, CPMError
+
+if TYPE_CHECKING:
+    from cpm.config import DataConfig
+    from cpm.data.synthetic.render import PoseSource
+
+MIX_SOURCES = ("procedural", "bvh", "bank")  # the names of data.pose_mix, in the order their shares of [0, 1) take
+_INVERSE_GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0
+_PICK_STREAM = 0x6D6978  # the offset of a seed's picks comes from the generator [seed, 0, _PICK_STREAM]
+
+
+class PoseMix:
+    """A mixture of pose sources: ``weights`` {name: weight >= 0} of `MIX_SOURCES` (normalised to sum 1),
+    ``sources`` {name: pose source} for the names with a weight (None or absent for ``procedural``).
+
+    Sample ``index`` of stream ``seed`` takes the source whose share of [0, 1) holds u = frac(o + index / phi),
+    with o drawn once from the seed and phi the golden ratio (an additive recurrence): a pure function of
+    (seed, index), and any N consecutive indices hold each source N x its weight times, within 2 samples. The
+    rest of the sample is drawn from (seed, index) as without a mixture, so that the procedural samples of a
+    mixture are those of the procedural stream."""
+
+    def __init__(self, weights: dict[str, float], sources: dict[str, PoseSource | None]) -> None:
+        unknown = sorted(set(weights) - set(MIX_SOURCES))
+        if unknown:
+            raise CPMError(f"pose mixture: unknown source {unknown[0]!r} (known: {', '.join(MIX_SOURCES)})")
+        if any(not math.isfinite(w) or w < 0 for w in weights.values()) or not sum(weights.values()) > 0:
+            raise CPMError(f"pose mixture: weights must be finite, >= 0 and not all 0, got {weights}")
+        self.names = tuple(name for name in MIX_SOURCES if weights.get(name, 0) > 0)
+        missing = [name for name in self.names if name != "procedural" and sources.get(name) is None]
+        if missing:
+            raise CPMError(f"pose mixture: no pose source given for {missing[0]!r}")
+        total = sum(weights[name] for name in self.names)
+        self.weights = {name: weights[name] / total for name in self.names}
+        self.bounds = np.cumsum([self.weights[name] for name in self.names])
+        self.sources = {name: sources.get(name) for name in self.names}
+
+    def pick(self, seed: int, index: int) -> str:
+        """The name of the source of sample ``index`` of stream ``seed``."""
+        u = (_offset(seed) + index * _INVERSE_GOLDEN) % 1.0
+        return self.names[min(int(np.searchsorted(self.bounds, u, side="right")), len(self.names) - 1)]
+
+    def source(self, seed: int, index: int) -> PoseSource | None:
+        """The pose source of sample ``index`` of stream ``seed`` (None: the procedural prior)."""
+        return self.sources[self.pick(seed, index)]
+
+
+@functools.lru_cache(maxsize=64)
+def _offset(seed: int) -> float:
+    return float(np.random.default_rng([seed, 0, _PICK_STREAM]).random())
+
+
+def pose_sampler(kind: str, files: str, *, subjects: str = "all", key: str = "data.pose_files") -> PoseSource:
+    """A pose source from files: ``bvh`` (`cpm.data.synthetic.bvh.BVHPoses` of a file or folder, the clips of
+    ``subjects``) or ``bank`` (`cpm.data.synthetic.bank.BankPoses` of a keypoint .mat or .npy); the files must
+    exist (ConfigError naming ``key``, the config key that named them)."""
+    if not Path(files).exists():
+        raise ConfigError(f"{key}: {files}: no such file or folder")
+    if kind == "bvh":
+        from cpm.data.synthetic.bvh import BVHPoses
+
+        return BVHPoses(files, subjects=subjects)
+    if kind == "bank":
+        from cpm.data.synthetic.bank import BankPoses
+
+        return BankPoses(files)
+    raise ConfigError(f"data.pose_source: {kind!r} is not one of bvh, bank")
+
+
+def config_pose_source(data: DataConfig) -> PoseSource | PoseMix | None:
+    """The pose source of a config's synthetic frames: None for the procedural prior (the default stream, as it
+    always was), the ``data.pose_source`` of ``data.pose_files``, or the `PoseMix` of ``data.pose_mix`` with its
+    bvh poses from ``data.bvh_files`` and its bank from ``data.bank_files``. bvh poses are the clips of
+    ``data.bvh_subjects``."""
+    weights = {name: getattr(data.pose_mix, name) for name in MIX_SOURCES}
+    if any(weights.values()):
+        files = {"bvh": data.bvh_files, "bank": data.bank_files}
+        sources = {name: pose_sampler(name, files[name], subjects=data.bvh_subjects, key=f"data.{name}_files")
+                   for name in ("bvh", "bank") if weights[name] > 0}
+        return PoseMix(weights, sources)
+    if data.pose_source == "procedural":
+        return None
+    return pose_sampler(data.pose_source, data.pose_files, subjects=data.bvh_subjects)

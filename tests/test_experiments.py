@@ -201,6 +201,7 @@ def test_cell_sets_reach_only_the_matching_cells_and_win_over_their_factors(tmp_
     assert cells["heatmap-sigma2-s8-seed0"].config.model.sigma == 2.0
     plain = GridRequest("compare-heads", "smoke")
     assert request.setting != plain.setting == "smoke"  # another request, another folder
+    assert GridRequest("compare-heads", "smoke", sets={"train.threads": 1, "data.workers": 0}).setting == "smoke"
     assert cells["regression-l2-s4-seed0"].run_dir != next(
         c for c in grid_cells(plain, runs_root=tmp_path, results_root=tmp_path)
         if c.name == "regression-l2-s4-seed0").run_dir
@@ -317,3 +318,31 @@ def test_the_resolution_sweep_cuts_the_configs_trunk_to_the_stride(tmp_path):
     regression = cells["regression-l1-s8-seed0"].model
     assert (regression.head, regression.regression_features, regression.regression_pool) == ("regression", "stage1", 1)
     assert cells["regression-l2-vgg16-seed0"].model.regression_features == "backbone"
+
+
+def test_sweep_table_lines_up_one_cell_per_row_and_flags_a_best_value_at_the_edge(tmp_path, capsys):
+    from cpm.experiments.sweeps import sweep_table
+
+    def summary(setting, cell, lr, pck2, pck1, sigma=1.0):
+        folder = tmp_path / "runs" / "compare-heads" / setting
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "grid.json").write_text("{}")
+        data = {"cell": cell, "config": {"train": {"lr": lr, "epochs": 2, "threads": 1},
+                                         "data": {"train_samples": 100}, "model": {"sigma": sigma}},
+                "summary": {"pck": {"0.2": [0.0, pck2], "0.1": [0.0, pck1]}}}
+        (folder / f"{cell}-abc.json").write_text(json.dumps(data))
+
+    for setting, lr, scores in [("heads+a", 0.001, (0.30, 0.50)), ("heads+b", 0.002, (0.40, 0.45)),
+                                ("heads+c", 0.004, (0.45, 0.40))]:
+        summary(setting, "heatmap-seed0", lr, scores[0], 0.1)
+        summary(setting, "integral-seed0", lr, scores[1], 0.2, sigma=2.0 if lr == 0.004 else 1.0)
+    summary("other+d", "heatmap-seed0", 0.1, 0.99, 0.9)  # another config's folder: left out
+    out = sweep_table(tmp_path, "compare-heads", "train.lr", only="*-seed0", config="experiments/heads.toml")
+    assert out == tmp_path / "compare-heads" / "compare-heads-sweep-train.lr-heads.md"
+    text = out.read_text()
+    assert "| heatmap-seed0 | 30.0 / 10.0 | 40.0 / 10.0 | 45.0 / 10.0 | 0.004 (edge of the values tried) |" in text
+    assert "| integral-seed0 | 50.0 / 20.0 | 45.0 / 20.0 | 40.0 / 20.0 | 0.001 (edge of the values tried) |" in text
+    assert "integral-seed0: the runs also differ in model.sigma." in text and "heatmap-seed0: the runs" not in text
+    assert "0.1 " not in text.split("|---")[0] and "99.0" not in text
+    assert main(["compare-heads", "--sweep", "train.nothing", "--results", str(tmp_path)]) == 2
+    assert "'train.nothing' is not a config key" in capsys.readouterr().err

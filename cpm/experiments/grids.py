@@ -43,7 +43,16 @@ from cpm.errors import CPMError
 from cpm.experiments.figure5 import figure5
 from cpm.experiments.report_heads import compare_decoders_report, compare_heads_report
 from cpm.experiments.reports import _json_file, ablate_supervision_report, load_runs
-from cpm.experiments.runs import REPORT_THRESHOLDS, Cell, Run, make_config, read_summary, resolve_cells, run_cells
+from cpm.experiments.runs import (
+    MACHINE_KEYS,
+    REPORT_THRESHOLDS,
+    Cell,
+    Run,
+    make_config,
+    read_summary,
+    resolve_cells,
+    run_cells,
+)
 from cpm.io import write_text_atomic
 
 TARGETS = ("ablate-supervision", "compare-heads", "compare-decoders")
@@ -210,10 +219,12 @@ def setting_name(budget: str, config: str | None, sets: dict[str, Any] | None = 
                  cell_sets: dict[str, dict[str, Any]] | None = None) -> str:
     """The folder a grid's runs and summaries go to: the budget, the config's stem for ``none``, both otherwise;
     with ``--set`` (or ``--cell-set``) values, a short hash of them after a ``+`` (another request, another folder
-    and table)."""
+    and table). Keys that only say where or how fast a cell runs (`MACHINE_KEYS`: threads, device, ...) are not
+    part of it."""
     name = budget if config is None else (Path(config).stem if budget == "none" else f"{Path(config).stem}-{budget}")
+    sets = {key: value for key, value in (sets or {}).items() if key not in MACHINE_KEYS}  # where, not what
     if sets or cell_sets:
-        hashed = (sets or {}) | ({"cell_sets": cell_sets} if cell_sets else {})
+        hashed = sets | ({"cell_sets": cell_sets} if cell_sets else {})
         name += "+" + hashlib.sha256(json.dumps(hashed, sort_keys=True).encode()).hexdigest()[:6]
     return name
 
@@ -381,6 +392,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="override a config value in the cells whose name matches GLOB (repeatable); wins over "
                              "the cell's own factors (e.g. a learning rate chosen per head)")
     parser.add_argument("--data", help="dataset folder (data.root) of a real-data config")
+    parser.add_argument("--sweep", metavar="SECTION.KEY",
+                        help="train nothing: tabulate the committed cells (--only) of every request of TARGET by the "
+                             "value of this key (e.g. train.lr), into <results>/<target>/<target>-sweep-<key>.md")
     parser.add_argument("--budget", default="default", help=f"one of {', '.join(BUDGETS)} (default: default)")
     parser.add_argument("--runs", type=Path, default=Path("runs"), help="run directories (default: runs/)")
     parser.add_argument("--results", type=Path, default=Path("experiments/results"),
@@ -399,12 +413,24 @@ def main(argv: list[str] | None = None) -> int:
     try:
         sets = _parse_sets(args.sets)
         cell_sets = _parse_cell_sets(args.cell_sets)
+        if args.sweep:
+            from cpm.experiments.sweeps import sweep_table
+
+            if args.target == "report":
+                raise CPMError("--sweep: name the target whose cells were swept")
+            out = sweep_table(args.results, args.target, args.sweep, only=args.only, config=args.config,
+                              command=command)
+            print(f"wrote {out}")
+            return 0
         if args.target == "report":
             wrote = 0
             for note_path in sorted(args.results.glob("runs/*/*/grid.json")):
                 note = json.loads(note_path.read_text(encoding="utf-8"))
                 request = GridRequest(note["target"], note["budget"], note["config"], note["sets"], note["data"],
                                       note.get("cell_sets", {}))
+                if not any(path.name != "grid.json" for path in note_path.parent.glob("*.json")):
+                    print(f"skipped {note_path.parent}: no cell has finished yet")
+                    continue
                 print(f"wrote {write_target_report(request, results_root=args.results, runs_root=args.runs)}")
                 wrote += 1
             if not wrote:

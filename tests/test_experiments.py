@@ -80,20 +80,37 @@ def test_ablate_supervision_table_from_summaries(tmp_path):
 
 
 def test_compare_heads_and_decoders_tables_from_summaries(tmp_path):
+    from cpm.training.builders import build_network
+
     pdj = {"thresholds": [0.0, 0.1, 0.2], "rate": [0.0, 0.5, 0.9]}
+    common = {"model.backbone": "fourconv", "model.stride": 2, "data.input_size": 64, "train.epochs": 3,
+              "data.train_samples": 100}
+    regression = make_config(common | {"model.head": "regression", "train.lr": 0.01})
+    heatmap = make_config(common | {"model.stages": 1, "train.lr": 0.002})
     runs = []
     for seed, epe in enumerate([4.0, 6.0]):
         scores = {"pck": {"0.05": [0.1], "0.1": [0.2 + 0.1 * seed], "0.2": [0.5]}, "epe": [epe], "pdj": pdj,
                   "zero_fraction": {"a": 0.0, "b": 0.5}, "samples": 4}
         steps = [{"step": 2, "loss": 1.0}, {"step": 4, "loss": 0.5}]
-        runs.append(summary(f"regression-l1-vgg16-seed{seed}", {}, scores=scores, steps=steps))
+        runs.append(summary(f"regression-l1-fourconv-seed{seed}", pck_line(1, 0.5, 0.2), scores=scores, steps=steps,
+                            config=regression.to_dict()))
+        scores = {"pck": {"0.05": [0.3], "0.1": [0.5 + 0.2 * seed], "0.2": [0.8]}, "epe": [2.0], "pdj": pdj,
+                  "zero_fraction": {"a": 0.0}, "samples": 4}
+        runs.append(summary(f"heatmap-fourconv-seed{seed}", pck_line(1, 0.8, 0.5), scores=scores, steps=steps,
+                            config=heatmap.to_dict()))
     text = compare_heads_report(load_runs(runs), NOTE, tmp_path, "hand").read_text()
-    assert "| regression-l1 | vgg16 | 50.00 ± 0.00 | 25.00 ± 7.07 | 5.00 ± 1.41 | 25.00 ± 0.00 | 2 |" in text
-    assert (tmp_path / "compare-heads-hand-pdj.png").is_file()
+    parameters = sum(p.numel() for p in build_network(regression).parameters())
+    # PDJ AUC: trapezoids (0 + 0.5) / 2 x 0.1 + (0.5 + 0.9) / 2 x 0.1 = 0.095 over a range of 0.2 -> 47.50 %.
+    assert (f"| regression-l1 | fourconv | 32x32 | 10.00 ± 0.00 | 25.00 ± 7.07 | 50.00 ± 0.00 | 5.00 ± 1.41 | "
+            f"47.50 ± 0.00 | {parameters:,} | 300 | 0.01 | 25.00 ± 0.00 | 2 |") in text
+    # heatmap - regression at PCK@0.1: 0.3 and 0.4 -> +35, sd 7.07 / sqrt 2 x t(0.975, 1) = 12.706 -> +-63.53.
+    assert "| fourconv | heatmap | regression-l1 | +35.00 [-28.53, +98.53] | +30.00 [+30.00, +30.00] | 2 |" in text
+    assert (tmp_path / "compare-heads-hand-pdj.png").is_file() and (tmp_path / "compare-heads-hand-curves.png").is_file()
     cells = json.loads((tmp_path / "compare-heads-hand.json").read_text())["cells"]
-    assert [(c["head"], c["backbone"], c["seeds"], c["pck@0.1"], c["epe"]) for c in cells] == [
-        ("regression-l1", "vgg16", [0, 1], [0.2, pytest.approx(0.3)], [4.0, 6.0])]
+    assert [(c["head"], c["backbone"], c["seeds"], c["pck@0.1"], c["epe"]) for c in cells][0] == (
+        "regression-l1", "fourconv", [0, 1], [0.2, pytest.approx(0.3)], [4.0, 6.0])
     assert cells[0]["pdj_rate"] == [0.0, 0.5, 0.9] and cells[0]["pck@0.05"] == [0.1, 0.1]
+    assert (cells[0]["parameters"], cells[0]["images"], cells[0]["lr"]) == (parameters, [300, 300], [0.01, 0.01])
 
     runs = []
     for seed, value in enumerate([0.4, 0.6]):

@@ -77,6 +77,8 @@ class DataConfig:
     pose_mix: PoseMixConfig = field(default_factory=PoseMixConfig)
     bvh_files: str = ""  # pose_mix's bvh poses: a .bvh file or a folder of SUBJECT_CLIP.bvh clips
     bank_files: str = ""  # pose_mix's bank: a keypoint .mat (the K2HPD train split for training) or .npy
+    # the held-out split's bank: "" = the test split beside bank_files (k2hpd_keypoints_train.mat -> ..._test.mat)
+    val_bank_files: str = ""
     bvh_subjects: str = "train"  # bvh clips read: train | held_out (subject numbers ending in 1 or 6) | all
     skeleton: str = "itop15"  # a built-in skeleton, the name of the [skeleton] table, or a TOML file declaring one
     depth: DepthConfig = field(default_factory=DepthConfig)  # {encoding, near, far} of depth frames
@@ -425,7 +427,8 @@ def _validate_depth(data: DataConfig) -> None:
 
 def _validate_pose_mix(data: DataConfig) -> None:
     """data.pose_mix: finite weights >= 0; a mixture replaces data.pose_source and names the files of its bvh and
-    bank sources; files named for a source it does not draw are an error (they would change nothing)."""
+    bank sources (and, optionally, its held-out split's bank); files named for a source it does not draw are an
+    error (they would change nothing)."""
     weights = dataclasses.asdict(data.pose_mix)
     for name, weight in weights.items():
         if not math.isfinite(weight) or weight < 0:
@@ -443,6 +446,9 @@ def _validate_pose_mix(data: DataConfig) -> None:
         if files and not weights[name] > 0:
             raise ConfigError(f"data.{name}_files: only read by a mixture with data.pose_mix.{name} > 0 "
                               f"(one source alone: data.pose_source = \"{name}\", data.pose_files)")
+    if data.val_bank_files and not weights["bank"] > 0:
+        raise ConfigError("data.val_bank_files: the held-out split's bank, only read by a mixture with "
+                          "data.pose_mix.bank > 0")
 
 
 def _validate_skeleton(config: Config) -> None:

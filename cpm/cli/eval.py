@@ -27,7 +27,7 @@ from cpm.errors import CPMError
 
 SHARED_DATA = Path("..") / "shared" / "data"  # DATA of --pose-sources, from the working folder or the project
 # The pose keys every source sets, so that nothing of a checkpoint's own pose settings (a mixture) is left over.
-_ONE_SOURCE = {"pose_source": "procedural", "pose_files": "", "bvh_files": "", "bank_files": "",
+_ONE_SOURCE = {"pose_source": "procedural", "pose_files": "", "bvh_files": "", "bank_files": "", "val_bank_files": "",
                "bvh_subjects": "train", "pose_mix": {"procedural": 0.0, "bvh": 0.0, "bank": 0.0}}
 
 

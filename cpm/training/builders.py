@@ -73,7 +73,7 @@ def build_datasets(config: Config) -> tuple[PoseDataset, PoseDataset]:
 
             train_set = with_other_people(train_set)
         return train_set, PoseDataset(val_source, **common)
-    from cpm.data.synthetic.sources import config_pose_source
+    from cpm.data.synthetic.sources import config_pose_source, held_out_pose_source
 
     pose_source = config_pose_source(data)  # None: the procedural prior, the default stream exactly as it was
     poses = {} if pose_source is None else {"pose_source": pose_source}
@@ -81,7 +81,10 @@ def build_datasets(config: Config) -> tuple[PoseDataset, PoseDataset]:
         SyntheticPoses(seed=data.seed, size=data.train_samples * config.train.epochs, **poses), **common,
         **augmentation, length=data.train_samples, resample_each_epoch=True,
     )
-    val_set = PoseDataset(SyntheticPoses(seed=data.val_seed, size=data.val_samples, **poses), **common)
+    # a mixture's held-out split: held-out mocap subjects and the bank's test split; else the training source
+    val_source = held_out_pose_source(data, pose_source)
+    val_poses = {} if val_source is None else {"pose_source": val_source}
+    val_set = PoseDataset(SyntheticPoses(seed=data.val_seed, size=data.val_samples, **val_poses), **common)
     return train_set, val_set
 
 

@@ -197,6 +197,12 @@ def select_clips(paths: list[Path], subjects: str) -> list[Path]:
     return chosen
 
 
+def bvh_paths(files: str | Path) -> list[Path]:
+    """The clips of ``files``: the .bvh files of a folder, sorted by name, or the one file given."""
+    files = Path(files)
+    return sorted(files.glob("*.bvh")) if files.is_dir() else [files]
+
+
 class BVHPoses:
     """A pose source for the renderer: ``poses(rng, height)`` is a random frame of a random clip, in the
     body frame (see `to_body_frame`). Clips are read once, when the source is made: every ``step``-th frame of
@@ -206,7 +212,7 @@ class BVHPoses:
 
     def __init__(self, files: str | Path, *, step: int = 4, subjects: str = "all") -> None:
         files = Path(files)
-        paths = sorted(files.glob("*.bvh")) if files.is_dir() else [files]
+        paths = bvh_paths(files)
         if not paths:
             raise CPMError(f"{files}: no .bvh files")
         self.clips = select_clips(paths, subjects)

@@ -4,8 +4,10 @@ poses lifted to 3D (``bank``), or a mixture of them (`PoseMix`), as a `cpm.confi
 
 Splits: a config's bvh poses come from the training subjects of the clips (``data.bvh_subjects = "train"``, the
 default; `cpm.data.synthetic.bvh.held_out_subject` keeps the others for evaluation), and its bank is the file it
-names, the K2HPD *train* split for training; ``cpm eval --pose-sources`` measures a checkpoint on the held-out
-subjects and on the K2HPD *test* split.
+names, the K2HPD *train* split for training. The held-out split of a mixture (`held_out_pose_source`, what best.pt
+is chosen on) draws its bvh poses from the held-out subjects and its bank poses from ``data.val_bank_files``, by
+default the test split beside the training bank (`held_out_bank`); ``cpm eval --pose-sources`` measures a
+checkpoint on the held-out subjects and on the K2HPD *test* split.
 """
 
 from __future__ import annotations
@@ -85,12 +87,17 @@ def pose_sampler(kind: str, files: str, *, subjects: str = "all", key: str = "da
     raise ConfigError(f"data.pose_source: {kind!r} is not one of bvh, bank")
 
 
+def mixture_weights(data: DataConfig) -> dict[str, float]:
+    """``data.pose_mix`` as {source name: weight} of `MIX_SOURCES`; all 0: no mixture."""
+    return {name: getattr(data.pose_mix, name) for name in MIX_SOURCES}
+
+
 def config_pose_source(data: DataConfig) -> PoseSource | PoseMix | None:
     """The pose source of a config's synthetic frames: None for the procedural prior (the default stream, as it
     always was), the ``data.pose_source`` of ``data.pose_files``, or the `PoseMix` of ``data.pose_mix`` with its
     bvh poses from ``data.bvh_files`` and its bank from ``data.bank_files``. bvh poses are the clips of
     ``data.bvh_subjects``."""
-    weights = {name: getattr(data.pose_mix, name) for name in MIX_SOURCES}
+    weights = mixture_weights(data)
     if any(weights.values()):
         files = {"bvh": data.bvh_files, "bank": data.bank_files}
         sources = {name: pose_sampler(name, files[name], subjects=data.bvh_subjects, key=f"data.{name}_files")
@@ -99,3 +106,43 @@ def config_pose_source(data: DataConfig) -> PoseSource | PoseMix | None:
     if data.pose_source == "procedural":
         return None
     return pose_sampler(data.pose_source, data.pose_files, subjects=data.bvh_subjects)
+
+
+def held_out_pose_source(data: DataConfig, train_source: PoseSource | PoseMix | None) -> PoseSource | PoseMix | None:
+    """The pose source of a config's held-out split, given its training one (``train_source``, what
+    `config_pose_source` made): a mixture draws the same shares of the sources, its bvh poses from the held-out
+    subjects (``data.bvh_subjects = "train"``; "held_out" and "all" read what training reads) and its bank poses
+    from `held_out_bank`, so that no pose of the held-out split was trained on; one source alone (or the
+    procedural prior) is ``train_source`` itself."""
+    if not isinstance(train_source, PoseMix):
+        return train_source
+    sources: dict[str, PoseSource | None] = {}
+    if "bvh" in train_source.names:
+        subjects = "held_out" if data.bvh_subjects == "train" else data.bvh_subjects
+        if subjects != data.bvh_subjects:
+            from cpm.data.synthetic.bvh import bvh_paths, select_clips
+
+            if not select_clips(bvh_paths(data.bvh_files), subjects):  # the training subjects' clips were read
+                raise ConfigError(f"data.bvh_files: {data.bvh_files} has no clip of a held-out subject (numbers "
+                                  "ending in 1 or 6) for the held-out split; data.bvh_subjects = \"all\" reads "
+                                  "every clip for both")
+        sources["bvh"] = pose_sampler("bvh", data.bvh_files, subjects=subjects, key="data.bvh_files")
+    if "bank" in train_source.names:
+        sources["bank"] = pose_sampler("bank", held_out_bank(data), key="data.val_bank_files")
+    return PoseMix(train_source.weights, sources)
+
+
+def held_out_bank(data: DataConfig) -> str:
+    """The bank file of a mixture's held-out split: ``data.val_bank_files``, else the test split beside
+    ``data.bank_files`` (the file whose name has "test" for its last "train": k2hpd_keypoints_train.mat ->
+    k2hpd_keypoints_test.mat). ConfigError naming ``data.val_bank_files`` where there is none: the held-out split is
+    never drawn from the training bank unless a config names that file there itself."""
+    if data.val_bank_files:
+        return data.val_bank_files
+    path = Path(data.bank_files)
+    stem, found, rest = path.name.rpartition("train")
+    if found and (path.parent / f"{stem}test{rest}").is_file():
+        return str(path.parent / f"{stem}test{rest}")
+    raise ConfigError(f"data.val_bank_files: no test split beside data.bank_files = {str(path)!r} (a file named as it "
+                      "with \"test\" for \"train\") for the held-out split; name the held-out bank (data.bank_files "
+                      "itself to validate on training poses)")

@@ -50,6 +50,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_set(train)
     train.add_argument("--resume", metavar="LAST_PT", help="continue the run that wrote this last.pt")
     train.add_argument("--no-progress", action="store_true", help="no progress bars")
+    pose_sources = train.add_mutually_exclusive_group()
+    pose_sources.add_argument("--pose-sources", default="", metavar="DATA",
+                              help="where the shared data is for the per-pose-source tables at the end of a "
+                                   "synthetic-data run (held-out mocap subjects, K2HPD test); default ../shared/data")
+    pose_sources.add_argument("--no-pose-sources", action="store_true",
+                              help="end without the per-pose-source tables")
 
     add_eval_parser(commands)
     add_score_parser(commands)
@@ -114,6 +120,8 @@ def run(args: argparse.Namespace) -> int:
         from cpm.evaluation.report import format_stage_table
         from cpm.training.loop import TrainingInterrupted, train
 
+        if args.pose_sources and not Path(args.pose_sources).is_dir():  # said before training, not after
+            raise CPMError(f"--pose-sources {args.pose_sources}: no such folder")
         if args.resume:  # the run's saved config; --set may extend it (train.epochs) or change how it runs
             if args.config:
                 raise CPMError(f"cpm train: give a config or --resume, not both ({args.config}, {args.resume})")
@@ -134,6 +142,12 @@ def run(args: argparse.Namespace) -> int:
             return 0
         print(f"\nPer-stage PCK on the held-out split ({results['run_dir']}):\n")
         print(format_stage_table(results))
+        if not args.no_pose_sources:  # the generalisation gap: held-out mocap subjects, K2HPD test poses
+            from cpm.cli.eval import pose_sources_after_training
+
+            text = pose_sources_after_training(results["run_dir"], args.pose_sources, progress=not args.no_progress)
+            if text:
+                print(text)
         return 0
     if args.command == "eval":
         return run_eval(args)

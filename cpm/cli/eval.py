@@ -12,6 +12,9 @@ Each source poses the frames of the checkpoint's held-out seed (``data.val_seed`
 files are not there is skipped with a note. A training config's bvh poses are the other subjects
 (``data.bvh_subjects = "train"``) and its bank the K2HPD train split, so none of these poses was trained on.
 
+The end of ``cpm train`` prints the same tables for the run's best.pt on the first `TRAIN_END_FRAMES` held-out
+frames of each source (`pose_sources_after_training`).
+
 Wire it into a parser with ``add_eval_parser(subparsers)``; ``run_eval(args)`` runs it.
 """
 
@@ -26,6 +29,7 @@ from pathlib import Path
 from cpm.errors import CPMError
 
 SHARED_DATA = Path("..") / "shared" / "data"  # DATA of --pose-sources, from the working folder or the project
+TRAIN_END_FRAMES = 200  # held-out frames per pose source at the end of `cpm train` (at most data.val_samples)
 # The pose keys every source sets, so that nothing of a checkpoint's own pose settings (a mixture) is left over.
 _ONE_SOURCE = {"pose_source": "procedural", "pose_files": "", "bvh_files": "", "bank_files": "", "val_bank_files": "",
                "bvh_subjects": "train", "pose_mix": {"procedural": 0.0, "bvh": 0.0, "bank": 0.0}}
@@ -153,6 +157,38 @@ def format_pose_source_tables(results: dict[str, dict]) -> str:
     lines += [f"| {name} | " + " | ".join(f"{100 * result['pck'][a][-1]:.2f}" for a in thresholds) + " |"
               for name, result in results.items()]
     return "\n".join(parts + lines)
+
+
+def pose_sources_after_training(run_dir: str | Path, folder: str = "", *, frames: int = TRAIN_END_FRAMES,
+                                progress: bool = True) -> str:
+    """What the end of ``cpm train`` prints about the pose sources: the per-stage tables of
+    `format_pose_source_tables` for the run's best.pt (last.pt without one) on the first ``frames`` held-out frames
+    of each source (at most ``data.val_samples``), on the run's ``train.device``, with a line per source skipped.
+    ``folder`` is where the shared data is (`find_shared_data`). Where neither the mocap clips nor the K2HPD test
+    split is found, only the notes (the procedural frames are those of the held-out table above); a run on a real
+    dataset: ""."""
+    from cpm.config import config_from_dict
+    from cpm.training.checkpoint import load_checkpoint
+
+    run_dir = Path(run_dir)
+    checkpoint = run_dir / "best.pt" if (run_dir / "best.pt").is_file() else run_dir / "last.pt"
+    config = config_from_dict(load_checkpoint(checkpoint)["config"])
+    if config.data.source != "synthetic":
+        return ""
+    data = find_shared_data(folder)
+    sources, notes = pose_source_overrides(data)
+    lines = [f"pose sources: {note}" for note in notes]
+    if len(sources) == 1:
+        return "\n".join(lines)
+    count = min(frames, config.data.val_samples)
+    results, _ = evaluate_pose_sources(checkpoint, data, overrides={"data": {"val_samples": count}},
+                                       progress=progress, device_name=config.train.device)
+    frames_shown = f"its {count} held-out frames" if count == config.data.val_samples else (
+        f"the first {count} of its {config.data.val_samples} held-out frames; `cpm eval {checkpoint} --pose-sources` "
+        "measures them all")
+    lines += [f"\nPer-stage PCK per pose source ({checkpoint}), each on {frames_shown}:\n",
+              format_pose_source_tables(results)]
+    return "\n".join(lines)
 
 
 def _run_pose_sources(args: argparse.Namespace, overrides: dict) -> int:

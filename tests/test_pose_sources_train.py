@@ -1,0 +1,98 @@
+"""The end of ``cpm train``: the per-stage table per pose source (procedural, held-out mocap subjects, K2HPD test)
+of a synthetic-data run, on at most `TRAIN_END_FRAMES` held-out frames each, a note for each source skipped, and
+``--no-pose-sources`` to leave it out."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from cpm.cli import main
+from cpm.cli.eval import TRAIN_END_FRAMES, pose_sources_after_training
+from tests.helpers import tiny_overrides
+
+
+def train(tmp_path, *arguments: str, sets: tuple[str, ...] = ()) -> int:
+    overrides = [*tiny_overrides(tmp_path), *sets]
+    return main(["train", "--no-progress", *sum((["--set", s] for s in overrides), []), *arguments])
+
+
+def stage_rows(text: str, title: str) -> list[str]:
+    """The rows of the per-stage table that follows ``title`` in ``text``."""
+    after = text.split(title, 1)[1]
+    return re.findall(r"^\| \d+ \|.*\|$", after.split("held-out samples", 1)[0], flags=re.MULTILINE)
+
+
+def test_train_ends_with_a_table_per_pose_source(tmp_path, shared_data, capsys):
+    assert train(tmp_path, "--pose-sources", str(shared_data)) == 0
+    printed = capsys.readouterr().out
+    run_dir = tmp_path / "runs" / "tiny"
+    assert f"Per-stage PCK per pose source ({run_dir / 'best.pt'}), each on its 16 held-out frames:" in printed
+    for source in ("procedural:", "mocap held-out subjects (", "K2HPD test ("):
+        assert f"\n{source}" in printed
+    # one epoch: best.pt is the model of the held-out table, and the procedural frames are the run's held-out frames
+    held_out = stage_rows(printed, "Per-stage PCK on the held-out split")
+    assert len(held_out) == 4 and stage_rows(printed, "\nprocedural:") == held_out
+    final = {line.split(" | ")[0][2:]: line for line in printed.splitlines()
+             if line.startswith("| ") and not line.startswith(("| stage", "| pose source"))
+             and not line[2].isdigit()}
+    assert list(final) == ["procedural", "mocap held-out subjects", "K2HPD test"]
+    assert final["procedural"].split(" | ")[1:] == held_out[-1].split(" | ")[1:]
+    # the same numbers as cpm eval --pose-sources of best.pt
+    assert main(["eval", str(run_dir / "best.pt"), "--json", "--no-progress", "--pose-sources", str(shared_data)]) == 0
+    sources = json.loads(capsys.readouterr().out)["sources"]
+    for name, result in sources.items():
+        assert final[name] == (f"| {name} | {100 * result['pck']['0.1'][-1]:.2f} | "
+                               f"{100 * result['pck']['0.2'][-1]:.2f} |")
+
+
+def test_train_says_which_source_it_skipped_and_why(tmp_path, capsys):
+    empty = tmp_path / "data"
+    (empty / "mocap" / "cmu").mkdir(parents=True)
+    assert train(tmp_path, "--pose-sources", str(empty)) == 0
+    printed = capsys.readouterr().out
+    assert printed.rstrip().splitlines()[-2:] == [
+        f"pose sources: mocap held-out subjects: skipped, no .bvh clips in {empty / 'mocap' / 'cmu'}",
+        f"pose sources: K2HPD test: skipped, no {empty / 'k2hpd' / 'k2hpd_keypoints_test.mat'}"]
+    assert "per pose source" not in printed  # the procedural frames alone: the held-out table says it
+
+
+def test_no_pose_sources_ends_with_the_held_out_table(tmp_path, capsys):
+    assert train(tmp_path, "--no-pose-sources") == 0
+    printed = capsys.readouterr().out
+    assert "pose source" not in printed
+    assert printed.rstrip().endswith("16 held-out samples, torso-normalised PCK in %")
+
+
+def test_a_missing_data_folder_is_refused_before_training(tmp_path, capsys):
+    assert train(tmp_path, "--pose-sources", str(tmp_path / "nowhere")) == 2
+    assert capsys.readouterr().err.strip() == f"cpm train: error: --pose-sources {tmp_path / 'nowhere'}: no such folder"
+    assert not (tmp_path / "runs").exists()
+    with pytest.raises(SystemExit):  # one or the other
+        main(["train", "--pose-sources", str(tmp_path), "--no-pose-sources"])
+
+
+def test_at_most_a_few_hundred_frames_per_source(tmp_path, shared_data):
+    assert TRAIN_END_FRAMES == 200
+    assert train(tmp_path, "--no-pose-sources", sets=("data.val_samples=12",)) == 0
+    text = pose_sources_after_training(tmp_path / "runs" / "tiny", str(shared_data), frames=5, progress=False)
+    checkpoint = tmp_path / "runs" / "tiny" / "best.pt"
+    assert (f"({checkpoint}), each on the first 5 of its 12 held-out frames; `cpm eval {checkpoint} --pose-sources` "
+            "measures them all:") in text
+    assert text.count("\n5 held-out samples, torso-normalised PCK in %") == 3
+    assert "12 held-out samples" not in text
+
+
+def test_a_run_on_a_real_dataset_prints_nothing_about_pose_sources(tmp_path):
+    import torch
+
+    from cpm.config import load_config
+    from cpm.training.checkpoint import save_checkpoint
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    config = load_config(None, ['data.source="lsp"', f'data.root="{tmp_path}"'])
+    save_checkpoint({"model": {"w": torch.zeros(1)}, "config": config.to_dict()}, run_dir / "last.pt")
+    assert pose_sources_after_training(run_dir, str(tmp_path)) == ""

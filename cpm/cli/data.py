@@ -3,6 +3,7 @@
     cpm data render --source procedural --n 64 --out sheet.png      a contact sheet with the skeletons drawn
     cpm data render --source bvh --files ../shared/data/mocap/cmu --out bvh.png
     cpm data realism --real ../shared/data/k2hpd/k2hpd_keypoints_test.mat --bvh ... --bank ...
+    cpm data realism --real ... --config mixture.toml --set data.pose_prior=\"fitted\"   a config's pose source
     cpm data check --source lsp --root DATASET --out flags.csv       label checks, one CSV row per flag
     cpm data check --synthetic 2000                                  precision / recall on injected errors
 
@@ -59,6 +60,11 @@ def add_data_parser(subparsers) -> argparse.ArgumentParser:
     realism.add_argument("--reference", metavar="MAT", help="another real set to show the floor (K2HPD train)")
     realism.add_argument("--bvh", metavar="PATH", help="also the bvh source from this file or folder")
     realism.add_argument("--bank", metavar="MAT", help="also the bank source from this keypoint file")
+    realism.add_argument("--config", action="append", default=[], metavar="TOML",
+                         help="also the pose source of this config: its data.pose_mix, data.pose_prior or files "
+                              "(repeatable; --set applies to each, and alone to the defaults)")
+    realism.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                         help="a config value of the --config rows, e.g. --set data.pose_mix.bank=1 (repeatable)")
     realism.add_argument("--n", type=int, default=4000, help="synthetic poses per source")
     realism.add_argument("--seed", type=int, default=0)
 
@@ -84,14 +90,24 @@ def run_data(args: argparse.Namespace) -> int:
         print(f"wrote {args.out}: {args.n} {args.source} samples")
         return 0
     if args.data_command == "realism":
+        from cpm.config import load_config
         from cpm.data.quality.realism import format_table, realism_report
 
+        if args.n < 1:
+            raise CPMError("--n must be >= 1")
+        paths = args.config or ([None] if args.overrides else [])
+        configs = {_config_name(path, args.overrides): load_config(path, args.overrides) for path in paths}
         rows = realism_report(real=args.real, reference=args.reference, bvh=args.bvh, bank=args.bank,
-                              n=args.n, seed=args.seed)
+                              n=args.n, seed=args.seed, configs=configs)
         print(format_table(rows))
         return 0
 
     return run_check(args)
+
+
+def _config_name(path: str | None, overrides: list[str]) -> str:
+    """The name of a ``--config`` row: the file (or "defaults") and its ``--set`` values."""
+    return " ".join([path or "defaults", *(f"--set {o}" for o in overrides)])
 
 
 def run_check(args: argparse.Namespace) -> int:

@@ -13,9 +13,14 @@ mean of the two). Two real samples of the same distribution (K2HPD train against
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from cpm.skeleton import ITOP_15
+
+if TYPE_CHECKING:
+    from cpm.config import Config
 
 POSITION_BINS, POSITION_RANGE, ANGLE_BINS = 24, 3.0, 36
 
@@ -65,14 +70,18 @@ def distances(poses: np.ndarray, real: np.ndarray) -> dict[str, float]:
 
 
 def synthetic_keypoints(n: int, *, seed: int, pose_source=None) -> np.ndarray:
-    """(n, 15, 2) projected joints of the renderer's scenes ``(seed, 0..n-1)``, without rendering depth."""
+    """(n, 15, 2) projected joints of the renderer's scenes ``(seed, 0..n-1)``, without rendering depth, posed by
+    ``pose_source`` (None: the procedural prior; a `cpm.data.synthetic.sources.PoseMix` picks each scene's source
+    from (seed, index) as `cpm.data.synthetic.render.render_sample` does)."""
     from cpm.data.synthetic.render import sample_scene
+    from cpm.data.synthetic.sources import PoseMix
     from cpm.data.synthetic.zbuffer import project_points
 
     result = np.empty((n, 15, 2))
     for i in range(n):
         rng = np.random.default_rng([seed, i])
-        scene = sample_scene(rng) if pose_source is None else sample_scene(rng, pose_source)
+        source = pose_source.source(seed, i) if isinstance(pose_source, PoseMix) else pose_source
+        scene = sample_scene(rng) if source is None else sample_scene(rng, source)
         joints, _, _ = scene.geometry
         offset = np.array([scene.position[0], 0.0, scene.position[1]])
         result[i] = project_points(scene.camera.to_camera(joints + offset))
@@ -80,10 +89,12 @@ def synthetic_keypoints(n: int, *, seed: int, pose_source=None) -> np.ndarray:
 
 
 def realism_report(*, real: str, reference: str | None = None, bvh: str | None = None, bank: str | None = None,
-                   n: int = 4000, seed: int = 0) -> list[dict]:
-    """One row per source: {"source", "poses", "position", "angle", "overall"} against the ``real`` K2HPD file."""
+                   n: int = 4000, seed: int = 0, configs: dict[str, Config] | None = None) -> list[dict]:
+    """One row per source: {"source", "poses", "position", "angle", "overall"} against the ``real`` K2HPD file:
+    the floor (``reference``, another real set), the procedural prior, ``bvh`` and ``bank`` files, and the pose
+    source of each of ``configs`` ({name: config}: its mixture, prior or files, `config_pose_source`)."""
     from cpm.data.datasets.mat_readers import read_k2hpd
-    from cpm.data.synthetic.render import pose_sampler
+    from cpm.data.synthetic.sources import config_pose_source, describe_pose_source, pose_sampler
 
     real_poses = normalise(read_k2hpd(real).keypoints)
     sources = {"procedural": None}
@@ -91,6 +102,8 @@ def realism_report(*, real: str, reference: str | None = None, bvh: str | None =
         sources["bvh"] = pose_sampler("bvh", bvh)
     if bank:
         sources["bank"] = pose_sampler("bank", bank)
+    for name, config in (configs or {}).items():
+        sources[f"{name}: {describe_pose_source(config.data)}"] = config_pose_source(config.data)
     rows = []
     if reference:
         # As many poses as each source, because a histogram distance shrinks with the sample size.

@@ -108,6 +108,18 @@ def config_pose_source(data: DataConfig) -> PoseSource | PoseMix | None:
     return pose_sampler(data.pose_source, data.pose_files, subjects=data.bvh_subjects)
 
 
+def describe_pose_source(data: DataConfig) -> str:
+    """A config's pose source in a few words, for tables: ``procedural``, ``bank (FILE)``, or the shares of a
+    mixture (``mixture: procedural 0.50, bvh 0.25, bank 0.25``)."""
+    weights = mixture_weights(data)
+    total = sum(weights.values())
+    if total:
+        return "mixture: " + ", ".join(f"{name} {weight / total:.2f}" for name, weight in weights.items() if weight)
+    if data.pose_source == "procedural":
+        return "procedural"
+    return f"{data.pose_source} ({data.pose_files})"
+
+
 def held_out_pose_source(data: DataConfig, train_source: PoseSource | PoseMix | None) -> PoseSource | PoseMix | None:
     """The pose source of a config's held-out split, given its training one (``train_source``, what
     `config_pose_source` made): a mixture draws the same shares of the sources, its bvh poses from the held-out

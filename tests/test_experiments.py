@@ -105,7 +105,8 @@ def test_compare_heads_and_decoders_tables_from_summaries(tmp_path):
             f"47.50 ± 0.00 | {parameters:,} | 300 | 0.01 | 25.00 ± 0.00 | 2 |") in text
     # heatmap - regression at PCK@0.1: 0.3 and 0.4 -> +35, sd 7.07 / sqrt 2 x t(0.975, 1) = 12.706 -> +-63.53.
     assert "| fourconv | heatmap | regression-l1 | +35.00 [-28.53, +98.53] | +30.00 [+30.00, +30.00] | 2 |" in text
-    assert (tmp_path / "compare-heads-hand-pdj.png").is_file() and (tmp_path / "compare-heads-hand-curves.png").is_file()
+    assert (tmp_path / "compare-heads-hand-pdj.png").is_file()
+    assert (tmp_path / "compare-heads-hand-curves.png").is_file()
     cells = json.loads((tmp_path / "compare-heads-hand.json").read_text())["cells"]
     assert [(c["head"], c["backbone"], c["seeds"], c["pck@0.1"], c["epe"]) for c in cells][0] == (
         "regression-l1", "fourconv", [0, 1], [0.2, pytest.approx(0.3)], [4.0, 6.0])
@@ -363,3 +364,13 @@ def test_sweep_table_lines_up_one_cell_per_row_and_flags_a_best_value_at_the_edg
     assert "0.1 " not in text.split("|---")[0] and "99.0" not in text
     assert main(["compare-heads", "--sweep", "train.nothing", "--results", str(tmp_path)]) == 2
     assert "'train.nothing' is not a config key" in capsys.readouterr().err
+    summary("heads+e", "heatmap-seed0", 0.002, 0.9, 0.9)  # a second run at lr 0.002, longer
+    (tmp_path / "runs" / "compare-heads" / "heads+e" / "heatmap-seed0-abc.json").write_text(json.dumps(
+        json.loads((tmp_path / "runs" / "compare-heads" / "heads+e" / "heatmap-seed0-abc.json").read_text())
+        | {"config": {"train": {"lr": 0.002, "epochs": 9}, "data": {"train_samples": 100}}}))
+    with pytest.raises(CPMError, match=r"heatmap-seed0 has two runs with train.lr = 0.002 \(settings heads\+b and "
+                                       r"heads\+e\)"):
+        sweep_table(tmp_path, "compare-heads", "train.lr", config="heads.toml")
+    text = sweep_table(tmp_path, "compare-heads", "train.lr", config="heads.toml", where={"train.epochs": 2})
+    text = text.read_text()
+    assert "| heatmap-seed0 | 30.0 / 10.0 | 40.0 / 10.0 | 45.0 / 10.0 |" in text

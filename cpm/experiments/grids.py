@@ -110,7 +110,7 @@ BUDGETS: dict[str, tuple[dict[str, Any], tuple[int, ...], int, str]] = {
             "frames at batch 16, bf16 where the device has it, 2,000 held-out frames"),
 }
 
-# On top of a budget, per target: compare-heads trains VGG16 (8 M parameters, ~0.5 s a step on 2 cores), so fewer steps.
+# On top of a budget, per target: compare-heads trains VGG16 (8 M parameters, the slowest cells), so fewer steps.
 TARGET_OVERRIDES: dict[str, dict[str, dict[str, Any]]] = {
     "default": {"compare-heads": {"data.train_samples": 1600}},
 }
@@ -393,8 +393,9 @@ def main(argv: list[str] | None = None) -> int:
                              "the cell's own factors (e.g. a learning rate chosen per head)")
     parser.add_argument("--data", help="dataset folder (data.root) of a real-data config")
     parser.add_argument("--sweep", metavar="SECTION.KEY",
-                        help="train nothing: tabulate the committed cells (--only) of every request of TARGET by the "
-                             "value of this key (e.g. train.lr), into <results>/<target>/<target>-sweep-<key>.md")
+                        help="train nothing: tabulate the committed cells (--only; with --set, only runs with those "
+                             "values) of every request of TARGET by the value of this key (e.g. train.lr), into "
+                             "<results>/<target>/<target>-sweep-<key>.md")
     parser.add_argument("--budget", default="default", help=f"one of {', '.join(BUDGETS)} (default: default)")
     parser.add_argument("--runs", type=Path, default=Path("runs"), help="run directories (default: runs/)")
     parser.add_argument("--results", type=Path, default=Path("experiments/results"),
@@ -419,7 +420,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.target == "report":
                 raise CPMError("--sweep: name the target whose cells were swept")
             out = sweep_table(args.results, args.target, args.sweep, only=args.only, config=args.config,
-                              command=command)
+                              where=sets, command=command)
             print(f"wrote {out}")
             return 0
         if args.target == "report":

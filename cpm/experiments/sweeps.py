@@ -20,7 +20,12 @@ from cpm.io import write_text_atomic
 
 
 def _flat(config: dict[str, Any]) -> dict[str, Any]:
-    return {f"{section}.{key}": value for section, values in config.items() if isinstance(values, dict)
+    """A saved config as {dotted key: value}, every key present (a summary written before a key existed reads as
+    that key's default)."""
+    from cpm.config import config_from_dict
+
+    full = config_from_dict(config).to_dict()
+    return {f"{section}.{key}": value for section, values in full.items() if isinstance(values, dict)
             for key, value in values.items()}
 
 
@@ -29,9 +34,11 @@ def _final(summary: dict, threshold: str) -> float:
 
 
 def sweep_table(results_root: Path, target: str, key: str, *, only: str = "*", config: str | None = None,
-                command: str = "") -> Path:
+                where: dict[str, Any] | None = None, command: str = "") -> Path:
     """Write ``<results_root>/<target>/<target>-sweep-<key>[-<config stem>].md``; returns its path. ``config``
-    keeps the settings of that config (folders named after its stem)."""
+    keeps the settings of that config (folders named after its stem), ``where`` ({dotted key: value}, the
+    ``--set`` values) the runs whose config has those values. Two runs of one cell with the same value of ``key``
+    are an ambiguous sweep: `CPMError` naming both settings (narrow it with ``where``)."""
     from cpm.training.checkpoint import git_revision
 
     stem = Path(config).stem if config else None
@@ -48,9 +55,15 @@ def sweep_table(results_root: Path, target: str, key: str, *, only: str = "*", c
             flat = _flat(summary["config"])
             if key not in flat:
                 raise CPMError(f"--sweep: {key!r} is not a config key (e.g. train.lr)")
+            if any(flat.get(k) != v for k, v in (where or {}).items()):
+                continue
             value = flat[key]
             value = tuple(value) if isinstance(value, list) else value
-            groups.setdefault(summary["cell"], {})[value] = (summary, folder.name)
+            cell = groups.setdefault(summary["cell"], {})
+            if value in cell:
+                raise CPMError(f"--sweep: {summary['cell']} has two runs with {key} = {value} (settings "
+                               f"{cell[value][1]} and {folder.name}); keep one with --set KEY=VALUE")
+            cell[value] = (summary, folder.name)
     if not groups:
         raise CPMError(f"{results_root / 'runs' / target}: no cell summaries match {only!r}")
     lines = [f"# {target}: {key} swept", ""]
@@ -77,7 +90,7 @@ def sweep_table(results_root: Path, target: str, key: str, *, only: str = "*", c
                      for by_value in groups.values() for s, _ in by_value.values()})
     settings = sorted({folder for by_value in groups.values() for _, folder in by_value.values()})
     lines += ["", "Final-stage PCK@0.2 / PCK@0.1 (%) on the held-out split, one seed each: a sweep picks a value, "
-              "it does not compare heads (the grid does, with seeds and intervals).",
+              "it does not compare the cells (the grid does, with seeds and intervals).",
               f"Training images per run: {', '.join(f'{n:,}' for n in images)}. Settings: "
               + ", ".join(f"`{s}`" for s in settings) + "."]
     lines += [""] + notes if notes else []

@@ -297,10 +297,26 @@ def grid_cells(request: GridRequest, *, runs_root: Path, results_root: Path, dev
 
 
 def write_target_report(request: GridRequest, *, results_root: Path, runs_root: Path = Path("runs")) -> Path:
-    """``<results_root>/<target>/<setting>.md`` (and its plots) from the committed summaries of the grid's cells."""
+    """``<results_root>/<target>/<setting>.md`` (and its plots) from the committed summaries of the grid's cells.
+
+    The summaries in the setting's folder are the record, whatever the config file says today: a cell with one
+    summary is reported from it; a cell with several (its config changed and it ran again) from the one whose hash
+    the current config gives, else `CPMError` naming them. Rows follow the grid's order."""
     folder = results_root / "runs" / request.target / request.setting
     cells = grid_cells(request, runs_root=runs_root, results_root=results_root)
-    summaries = [read_summary(cell.summary_path) for cell in cells if cell.summary_path.is_file()]
+    order = {cell.name: i for i, cell in enumerate(cells)}
+    current = {cell.summary_path.name for cell in cells}
+    by_cell: dict[str, list[Path]] = {}
+    for path in sorted(folder.glob("*.json")):
+        if path.name != "grid.json":
+            by_cell.setdefault(path.stem.rsplit("-", 1)[0], []).append(path)
+    summaries = []
+    for name, paths in sorted(by_cell.items(), key=lambda item: (order.get(item[0], len(order)), item[0])):
+        chosen = [p for p in paths if p.name in current] if len(paths) > 1 else paths
+        if len(chosen) != 1:
+            raise CPMError(f"{folder}: {len(paths)} summaries of cell {name} ({', '.join(p.name for p in paths)}) "
+                           "and none of them is the current config's; move the stale ones away")
+        summaries.append(read_summary(chosen[0]))
     if not summaries:
         raise CPMError(f"{folder}: no cell summaries of {request.target} / {request.setting} "
                        f"(run make {request.target} first)")

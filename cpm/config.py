@@ -72,6 +72,9 @@ class DataConfig:
     val_annotations: str = ""  # held-out annotation file; empty: the last val_samples samples of annotations
     exclude: str = ""  # samples to leave out of a real dataset: `cpm data check` CSV or index / image lines
     pose_source: str = "procedural"  # synthetic poses: procedural (the embedded prior) | bvh | bank
+    # the procedural poses' prior: procedural (hand-set activity ranges) | fitted (joint angles fitted to K2HPD
+    # train poses and the training mocap subjects, on the K2HPD bone lengths: cpm.data.synthetic.prior)
+    pose_prior: str = "procedural"
     pose_files: str = ""  # bvh: a .bvh file or a folder of them; bank: an N x K x 2 keypoint .mat (K2HPD)
     # a mixture of pose sources instead, e.g. {procedural = 0.5, bvh = 0.25, bank = 0.25}; all 0: pose_source alone
     pose_mix: PoseMixConfig = field(default_factory=PoseMixConfig)
@@ -223,6 +226,7 @@ CHOICES = {
     "data.source": ("synthetic", "list", "lsp", "mpii", "mpii_mat", "flic", "coco", "jhmdb", "itop"),
     "data.pose_source": ("procedural", "bvh", "bank"),
     "data.bvh_subjects": ("train", "held_out", "all"),
+    "data.pose_prior": ("procedural", "fitted"),
     "model.head": HEAD_NAMES,
     "model.regression_loss": REGRESSION_LOSS_NAMES,
     "model.backbone": BACKBONE_NAMES,
@@ -428,7 +432,8 @@ def _validate_depth(data: DataConfig) -> None:
 def _validate_pose_mix(data: DataConfig) -> None:
     """data.pose_mix: finite weights >= 0; a mixture replaces data.pose_source and names the files of its bvh and
     bank sources (and, optionally, its held-out split's bank); files named for a source it does not draw are an
-    error (they would change nothing)."""
+    error (they would change nothing), and so is a data.pose_prior other than the default where no procedural
+    pose is drawn."""
     weights = dataclasses.asdict(data.pose_mix)
     for name, weight in weights.items():
         if not math.isfinite(weight) or weight < 0:
@@ -446,6 +451,12 @@ def _validate_pose_mix(data: DataConfig) -> None:
         if files and not weights[name] > 0:
             raise ConfigError(f"data.{name}_files: only read by a mixture with data.pose_mix.{name} > 0 "
                               f"(one source alone: data.pose_source = \"{name}\", data.pose_files)")
+    if data.pose_prior != "procedural" and data.source != "synthetic":
+        raise ConfigError(f"data.pose_prior: poses the synthetic frames; data.source = {data.source!r} has its own")
+    draws_procedural = weights["procedural"] > 0 if mixed else data.pose_source == "procedural"
+    if data.pose_prior != "procedural" and not draws_procedural:
+        drawn = "data.pose_mix.procedural = 0" if mixed else f"data.pose_source = {data.pose_source!r}"
+        raise ConfigError(f"data.pose_prior: {data.pose_prior!r} draws the procedural poses, and {drawn} has none")
     if data.val_bank_files and not weights["bank"] > 0:
         raise ConfigError("data.val_bank_files: the held-out split's bank, only read by a mixture with "
                           "data.pose_mix.bank > 0")

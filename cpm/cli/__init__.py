@@ -1,6 +1,6 @@
 """The ``cpm`` command: ``cpm train CONFIG``, ``cpm eval CHECKPOINT``, ``cpm score``, ``cpm config CONFIG``,
 ``cpm rf CONFIG`` (per-stage receptive fields), ``cpm predict CHECKPOINT INPUT...``, ``cpm export CHECKPOINT`` and
-``cpm data {render,realism,check}``, ``cpm report RUN_DIR``, ``cpm convert-caffe MODEL.caffemodel``.
+``cpm data {render,realism,fit-prior,check}``, ``cpm report RUN_DIR``, ``cpm convert-caffe MODEL.caffemodel``.
 
 Bad input (a missing file, an unknown config key, a file that is not a checkpoint) ends the command
 with one line on stderr naming the file or key, and exit status 2.

@@ -4,6 +4,7 @@
     cpm data render --source bvh --files ../shared/data/mocap/cmu --out bvh.png
     cpm data realism --real ../shared/data/k2hpd/k2hpd_keypoints_test.mat --bvh ... --bank ...
     cpm data realism --real ... --config mixture.toml --set data.pose_prior=\"fitted\"   a config's pose source
+    cpm data fit-prior --k2hpd K2HPD_TRAIN.mat --bvh CMU --out cpm/data/synthetic/fitted_prior.py   the fitted prior
     cpm data check --source lsp --root DATASET --out flags.csv       label checks, one CSV row per flag
     cpm data check --synthetic 2000                                  precision / recall on injected errors
 
@@ -13,6 +14,7 @@ Wire it into a parser with ``add_data_parser(subparsers)``; ``run_data(args)`` r
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import numpy as np
 
@@ -42,7 +44,7 @@ def synthetic_samples(source: str, files: str | None, *, seed: int, n: int) -> l
 
 
 def add_data_parser(subparsers) -> argparse.ArgumentParser:
-    """Add ``cpm data {render, realism, check}`` to a ``parser.add_subparsers()`` object."""
+    """Add ``cpm data {render, realism, fit-prior, check}`` to a ``parser.add_subparsers()`` object."""
     parser = subparsers.add_parser("data", help="render, compare and check pose data",
                                    description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="data_command", required=True)
@@ -67,6 +69,15 @@ def add_data_parser(subparsers) -> argparse.ArgumentParser:
                          help="a config value of the --config rows, e.g. --set data.pose_mix.bank=1 (repeatable)")
     realism.add_argument("--n", type=int, default=4000, help="synthetic poses per source")
     realism.add_argument("--seed", type=int, default=0)
+
+    fit = commands.add_parser("fit-prior", help="fit the joint angles of data.pose_prior = \"fitted\" to real poses")
+    fit.add_argument("--k2hpd", required=True, metavar="MAT", help="K2HPD keypoints to lift (the train split)")
+    fit.add_argument("--bvh", metavar="PATH", help="CMU clips (a folder of SUBJECT_CLIP.bvh): their training subjects")
+    fit.add_argument("--mocap-share", type=float, default=None, metavar="W",
+                     help="the mocap frames' share of the fit (default 0.25; 0 without --bvh)")
+    fit.add_argument("--step", type=int, default=1, help="every STEP-th K2HPD pose (default all)")
+    fit.add_argument("--out", required=True, metavar="PY",
+                     help="the table module to write (cpm/data/synthetic/fitted_prior.py is the one used)")
 
     check = commands.add_parser("check", help="flag suspicious labels (CSV with reasons)")
     check.add_argument("--source", default="lsp", help="a reader of cpm.data.datasets (lsp, list, mpii, coco, ...)")
@@ -102,7 +113,32 @@ def run_data(args: argparse.Namespace) -> int:
         print(format_table(rows))
         return 0
 
+    if args.data_command == "fit-prior":
+        return run_fit_prior(args)
     return run_check(args)
+
+
+def run_fit_prior(args: argparse.Namespace) -> int:
+    """``cpm data fit-prior``: fit `cpm.data.synthetic.prior`'s table and write it as a module."""
+    from cpm.data.synthetic.prior import DEFAULT_SHARE, fit_prior, write_table
+
+    share = args.mocap_share if args.mocap_share is not None else (DEFAULT_SHARE if args.bvh else 0.0)
+    if not 0 <= share < 1 or (share > 0 and not args.bvh):
+        raise CPMError(f"--mocap-share: {share:g} must be in [0, 1), and 0 without --bvh")
+    if args.step < 1:
+        raise CPMError("--step must be >= 1")
+    if not Path(args.out).resolve().parent.is_dir():
+        raise CPMError(f"{args.out}: the folder to write the table into does not exist")
+    table = fit_prior(args.k2hpd, args.bvh, mocap_share=share, step=args.step)
+    command = " ".join(["cpm data fit-prior", f"--k2hpd {args.k2hpd}", *([f"--bvh {args.bvh}"] if args.bvh else []),
+                        f"--mocap-share {share:g}", *([f"--step {args.step}"] if args.step > 1 else []),
+                        f"--out {args.out}"])
+    write_table(table, args.out, command=command)
+    poses = table["poses"]
+    print(f"wrote {args.out}: {len(table['angles'])} joint angles and the yaw fitted to {poses['k2hpd']} K2HPD poses "
+          f"and {poses['mocap']} mocap frames (share {share:g}); shoulder drop {table['shoulder_drop']:g} degrees, "
+          f"torso joint at {table['torso_along']:g} of the spine")
+    return 0
 
 
 def _config_name(path: str | None, overrides: list[str]) -> str:

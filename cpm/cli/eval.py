@@ -3,7 +3,7 @@
 With ``--pose-sources [DATA]`` a synthetic-data checkpoint is measured on held-out frames of each pose source
 instead, one per-stage table each, so that the gap between the poses it learned from and real motion is in view:
 
-    procedural                the embedded pose prior
+    procedural                the embedded pose prior (its hand-set ranges: data.pose_prior = "procedural")
     mocap held-out subjects   DATA/mocap/cmu, the CMU subjects held out of training (numbers ending in 1 or 6)
     K2HPD test                DATA/k2hpd/k2hpd_keypoints_test.mat, real 2D poses lifted to 3D
 
@@ -31,8 +31,10 @@ from cpm.errors import CPMError
 SHARED_DATA = Path("..") / "shared" / "data"  # DATA of --pose-sources, from the working folder or the project
 TRAIN_END_FRAMES = 200  # held-out frames per pose source at the end of `cpm train` (at most data.val_samples)
 # The pose keys every source sets, so that nothing of a checkpoint's own pose settings (a mixture) is left over.
+# The procedural source is the hand-set prior (data.pose_prior = "procedural") whatever the checkpoint trained on.
 _ONE_SOURCE = {"pose_source": "procedural", "pose_files": "", "bvh_files": "", "bank_files": "", "val_bank_files": "",
-               "bvh_subjects": "train", "pose_mix": {"procedural": 0.0, "bvh": 0.0, "bank": 0.0}}
+               "bvh_subjects": "train", "pose_prior": "procedural",
+               "pose_mix": {"procedural": 0.0, "bvh": 0.0, "bank": 0.0}}
 
 
 def add_eval_parser(subparsers) -> argparse.ArgumentParser:

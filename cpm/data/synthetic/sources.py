@@ -32,7 +32,8 @@ _PICK_STREAM = 0x6D6978  # the offset of a seed's picks comes from the generator
 
 class PoseMix:
     """A mixture of pose sources: ``weights`` {name: weight >= 0} of `MIX_SOURCES` (normalised to sum 1),
-    ``sources`` {name: pose source} for the names with a weight (None or absent for ``procedural``).
+    ``sources`` {name: pose source} for the names with a weight (``procedural``: None or absent for the renderer's
+    own prior, or a prior such as `cpm.data.synthetic.prior.FittedPrior`).
 
     Sample ``index`` of stream ``seed`` takes the source whose share of [0, 1) holds u = frac(o + index / phi),
     with o drawn once from the seed and phi the golden ratio (an additive recurrence): a pure function of
@@ -94,29 +95,43 @@ def mixture_weights(data: DataConfig) -> dict[str, float]:
 
 def config_pose_source(data: DataConfig) -> PoseSource | PoseMix | None:
     """The pose source of a config's synthetic frames: None for the procedural prior (the default stream, as it
-    always was), the ``data.pose_source`` of ``data.pose_files``, or the `PoseMix` of ``data.pose_mix`` with its
-    bvh poses from ``data.bvh_files`` and its bank from ``data.bank_files``. bvh poses are the clips of
-    ``data.bvh_subjects``."""
+    always was), `cpm.data.synthetic.prior.FittedPrior` for it with ``data.pose_prior = "fitted"``, the
+    ``data.pose_source`` of ``data.pose_files``, or the `PoseMix` of ``data.pose_mix`` with its procedural poses
+    from that prior, its bvh poses from ``data.bvh_files`` and its bank from ``data.bank_files``. bvh poses are the
+    clips of ``data.bvh_subjects``."""
     weights = mixture_weights(data)
     if any(weights.values()):
         files = {"bvh": data.bvh_files, "bank": data.bank_files}
         sources = {name: pose_sampler(name, files[name], subjects=data.bvh_subjects, key=f"data.{name}_files")
                    for name in ("bvh", "bank") if weights[name] > 0}
+        sources["procedural"] = procedural_prior(data)
         return PoseMix(weights, sources)
     if data.pose_source == "procedural":
-        return None
+        return procedural_prior(data)
     return pose_sampler(data.pose_source, data.pose_files, subjects=data.bvh_subjects)
 
 
+def procedural_prior(data: DataConfig) -> PoseSource | None:
+    """The procedural poses of ``data.pose_prior``: None (the hand-set prior of `cpm.data.synthetic.body`, drawn by
+    the renderer itself) or the fitted prior."""
+    if data.pose_prior == "fitted":
+        from cpm.data.synthetic.prior import FittedPrior
+
+        return FittedPrior()
+    return None
+
+
 def describe_pose_source(data: DataConfig) -> str:
-    """A config's pose source in a few words, for tables: ``procedural``, ``bank (FILE)``, or the shares of a
-    mixture (``mixture: procedural 0.50, bvh 0.25, bank 0.25``)."""
+    """A config's pose source in a few words, for tables: ``procedural`` (``procedural (fitted prior)``),
+    ``bank (FILE)``, or the shares of a mixture (``mixture: procedural 0.50, bvh 0.25, bank 0.25``)."""
     weights = mixture_weights(data)
     total = sum(weights.values())
+    procedural = "procedural" if data.pose_prior == "procedural" else f"procedural ({data.pose_prior} prior)"
     if total:
-        return "mixture: " + ", ".join(f"{name} {weight / total:.2f}" for name, weight in weights.items() if weight)
+        return "mixture: " + ", ".join(f"{procedural if name == 'procedural' else name} {weight / total:.2f}"
+                                       for name, weight in weights.items() if weight)
     if data.pose_source == "procedural":
-        return "procedural"
+        return procedural
     return f"{data.pose_source} ({data.pose_files})"
 
 
@@ -128,7 +143,7 @@ def held_out_pose_source(data: DataConfig, train_source: PoseSource | PoseMix | 
     procedural prior) is ``train_source`` itself."""
     if not isinstance(train_source, PoseMix):
         return train_source
-    sources: dict[str, PoseSource | None] = {}
+    sources: dict[str, PoseSource | None] = {"procedural": train_source.sources.get("procedural")}  # one prior
     if "bvh" in train_source.names:
         subjects = "held_out" if data.bvh_subjects == "train" else data.bvh_subjects
         if subjects != data.bvh_subjects:

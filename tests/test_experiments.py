@@ -374,3 +374,21 @@ def test_sweep_table_lines_up_one_cell_per_row_and_flags_a_best_value_at_the_edg
     text = sweep_table(tmp_path, "compare-heads", "train.lr", config="heads.toml", where={"train.epochs": 2})
     text = text.read_text()
     assert "| heatmap-seed0 | 30.0 / 10.0 | 40.0 / 10.0 | 45.0 / 10.0 |" in text
+
+
+def test_request_argv_makes_the_same_request_again():
+    from cpm.experiments.grids import _parse_cell_sets, _parse_sets, request_argv, request_from_note
+
+    request = GridRequest("compare-heads", "none", "experiments/heads.toml",
+                          {"train.lr": 0.005, "train.threads": 1, "model.trunk_widths": [8, 16],
+                           "model.head": "regression", "train.channels_last": False}, "/data",
+                          {"regression-*": {"train.lr": 0.01}})
+    argv = request_argv(request)
+    assert "train.threads=1" not in " ".join(argv)  # the machine that runs it chooses its threads
+    values = {flag: [argv[i + 1] for i, a in enumerate(argv) if a == flag] for flag in ("--set", "--cell-set")}
+    again = GridRequest(argv[0], argv[argv.index("--budget") + 1], argv[argv.index("--config") + 1],
+                        _parse_sets(values["--set"]), argv[argv.index("--data") + 1],
+                        _parse_cell_sets(values["--cell-set"]))
+    assert again.setting == request.setting and again.cell_sets == request.cell_sets
+    assert again.sets == {k: v for k, v in request.sets.items() if k != "train.threads"}
+    assert request_from_note(request.to_json()) == request

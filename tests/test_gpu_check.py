@@ -16,3 +16,15 @@ def test_tiny_gpu_check_runs_every_step_on_the_cpu(tmp_path):
     assert "ablate-supervision: exit 0, 1 cell summaries" in report
     assert (tmp_path / "speed.md").is_file() and (tmp_path / "train.log").is_file()
     assert list((tmp_path / "results" / "runs" / "ablate-supervision" / "smoke").glob("T1-is-seed0-*.json"))
+
+
+def test_the_gpu_trains_the_committed_grid_requests():
+    from cpm.bench.gpu_check import GPU_GRIDS, committed_grids
+    from cpm.experiments.grids import GridRequest, _parse_cell_sets, _parse_sets
+
+    for setting, argv in zip(GPU_GRIDS, committed_grids(), strict=True):
+        values = {flag: [argv[i + 1] for i, a in enumerate(argv) if a == flag] for flag in ("--set", "--cell-set")}
+        request = GridRequest(argv[0], argv[argv.index("--budget") + 1],
+                              argv[argv.index("--config") + 1] if "--config" in argv else None,
+                              _parse_sets(values["--set"]), None, _parse_cell_sets(values["--cell-set"]))
+        assert f"{request.target}/{request.setting}" == setting  # its summaries land in the committed folder

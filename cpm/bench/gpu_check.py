@@ -6,8 +6,9 @@
 2. the paper config's training step, fp32 NCHW against channels-last + bf16 and against that + ``torch.compile``:
    images/s, achieved TFLOP/s (``torch.utils.flop_counter``) and the fraction of the GPU's dense bf16 peak;
 3. the ``make train`` model trained on the GPU: wall time and its per-stage PCK table;
-4. the experiment grids (ablate-supervision on ``experiments/ablation.toml``, compare-heads at the default budget)
-   with ``--device cuda --parallel 3`` until the time is up; their cell summaries land in ``<out>/results/runs/``
+4. the committed experiment grids (`GPU_GRIDS`: the requests their ``grid.json`` records, e.g. ablate-supervision
+   on ``experiments/ablation.toml``) with ``--device cuda --parallel 3`` until the time is up; their cell summaries
+   land in ``<out>/results/runs/``
    and are copied into ``experiments/results/runs/`` to be committed (finished cells are skipped next time).
 
 Each step gets what is left of ``--minutes`` (a grid is stopped with SIGTERM at the deadline: the cell in progress
@@ -118,10 +119,20 @@ def step_train(out: Path, deadline: Deadline, tiny: bool, device_name: str) -> s
     return text
 
 
+def committed_grids() -> list[list[str]]:
+    """``python -m cpm.experiments`` arguments of the committed grids in `GPU_GRIDS`, read from their grid.json:
+    the GPU trains the very requests whose tables are committed (same settings, same cell hashes)."""
+    from cpm.experiments.grids import request_argv, request_from_note
+
+    grids = []
+    for setting in GPU_GRIDS:
+        note = json.loads((ROOT / "experiments" / "results" / "runs" / setting / "grid.json").read_text())
+        grids.append(request_argv(request_from_note(note)))
+    return grids
+
+
 def step_grids(out: Path, deadline: Deadline, tiny: bool, device_name: str) -> str:
-    grids = ([["ablate-supervision", "--budget", "smoke", "--only", "T1-*"]] if tiny else
-             [["ablate-supervision", "--config", str(ROOT / "experiments" / "ablation.toml"), "--budget", "none"],
-              ["compare-heads", "--budget", "default"]])
+    grids = [["ablate-supervision", "--budget", "smoke", "--only", "T1-*"]] if tiny else committed_grids()
     lines = []
     for grid in grids:
         if deadline.left() < 30:
@@ -141,6 +152,9 @@ def step_grids(out: Path, deadline: Deadline, tiny: bool, device_name: str) -> s
         lines.append(f"{grid[0]}: exit {code}, {len(summaries)} cell summaries")
     return "\n".join(lines)
 
+
+# The grids a GPU fills (<target>/<setting> under experiments/results/runs/), in this order.
+GPU_GRIDS = ("ablate-supervision/ablation",)
 
 STEPS: dict[str, Callable[..., str]] = {"tests": step_tests, "speed": step_speed, "train": step_train,
                                         "grids": step_grids}

@@ -329,6 +329,37 @@ def write_target_report(request: GridRequest, *, results_root: Path, runs_root: 
     return reports[request.target](load_runs(summaries), note, out, request.setting, extra_folder=folder)
 
 
+def request_from_note(note: dict) -> GridRequest:
+    """The `GridRequest` a ``grid.json`` records."""
+    return GridRequest(note["target"], note["budget"], note["config"], note["sets"], note["data"],
+                       note.get("cell_sets", {}))
+
+
+def request_argv(request: GridRequest) -> list[str]:
+    """``python -m cpm.experiments`` arguments that make ``request`` again (machine keys of its ``--set`` left
+    out: the machine that runs it chooses those)."""
+    argv = [request.target, "--budget", request.budget]
+    argv += ["--config", request.config] if request.config else []
+    argv += ["--data", request.data] if request.data else []
+    for key, value in request.sets.items():
+        if key not in MACHINE_KEYS:
+            argv += ["--set", f"{key}={_toml_value(value)}"]
+    for pattern, values in request.cell_sets.items():
+        for key, value in values.items():
+            argv += ["--cell-set", f"{pattern}:{key}={_toml_value(value)}"]
+    return argv
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return repr(value)
+
+
 def write_grid_note(request: GridRequest, *, results_root: Path, command: str) -> None:
     """``grid.json`` beside the summaries: the request, the command and the revision, quoted by the report."""
     from cpm.training.checkpoint import git_revision
@@ -443,8 +474,7 @@ def main(argv: list[str] | None = None) -> int:
             wrote = 0
             for note_path in sorted(args.results.glob("runs/*/*/grid.json")):
                 note = json.loads(note_path.read_text(encoding="utf-8"))
-                request = GridRequest(note["target"], note["budget"], note["config"], note["sets"], note["data"],
-                                      note.get("cell_sets", {}))
+                request = request_from_note(note)
                 if not any(path.name != "grid.json" for path in note_path.parent.glob("*.json")):
                     print(f"skipped {note_path.parent}: no cell has finished yet")
                     continue

@@ -167,10 +167,12 @@ def fit_table(k2hpd: np.ndarray, k2hpd_yaw: np.ndarray, mocap: np.ndarray, *, mo
     (levels), "correlation" (21 x 21), "lengths", "shoulder_drop", "torso_along", "mocap_share", "poses"}."""
     if not len(k2hpd) or (mocap_share > 0 and not len(mocap)) or not 0 <= mocap_share < 1:
         raise CPMError("fit_prior: needs K2HPD poses, mocap frames for mocap_share > 0, and 0 <= mocap_share < 1")
-    rows = np.concatenate([k2hpd, mocap]) if mocap_share > 0 else k2hpd
-    weights = np.concatenate([np.full(len(k2hpd), (1 - mocap_share) / len(k2hpd)),
-                              np.full(len(mocap), mocap_share / max(len(mocap), 1))]) if mocap_share > 0 else \
-        np.full(len(k2hpd), 1.0 / len(k2hpd))
+    if mocap_share > 0:
+        rows = np.concatenate([k2hpd, mocap])
+        weights = np.concatenate([np.full(len(k2hpd), (1 - mocap_share) / len(k2hpd)),
+                                  np.full(len(mocap), mocap_share / len(mocap))])
+    else:
+        rows, weights, mocap = k2hpd, np.full(len(k2hpd), 1.0 / len(k2hpd)), mocap[:0]
     scores = np.stack([normal_scores(rows[:, k], weights) for k in range(rows.shape[1])], axis=1)
     mean = weights @ scores
     centred = scores - mean

@@ -28,8 +28,8 @@ def _add_set(parser: argparse.ArgumentParser) -> None:
 
 DEFAULT_CONFIG = Path("experiments") / "default.toml"  # what `cpm train` without a config trains (make train's)
 # Training images per second of the make-train model (experiments/default.toml) on 2 cores, by the kind of CPU:
-# native bf16 (AVX512-BF16 / AMX) from README's make-train run; AVX2 only (fp32) from the 2-core laptop-class run
-# of issue 20. Only the make-train model's geometry has a measured figure.
+# native bf16 (AVX512-BF16 / AMX) from README's make-train run; AVX2 only (fp32) from a 2-core laptop-class run.
+# Only the make-train model's geometry has a measured figure.
 CPU_TRAIN_RATES = {"native bf16": 67.0, "AVX2 fp32": 26.0}
 
 

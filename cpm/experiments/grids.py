@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import re
 import shlex
 import subprocess
 import sys
@@ -308,7 +309,7 @@ def write_target_report(request: GridRequest, *, results_root: Path, runs_root: 
     current = {cell.summary_path.name for cell in cells}
     by_cell: dict[str, list[Path]] = {}
     for path in sorted(folder.glob("*.json")):
-        if path.name != "grid.json":
+        if re.fullmatch(r".+-[0-9a-f]{8}\.json", path.name):  # <cell>-<hash>.json (not grid.json, figure5.json)
             by_cell.setdefault(path.stem.rsplit("-", 1)[0], []).append(path)
     summaries = []
     for name, paths in sorted(by_cell.items(), key=lambda item: (order.get(item[0], len(order)), item[0])):
@@ -475,7 +476,7 @@ def main(argv: list[str] | None = None) -> int:
             for note_path in sorted(args.results.glob("runs/*/*/grid.json")):
                 note = json.loads(note_path.read_text(encoding="utf-8"))
                 request = request_from_note(note)
-                if not any(path.name != "grid.json" for path in note_path.parent.glob("*.json")):
+                if not any(re.fullmatch(r".+-[0-9a-f]{8}\.json", p.name) for p in note_path.parent.glob("*.json")):
                     print(f"skipped {note_path.parent}: no cell has finished yet")
                     continue
                 print(f"wrote {write_target_report(request, results_root=args.results, runs_root=args.runs)}")

@@ -41,6 +41,7 @@ help:
 	@echo "make test-slow                                 the long tests (real training runs)"
 	@echo "make bench                                     speed of training, data, targets, decoders, inference"
 	@echo "make bench-accuracy [CONFIG=...]               the accuracy cost of bf16: CONFIG trained in fp32 and bf16"
+	@echo "make speedrun CONFIGS='a.toml b.toml' [ARGS=]  time to make train's accuracy of each recipe, side by side"
 	@echo "make gpu-check [MINUTES=8]                     on a CUDA machine: CUDA tests, paper step, make train"
 	@echo "make ablate-supervision [BUDGET=...]           stages x intermediate supervision grid (cpm/experiments)"
 	@echo "make compare-heads [BUDGET=...]                heatmap vs regression vs integral heads x backbones grid"
@@ -89,6 +90,12 @@ MINUTES ?= 8
 .PHONY: gpu-check
 gpu-check: $(STAMP)
 	$(PY) -m cpm.bench.gpu_check --minutes $(MINUTES) $(if $(OUT),--out $(OUT))
+
+## speedrun: time to accuracy of recipes side by side in one sitting (the first of CONFIGS is the reference)
+CONFIGS ?= experiments/default.toml
+.PHONY: speedrun
+speedrun: $(RUN_STAMP)
+	$(PY) -m cpm.bench.speedrun $(CONFIGS) $(ARGS)
 
 ## bench-accuracy: the accuracy cost of bf16: CONFIG trained twice with the same seed, train.amp=off and bf16,
 ## both final PCKs (two full training runs)

@@ -1,10 +1,11 @@
 """Training runs from a `Config` (pieces from `cpm.training.builders`): run directory, checkpoints, resume.
 
 A run lives in ``<train.runs_dir>/<train.name>/``: ``config.toml`` (resolved), ``metrics.jsonl``
-(one line per evaluation), ``steps.jsonl`` (the loss terms and lr every ``train.log_every`` steps),
-TensorBoard events, ``last.pt`` (after every epoch, and where a stop signal ended a run) and ``best.pt``
-(the epoch with the best ``train.best_metric``, by default final-stage PCK@0.2 when it is measured, else at the first
-threshold; written after the first evaluation whatever its score, and naming its metric under ``best``).
+(one line per evaluation; ``elapsed_seconds`` is the wall time since the run (re)started), ``steps.jsonl`` (the
+loss terms and lr every ``train.log_every`` steps), TensorBoard events, ``last.pt`` (after every epoch, and where a
+stop signal ended a run) and ``best.pt`` (the epoch with the best ``train.best_metric``, by default final-stage
+PCK@0.2 when it is measured, else at the first threshold; written after the first evaluation whatever its score,
+and naming its metric under ``best``).
 """
 
 from __future__ import annotations
@@ -231,6 +232,7 @@ class Trainer:
         self.network = network
         self.reduce_losses = functools.partial(all_reduce_mean, context=context) if context.enabled else None
         self.writer = None
+        self.started = time.perf_counter()
 
     # ---- saving and resuming ------------------------------------------------------------------------------
 
@@ -357,6 +359,7 @@ class Trainer:
                            device=self.device, amp_dtype=self.amp_dtype, channels_last=t.channels_last,
                            progress=self.progress, loss_fn=self.loss_fn)
         metrics = {"epoch": epoch + 1, "step": s.step, "train_seconds": round(train_seconds, 2),
+                   "elapsed_seconds": round(time.perf_counter() - self.started, 2),
                    "images_per_second": round(steps * t.batch_size / train_seconds, 1),
                    **{f"train/{k}": v for k, v in train_losses.items()}, **flatten_metrics(results)}
         if self.writer is not None:
@@ -382,6 +385,7 @@ class Trainer:
     def run(self) -> dict:
         """Train the remaining epochs. Returns the last evaluation's results plus ``run_dir`` and ``rank``."""
         t = self.config.train
+        self.started = time.perf_counter()  # metrics.jsonl's elapsed_seconds: wall time since the run (re)started
         self.open_run_dir()
         parameters = sum(p.numel() for p in self.model.parameters())
         self.log(f"run {self.run_dir} | {parameters / 1e6:.2f}M parameters | {self.model.num_stages} stages | "

@@ -1,0 +1,55 @@
+"""The speedrun's time to target: read from metrics.jsonl lines, and end to end on a tiny recipe pair."""
+
+import json
+
+import pytest
+
+from cpm.bench.speedrun import Outcome, format_rows, main, time_to_target
+from cpm.errors import CPMError
+from tests.helpers import tiny_overrides
+
+
+def line(epoch, pck02, pck01, elapsed, speed=10.0):
+    return {"epoch": epoch, "step": 5 * epoch, "elapsed_seconds": elapsed, "images_per_second": speed,
+            "val/pck@0.2/stage1": 0.1, "val/pck@0.2/stage2": pck02, "val/pck@0.1/stage2": pck01,
+            "val/pck@0.1/stage1": 0.0}
+
+
+def test_time_to_target_is_the_first_epoch_meeting_every_target():
+    lines = [line(1, 0.95, 0.80, 100.0, 8.0), line(2, 0.92, 0.86, 190.0, 12.0), line(3, 0.94, 0.86, 280.0, 10.0)]
+    # epoch 1 misses PCK@0.1, epoch 2 misses PCK@0.2 (final stage, not stage 1), epoch 3 meets both
+    outcome = time_to_target(lines, {0.2: 0.93, 0.1: 0.85}, batch_size=16)
+    assert outcome == Outcome(epoch=3, images=15 * 16, seconds=280.0, images_per_second=10.0)
+    assert time_to_target(lines, {0.2: 0.99}, batch_size=16).epoch is None
+    with pytest.raises(CPMError, match="PCK@0.05 is not measured"):
+        time_to_target(lines, {0.05: 0.5}, batch_size=16)
+
+
+def test_rows_give_each_recipe_its_ratio_to_the_first():
+    outcomes = [("a.toml", Outcome(3, 48000, 1800.0, 26.0), "runs/a"), ("b.toml", Outcome(2, 24000, 720.0, 33.3),
+                                                                       "runs/b"),
+                ("c.toml", Outcome(None, None, None, 40.0), "runs/c")]
+    rows = format_rows(outcomes, change="stride 4", cpu="cpu", command="cmd", revision="abc")
+    assert rows[0] == "| reference of this sitting | a.toml | 48,000 | 26.0 | 30.0 | 1.00 | cpu | `cmd` | abc |"
+    assert rows[1] == "| stride 4 | b.toml | 24,000 | 33.3 | 12.0 | 0.40 | cpu | `cmd` | abc |"
+    assert rows[2].startswith("| stride 4 | c.toml | not reached | 40.0 | not reached | – |")
+
+
+def test_two_tiny_recipes_train_and_append_to_the_record(tmp_path, capsys):
+    recipe = tmp_path / "tiny.toml"
+    recipe.write_text("")
+    record = tmp_path / "speedrun.md"
+    argv = [str(recipe), str(recipe), "--runs", str(tmp_path / "runs"), "--no-progress", "--target", "0.2=0.001",
+            "--record", str(record), "--change", "the same"]
+    for override in tiny_overrides(tmp_path):
+        if not override.startswith(("train.runs_dir", "train.name")):
+            argv += ["--set", override]
+    assert main(argv) == 0
+    text = record.read_text()
+    assert text.startswith("# Speedrun") and text.count("| the same |") == 1 and "reference of this sitting" in text
+    metrics = [json.loads(x) for x in (tmp_path / "runs" / "speedrun-tiny" / "metrics.jsonl").read_text().splitlines()]
+    assert metrics[0]["elapsed_seconds"] >= metrics[0]["train_seconds"] > 0
+    with pytest.raises(SystemExit) as stop:
+        main([str(recipe), "--target", "0.2"])
+    assert stop.value.code == 2
+    assert "--target: expected THRESHOLD=PCK" in capsys.readouterr().err

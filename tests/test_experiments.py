@@ -346,10 +346,11 @@ def test_sweep_table_lines_up_one_cell_per_row_and_flags_a_best_value_at_the_edg
         folder = tmp_path / "runs" / "compare-heads" / setting
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "grid.json").write_text("{}")
+        (folder / "figure5.json").write_text("{}")  # other records beside the summaries
         data = {"cell": cell, "config": {"train": {"lr": lr, "epochs": 2, "threads": 1},
                                          "data": {"train_samples": 100}, "model": {"sigma": sigma}},
                 "summary": {"pck": {"0.2": [0.0, pck2], "0.1": [0.0, pck1]}}}
-        (folder / f"{cell}-abc.json").write_text(json.dumps(data))
+        (folder / f"{cell}-abc12345.json").write_text(json.dumps(data))
 
     for setting, lr, scores in [("heads+a", 0.001, (0.30, 0.50)), ("heads+b", 0.002, (0.40, 0.45)),
                                 ("heads+c", 0.004, (0.45, 0.40))]:
@@ -366,8 +367,8 @@ def test_sweep_table_lines_up_one_cell_per_row_and_flags_a_best_value_at_the_edg
     assert main(["compare-heads", "--sweep", "train.nothing", "--results", str(tmp_path)]) == 2
     assert "'train.nothing' is not a config key" in capsys.readouterr().err
     summary("heads+e", "heatmap-seed0", 0.002, 0.9, 0.9)  # a second run at lr 0.002, longer
-    (tmp_path / "runs" / "compare-heads" / "heads+e" / "heatmap-seed0-abc.json").write_text(json.dumps(
-        json.loads((tmp_path / "runs" / "compare-heads" / "heads+e" / "heatmap-seed0-abc.json").read_text())
+    (tmp_path / "runs" / "compare-heads" / "heads+e" / "heatmap-seed0-abc12345.json").write_text(json.dumps(
+        json.loads((tmp_path / "runs" / "compare-heads" / "heads+e" / "heatmap-seed0-abc12345.json").read_text())
         | {"config": {"train": {"lr": 0.002, "epochs": 9}, "data": {"train_samples": 100}}}))
     with pytest.raises(CPMError, match=r"heatmap-seed0 has two runs with train.lr = 0.002 \(settings heads\+b and "
                                        r"heads\+e\)"):

@@ -10,6 +10,7 @@ of the values tried (then the sweep did not bracket the best).
 
 from __future__ import annotations
 
+import re
 from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
@@ -47,7 +48,7 @@ def sweep_table(results_root: Path, target: str, key: str, *, only: str = "*", c
     groups: dict[str, dict[Any, tuple[dict, str]]] = {}
     for folder in folders:
         for path in sorted(folder.glob("*.json")):
-            if path.name == "grid.json":
+            if not re.fullmatch(r".+-[0-9a-f]{8}\.json", path.name):  # cell summaries only (not grid.json, figure5)
                 continue
             summary = read_summary(path)
             if not fnmatch(summary["cell"], only) or not summary.get("summary"):

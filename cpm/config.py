@@ -217,7 +217,7 @@ class Config:
         lines: list[str] = []
         for section, values in self.to_dict().items():
             lines.append(f"[{section}]")
-            lines.extend(f"{key} = {_toml_value(value)}" for key, value in values.items())
+            lines.extend(f"{key} = {toml_value(value)}" for key, value in values.items())
             lines.append("")
         return "\n".join(lines)
 
@@ -261,7 +261,8 @@ RANGES = {
 }
 
 
-def _toml_value(value: Any) -> str:
+def toml_value(value: Any) -> str:
+    """A Python value as TOML writes it (also the value of a ``--set key=value``)."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (int, float)):
@@ -269,9 +270,9 @@ def _toml_value(value: Any) -> str:
     if isinstance(value, str):
         return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
     if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
     if isinstance(value, dict):  # an inline table: data.depth = {encoding = "nearness8", near = 0.5, far = 7.5}
-        return "{" + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + "}"
+        return "{" + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + "}"
     raise TypeError(f"cannot write {type(value).__name__} to TOML")
 
 
@@ -327,7 +328,7 @@ def _apply_table(current: Any, table: Any, name: str, where: str) -> Any:
     """A copy of the dataclass ``current`` (a table inside a section, such as ``data.depth``) with the keys of
     ``table`` set; other keys keep their values."""
     if not isinstance(table, dict):
-        raise ConfigError(f"{where}{name}: expected a table such as {_toml_value(dataclasses.asdict(current))}, "
+        raise ConfigError(f"{where}{name}: expected a table such as {toml_value(dataclasses.asdict(current))}, "
                           f"got {table!r}")
     updated = dataclasses.replace(current)
     types_ = typing.get_type_hints(type(current))
@@ -519,7 +520,7 @@ def _check_named_keys(config: Config, named: list[str]) -> None:
             value = getattr(getattr(config, section), name)
             if value != getattr(_DEFAULTS[section], name):
                 raise ConfigError(f"{key}: the {head} head ignores it (model.head = {head!r}); remove {key} = "
-                                  f"{_toml_value(value)}")
+                                  f"{toml_value(value)}")
 
 
 def output_stages(config: Config) -> int:

@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import re
 import shlex
 import subprocess
 import sys
@@ -40,6 +39,7 @@ from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
 
+from cpm.config import toml_value
 from cpm.errors import CPMError
 from cpm.experiments.figure5 import figure5
 from cpm.experiments.report_heads import compare_decoders_report, compare_heads_report
@@ -49,6 +49,7 @@ from cpm.experiments.runs import (
     REPORT_THRESHOLDS,
     Cell,
     Run,
+    is_cell_summary,
     make_config,
     read_summary,
     resolve_cells,
@@ -309,7 +310,7 @@ def write_target_report(request: GridRequest, *, results_root: Path, runs_root: 
     current = {cell.summary_path.name for cell in cells}
     by_cell: dict[str, list[Path]] = {}
     for path in sorted(folder.glob("*.json")):
-        if re.fullmatch(r".+-[0-9a-f]{8}\.json", path.name):  # <cell>-<hash>.json (not grid.json, figure5.json)
+        if is_cell_summary(path):
             by_cell.setdefault(path.stem.rsplit("-", 1)[0], []).append(path)
     summaries = []
     for name, paths in sorted(by_cell.items(), key=lambda item: (order.get(item[0], len(order)), item[0])):
@@ -344,21 +345,11 @@ def request_argv(request: GridRequest) -> list[str]:
     argv += ["--data", request.data] if request.data else []
     for key, value in request.sets.items():
         if key not in MACHINE_KEYS:
-            argv += ["--set", f"{key}={_toml_value(value)}"]
+            argv += ["--set", f"{key}={toml_value(value)}"]
     for pattern, values in request.cell_sets.items():
         for key, value in values.items():
-            argv += ["--cell-set", f"{pattern}:{key}={_toml_value(value)}"]
+            argv += ["--cell-set", f"{pattern}:{key}={toml_value(value)}"]
     return argv
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return json.dumps(value)
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    return repr(value)
 
 
 def write_grid_note(request: GridRequest, *, results_root: Path, command: str) -> None:
@@ -476,7 +467,7 @@ def main(argv: list[str] | None = None) -> int:
             for note_path in sorted(args.results.glob("runs/*/*/grid.json")):
                 note = json.loads(note_path.read_text(encoding="utf-8"))
                 request = request_from_note(note)
-                if not any(re.fullmatch(r".+-[0-9a-f]{8}\.json", p.name) for p in note_path.parent.glob("*.json")):
+                if not any(is_cell_summary(p) for p in note_path.parent.glob("*.json")):
                     print(f"skipped {note_path.parent}: no cell has finished yet")
                     continue
                 print(f"wrote {write_target_report(request, results_root=args.results, runs_root=args.runs)}")

@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import platform
+import re
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -206,6 +207,11 @@ def write_summary(cell: Cell, *, target: str, setting: str, wall_seconds: float,
         data["decoders"] = {name: evaluate_run(run_dir, device=device, decoder=name) for name in decoders}
     write_text_atomic(cell.summary_path, json.dumps(data, indent=1, sort_keys=True) + "\n")
     return data
+
+
+def is_cell_summary(path: Path) -> bool:
+    """Whether ``path`` is a cell summary, ``<cell>-<hash>.json`` (not grid.json, figure5.json beside them)."""
+    return re.fullmatch(r".+-[0-9a-f]{8}\.json", path.name) is not None
 
 
 def read_summary(path: Path) -> dict:

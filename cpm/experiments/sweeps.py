@@ -10,13 +10,12 @@ of the values tried (then the sweep did not bracket the best).
 
 from __future__ import annotations
 
-import re
 from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
 
 from cpm.errors import CPMError
-from cpm.experiments.runs import MACHINE_KEYS, read_summary
+from cpm.experiments.runs import MACHINE_KEYS, is_cell_summary, read_summary
 from cpm.io import write_text_atomic
 
 
@@ -48,7 +47,7 @@ def sweep_table(results_root: Path, target: str, key: str, *, only: str = "*", c
     groups: dict[str, dict[Any, tuple[dict, str]]] = {}
     for folder in folders:
         for path in sorted(folder.glob("*.json")):
-            if not re.fullmatch(r".+-[0-9a-f]{8}\.json", path.name):  # cell summaries only (not grid.json, figure5)
+            if not is_cell_summary(path):
                 continue
             summary = read_summary(path)
             if not fnmatch(summary["cell"], only) or not summary.get("summary"):

@@ -232,7 +232,6 @@ class Trainer:
         self.network = network
         self.reduce_losses = functools.partial(all_reduce_mean, context=context) if context.enabled else None
         self.writer = None
-        self.started = time.perf_counter()
 
     # ---- saving and resuming ------------------------------------------------------------------------------
 

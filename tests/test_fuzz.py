@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from scipy.io import savemat
 
-from cpm.config import Config, _toml_value, load_config, parse_override
+from cpm.config import Config, load_config, parse_override, toml_value
 from cpm.data.datasets.matfiles import read_ground_truth, read_prediction_all, read_predictions
 from cpm.errors import CPMError
 
@@ -35,7 +35,7 @@ def config_or_cpm_error(call) -> None:
 @FUZZ
 @given(key=keys, value=values)
 def test_set_overrides_of_any_key_and_value_give_a_config_or_a_cpm_error(key, value):
-    config_or_cpm_error(lambda: load_config(None, [f"{key}={_toml_value(value)}"]))
+    config_or_cpm_error(lambda: load_config(None, [f"{key}={toml_value(value)}"]))
 
 
 @FUZZ
@@ -50,7 +50,7 @@ def test_any_set_text_gives_a_config_or_a_cpm_error(text):
 
 
 toml_lines = st.one_of(
-    st.builds(lambda key, value: f"{key.partition('.')[2] or key} = {_toml_value(value)}", keys, values),
+    st.builds(lambda key, value: f"{key.partition('.')[2] or key} = {toml_value(value)}", keys, values),
     st.builds(lambda section: f"[{section}]", st.sampled_from(["data", "model", "train", "eval", "nope", "train.x"])),
     st.text(max_size=30),
 )

@@ -7,7 +7,8 @@ import shutil
 import numpy as np
 import pytest
 
-from cpm.errors import CPMError
+from cpm.config import load_config
+from cpm.errors import ConfigError, CPMError
 from cpm.experiments.figure5 import gradient_magnitudes
 from cpm.experiments.grids import BUDGETS, GRIDS, GridRequest, grid_cells, main, run_target, setting_name
 from cpm.experiments.report_heads import compare_decoders_report, compare_heads_report
@@ -226,6 +227,32 @@ def test_cell_sets_reach_only_the_matching_cells_and_win_over_their_factors(tmp_
         if c.name == "regression-l2-s4-seed0").run_dir
     assert main(["compare-heads", "--budget", "smoke", "--cell-set", "train.lr=0.1"]) == 2
     assert "--cell-set: expected GLOB:SECTION.KEY=VALUE" in capsys.readouterr().err
+
+
+def test_a_config_files_cells_table_reaches_its_cells_below_set_and_cell_set(tmp_path, capsys):
+    config = tmp_path / "heads.toml"
+    config.write_text('[train]\nlr = 0.001\n\n[cells]\n"regression-l1-*".train.lr = 0.02\n'
+                      '"heatmap-*".model.sigma = 1.5\n')
+    assert load_config(config).train.lr == 0.001  # cpm train reads the file without [cells]
+
+    def lrs(**request) -> dict[str, float]:
+        cells = grid_cells(GridRequest("compare-heads", "none", str(config), **request), runs_root=tmp_path,
+                           results_root=tmp_path, only="*-s4-seed0")
+        return {cell.name.removesuffix("-s4-seed0"): (cell.config.train.lr, cell.config.model.sigma) for cell in cells}
+
+    plain = lrs()
+    assert plain["regression-l1"][0] == 0.02 and plain["regression-l2"][0] == 0.001
+    assert plain["heatmap-sigma1"] == (0.001, 1.5) == plain["heatmap-sigma2"]  # over the cells' own sigma
+    assert lrs(sets={"train.lr": 0.003})["regression-l1"][0] == 0.003  # --set wins over the file's [cells]
+    assert lrs(sets={"train.lr": 0.003}, cell_sets={"regression-*": {"train.lr": 0.05}})["regression-l1"][0] == 0.05
+    assert GridRequest("compare-heads", "none", str(config)).setting == "heads"  # the file's own, like its [train]
+
+    config.write_text('[cells]\n"regression-*".train.lrr = 0.02\n')
+    with pytest.raises(ConfigError, match=r"heads.toml: \[cells\] 'regression-\*': unknown config key train.lrr"):
+        load_config(config)
+    config.write_text('[cells]\nregression = 0.02\n')
+    assert main(["compare-heads", "--budget", "none", "--config", str(config), "--only", "x"]) == 2
+    assert "heads.toml: [cells] must map a cell-name glob to settings" in capsys.readouterr().err
 
 
 def test_a_run_directory_of_another_config_is_never_resumed_into(tmp_path):

@@ -154,7 +154,7 @@ def step_grids(out: Path, deadline: Deadline, tiny: bool, device_name: str) -> s
 
 
 # The grids a GPU fills (<target>/<setting> under experiments/results/runs/), in this order.
-GPU_GRIDS = ("ablate-supervision/ablation", "compare-heads/heads+e0279a")
+GPU_GRIDS = ("ablate-supervision/ablation", "compare-heads/heads")
 
 STEPS: dict[str, Callable[..., str]] = {"tests": step_tests, "speed": step_speed, "train": step_train,
                                         "grids": step_grids}

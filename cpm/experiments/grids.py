@@ -39,7 +39,7 @@ from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
 
-from cpm.config import toml_value
+from cpm.config import cell_overrides, toml_value
 from cpm.errors import CPMError
 from cpm.experiments.figure5 import figure5
 from cpm.experiments.report_heads import compare_decoders_report, compare_heads_report
@@ -274,8 +274,11 @@ def grid_cells(request: GridRequest, *, runs_root: Path, results_root: Path, dev
     runs = GRIDS[request.target](seeds)
     train_samples = make_config(budget | user, base).data.train_samples
     widths = list(make_config(budget | user, base).model.trunk_widths)
+    # The config file's [cells] is part of the file (a --set of the same key wins over it); --cell-set wins over all.
+    file_cells = {pattern: {key: value for key, value in values.items() if key not in user}
+                  for pattern, values in (cell_overrides(base_path) if base_path else {}).items()}
     for run in runs:
-        for pattern, values in request.cell_sets.items():  # --cell-set: the user's per-cell values win
+        for pattern, values in [*file_cells.items(), *request.cell_sets.items()]:
             if fnmatch(run.name, pattern):
                 run.overrides |= values
         share = run.overrides.pop("train_share", None)  # a share of the frames (stage-wise phases, equal images)

@@ -116,6 +116,7 @@ class ModelConfig:
     vgg_cpm_widths: list[int] = field(default_factory=lambda: [256, 128])  # 3x3 convs after a VGG trunk
     trunk_widths: list[int] = field(default_factory=lambda: [16, 32, 64])  # per pooling level (128s in the paper)
     trunk_kernel: int = 5  # kernel of the image trunks' convolutions (9 in the paper)
+    shared_trunk: bool = False  # cpm backbone: one image trunk feeds stage 1 and the refinement stages (not two)
     caffe_pooling: bool = False  # trunk max-pools without padding, ceil mode, as the released Caffe nets
     feature_channels: int = 32  # per-stage projection of the shared features (5x5 conv 32 in the paper)
     stage1_width: int = 128  # stage 1's wide layers (512 in the paper)
@@ -379,6 +380,9 @@ def validate(config: Config) -> Config:
                           f"not {model.stride}")
     if any(w < 1 for w in [*model.trunk_widths, *model.vgg_cpm_widths]):
         raise ConfigError("model.trunk_widths, model.vgg_cpm_widths: widths must be >= 1")
+    if model.shared_trunk and model.backbone != "cpm":
+        raise ConfigError(f"model.shared_trunk: only the cpm backbone has two trunks to share; the "
+                          f"{model.backbone} backbone has one")
     if model.backbone_weights and model.backbone not in ("vgg16", "vgg19"):
         raise ConfigError(f"model.backbone_weights: only vgg16 and vgg19 load weights, not {model.backbone!r}")
     stages = output_stages(config)

@@ -38,6 +38,22 @@ def test_refinement_stages_share_one_image_trunk():
     assert len(model.stages) == len(model.project) == 5
 
 
+@pytest.mark.parametrize("stages", [1, 3])
+def test_a_shared_trunk_feeds_stage_1_and_the_refinement_stages(stages):
+    torch.manual_seed(0)
+    two, one = (ConvolutionalPoseMachine(tiny(stages=stages, shared_trunk=shared)) for shared in (False, True))
+    trunk = sum(p.numel() for p in two.image_features_stage1.parameters())
+    assert one.image_features_stage1 is None
+    assert sum(p.numel() for p in one.parameters()) == sum(p.numel() for p in two.parameters()) - trunk * (stages > 1)
+    seen = []
+    one.image_features.register_forward_hook(lambda module, args, out: seen.append(out))
+    beliefs = one(torch.randn(2, 1, 64, 64), torch.rand(2, 1, 8, 8))
+    assert len(seen) == 1 and [b.shape for b in beliefs] == [(2, 16, 8, 8)] * stages  # computed once, read by all
+    assert torch.allclose(beliefs[0], one.stage1(seen[0]))
+    trunk_ids = {id(p) for p in one.image_features.parameters()}
+    assert trunk_ids <= {id(p) for p in one.parameter_groups()["stage1.weight"] + one.parameter_groups()["stage1.bias"]}
+
+
 @pytest.mark.parametrize("batch_norm", [False, True])
 @pytest.mark.parametrize("intermediate_supervision", [True, False])
 def test_every_parameter_gets_a_gradient(intermediate_supervision, batch_norm):

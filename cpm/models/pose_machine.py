@@ -110,7 +110,8 @@ class ConvolutionalPoseMachine(nn.Module):
                 return CPMTrunk(in_channels, widths=widths, kernel=c.trunk_kernel, batch_norm=bn,
                                 caffe_pooling=c.caffe_pooling)
 
-            self.image_features_stage1: nn.Module | None = make_trunk()
+            # shared_trunk: one trunk for every stage, as the other backbones (one trunk's convolutions fewer)
+            self.image_features_stage1: nn.Module | None = None if c.shared_trunk else make_trunk()
             trunk_channels = widths[-1]
         else:
             # One trunk shared by every stage, stage 1 included (the released VGG-based MPII model).
@@ -134,7 +135,7 @@ class ConvolutionalPoseMachine(nn.Module):
         self.stage1 = nn.Sequential(*head)
 
         if backbone == "cpm":
-            self.image_features = make_trunk() if refinements else None
+            self.image_features = make_trunk() if refinements or c.shared_trunk else None
         # Each refinement stage projects the shared features (5x5 conv 32 in the paper), or takes them as they are.
         self.project = nn.ModuleList(
             conv_block(trunk_channels, feature_channels, 5, batch_norm=bn) if feature_channels else nn.Identity()

@@ -124,13 +124,14 @@ def test_cpm_train_without_a_config_trains_experiments_default_or_refuses(monkey
     (True, "CPU with native bf16, training in bf16 (train.amp = 'auto'); expected about 11 min for 45,000 images at "
            "the 67 img/s"),
     (False, "CPU with AVX2 fp32, training in fp32 (train.amp = 'auto'), about 2.5x slower than on a CPU with native "
-            "bf16; expected about 29 min for 45,000 images at the 26 img/s"),
+            "bf16; expected about 28 min for 45,000 images at the 27 img/s"),
 ])
 def test_cpm_train_says_which_cpu_it_found_and_the_time_to_expect(monkeypatch, capsys, native, expected):
     import cpm.device
 
     monkeypatch.setattr(cpm.device, "cpu_has_native_bf16", lambda: native)
-    # make train: 3 epochs x 15,000 frames = 45,000 images; 45,000 / 67 / 60 = 11.2 min, 45,000 / 26 / 60 = 28.8 min
+    # make train: 3 epochs x 15,000 frames = 45,000 images; 45,000 / 67 / 60 = 11.2 min, 45,000 / 27 / 60 = 27.8 min;
+    # 67 / 27 = 2.5x
     _print_cpu_kind(load_config(ROOT / "experiments" / "default.toml", ['train.device="cpu"']))
     assert expected in capsys.readouterr().out
     _print_cpu_kind(load_config(None, ['train.device="cpu"', "model.stages=2"]))  # no measured rate for this model

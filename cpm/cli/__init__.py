@@ -28,9 +28,9 @@ def _add_set(parser: argparse.ArgumentParser) -> None:
 
 DEFAULT_CONFIG = Path("experiments") / "default.toml"  # what `cpm train` without a config trains (make train's)
 # Training images per second of the make-train model (experiments/default.toml) on 2 cores, by the kind of CPU:
-# native bf16 (AVX512-BF16 / AMX) from README's make-train run; AVX2 only (fp32) from a 2-core laptop-class run.
-# Only the make-train model's geometry has a measured figure.
-CPU_TRAIN_RATES = {"native bf16": 67.0, "AVX2 fp32": 26.0}
+# README's timing table (make train in a fresh clone, nothing else running; AMD EPYC with AVX512-BF16 at 0def65d,
+# AMD EPYC with AVX2 only at 5a0be23). Only the make-train model's geometry has a measured figure.
+CPU_TRAIN_RATES = {"native bf16": 67.0, "AVX2 fp32": 27.0}
 
 
 def _version() -> str:
@@ -189,7 +189,8 @@ def _print_cpu_kind(config) -> None:
     precision = "bf16" if amp == "bf16" or (amp == "auto" and kind == "native bf16") else "fp32"
     line = f"cpm train: CPU with {kind}, training in {precision} (train.amp = {amp!r})"
     if amp == "auto" and kind != "native bf16":
-        line += ", about 2.5x slower than on a CPU with native bf16"
+        slower = CPU_TRAIN_RATES["native bf16"] / CPU_TRAIN_RATES[kind]  # the make-train model's measured ratio
+        line += f", about {slower:.1f}x slower than on a CPU with native bf16"
     if amp == "auto" and _is_make_train_model(config) and config.data.source == "synthetic":
         images = config.data.train_samples * config.train.epochs
         minutes = images / CPU_TRAIN_RATES[kind] / 60

@@ -82,6 +82,10 @@ class DataConfig:
     bank_files: str = ""  # pose_mix's bank: a keypoint .mat (the K2HPD train split for training) or .npy
     # the held-out split's bank: "" = the test split beside bank_files (k2hpd_keypoints_train.mat -> ..._test.mat)
     val_bank_files: str = ""
+    # a mixture's bvh / bank files not there when a run starts: "error", or "procedural": their weight goes to the
+    # procedural prior (said in one line; the run's config.toml holds the mixture it drew), so that a config with
+    # real motion trains on a machine without the data too
+    missing_pose_files: str = "error"
     bvh_subjects: str = "train"  # bvh clips read: train | held_out (subject numbers ending in 1 or 6) | all
     skeleton: str = "itop15"  # a built-in skeleton, the name of the [skeleton] table, or a TOML file declaring one
     depth: DepthConfig = field(default_factory=DepthConfig)  # {encoding, near, far} of depth frames
@@ -462,6 +466,8 @@ def _validate_pose_mix(data: DataConfig) -> None:
     if data.pose_prior != "procedural" and not draws_procedural:
         drawn = "data.pose_mix.procedural = 0" if mixed else f"data.pose_source = {data.pose_source!r}"
         raise ConfigError(f"data.pose_prior: {data.pose_prior!r} draws the procedural poses, and {drawn} has none")
+    if data.missing_pose_files not in ("error", "procedural"):
+        raise ConfigError(f"data.missing_pose_files: {data.missing_pose_files!r} is not 'error' or 'procedural'")
     if data.val_bank_files and not weights["bank"] > 0:
         raise ConfigError("data.val_bank_files: the held-out split's bank, only read by a mixture with "
                           "data.pose_mix.bank > 0")

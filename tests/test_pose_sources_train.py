@@ -96,3 +96,40 @@ def test_a_run_on_a_real_dataset_prints_nothing_about_pose_sources(tmp_path):
     config = load_config(None, ['data.source="lsp"', f'data.root="{tmp_path}"'])
     save_checkpoint({"model": {"w": torch.zeros(1)}, "config": config.to_dict()}, run_dir / "last.pt")
     assert pose_sources_after_training(run_dir, str(tmp_path)) == ""
+
+
+def test_missing_pose_files_give_their_weight_to_the_procedural_prior_in_one_line_each(tmp_path, shared_data):
+    from cpm.config import load_config
+    from cpm.data.synthetic.sources import drop_missing_pose_files
+
+    bank = shared_data / "k2hpd" / "k2hpd_keypoints_train.mat"
+    mix = ["data.pose_mix.procedural=0.5", "data.pose_mix.bvh=0.25", "data.pose_mix.bank=0.25",
+           f"data.bvh_files='{tmp_path / 'nowhere'}'", f"data.bank_files='{bank}'"]
+    said: list[str] = []
+    strict = load_config(None, mix)
+    assert drop_missing_pose_files(strict, said.append) is strict and said == []  # "error": the dataset says it
+    config = drop_missing_pose_files(load_config(None, [*mix, "data.missing_pose_files='procedural'"]), said.append)
+    assert said == [f"data.pose_mix.bvh: {tmp_path / 'nowhere'} is not there; its weight 0.25 goes to the procedural "
+                    "prior (data.missing_pose_files = 'procedural')"]
+    assert (config.data.pose_mix.procedural, config.data.pose_mix.bvh, config.data.pose_mix.bank) == (0.75, 0, 0.25)
+    assert config.data.bvh_files == "" and config.data.bank_files == str(bank)
+    # nothing there: the plain procedural stream, the make-train data of a machine without ../shared/data
+    said.clear()
+    gone = [*mix[:3], f"data.bvh_files='{tmp_path / 'a'}'", f"data.bank_files='{tmp_path / 'b_train.mat'}'",
+            "data.missing_pose_files='procedural'"]
+    config = drop_missing_pose_files(load_config(None, gone), said.append)
+    assert len(said) == 2 and config.data == load_config(None, ["data.missing_pose_files='procedural'"]).data
+
+
+def test_a_run_without_the_pose_files_trains_on_what_is_there_and_saves_that_mixture(tmp_path, capsys):
+    from cpm.config import load_config
+
+    sets = ("data.pose_mix.procedural=0.5", "data.pose_mix.bvh=0.5", f"data.bvh_files='{tmp_path / 'nowhere'}'",
+            "data.missing_pose_files='procedural'")
+    assert train(tmp_path, "--no-pose-sources", sets=sets) == 0
+    assert "data.pose_mix.bvh: " in capsys.readouterr().out
+    saved = load_config(tmp_path / "runs" / "tiny" / "config.toml")
+    assert (saved.data.pose_mix.bvh, saved.data.bvh_files) == (0, "")
+    assert main(["train", "--no-progress", *sum((["--set", s] for s in [*tiny_overrides(tmp_path), *sets[:3]]), []),
+                 "--no-pose-sources"]) == 2  # the default, "error": one line naming the key
+    assert "data.bvh_files" in capsys.readouterr().err

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 import signal
 import time
 from collections.abc import Callable
@@ -143,6 +144,10 @@ def train(config: Config | None, *, resume: str | Path | None = None, progress: 
         config = resumed_config(checkpoint, resume, overrides)
     if config is None:
         raise CPMError("train: give a config or a checkpoint to resume")
+    if checkpoint is None:  # data.missing_pose_files = "procedural": the mixture this machine's files allow
+        from cpm.data.synthetic.sources import drop_missing_pose_files
+
+        config = drop_missing_pose_files(config, log if os.environ.get("RANK", "0") == "0" else _quiet)
     if config.train.threads:
         torch.set_num_threads(config.train.threads)
     owns_group = not torch.distributed.is_initialized()

@@ -22,7 +22,9 @@ import numpy as np
 from cpm.errors import ConfigError, CPMError
 
 if TYPE_CHECKING:
-    from cpm.config import DataConfig
+    from collections.abc import Callable
+
+    from cpm.config import Config, DataConfig
     from cpm.data.synthetic.render import PoseSource
 
 MIX_SOURCES = ("procedural", "bvh", "bank")  # the names of data.pose_mix, in the order their shares of [0, 1) take
@@ -109,6 +111,45 @@ def config_pose_source(data: DataConfig) -> PoseSource | PoseMix | None:
     if data.pose_source == "procedural":
         return procedural_prior(data)
     return pose_sampler(data.pose_source, data.pose_files, subjects=data.bvh_subjects)
+
+
+def drop_missing_pose_files(config: Config, log: Callable[[str], None] = print) -> Config:
+    """With ``data.missing_pose_files = "procedural"``, ``config`` without the mixture sources whose files are not
+    there (``data.bvh_files``, ``data.bank_files``, the held-out bank): their weight goes to the procedural prior,
+    said in one line per source. The returned config is the mixture a run draws (its config.toml). Otherwise, or
+    when every file is there, ``config`` itself."""
+    data = config.data
+    weights = mixture_weights(data)
+    if data.missing_pose_files != "procedural" or not any(weights.values()):
+        return config
+    gone = []
+    for name in ("bvh", "bank"):
+        files = [getattr(data, f"{name}_files")] if weights[name] > 0 else []
+        if name == "bank" and files and Path(files[0]).exists():
+            try:
+                files.append(held_out_bank(data))
+            except ConfigError:
+                files.append(data.val_bank_files or "its test split")
+        missing = [f for f in files if not Path(f).exists()]
+        if missing:
+            gone.append(name)
+            log(f"data.pose_mix.{name}: {missing[0]} is not there; its weight {weights[name]:g} goes to the "
+                "procedural prior (data.missing_pose_files = 'procedural')")
+    if not gone:
+        return config
+    from cpm.config import config_from_dict
+
+    table = config.to_dict()
+    mix = table["data"]["pose_mix"]
+    for name in gone:
+        mix["procedural"] += mix[name]
+        mix[name] = 0.0
+        table["data"][f"{name}_files"] = ""
+        if name == "bank":
+            table["data"]["val_bank_files"] = ""
+    if not (mix["bvh"] or mix["bank"]):  # procedural alone: the plain procedural stream, as without a mixture
+        mix["procedural"] = 0.0
+    return config_from_dict(table)
 
 
 def procedural_prior(data: DataConfig) -> PoseSource | None:

@@ -53,3 +53,27 @@ def test_two_tiny_recipes_train_and_append_to_the_record(tmp_path, capsys):
         main([str(recipe), "--target", "0.2"])
     assert stop.value.code == 2
     assert "--target: expected THRESHOLD=PCK" in capsys.readouterr().err
+
+
+def test_a_screen_tabulates_finished_runs_by_images_with_their_changes(tmp_path, capsys):
+    from cpm.config import load_config
+
+    reference = tmp_path / "reference.toml"
+    reference.write_text("[train]\nbatch_size = 16\n")
+    runs = []
+    for name, sets, lines in [("ref", [], [line(1, 0.90, 0.80, 50.0), line(2, 0.94, 0.86, 99.0)]),
+                              ("cand", ["model.stage_kernel=5", "train.threads=1"], [line(1, 0.93, 0.85, 40.0)])]:
+        run = tmp_path / name
+        run.mkdir()
+        (run / "config.toml").write_text(load_config(reference, sets).to_toml())
+        (run / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+        runs.append(str(run))
+    out = tmp_path / "screen.md"
+    assert main(["--screen", *runs, "--reference", str(reference), "--out", str(out)]) == 0
+    rows = [row for row in out.read_text().splitlines() if row.startswith("| ") and not row.startswith("| run")]
+    # images = step x batch (5 steps an epoch x 16); PCK of the final stage (stage 2), not stage 1
+    assert rows == ["| ref | none | 80 | 80.00 | 90.00 | no |", "|  |  | 160 | 86.00 | 94.00 | yes |",
+                    "| cand | model.stage_kernel = 5 | 80 | 85.00 | 93.00 | yes |"]  # threads: a machine key
+    with pytest.raises(SystemExit) as stop:
+        main([str(reference), "--screen", runs[0]])
+    assert stop.value.code == 2 and "not both" in capsys.readouterr().err

@@ -12,6 +12,11 @@ relative to the first one's, so a ratio is only ever taken between runs of one s
 
 ``--record FILE`` appends the rows to a Markdown record (change, images and minutes to target, img/s, ratio, CPU
 kind, command, revision), started with its header when the file does not exist yet.
+
+``--screen RUN_DIR ...`` trains nothing: it tabulates finished runs (candidates trained beside other work, say) by
+images, with their final-stage PCK after each evaluation, where each met the targets, and what its config changes
+from the reference recipe (``--reference``, `experiments/default.toml`); images to target do not depend on the
+machine's speed, so a screen picks the candidates worth a timed sitting. ``--out FILE`` writes it.
 """
 
 from __future__ import annotations
@@ -107,6 +112,46 @@ def format_rows(outcomes: list[tuple[str, Outcome, str]], *, change: str, cpu: s
     return rows
 
 
+def config_changes(run_config, reference) -> str:
+    """The keys whose values ``run_config`` changes from ``reference`` (both `Config`), machine keys aside:
+    ``model.stage_kernel = 5, train.lr = 0.003``; "none" for the reference recipe itself."""
+    from cpm.config import toml_value
+    from cpm.experiments.runs import MACHINE_KEYS
+
+    ours, theirs = run_config.to_dict(), reference.to_dict()
+    changed = [f"{section}.{key} = {toml_value(value)}" for section, values in ours.items()
+               for key, value in values.items()
+               if f"{section}.{key}" not in MACHINE_KEYS and theirs.get(section, {}).get(key) != value]
+    return ", ".join(changed) or "none"
+
+
+def screen_rows(run_dirs: list[Path], targets: dict[float, float], reference: str | Path) -> list[str]:
+    """One row per evaluation of each finished run: images so far, final-stage PCK at the targets' thresholds,
+    whether every target is met, and (on the run's first row) what its config changes from ``reference``."""
+    base = load_config(reference)
+    thresholds = sorted(targets)
+    rows = ["| run | changes from " + f"`{reference}` | images | "
+            + " | ".join(f"PCK@{a:g}" for a in thresholds) + " | targets met |",
+            "|---|---|---:|" + "---:|" * len(thresholds) + "---|"]
+    for run_dir in run_dirs:
+        config = load_config(run_dir / "config.toml")
+        changes = config_changes(config, base)
+        for index, line in enumerate(read_metrics(run_dir)):
+            stages = [int(k.rsplit("stage", 1)[1]) for k in line if k.startswith("val/pck@") and "/stage" in k]
+            if not stages:
+                continue
+            keys = {a: f"val/pck@{a:g}/stage{max(stages)}" for a in thresholds}
+            missing = [a for a, key in keys.items() if key not in line]
+            if missing:
+                raise CPMError(f"{run_dir}: PCK@{missing[0]:g} is not measured (add it to eval.pck_thresholds)")
+            met = all(line[keys[a]] >= targets[a] for a in thresholds)
+            rows.append(f"| {run_dir.name if index == 0 else ''} | {changes if index == 0 else ''} | "
+                        f"{line['step'] * config.train.batch_size:,} | "
+                        + " | ".join(f"{100 * line[keys[a]]:.2f}" for a in thresholds)
+                        + f" | {'yes' if met else 'no'} |")
+    return rows
+
+
 def _parse_targets(texts: list[str]) -> dict[float, float]:
     targets = {}
     for text in texts:
@@ -122,7 +167,12 @@ def _parse_targets(texts: list[str]) -> dict[float, float]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m cpm.bench.speedrun", description=__doc__.splitlines()[0])
-    parser.add_argument("configs", nargs="+", help="the recipes; the first is the reference of this sitting")
+    parser.add_argument("configs", nargs="*", help="the recipes; the first is the reference of this sitting")
+    parser.add_argument("--screen", nargs="+", type=Path, metavar="RUN_DIR",
+                        help="train nothing: tabulate these finished runs by images to target")
+    parser.add_argument("--reference", default="experiments/default.toml",
+                        help="--screen: the recipe whose changes each run's row names (default %(default)s)")
+    parser.add_argument("--out", type=Path, help="--screen: write the table to this Markdown file")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="applied to every recipe (e.g. train.amp=\"off\" for the fp32 kind of run)")
     parser.add_argument("--target", action="append", default=[], metavar="THRESHOLD=PCK",
@@ -134,8 +184,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from cpm.training.checkpoint import git_revision
 
+    if bool(args.configs) == bool(args.screen):
+        parser.error("give the recipes to train, or --screen RUN_DIR ... (not both)")
     try:
         targets = _parse_targets(args.target)
+        if args.screen:
+            return _screen(args, targets)
         for path in args.configs:
             load_config(path, args.overrides)  # every recipe is checked before the first trains
         outcomes = speedrun(args.configs, args.overrides, targets, runs_dir=args.runs,
@@ -151,6 +205,26 @@ def main(argv: list[str] | None = None) -> int:
 
         write_text_atomic(args.record, "\n".join((existing or RECORD_HEADER) + rows) + "\n")
         print(f"appended {len(rows)} rows to {args.record}")
+    return 0
+
+
+def _screen(args: argparse.Namespace, targets: dict[float, float]) -> int:
+    from cpm.io import write_text_atomic
+    from cpm.training.checkpoint import git_revision
+
+    rows = screen_rows(args.screen, targets, args.reference)
+    command = shlex.join(["python", "-m", "cpm.bench.speedrun", *sys.argv[1:]])
+    goal = " and ".join(f"PCK@{a:g} >= {100 * v:g}" for a, v in sorted(targets.items()))
+    text = "\n".join([
+        "# Speedrun screen: candidate recipes by images to target", "",
+        f"Final-stage PCK (%) on each run's held-out split after every evaluation, against the targets ({goal}). "
+        "Images to target do not depend on how fast the machine ran (these runs may have shared it), so no time "
+        "is given: a candidate worth it is timed side by side with the reference (`make speedrun`).", "",
+        *rows, "", f"Written by `{command}` at revision `{git_revision()}`.", ""])
+    print(text, end="")
+    if args.out:
+        write_text_atomic(args.out, text)
+        print(f"wrote {args.out}")
     return 0
 
 

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from cpm.bench.speedrun import Outcome, format_rows, main, time_to_target
+from cpm.bench.speedrun import Outcome, final_figures, format_rows, main, time_to_target
 from cpm.errors import CPMError
 from tests.helpers import tiny_overrides
 
@@ -29,10 +29,24 @@ def test_rows_give_each_recipe_its_ratio_to_the_first():
     outcomes = [("a.toml", Outcome(3, 48000, 1800.0, 26.0), "runs/a"), ("b.toml", Outcome(2, 24000, 720.0, 33.3),
                                                                        "runs/b"),
                 ("c.toml", Outcome(None, None, None, 40.0), "runs/c")]
-    rows = format_rows(outcomes, change="stride 4", cpu="cpu", command="cmd", revision="abc")
-    assert rows[0] == "| reference of this sitting | a.toml | 48,000 | 26.0 | 30.0 | 1.00 | cpu | `cmd` | abc |"
-    assert rows[1] == "| stride 4 | b.toml | 24,000 | 33.3 | 12.0 | 0.40 | cpu | `cmd` | abc |"
-    assert rows[2].startswith("| stride 4 | c.toml | not reached | 40.0 | not reached | – |")
+    rows = format_rows(outcomes, change="stride 4", cpu="cpu", command="cmd", revision="abc",
+                       targets={0.2: 0.9375, 0.1: 0.8472})
+    goal = "@0.1 >= 84.72, @0.2 >= 93.75"
+    assert rows[0] == (f"| reference of this sitting | a.toml | {goal} | 48,000 | 26.0 | 30.0 | 1.00 | cpu | `cmd` "
+                       "| abc |")
+    assert rows[1] == f"| stride 4 | b.toml | {goal} | 24,000 | 33.3 | 12.0 | 0.40 | cpu | `cmd` | abc |"
+    assert rows[2].startswith(f"| stride 4 | c.toml | {goal} | not reached | 40.0 | not reached | – |")
+
+
+def test_without_targets_the_reference_runs_final_figures_are_the_targets():
+    lines = [line(1, 0.90, 0.80, 50.0), line(2, 0.9375, 0.8472, 99.0)]
+    assert final_figures(lines) == {0.1: 0.8472, 0.2: 0.9375}  # the final stage (2) of the last evaluation
+    # the reference meets its own figures at its end; a run as good one epoch earlier meets them there
+    assert time_to_target(lines, final_figures(lines), batch_size=16).epoch == 2
+    early = [line(1, 0.94, 0.85, 50.0)]
+    assert time_to_target(early, final_figures(lines), batch_size=16).epoch == 1
+    with pytest.raises(CPMError, match="no evaluation"):
+        final_figures([{"epoch": 1}])
 
 
 def test_two_tiny_recipes_train_and_append_to_the_record(tmp_path, capsys):
@@ -69,7 +83,8 @@ def test_a_screen_tabulates_finished_runs_by_images_with_their_changes(tmp_path,
         (run / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
         runs.append(str(run))
     out = tmp_path / "screen.md"
-    assert main(["--screen", *runs, "--reference", str(reference), "--out", str(out)]) == 0
+    assert main(["--screen", *runs, "--reference", str(reference), "--out", str(out), "--target", "0.2=0.93",
+                 "--target", "0.1=0.85"]) == 0
     rows = [row for row in out.read_text().splitlines() if row.startswith("| ") and not row.startswith("| run")]
     # images = step x batch (5 steps an epoch x 16); PCK of the final stage (stage 2), not stage 1
     assert rows == ["| ref | none | 80 | 80.00 | 90.00 | no |", "|  |  | 160 | 86.00 | 94.00 | yes |",

@@ -5,10 +5,12 @@
 
 Each recipe (a config, with the ``--set`` values) is trained in turn on this machine and evaluated after every epoch
 as any run is. Its **time to target** is the wall time from the start of its run to the end of the first evaluation
-whose final-stage PCK meets every target (``--target 0.2=0.93 --target 0.1=0.85`` by default: the ``make train``
-figures on its 500 held-out frames), read from ``elapsed_seconds`` in ``metrics.jsonl``; its **images to target** the
-training images up to that epoch. The first recipe is the reference of the sitting: every row gives its time
-relative to the first one's, so a ratio is only ever taken between runs of one sitting on one machine.
+whose final-stage PCK meets every target, read from ``elapsed_seconds`` in ``metrics.jsonl``; its **images to
+target** the training images up to that epoch. The first recipe is the reference of the sitting: by default the
+targets are its own final-stage PCK@0.1 and PCK@0.2 at the end of its run (the same accuracy, whatever the kind of
+CPU: ``make train`` ends at 85.51 / 93.76 in bf16 and 84.72 / 93.75 in fp32), or ``--target 0.2=0.93`` (repeatable)
+fixes them; every row gives its time relative to the first one's, so a ratio is only ever taken between runs of one
+sitting on one machine.
 
 ``--record FILE`` appends the rows to a Markdown record (change, images and minutes to target, img/s, ratio, CPU
 kind, command, revision), started with its header when the file does not exist yet.
@@ -31,14 +33,14 @@ from cpm.config import load_config
 from cpm.errors import CPMError
 from cpm.evaluation.report import read_metrics
 
-DEFAULT_TARGETS = {0.2: 0.93, 0.1: 0.85}
+REFERENCE_THRESHOLDS = (0.1, 0.2)  # without --target: the reference run's final figures at these
 RECORD_HEADER = ["# Speedrun: `make train` to its accuracy in less time", "",
-                 "Each row: one recipe trained to final-stage PCK targets on the 500-frame held-out split; the ratio "
-                 "is to the first recipe of the same sitting (`python -m cpm.bench.speedrun`, side by side on one "
-                 "machine).", "",
-                 "| change | config | images to target | img/s | minutes to target | ratio to the sitting's first | "
-                 "CPU | command | revision |",
-                 "|---|---|---:|---:|---:|---:|---|---|---|"]
+                 "Each row: one recipe trained to final-stage PCK targets on the 500-frame held-out split (by "
+                 "default the final figures of the sitting's first recipe); the ratio is to the first recipe of the "
+                 "same sitting (`python -m cpm.bench.speedrun`, side by side on one machine).", "",
+                 "| change | config | targets (final-stage PCK %) | images to target | img/s | minutes to target | "
+                 "ratio to the sitting's first | CPU | command | revision |",
+                 "|---|---|---|---:|---:|---:|---:|---|---|---|"]
 
 
 @dataclass
@@ -79,9 +81,24 @@ def cpu_kind() -> str:
     return f"{where['cpu']}, {where['cores']} cores, {'native bf16' if cpu_has_native_bf16() else 'AVX2 fp32'}"
 
 
-def speedrun(configs: list[str], overrides: list[str], targets: dict[float, float], *, runs_dir: str,
-             progress: bool = True, log=print) -> list[tuple[str, Outcome, str]]:
-    """Train each config in turn (into ``runs_dir``); -> [(config, outcome, run directory)]."""
+def final_figures(lines: list[dict], thresholds=REFERENCE_THRESHOLDS) -> dict[float, float]:
+    """The final-stage PCK at ``thresholds`` of a run's last evaluation (its ``metrics.jsonl`` lines)."""
+    for line in reversed(lines):
+        stages = [int(k.rsplit("stage", 1)[1]) for k in line if k.startswith("val/pck@") and "/stage" in k]
+        if stages:
+            keys = {a: f"val/pck@{a:g}/stage{max(stages)}" for a in thresholds}
+            missing = [a for a, key in keys.items() if key not in line]
+            if missing:
+                raise CPMError(f"--target: the reference run has no PCK@{missing[0]:g} (add it to "
+                               "eval.pck_thresholds, or give --target)")
+            return {a: line[key] for a, key in keys.items()}
+    raise CPMError("the reference run has no evaluation to take its figures from")
+
+
+def speedrun(configs: list[str], overrides: list[str], targets: dict[float, float] | None, *, runs_dir: str,
+             progress: bool = True, log=print) -> tuple[list[tuple[str, Outcome, str]], dict[float, float]]:
+    """Train each config in turn (into ``runs_dir``); -> ([(config, outcome, run directory)], targets). Without
+    ``targets``, the first run's final figures (`final_figures`) are the targets of all."""
     from cpm.training.loop import train
 
     outcomes = []
@@ -91,23 +108,29 @@ def speedrun(configs: list[str], overrides: list[str], targets: dict[float, floa
         log(f"speedrun: training {path}")
         results = train(config, progress=progress, log=log)
         run_dir = Path(results["run_dir"])
-        outcomes.append((path, time_to_target(read_metrics(run_dir), targets, config.train.batch_size), str(run_dir)))
-    return outcomes
+        lines = read_metrics(run_dir)
+        if targets is None:
+            targets = final_figures(lines)
+            log("speedrun: targets, the reference's final figures: "
+                + ", ".join(f"PCK@{a:g} >= {100 * v:.2f}" for a, v in targets.items()))
+        outcomes.append((path, time_to_target(lines, targets, config.train.batch_size), str(run_dir)))
+    return outcomes, targets
 
 
 def format_rows(outcomes: list[tuple[str, Outcome, str]], *, change: str, cpu: str, command: str,
-                revision: str) -> list[str]:
+                revision: str, targets: dict[float, float]) -> list[str]:
     """Record rows; the ratio is each recipe's minutes to target over the first recipe's."""
     reference = outcomes[0][1].seconds
+    goal = ", ".join(f"@{a:g} >= {100 * v:.2f}" for a, v in sorted(targets.items()))
     rows = []
     for index, (path, outcome, _) in enumerate(outcomes):
         label = (change or "recipe") if index else "reference of this sitting"
         if outcome.epoch is None:
-            rows.append(f"| {label} | {path} | not reached | {outcome.images_per_second:.1f} | not reached | – | "
-                        f"{cpu} | `{command}` | {revision} |")
+            rows.append(f"| {label} | {path} | {goal} | not reached | {outcome.images_per_second:.1f} | not reached "
+                        f"| – | {cpu} | `{command}` | {revision} |")
             continue
         ratio = f"{outcome.seconds / reference:.2f}" if reference else "–"
-        rows.append(f"| {label} | {path} | {outcome.images:,} | {outcome.images_per_second:.1f} | "
+        rows.append(f"| {label} | {path} | {goal} | {outcome.images:,} | {outcome.images_per_second:.1f} | "
                     f"{outcome.seconds / 60:.1f} | {ratio} | {cpu} | `{command}` | {revision} |")
     return rows
 
@@ -152,7 +175,7 @@ def screen_rows(run_dirs: list[Path], targets: dict[float, float], reference: st
     return rows
 
 
-def _parse_targets(texts: list[str]) -> dict[float, float]:
+def _parse_targets(texts: list[str]) -> dict[float, float] | None:
     targets = {}
     for text in texts:
         threshold, sep, value = text.partition("=")
@@ -162,7 +185,7 @@ def _parse_targets(texts: list[str]) -> dict[float, float]:
             raise CPMError(f"--target: expected THRESHOLD=PCK (e.g. 0.2=0.93), got {text!r}") from None
         if not sep or not 0 < float(value) <= 1:
             raise CPMError(f"--target: expected THRESHOLD=PCK with PCK in (0, 1], got {text!r}")
-    return targets or dict(DEFAULT_TARGETS)
+    return targets or None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -176,7 +199,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="applied to every recipe (e.g. train.amp=\"off\" for the fp32 kind of run)")
     parser.add_argument("--target", action="append", default=[], metavar="THRESHOLD=PCK",
-                        help="final-stage PCK to reach (repeatable; default 0.2=0.93 and 0.1=0.85)")
+                        help="final-stage PCK to reach (repeatable; default: the first recipe's final PCK@0.1 "
+                             "and PCK@0.2; with --screen, the first run's)")
     parser.add_argument("--runs", default="runs", help="where the runs go (default runs/)")
     parser.add_argument("--record", type=Path, help="append the rows to this Markdown record")
     parser.add_argument("--change", default="", help="what the recipes after the first change (the record's label)")
@@ -192,10 +216,11 @@ def main(argv: list[str] | None = None) -> int:
             return _screen(args, targets)
         for path in args.configs:
             load_config(path, args.overrides)  # every recipe is checked before the first trains
-        outcomes = speedrun(args.configs, args.overrides, targets, runs_dir=args.runs,
-                            progress=not args.no_progress)
+        outcomes, targets = speedrun(args.configs, args.overrides, targets, runs_dir=args.runs,
+                                     progress=not args.no_progress)
         command = shlex.join(["python", "-m", "cpm.bench.speedrun", *(sys.argv[1:] if argv is None else argv)])
-        rows = format_rows(outcomes, change=args.change, cpu=cpu_kind(), command=command, revision=git_revision())
+        rows = format_rows(outcomes, change=args.change, cpu=cpu_kind(), command=command, revision=git_revision(),
+                           targets=targets)
     except CPMError as error:
         parser.exit(2, f"{parser.prog}: error: {error}\n")
     print("\n".join(RECORD_HEADER[-2:] + rows))
@@ -212,9 +237,11 @@ def _screen(args: argparse.Namespace, targets: dict[float, float]) -> int:
     from cpm.io import write_text_atomic
     from cpm.training.checkpoint import git_revision
 
+    targets = targets or final_figures(read_metrics(args.screen[0]))
     rows = screen_rows(args.screen, targets, args.reference)
     command = shlex.join(["python", "-m", "cpm.bench.speedrun", *sys.argv[1:]])
-    goal = " and ".join(f"PCK@{a:g} >= {100 * v:g}" for a, v in sorted(targets.items()))
+    goal = " and ".join(f"PCK@{a:g} >= {100 * v:.2f}" for a, v in sorted(targets.items()))
+    goal += "" if args.target else f", the final figures of {args.screen[0].name}"
     text = "\n".join([
         "# Speedrun screen: candidate recipes by images to target", "",
         f"Final-stage PCK (%) on each run's held-out split after every evaluation, against the targets ({goal}). "

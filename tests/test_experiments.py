@@ -251,8 +251,11 @@ def test_a_config_files_cells_table_reaches_its_cells_below_set_and_cell_set(tmp
     with pytest.raises(ConfigError, match=r"heads.toml: \[cells\] 'regression-\*': unknown config key train.lrr"):
         load_config(config)
     config.write_text('[cells]\nregression = 0.02\n')
-    assert main(["compare-heads", "--budget", "none", "--config", str(config), "--only", "x"]) == 2
+    results = tmp_path / "results"
+    assert main(["compare-heads", "--budget", "none", "--config", str(config), "--only", "x", "--results",
+                 str(results), "--runs", str(tmp_path / "runs")]) == 2
     assert "heads.toml: [cells] must map a cell-name glob to settings" in capsys.readouterr().err
+    assert not results.exists()  # nothing written for a request that does not resolve
 
 
 def test_a_run_directory_of_another_config_is_never_resumed_into(tmp_path):

@@ -382,7 +382,8 @@ def run_target(request: GridRequest, *, runs_root: Path = Path("runs"),
     small cell cannot fill; the report is written when all have finished. A shard writes no report."""
     from cpm.targets.codecs import DECODERS
 
-    write_grid_note(request, results_root=results_root, command=command)
+    cells = grid_cells(request, runs_root=runs_root, results_root=results_root, device=device, only=only)
+    write_grid_note(request, results_root=results_root, command=command)  # a request whose cells resolve only
     if parallel > 1:
         workers = [subprocess.Popen([sys.executable, "-m", "cpm.experiments", *argv, "--shard", f"{i}/{parallel}",
                                      "--no-progress"]) for i in range(parallel)]
@@ -390,7 +391,6 @@ def run_target(request: GridRequest, *, runs_root: Path = Path("runs"),
         if failed:
             raise CPMError(f"--parallel: {len(failed)} of {parallel} workers failed (exit {failed[0]})")
     else:
-        cells = grid_cells(request, runs_root=runs_root, results_root=results_root, device=device, only=only)
         cells = [cell for cell in cells if seed_of(cell.name) % shard[1] == shard[0]]
         run_cells(cells, target=request.target, setting=request.setting, device=device, progress=progress, log=log,
                   decoders=DECODERS if request.target == "compare-decoders" else ())

@@ -53,20 +53,27 @@ class Outcome:
     images_per_second: float  # mean training images/s over the run's epochs
 
 
+def final_stage_pck(line: dict, thresholds, where: str = "--target") -> dict[float, float] | None:
+    """{threshold: final-stage PCK} of one ``metrics.jsonl`` line; None for a line without an evaluation, and a
+    `CPMError` (prefixed ``where``) for a threshold that was not measured."""
+    stages = [int(k.rsplit("stage", 1)[1]) for k in line if k.startswith("val/pck@") and "/stage" in k]
+    if not stages:
+        return None
+    keys = {a: f"val/pck@{a:g}/stage{max(stages)}" for a in thresholds}
+    missing = [a for a, key in keys.items() if key not in line]
+    if missing:
+        raise CPMError(f"{where}: PCK@{missing[0]:g} is not measured (add it to eval.pck_thresholds)")
+    return {a: line[key] for a, key in keys.items()}
+
+
 def time_to_target(lines: list[dict], targets: dict[float, float], batch_size: int) -> Outcome:
     """The first evaluation line of a run's ``metrics.jsonl`` whose final-stage PCK meets every target, and the
     training images and wall seconds (``elapsed_seconds``) up to it."""
     rates = [line["images_per_second"] for line in lines if "images_per_second" in line]
     speed = sum(rates) / len(rates) if rates else float("nan")
     for line in lines:
-        stages = [int(k.rsplit("stage", 1)[1]) for k in line if k.startswith("val/pck@") and "/stage" in k]
-        if not stages:
-            continue
-        last = max(stages)
-        missing = [a for a in targets if f"val/pck@{a:g}/stage{last}" not in line]
-        if missing:
-            raise CPMError(f"--target: PCK@{missing[0]:g} is not measured (add it to eval.pck_thresholds)")
-        if all(line[f"val/pck@{a:g}/stage{last}"] >= value for a, value in targets.items()):
+        pck = final_stage_pck(line, targets)
+        if pck is not None and all(pck[a] >= value for a, value in targets.items()):
             if "elapsed_seconds" not in line:
                 raise CPMError("metrics.jsonl: no elapsed_seconds (a run from before they were written)")
             return Outcome(line["epoch"], line["step"] * batch_size, line["elapsed_seconds"], speed)
@@ -84,14 +91,9 @@ def cpu_kind() -> str:
 def final_figures(lines: list[dict], thresholds=REFERENCE_THRESHOLDS) -> dict[float, float]:
     """The final-stage PCK at ``thresholds`` of a run's last evaluation (its ``metrics.jsonl`` lines)."""
     for line in reversed(lines):
-        stages = [int(k.rsplit("stage", 1)[1]) for k in line if k.startswith("val/pck@") and "/stage" in k]
-        if stages:
-            keys = {a: f"val/pck@{a:g}/stage{max(stages)}" for a in thresholds}
-            missing = [a for a, key in keys.items() if key not in line]
-            if missing:
-                raise CPMError(f"--target: the reference run has no PCK@{missing[0]:g} (add it to "
-                               "eval.pck_thresholds, or give --target)")
-            return {a: line[key] for a, key in keys.items()}
+        pck = final_stage_pck(line, thresholds, "the reference run (or give --target)")
+        if pck is not None:
+            return pck
     raise CPMError("the reference run has no evaluation to take its figures from")
 
 
@@ -153,25 +155,21 @@ def screen_rows(run_dirs: list[Path], targets: dict[float, float], reference: st
     whether every target is met, and (on the run's first row) what its config changes from ``reference``."""
     base = load_config(reference)
     thresholds = sorted(targets)
-    rows = ["| run | changes from " + f"`{reference}` | images | "
-            + " | ".join(f"PCK@{a:g}" for a in thresholds) + " | targets met |",
-            "|---|---|---:|" + "---:|" * len(thresholds) + "---|"]
+    rows = [f"| run | changes from `{reference}` | images | " + " | ".join(f"PCK@{a:g}" for a in thresholds)
+            + " | targets met |", "|---|---|---:|" + "---:|" * len(thresholds) + "---|"]
     for run_dir in run_dirs:
         config = load_config(run_dir / "config.toml")
         changes = config_changes(config, base)
-        for index, line in enumerate(read_metrics(run_dir)):
-            stages = [int(k.rsplit("stage", 1)[1]) for k in line if k.startswith("val/pck@") and "/stage" in k]
-            if not stages:
+        named = False  # the run's name and changes on its first row
+        for line in read_metrics(run_dir):
+            pck = final_stage_pck(line, thresholds, str(run_dir))
+            if pck is None:
                 continue
-            keys = {a: f"val/pck@{a:g}/stage{max(stages)}" for a in thresholds}
-            missing = [a for a, key in keys.items() if key not in line]
-            if missing:
-                raise CPMError(f"{run_dir}: PCK@{missing[0]:g} is not measured (add it to eval.pck_thresholds)")
-            met = all(line[keys[a]] >= targets[a] for a in thresholds)
-            rows.append(f"| {run_dir.name if index == 0 else ''} | {changes if index == 0 else ''} | "
+            met = all(pck[a] >= targets[a] for a in thresholds)
+            rows.append(f"| {'' if named else run_dir.name} | {'' if named else changes} | "
                         f"{line['step'] * config.train.batch_size:,} | "
-                        + " | ".join(f"{100 * line[keys[a]]:.2f}" for a in thresholds)
-                        + f" | {'yes' if met else 'no'} |")
+                        + " | ".join(f"{100 * pck[a]:.2f}" for a in thresholds) + f" | {'yes' if met else 'no'} |")
+            named = True
     return rows
 
 

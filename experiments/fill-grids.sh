@@ -1,0 +1,28 @@
+#!/bin/sh
+# Fills the committed CPU grids (experiments/ablation.toml, experiments/heads.toml) in pieces, in the order that makes
+# a table useful soonest: seed 0 of every cell, then seed 1, then seed 2. Cells whose summary already exists are
+# skipped and an interrupted cell resumes from its last.pt, so the script can be stopped and started again at will.
+#
+#   nohup sh experiments/fill-grids.sh ablation > logs/ablation-grid.log 2>&1 &
+#   nohup sh experiments/fill-grids.sh heads    > logs/heads-grid.log 2>&1 &
+#
+# Each grid trains on one thread (train.threads=1), so the two grids together use two cores.
+# Commit each new summary under experiments/results/ with `python -m cpm.experiments report`.
+set -u
+PY=${PY:-.venv/bin/python}
+case "${1:-}" in
+ablation)
+    target=ablate-supervision; config=experiments/ablation.toml
+    patterns="T4-is-seed0 T4-nois-seed0 T4-*-adamw-seed0 *-seed0 *-seed1 *-seed2 *" ;;
+heads)
+    target=compare-heads; config=experiments/heads.toml
+    patterns="*-s4-seed0 *-s8-seed0 *-s16-seed0 *-s4-seed1 *-s8-seed1 *-s16-seed1 *-fourconv-seed0 *-fourconv-seed1 *-vgg16-seed0 *-vgg16-seed1 *"
+    ;;
+*)
+    echo "usage: sh experiments/fill-grids.sh ablation|heads" >&2; exit 2 ;;
+esac
+for pattern in $patterns; do
+    echo "== $target --only '$pattern' ($(date -u +%FT%TZ))"
+    "$PY" -m cpm.experiments "$target" --config "$config" --budget none --only "$pattern" \
+        --set train.threads=1 --no-progress || echo "== $pattern failed with status $?"
+done

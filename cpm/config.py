@@ -129,6 +129,8 @@ class ModelConfig:
     stage_width: int = 64  # channels of the refinement stages' convolutions (128 in the paper)
     stage_kernel: int = 7  # kernel of the refinement stages (11 in the paper)
     stage_layers: int = 3  # large-kernel convs per refinement stage
+    # refinement stages' large-kernel convs as depthwise kxk + pointwise 1x1 (same receptive field, ~k^2 fewer MACs)
+    stage_separable: bool = False
     stride: int = 8
     center_map: bool = True
     center_pool: bool = False  # centre map made at input resolution, avg-pooled (s+1)/s by the model (Caffe)

@@ -95,3 +95,26 @@ def test_each_refinement_stage_reads_projected_shared_features_previous_beliefs_
             expected = torch.cat([model.project[t](shared), beliefs[t].detach(), center_map], dim=1)
             torch.testing.assert_close(inputs, expected, rtol=0, atol=0)
             assert torch.equal(model.stages[t](inputs), beliefs[t + 1].detach())
+
+
+def test_separable_stages_keep_the_receptive_field_for_fewer_weights():
+    from cpm.evaluation.receptive_field import theoretical_receptive_fields
+
+    torch.manual_seed(0)
+    options = {"stages": 3, "stage_width": 16, "stage_kernel": 7, "stage_layers": 3}
+    dense, separable = (ConvolutionalPoseMachine(tiny(**options, stage_separable=flag)) for flag in (False, True))
+    assert [f.size for f in theoretical_receptive_fields(separable)] == \
+        [f.size for f in theoretical_receptive_fields(dense)]
+    stage_in = separable.stages[0].layers[0].in_channels  # projected features + beliefs + centre map
+    depthwise = [m for m in separable.stages[0].modules() if isinstance(m, torch.nn.Conv2d) and m.groups > 1]
+    assert [(m.groups, m.kernel_size, m.weight.shape[1]) for m in depthwise] == \
+        [(stage_in, (7, 7), 1), (16, (7, 7), 1), (16, (7, 7), 1)]
+    # per stage: the dense kxk weights (+ biases) give way to depthwise kxk (no bias) + 1x1 (+ bias)
+    dense_kxk = 49 * 16 * (stage_in + 16 + 16) + 3 * 16
+    separable_kxk = 49 * (stage_in + 16 + 16) + 16 * (stage_in + 16 + 16) + 3 * 16
+    count = lambda model: sum(p.numel() for p in model.parameters())  # noqa: E731
+    assert count(dense) - count(separable) == 2 * (dense_kxk - separable_kxk)
+    beliefs = separable(torch.randn(2, 1, 64, 64), torch.rand(2, 1, 8, 8))
+    assert [b.shape for b in beliefs] == [(2, 16, 8, 8)] * 3
+    beliefs[-1].sum().backward()
+    assert all(m.weight.grad is not None and m.weight.grad.abs().sum() > 0 for m in depthwise)

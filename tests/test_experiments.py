@@ -75,7 +75,8 @@ def test_ablate_supervision_table_from_summaries(tmp_path):
     assert "| stage-wise, then joint fine-tuning | 70.00 | 30.00 | 1 |" in rows
     # Per stage of the four-stage models: stage 2 is half the final value in pck_line.
     assert "| 2 | 35.00 ± 5.00 | 22.00 ± 2.65 |" in rows
-    assert "`make ablate-supervision` at revision(s) `abc123`" in text and "budget none (hand-made)" in text
+    assert "`make ablate-supervision` (the whole grid; " in text and "at revision(s) `abc123`" in text
+    assert "budget none (hand-made)" in text
     assert "10 runs, 0.0 h of training in all, on test cpu (fp32, 2 cores)" in text
     assert (tmp_path / "ablate-supervision-hand.png").stat().st_size > 10_000
 
@@ -424,3 +425,15 @@ def test_request_argv_makes_the_same_request_again():
     assert again.setting == request.setting and again.cell_sets == request.cell_sets
     assert again.sets == {k: v for k, v in request.sets.items() if k != "train.threads"}
     assert request_from_note(request.to_json()) == request
+
+
+def test_the_reports_quote_the_command_of_the_whole_grid():
+    from cpm.experiments.grids import whole_grid_command
+
+    piece = ["ablate-supervision", "--config", "experiments/ablation.toml", "--budget", "none", "--only",
+             "T4-*-seed0", "--set", "train.threads=1", "--no-progress", "--parallel=2", "--shard", "0/2",
+             "--device", "cuda", "--cell-set", "T1-*:train.lr=0.1"]
+    assert whole_grid_command(piece) == (
+        "python -m cpm.experiments ablate-supervision --config experiments/ablation.toml --budget none "
+        "--set train.threads=1 --cell-set 'T1-*:train.lr=0.1'")
+    assert whole_grid_command(["compare-heads", "--only=*-s4-*"]) == "python -m cpm.experiments compare-heads"

@@ -355,6 +355,28 @@ def request_argv(request: GridRequest) -> list[str]:
     return argv
 
 
+# Options that choose which cells of a request train, where and how they report: not part of what the grid is.
+_PIECE_OPTIONS = {"--only": True, "--shard": True, "--parallel": True, "--device": True, "--no-progress": False}
+
+
+def whole_grid_command(argv: Sequence[str]) -> str:
+    """The command that trains every cell of the request ``argv`` makes: ``argv`` without the options that pick a
+    piece of it (``--only``, ``--shard``, ``--parallel``), the device or the progress display. The reports quote it,
+    since a grid filled in pieces is still the one grid."""
+    kept: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+            continue
+        name = arg.split("=", 1)[0]
+        if name in _PIECE_OPTIONS:
+            skip = _PIECE_OPTIONS[name] and "=" not in arg
+            continue
+        kept.append(arg)
+    return shlex.join(["python", "-m", "cpm.experiments", *kept])
+
+
 def write_grid_note(request: GridRequest, *, results_root: Path, command: str) -> None:
     """``grid.json`` beside the summaries: the request, the command and the revision, quoted by the report."""
     from cpm.training.checkpoint import git_revision
@@ -491,7 +513,8 @@ def main(argv: list[str] | None = None) -> int:
         forwarded = [a for i, a in enumerate(given) if a != "--parallel" and not a.startswith("--parallel=")
                      and (i == 0 or given[i - 1] != "--parallel")]
         path = run_target(request, runs_root=args.runs, results_root=args.results, device=args.device,
-                          only=args.only, command=command, progress=not args.no_progress, shard=shard,
+                          only=args.only, command=whole_grid_command(given), progress=not args.no_progress,
+                          shard=shard,
                           parallel=args.parallel, argv=forwarded)
         if path is not None:
             print(f"wrote {path}")

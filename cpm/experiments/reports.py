@@ -116,7 +116,8 @@ def _header(note: dict, title: str, runs: list[RunRecord]) -> tuple[list[str], l
            "training frames); differences are paired by seed, with a 95 % t-interval in brackets.", ""]
     revisions = sorted({r.data.get("revision", "unknown") for r in runs})
     target = runs[0].data.get("target", "?") if runs else "?"
-    bottom = ["", f"Runs produced by `{note.get('command') or 'unknown'}` at revision(s) "
+    bottom = ["", f"Runs produced by `{note.get('command') or 'unknown'}` (the whole grid; with `--only GLOB` "
+              "it trains the cells matching GLOB, as a grid filled in pieces is run) at revision(s) "
               f"{', '.join(f'`{r}`' for r in revisions)}; one summary per run in "
               f"`experiments/results/runs/{target}/{note.get('setting', '?')}/`; this file was rebuilt from them by "
               "`make report` (`python -m cpm.experiments report`).", ""]

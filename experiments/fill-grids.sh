@@ -16,7 +16,7 @@ ablation)
     patterns="T4-is-seed0 T4-nois-seed0 T4-*-adamw-seed0 *-seed0 *-seed1 *-seed2 *" ;;
 heads)
     target=compare-heads; config=experiments/heads.toml
-    patterns="*-s4-seed0 *-s8-seed0 *-s16-seed0 *-s4-seed1 *-s8-seed1 *-s16-seed1 *-fourconv-seed0 *-fourconv-seed1 *-vgg16-seed0 *-vgg16-seed1 *"
+    patterns="*-s4-seed0 *-s8-seed0 *-s16-seed0 *-s4-seed1 *-s8-seed1 *-s16-seed1 *-fourconv-seed0 *-vgg16-seed0 *-s4-seed2 *-fourconv-seed1 *-vgg16-seed1 *"
     ;;
 *)
     echo "usage: sh experiments/fill-grids.sh ablation|heads" >&2; exit 2 ;;

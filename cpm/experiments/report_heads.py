@@ -31,6 +31,16 @@ def _summary_value(run: RunRecord, kind: str, threshold: str = "") -> float:
     return float(np.mean(fractions)) if fractions else float("nan")
 
 
+def _last_gain(run: RunRecord, threshold: str = "0.2") -> float:
+    """Held-out PCK of the final evaluation minus the one before it (one epoch of training): how far the learning
+    curve was from flat at the end of the budget. NaN with fewer than two evaluations."""
+    epochs = [m for m in run.data.get("metrics", []) if any(k.startswith(f"val/pck@{threshold}/") for k in m)]
+    if len(epochs) < 2:
+        return float("nan")
+    key = f"val/pck@{threshold}/stage{_last_stage(epochs[-1])}"
+    return epochs[-1][key] - epochs[-2][key]
+
+
 def _split_heads_cell(cell: str) -> tuple[str, str]:
     head, _, backbone = cell.rpartition("-")
     return head, backbone
@@ -170,10 +180,12 @@ def compare_heads_report(cells: dict[str, list[RunRecord]], note: dict, out: Pat
                    "Last-stage held-out scores. EPE: mean end-point error in source-frame pixels (256 x 212 "
                    "frames). AUC: area under the PDJ curve (detection rate against the normalised distance), "
                    "normalised to its threshold range. Zero fraction: the mean over layers of the fraction of "
-                   "weights with |w| <= 1 % of the layer's largest (`cpm.training.summaries.zero_fractions`).", "",
-                   "| head | backbone | maps | PCK@0.05 | PCK@0.1 | PCK@0.2 | EPE (px) | PDJ AUC (%) | parameters | "
-                   "images | lr | zero fraction (%) | n |",
-                   "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+                   "weights with |w| <= 1 % of the layer's largest (`cpm.training.summaries.zero_fractions`). "
+                   "Last gain: PCK@0.2 of the final evaluation minus the one before it, one epoch earlier (points): "
+                   "a head still gaining several points had not flattened at this budget.", "",
+                   "| head | backbone | maps | PCK@0.05 | PCK@0.1 | PCK@0.2 | last gain @0.2 | EPE (px) | "
+                   "PDJ AUC (%) | parameters | images | lr | zero fraction (%) | n |",
+                   "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for cell, runs in cells.items():
         head, backbone = _split_heads_cell(cell)
         lrs = sorted({r.data["config"]["train"]["lr"] for r in runs})
@@ -182,6 +194,7 @@ def compare_heads_report(cells: dict[str, list[RunRecord]], note: dict, out: Pat
             format_mean_std([_summary_value(r, "pck", "0.05") for r in runs]),
             format_mean_std([_summary_value(r, "pck", "0.1") for r in runs]),
             format_mean_std([_summary_value(r, "pck", "0.2") for r in runs]),
+            format_mean_std([_last_gain(r) for r in runs]),
             format_mean_std([_summary_value(r, "epe") for r in runs], scale=1.0),
             format_mean_std([_pdj_auc(r) for r in runs]),
             f"{_parameters(runs[0]):,}",

@@ -439,3 +439,12 @@ def test_the_reports_quote_the_command_of_the_whole_grid():
         "python -m cpm.experiments ablate-supervision --config experiments/ablation.toml --budget none "
         "--set train.threads=1 --cell-set 'T1-*:train.lr=0.1'")
     assert whole_grid_command(["compare-heads", "--only=*-s4-*"]) == "python -m cpm.experiments compare-heads"
+
+
+def test_figure5_follows_the_deepest_sgd_model_with_intermediate_supervision(tmp_path):
+    from cpm.experiments.figure5 import figure5_cell
+
+    every = grid_cells(GridRequest("ablate-supervision", "none"), runs_root=tmp_path, results_root=tmp_path, only="*")
+    assert figure5_cell(every) == "T6-is-seed0"
+    assert figure5_cell([c for c in every if c.name.startswith(("T4", "T2"))]) == "T4-is-seed0"  # not the AdamW pair
+    assert figure5_cell([c for c in every if "nois" in c.name]) is None

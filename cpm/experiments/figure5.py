@@ -78,16 +78,23 @@ def _stage_of(parameter: str) -> str:
     return "trunk"
 
 
+def figure5_cell(cells: Sequence[Cell]) -> str | None:
+    """The name of the cell whose config the Fig. 5 record follows: the deepest intermediate-supervision model of seed
+    0 (SGD, not the AdamW pair); None when the grid has none."""
+    deepest = [cell for cell in cells if cell.name.startswith("T") and cell.name.endswith("-is-seed0")
+               and "adamw" not in cell.name]
+    return max(deepest, key=lambda cell: cell.config.model.stages).name if deepest else None
+
+
 def figure5(folder: Path, cells: Sequence[Cell], steps: int, *, device: str, log: Callable[[str], None]) -> Path | None:
     """``<folder>/figure5.json``: gradient records of the grid's deepest intermediate-supervision model (seed 0)
     with and without intermediate supervision, under its own ``model.init`` and under the other one (the
     output-layer init decides how much gradient crosses each stage boundary). Computed once."""
     path = folder / "figure5.json"
-    deepest = [cell for cell in cells if cell.name.startswith("T") and cell.name.endswith("-is-seed0")
-               and "adamw" not in cell.name]
-    if path.is_file() or not deepest:
+    name = figure5_cell(cells)
+    if path.is_file() or name is None:
         return path if path.is_file() else None
-    config = max(deepest, key=lambda cell: cell.config.model.stages).config
+    config = next(cell.config for cell in cells if cell.name == name)
     log(f"figure 5: gradient magnitudes of {config.model.stages} stages with and without intermediate supervision")
     record = sorted({1, max(1, steps // 2), steps})
     data = {}

@@ -41,7 +41,7 @@ from typing import Any
 
 from cpm.config import cell_overrides, toml_value
 from cpm.errors import CPMError
-from cpm.experiments.figure5 import figure5
+from cpm.experiments.figure5 import figure5, figure5_cell
 from cpm.experiments.report_heads import compare_decoders_report, compare_heads_report
 from cpm.experiments.reports import _json_file, ablate_supervision_report, load_runs
 from cpm.experiments.runs import (
@@ -418,10 +418,11 @@ def run_target(request: GridRequest, *, runs_root: Path = Path("runs"),
                   decoders=DECODERS if request.target == "compare-decoders" else ())
         if shard[1] > 1:
             return None
-    cells = grid_cells(request, runs_root=runs_root, results_root=results_root, device=device, only=only)
-    if request.target == "ablate-supervision" and only == "*":
-        budget, _, steps, _ = budget_for(request.budget, request.target)
-        figure5(results_root / "runs" / request.target / request.setting, cells, steps, device=device, log=log)
+    if request.target == "ablate-supervision":  # once per grid, with the piece that holds its deepest IS model
+        _, _, steps, _ = budget_for(request.budget, request.target)
+        every = grid_cells(request, runs_root=runs_root, results_root=results_root, device=device, only="*")
+        if figure5_cell(every) in {cell.name for cell in cells}:
+            figure5(results_root / "runs" / request.target / request.setting, every, steps, device=device, log=log)
     return write_target_report(request, results_root=results_root, runs_root=runs_root)
 
 

@@ -12,6 +12,7 @@ from cpm.evaluation.receptive_field import (
     Field,
     equivalent_side,
     gradient_maps,
+    stage_multiply_adds,
     theoretical_receptive_fields,
     through,
     union,
@@ -89,6 +90,43 @@ def test_gradients_stay_inside_the_theoretical_field():
         assert int(rows.max() - rows.min()) + 1 > field.size / 2  # and it is not much smaller
 
 
+def _conv_multiply_adds_by_hooks(model: nn.Module, image: torch.Tensor, center: torch.Tensor) -> dict[str, int]:
+    """Per top-level module (image_features, stage1, project.0, stages.0, ...): sum over its Conv2d layers of
+    output elements x input channels per group x kernel area, counted from the shapes seen in a forward pass."""
+    counts: dict[str, int] = {}
+    hooks = []
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Conv2d):
+            top = ".".join(name.split(".")[:2]) if name.split(".")[0] in ("project", "stages") else name.split(".")[0]
+
+            def hook(module, inputs, output, top=top):
+                kh, kw = module.kernel_size
+                counts[top] = counts.get(top, 0) + output.numel() * module.in_channels // module.groups * kh * kw
+
+            hooks.append(module.register_forward_hook(hook))
+    with torch.no_grad():
+        model(image, center)
+    for h in hooks:
+        h.remove()
+    return counts
+
+
+@pytest.mark.parametrize("overrides", [{}, {"shared_trunk": True}, {"stage_separable": True, "stage_kernel": 5}])
+def test_multiply_adds_per_stage_match_the_convolutions_shapes(overrides):
+    model = ConvolutionalPoseMachine(tiny(stages=3, **overrides))
+    image, center = torch.randn(1, 1, 64, 64), torch.rand(1, 1, 8, 8)
+    by_module = _conv_multiply_adds_by_hooks(model, image, center)
+    totals = stage_multiply_adds(model, image, center)
+    assert totals[-1] == sum(by_module.values())  # every convolution counted once, depthwise ones by their groups
+    first = sum(v for k, v in by_module.items() if not k.startswith(("project", "stages")))
+    assert totals[0] == first
+    for t in (1, 2):
+        assert totals[t] - totals[t - 1] == by_module[f"project.{t - 1}"] + by_module[f"stages.{t - 1}"]
+    if overrides.get("stage_separable"):  # a depthwise 5x5 + 1x1 costs less than the plain 5x5 it replaces
+        plain = stage_multiply_adds(ConvolutionalPoseMachine(tiny(stages=3, stage_kernel=5)), image, center)
+        assert totals[0] == plain[0] and totals[2] - totals[1] < (plain[2] - plain[1]) / 2
+
+
 def test_equivalent_side_is_the_square_root_of_the_area_above_the_threshold():
     grad = torch.zeros(20, 20)
     grad[2:8, 3:9] = 0.5  # 36 pixels at half the peak
@@ -109,6 +147,9 @@ def test_rf_command_prints_one_row_per_stage(capsys):
     effective = [float(line.split("|")[5]) for line in lines[2:5]]
     assert all(0 < e <= 64 for e in effective)  # measured inside the 64 x 64 input
     assert "over 2 held-out synthetic frames" in lines[5]
+    multiply_adds = [float(line.split("|")[7].replace(",", "")) for line in lines[2:5]]
+    assert lines[0].endswith("forward multiply-adds to this stage (M per frame) |")
+    assert 0 < multiply_adds[0] < multiply_adds[1] < multiply_adds[2]
 
 
 def test_rf_command_reports_bad_arguments(capsys):

@@ -92,6 +92,28 @@ def theoretical_receptive_fields(model: nn.Module) -> list[Field]:
     return fields
 
 
+def stage_multiply_adds(model: nn.Module, image: torch.Tensor, center_map: torch.Tensor | None) -> list[int]:
+    """Forward multiply-adds per frame that the beliefs of each stage cost, cumulative (stage t counts what stage
+    t's beliefs need: the image features, stage 1, and the projections and refinement stages up to t), counted by
+    ``torch.utils.flop_counter`` (a multiply-add is two FLOPs) on one forward pass of ``image`` (a batch of one)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(image, center_map)
+    counts = counter.get_flop_counts()
+
+    def macs(name: str) -> int:
+        return sum(counts.get(f"{type(model).__name__}.{name}", {}).values()) // 2
+
+    first = macs("stage1") + macs("image_features_stage1")
+    if model.image_features_stage1 is None or len(model.stages):  # stage 1, or the refinements, read the trunk
+        first += macs("image_features")
+    totals = [first]
+    for i in range(len(model.stages)):
+        totals.append(totals[-1] + macs(f"project.{i}") + macs(f"stages.{i}"))
+    return totals
+
+
 def gradient_maps(model: nn.Module, images: torch.Tensor, center_maps: torch.Tensor | None) -> torch.Tensor:
     """images (N, C, H, W) -> (T, H, W): per stage, the mean over frames of |d (sum over channels of the centre
     belief cell) / d image|, summed over input channels. Eval mode (no dropout, batch-norm running stats), so the
@@ -124,8 +146,9 @@ def equivalent_side(gradient_map: torch.Tensor, threshold: float = 0.01) -> floa
 
 
 def format_table(fields: list[Field], effective: list[float] | None, *, input_size: int,
-                 person_size: float) -> str:
-    """Markdown: stage | theoretical RF | / input side | covers the person [| effective RF | effective / RF]."""
+                 person_size: float, multiply_adds: list[int] | None = None) -> str:
+    """Markdown: stage | theoretical RF | / input side | covers the person [| effective RF | effective / RF]
+    [| forward multiply-adds to the stage]."""
     rows = ["| stage | theoretical RF (px) | RF / input side | RF >= person |", "|---:|---:|---:|:---:|"]
     if effective is not None:
         rows = [rows[0] + " effective RF (px) | effective / RF |", rows[1] + "---:|---:|"]
@@ -134,7 +157,12 @@ def format_table(fields: list[Field], effective: list[float] | None, *, input_si
                f"{'yes' if field.size >= person_size else 'no'} |")
         if effective is not None:
             row += f" {effective[t]:.0f} | {effective[t] / field.size:.2f} |"
+        if multiply_adds is not None:
+            row += f" {multiply_adds[t] / 1e6:,.1f} |"
         rows.append(row)
+    if multiply_adds is not None:
+        rows[0] += " forward multiply-adds to this stage (M per frame) |"
+        rows[1] += "---:|"
     return "\n".join(rows)
 
 
@@ -166,11 +194,14 @@ def receptive_field_report(config_path: str | None = None, overrides: list[str] 
     size = config.data.input_size
     person = size / config.data.crop_padding  # the person's extent in the crop (data.crop_padding)
     fields = theoretical_receptive_fields(model)
+    image = torch.zeros(1, config.model.in_channels, size, size)
+    codec = build_codec(config)
+    center = codec.center_map(torch.full((1, 2), size / 2)) if config.model.center_map else None
+    multiply_adds = stage_multiply_adds(model, image, center)
     sides = None
     if effective:
         _, val_set = build_datasets(config)
         frames = [val_set[i] for i in range(min(samples, len(val_set)))]
-        codec = build_codec(config)
         maps = torch.zeros(len(fields), size, size)
         for frame in frames:  # one frame at a time: the paper model at 368 px needs ~1 GB per frame
             center_map = codec.center_map(frame["center"][None]) if config.model.center_map else None
@@ -185,4 +216,5 @@ def receptive_field_report(config_path: str | None = None, overrides: list[str] 
         notes += (f" Effective RF: side of the square with the area where the mean |gradient| of the centre belief"
                   f" cell w.r.t. the input exceeds {threshold:.0%} of its peak, over {len(frames)} held-out synthetic"
                   f" frames, {source}.")
-    return format_table(fields, sides, input_size=size, person_size=person) + notes
+    notes += " Multiply-adds: one forward pass of one frame, counted by torch.utils.flop_counter."
+    return format_table(fields, sides, input_size=size, person_size=person, multiply_adds=multiply_adds) + notes

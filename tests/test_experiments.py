@@ -430,7 +430,7 @@ def test_request_argv_makes_the_same_request_again():
 
 
 def test_the_reports_quote_the_command_of_the_whole_grid():
-    from cpm.experiments.grids import whole_grid_command
+    from cpm.experiments.grids import whole_grid_command, without_options
 
     piece = ["ablate-supervision", "--config", "experiments/ablation.toml", "--budget", "none", "--only",
              "T4-*-seed0", "--set", "train.threads=1", "--no-progress", "--parallel=2", "--shard", "0/2",
@@ -439,6 +439,9 @@ def test_the_reports_quote_the_command_of_the_whole_grid():
         "python -m cpm.experiments ablate-supervision --config experiments/ablation.toml --budget none "
         "--set train.threads=1 --cell-set 'T1-*:train.lr=0.1'")
     assert whole_grid_command(["compare-heads", "--only=*-s4-*"]) == "python -m cpm.experiments compare-heads"
+    # what each shard's process is given: the request without --parallel (and its value), the piece kept
+    assert without_options(piece, ["--parallel"]) == [a for a in piece if a != "--parallel=2"]
+    assert without_options(["heads", "--parallel", "3", "--only", "x"], ["--parallel"]) == ["heads", "--only", "x"]
 
 
 def test_figure5_follows_the_deepest_sgd_model_with_intermediate_supervision(tmp_path):

@@ -359,10 +359,9 @@ def request_argv(request: GridRequest) -> list[str]:
 _PIECE_OPTIONS = {"--only": True, "--shard": True, "--parallel": True, "--device": True, "--no-progress": False}
 
 
-def whole_grid_command(argv: Sequence[str]) -> str:
-    """The command that trains every cell of the request ``argv`` makes: ``argv`` without the options that pick a
-    piece of it (``--only``, ``--shard``, ``--parallel``), the device or the progress display. The reports quote it,
-    since a grid filled in pieces is still the one grid."""
+def without_options(argv: Sequence[str], names: Sequence[str]) -> list[str]:
+    """``argv`` without the options ``names`` (each of `_PIECE_OPTIONS`), given as ``--name value`` or
+    ``--name=value`` (flags stand alone)."""
     kept: list[str] = []
     skip = False
     for arg in argv:
@@ -370,11 +369,18 @@ def whole_grid_command(argv: Sequence[str]) -> str:
             skip = False
             continue
         name = arg.split("=", 1)[0]
-        if name in _PIECE_OPTIONS:
+        if name in names:
             skip = _PIECE_OPTIONS[name] and "=" not in arg
             continue
         kept.append(arg)
-    return shlex.join(["python", "-m", "cpm.experiments", *kept])
+    return kept
+
+
+def whole_grid_command(argv: Sequence[str]) -> str:
+    """The command that trains every cell of the request ``argv`` makes: ``argv`` without the options that pick a
+    piece of it (``--only``, ``--shard``, ``--parallel``), the device or the progress display. The reports quote it,
+    since a grid filled in pieces is still the one grid."""
+    return shlex.join(["python", "-m", "cpm.experiments", *without_options(argv, list(_PIECE_OPTIONS))])
 
 
 def write_grid_note(request: GridRequest, *, results_root: Path, command: str) -> None:
@@ -511,8 +517,7 @@ def main(argv: list[str] | None = None) -> int:
             raise CPMError(f"--parallel: expected a positive number of processes, got {args.parallel}")
         request = GridRequest(args.target, args.budget, args.config, sets, args.data, cell_sets)
         given = list(sys.argv[1:] if argv is None else argv)
-        forwarded = [a for i, a in enumerate(given) if a != "--parallel" and not a.startswith("--parallel=")
-                     and (i == 0 or given[i - 1] != "--parallel")]
+        forwarded = without_options(given, ["--parallel"])  # each shard's process runs the rest of the request
         path = run_target(request, runs_root=args.runs, results_root=args.results, device=args.device,
                           only=args.only, command=whole_grid_command(given), progress=not args.no_progress,
                           shard=shard,

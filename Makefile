@@ -55,8 +55,9 @@ help:
 
 install: $(STAMP)
 
-## train: a small CPM on the embedded synthetic depth data (2 CPU cores: ~13 min with native bf16, ~30 min on an
-## AVX2-only CPU in fp32; cpm train says which it found), per-stage PCK table at the end;
+## train: a small CPM on the embedded synthetic depth data, posed by the procedural prior and, where ../shared/data
+## has them, real motion (2 CPU cores: ~33 min on an AVX2-only CPU in fp32; cpm train says which CPU it found),
+## per-stage PCK tables at the end, per pose source;
 ## DATA=/path/to/dataset sets data.root for a real-data config (experiments/lsp.toml, mpii.toml)
 train: $(RUN_STAMP)
 	$(VENV)/bin/cpm train $(CONFIG) $(if $(DATA),--set data.root=$(DATA)) $(ARGS)

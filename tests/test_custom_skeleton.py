@@ -133,9 +133,10 @@ def test_a_17_joint_skeleton_trains_two_steps_evaluates_and_predicts_with_its_na
 
 def test_a_joint_count_that_is_not_the_skeletons_fails_at_load_in_one_line(tmp_path, capfd):
     write_dataset(tmp_path / "data")  # 17 joints per sample, data.skeleton left at itop15
-    overrides = [*tiny_overrides(tmp_path), 'data.source="list"', f'data.root="{tmp_path / "data"}"',
-                 'data.annotations="list.json"', "data.val_samples=8"]
-    assert main(["train", "--no-progress", *sum((["--set", o] for o in overrides), [])]) == 2
+    experiment = tmp_path / "experiment.toml"  # a config of one's own, as README's example (make train's is synthetic)
+    experiment.write_text('[data]\nsource = "list"\nannotations = "list.json"\n')
+    overrides = [*tiny_overrides(tmp_path), f'data.root="{tmp_path / "data"}"', "data.val_samples=8"]
+    assert main(["train", str(experiment), "--no-progress", *sum((["--set", o] for o in overrides), [])]) == 2
     lines = capfd.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("cpm train: error: "), lines
     assert "list.json" in lines[0] and "17 joints" in lines[0] and "'itop15' has 15" in lines[0], lines[0]

@@ -117,10 +117,11 @@ def test_bad_exclude_lists_name_the_key_and_the_file_on_one_line(tmp_path, case,
 
 def test_cpm_train_with_a_missing_exclude_list_exits_2_naming_key_and_file(tmp_path, capfd):
     root = make_dataset(tmp_path / "data")
-    overrides = tiny_overrides(tmp_path, **{"data.source": "list", "data.root": str(root),
-                                            "data.annotations": "list.csv", "data.val_samples": 3,
+    experiment = tmp_path / "experiment.toml"  # a real-data config (make train's own is synthetic)
+    experiment.write_text('[data]\nsource = "list"\nannotations = "list.csv"\n')
+    overrides = tiny_overrides(tmp_path, **{"data.root": str(root), "data.val_samples": 3,
                                             "data.exclude": str(tmp_path / "flags.csv")})
-    assert main(["train", *sum((["--set", o] for o in overrides), [])]) == 2
+    assert main(["train", str(experiment), *sum((["--set", o] for o in overrides), [])]) == 2
     lines = capfd.readouterr().err.strip().splitlines()
     assert lines == [f"cpm train: error: data.exclude: {tmp_path / 'flags.csv'}: no such file"]
 

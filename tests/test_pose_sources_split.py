@@ -5,6 +5,7 @@ one-source configs keep their held-out split as it was."""
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -90,7 +91,8 @@ def test_the_cli_refuses_a_mixture_without_a_held_out_bank_with_exit_2(tmp_path,
 
     alone = bank(tmp_path / "poses.npy", 0.0)
     sets = [*tiny_overrides(tmp_path), "data.pose_mix.bank=1", f'data.bank_files="{alone}"']
-    assert main(["train", "--no-progress", *sum((["--set", s] for s in sets), [])]) == 2
+    procedural = Path(__file__).resolve().parents[1] / "experiments" / "procedural.toml"  # missing_pose_files "error"
+    assert main(["train", str(procedural), "--no-progress", *sum((["--set", s] for s in sets), [])]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("cpm train: error: data.val_bank_files: no test split") and "\n" not in err
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 
@@ -13,10 +14,14 @@ from cpm.cli import main
 from cpm.cli.eval import TRAIN_END_FRAMES, pose_sources_after_training
 from tests.helpers import tiny_overrides
 
+PROCEDURAL = str(Path(__file__).resolve().parents[1] / "experiments" / "procedural.toml")  # no pose mixture
 
-def train(tmp_path, *arguments: str, sets: tuple[str, ...] = ()) -> int:
+
+def train(tmp_path, *arguments: str, sets: tuple[str, ...] = (), config: str | None = None) -> int:
+    """A tiny run of ``config`` (make train's, experiments/default.toml, when None)."""
     overrides = [*tiny_overrides(tmp_path), *sets]
-    return main(["train", "--no-progress", *sum((["--set", s] for s in overrides), []), *arguments])
+    return main(["train", *([config] if config else []), "--no-progress",
+                 *sum((["--set", s] for s in overrides), []), *arguments])
 
 
 def stage_rows(text: str, title: str) -> list[str]:
@@ -26,7 +31,7 @@ def stage_rows(text: str, title: str) -> list[str]:
 
 
 def test_train_ends_with_a_table_per_pose_source(tmp_path, shared_data, capsys):
-    assert train(tmp_path, "--pose-sources", str(shared_data)) == 0
+    assert train(tmp_path, "--pose-sources", str(shared_data), config=PROCEDURAL) == 0
     printed = capsys.readouterr().out
     run_dir = tmp_path / "runs" / "tiny"
     assert f"Per-stage PCK per pose source ({run_dir / 'best.pt'}), each on its 16 held-out frames:" in printed
@@ -75,7 +80,7 @@ def test_a_missing_data_folder_is_refused_before_training(tmp_path, capsys):
 
 
 def test_at_most_a_few_hundred_frames_per_source(tmp_path, shared_data):
-    assert TRAIN_END_FRAMES == 200
+    assert TRAIN_END_FRAMES == 500  # make train's whole held-out split per source (data.val_samples)
     assert train(tmp_path, "--no-pose-sources", sets=("data.val_samples=12",)) == 0
     text = pose_sources_after_training(tmp_path / "runs" / "tiny", str(shared_data), frames=5, progress=False)
     checkpoint = tmp_path / "runs" / "tiny" / "best.pt"
@@ -130,6 +135,6 @@ def test_a_run_without_the_pose_files_trains_on_what_is_there_and_saves_that_mix
     assert "data.pose_mix.bvh: " in capsys.readouterr().out
     saved = load_config(tmp_path / "runs" / "tiny" / "config.toml")
     assert (saved.data.pose_mix.bvh, saved.data.bvh_files) == (0, "")
-    assert main(["train", "--no-progress", *sum((["--set", s] for s in [*tiny_overrides(tmp_path), *sets[:3]]), []),
-                 "--no-pose-sources"]) == 2  # the default, "error": one line naming the key
+    # the default of config.py (not of make train's config), "error": one line naming the key
+    assert train(tmp_path, "--no-pose-sources", sets=sets[:3], config=PROCEDURAL) == 2
     assert "data.bvh_files" in capsys.readouterr().err

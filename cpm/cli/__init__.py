@@ -27,10 +27,15 @@ def _add_set(parser: argparse.ArgumentParser) -> None:
 
 
 DEFAULT_CONFIG = Path("experiments") / "default.toml"  # what `cpm train` without a config trains (make train's)
-# Training images per second of the make-train model (experiments/default.toml) on 2 cores, by the kind of CPU:
-# README's timing table (make train in a fresh clone, nothing else running; AMD EPYC with AVX512-BF16 at 0def65d,
-# AMD EPYC with AVX2 only at 5a0be23). Only the make-train model's geometry has a measured figure.
-CPU_TRAIN_RATES = {"native bf16": 67.0, "AVX2 fp32": 27.0}
+# Training images per second on 2 cores of each recipe's model (its file in experiments/), by the kind of CPU, from
+# README's timing table (make train in a fresh clone, nothing else running; AMD EPYC CPUs). procedural.toml (the
+# make-train recipe before real motion): with AVX512-BF16 at 0def65d, AVX2 only at 5a0be23; default.toml (the pose
+# mixture, one trunk, 5x5 refinement kernels): AVX2 only, in the training loop of the run in README's table. A kind
+# without a measured figure gets no expected time.
+CPU_TRAIN_RATES: dict[str, dict[str, float]] = {
+    "procedural.toml": {"native bf16": 67.0, "AVX2 fp32": 27.0},
+    "default.toml": {"AVX2 fp32": 33.0},
+}
 
 
 def _version() -> str:
@@ -189,21 +194,29 @@ def _print_cpu_kind(config) -> None:
     precision = "bf16" if amp == "bf16" or (amp == "auto" and kind == "native bf16") else "fp32"
     line = f"cpm train: CPU with {kind}, training in {precision} (train.amp = {amp!r})"
     if amp == "auto" and kind != "native bf16":
-        slower = CPU_TRAIN_RATES["native bf16"] / CPU_TRAIN_RATES[kind]  # the make-train model's measured ratio
-        line += f", about {slower:.1f}x slower than on a CPU with native bf16"
-    if amp == "auto" and _is_make_train_model(config) and config.data.source == "synthetic":
+        measured = CPU_TRAIN_RATES["procedural.toml"]  # the one model measured on both kinds
+        line += f", about {measured['native bf16'] / measured[kind]:.1f}x slower than on a CPU with native bf16"
+    rate = _recipe_rate(config, kind) if amp == "auto" and config.data.source == "synthetic" else None
+    if rate:
         images = config.data.train_samples * config.train.epochs
-        minutes = images / CPU_TRAIN_RATES[kind] / 60
-        line += (f"; expected about {minutes:.0f} min for {images:,} images at the {CPU_TRAIN_RATES[kind]:.0f} img/s "
+        line += (f"; expected about {images / rate / 60:.0f} min for {images:,} images at the {rate:.0f} img/s "
                  "measured on 2 cores of this kind")
     print(line)
 
 
-def _is_make_train_model(config) -> bool:
+def _recipe_rate(config, kind: str) -> float | None:
+    """The measured training rate (`CPU_TRAIN_RATES`) of the recipe in experiments/ whose model and input size
+    ``config`` has, on this kind of CPU; None where none matches or none was measured."""
     from cpm.config import load_config
 
-    reference = load_config()
-    return config.model == reference.model and config.data.input_size == reference.data.input_size
+    for name, rates in CPU_TRAIN_RATES.items():
+        for folder in (DEFAULT_CONFIG.parent, Path(__file__).resolve().parents[2] / DEFAULT_CONFIG.parent):
+            if (folder / name).is_file():
+                recipe = load_config(folder / name)
+                if config.model == recipe.model and config.data.input_size == recipe.data.input_size:
+                    return rates.get(kind)
+                break
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:

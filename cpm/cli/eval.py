@@ -29,7 +29,7 @@ from pathlib import Path
 from cpm.errors import CPMError
 
 SHARED_DATA = Path("..") / "shared" / "data"  # DATA of --pose-sources, from the working folder or the project
-TRAIN_END_FRAMES = 200  # held-out frames per pose source at the end of `cpm train` (at most data.val_samples)
+TRAIN_END_FRAMES = 500  # held-out frames per pose source at the end of `cpm train` (at most data.val_samples)
 # The pose keys every source sets, so that nothing of a checkpoint's own pose settings (a mixture) is left over.
 # The procedural source is the hand-set prior (data.pose_prior = "procedural") whatever the checkpoint trained on.
 _ONE_SOURCE = {"pose_source": "procedural", "pose_files": "", "bvh_files": "", "bank_files": "", "val_bank_files": "",

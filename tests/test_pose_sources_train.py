@@ -9,6 +9,7 @@ import re
 from pathlib import Path
 
 import pytest
+import torch
 
 from cpm.cli import main
 from cpm.cli.eval import TRAIN_END_FRAMES, pose_sources_after_training
@@ -138,3 +139,20 @@ def test_a_run_without_the_pose_files_trains_on_what_is_there_and_saves_that_mix
     # the default of config.py (not of make train's config), "error": one line naming the key
     assert train(tmp_path, "--no-pose-sources", sets=sets[:3], config=PROCEDURAL) == 2
     assert "data.bvh_files" in capsys.readouterr().err
+
+
+def test_the_datasets_of_a_mixture_draw_what_is_there_outside_training_too(tmp_path, capsys):
+    """cpm rf, the notebooks and every other builder of make train's data, in a folder without ../shared/data."""
+    from cpm.config import ConfigError, load_config
+    from cpm.training.builders import build_datasets
+
+    sets = ["data.pose_mix.procedural=0.5", "data.pose_mix.bvh=0.5", f"data.bvh_files='{tmp_path / 'nowhere'}'",
+            "data.val_samples=2", "data.train_samples=2"]
+    _, val_set = build_datasets(load_config(None, [*sets, "data.missing_pose_files='procedural'"]))
+    assert capsys.readouterr().err.splitlines() == [
+        f"data.pose_mix.bvh: {tmp_path / 'nowhere'} is not there; its weight 0.5 goes to the procedural prior "
+        "(data.missing_pose_files = 'procedural')"]
+    _, plain = build_datasets(load_config(None, ["data.val_samples=2", "data.train_samples=2"]))
+    assert torch.equal(val_set[1]["image"], plain[1]["image"])  # all procedural: the default stream's frames
+    with pytest.raises(ConfigError, match="data.bvh_files"):
+        build_datasets(load_config(None, sets))  # the default, "error"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import math
 import random
+import sys
 
 import numpy as np
 import torch
@@ -52,6 +53,12 @@ def build_stage_weights(config: Config) -> list[float]:
 
 
 def build_datasets(config: Config) -> tuple[PoseDataset, PoseDataset]:
+    """The training and held-out datasets of ``config``. A mixture with ``data.missing_pose_files = "procedural"``
+    draws what is there (`drop_missing_pose_files`, one line on stderr per source gone), as its training run did."""
+    if config.data.source == "synthetic":
+        from cpm.data.synthetic.sources import drop_missing_pose_files
+
+        config = drop_missing_pose_files(config, lambda line: print(line, file=sys.stderr))
     data = config.data
     skeleton = get_skeleton(data.skeleton)
     common = {"input_size": data.input_size, "flip_permutation": skeleton.flip_permutation,

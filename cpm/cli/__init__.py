@@ -77,7 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="fraction of the peak gradient that bounds the effective RF (default 0.01)")
     rf.add_argument("--checkpoint", metavar="PT",
                     help="measure the trained model of this checkpoint (instead of CONFIG's freshly initialised one)")
-    rf.add_argument("--theoretical-only", action="store_true", help="skip the effective RF (no forward pass)")
+    rf.add_argument("--theoretical-only", action="store_true",
+                    help="skip the effective RF (no held-out frames, no backward pass)")
 
     report = commands.add_parser("report", help="Markdown table and PNG curves of a run directory (no training)")
     report.add_argument("run_dir")
@@ -209,13 +210,12 @@ def _recipe_rate(config, kind: str) -> float | None:
     ``config`` has, on this kind of CPU; None where none matches or none was measured."""
     from cpm.config import load_config
 
+    folders = (DEFAULT_CONFIG.parent, Path(__file__).resolve().parents[2] / DEFAULT_CONFIG.parent)
     for name, rates in CPU_TRAIN_RATES.items():
-        for folder in (DEFAULT_CONFIG.parent, Path(__file__).resolve().parents[2] / DEFAULT_CONFIG.parent):
-            if (folder / name).is_file():
-                recipe = load_config(folder / name)
-                if config.model == recipe.model and config.data.input_size == recipe.data.input_size:
-                    return rates.get(kind)
-                break
+        path = next((folder / name for folder in folders if (folder / name).is_file()), None)
+        recipe = load_config(path) if path else None
+        if recipe and config.model == recipe.model and config.data.input_size == recipe.data.input_size:
+            return rates.get(kind)
     return None
 
 

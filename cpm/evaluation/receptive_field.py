@@ -93,9 +93,10 @@ def theoretical_receptive_fields(model: nn.Module) -> list[Field]:
 
 
 def stage_multiply_adds(model: nn.Module, image: torch.Tensor, center_map: torch.Tensor | None) -> list[int]:
-    """Forward multiply-adds per frame that the beliefs of each stage cost, cumulative (stage t counts what stage
-    t's beliefs need: the image features, stage 1, and the projections and refinement stages up to t), counted by
-    ``torch.utils.flop_counter`` (a multiply-add is two FLOPs) on one forward pass of ``image`` (a batch of one)."""
+    """Forward multiply-adds per frame up to the beliefs of each stage, cumulative: stage 1 counts every image trunk
+    (the one the refinement stages read too) and stage 1's layers, each later stage adds its projection and its
+    refinement layers. Counted by ``torch.utils.flop_counter`` (a multiply-add is two FLOPs) on one forward pass of
+    ``image`` (a batch of one)."""
     from torch.utils.flop_counter import FlopCounterMode
 
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
@@ -105,10 +106,7 @@ def stage_multiply_adds(model: nn.Module, image: torch.Tensor, center_map: torch
     def macs(name: str) -> int:
         return sum(counts.get(f"{type(model).__name__}.{name}", {}).values()) // 2
 
-    first = macs("stage1") + macs("image_features_stage1")
-    if model.image_features_stage1 is None or len(model.stages):  # stage 1, or the refinements, read the trunk
-        first += macs("image_features")
-    totals = [first]
+    totals = [macs("image_features") + macs("image_features_stage1") + macs("stage1")]  # absent modules count 0
     for i in range(len(model.stages)):
         totals.append(totals[-1] + macs(f"project.{i}") + macs(f"stages.{i}"))
     return totals

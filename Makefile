@@ -73,7 +73,7 @@ eval: $(RUN_STAMP)
 
 ## test: the fast test suite (< 10 min on 2 cores)
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=25
 
 ## test-slow: the long tests (real training runs)
 test-slow: $(STAMP)

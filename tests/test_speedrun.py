@@ -1,12 +1,19 @@
 """The speedrun's time to target: read from metrics.jsonl lines, and end to end on a tiny recipe pair."""
 
 import json
+from pathlib import Path
 
 import pytest
+import torch
 
 from cpm.bench.speedrun import Outcome, final_figures, format_rows, main, time_to_target
+from cpm.config import load_config
 from cpm.errors import CPMError
+from cpm.evaluation.receptive_field import stage_multiply_adds
+from cpm.training.builders import build_network
 from tests.helpers import tiny_overrides
+
+EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 
 
 def line(epoch, pck02, pck01, elapsed, speed=10.0):
@@ -92,3 +99,18 @@ def test_a_screen_tabulates_finished_runs_by_images_with_their_changes(tmp_path,
     with pytest.raises(SystemExit) as stop:
         main([str(reference), "--screen", runs[0]])
     assert stop.value.code == 2 and "not both" in capsys.readouterr().err
+
+
+def test_the_candidate_recipe_trains_make_trains_data_with_less_than_half_its_multiply_adds():
+    """experiments/fast.toml changes the model and the schedule, never the data the two recipes are scored on."""
+    default, fast = (load_config(EXPERIMENTS / name) for name in ("default.toml", "fast.toml"))
+    assert fast.data == default.data and fast.eval == default.eval
+    assert (fast.model.stages, fast.model.trunk_kernel, fast.train.epochs) == (2, 3, 3)
+    size = default.data.input_size
+    adds = {}
+    for name, config in (("default", default), ("fast", fast)):
+        image, center = torch.zeros(1, 1, size, size), torch.zeros(1, 1, size // 8, size // 8)
+        adds[name] = stage_multiply_adds(build_network(config).eval(), image, center)[-1]
+    assert adds["default"] == pytest.approx(441.4e6, rel=1e-3) and adds["fast"] == pytest.approx(196.2e6, rel=1e-3)
+    images = {name: c.data.train_samples * c.train.epochs for name, c in (("default", default), ("fast", fast))}
+    assert adds["fast"] * images["fast"] < 0.35 * adds["default"] * images["default"]  # 0.33x the training compute

@@ -8,7 +8,8 @@ as any run is. Its **time to target** is the wall time from the start of its run
 whose final-stage PCK meets every target, read from ``elapsed_seconds`` in ``metrics.jsonl``; its **images to
 target** the training images up to that epoch. The first recipe is the reference of the sitting: by default the
 targets are its own final-stage PCK@0.1 and PCK@0.2 at the end of its run (the same accuracy, whatever the kind of
-CPU: ``make train`` ends at 85.51 / 93.76 in bf16 and 84.72 / 93.75 in fp32), or ``--target 0.2=0.93`` (repeatable)
+CPU: the procedural recipe, ``experiments/procedural.toml``, ends at 85.51 / 93.76 in bf16 and 84.72 / 93.75 in
+fp32), or ``--target 0.2=0.93`` (repeatable)
 fixes them; every row gives its time relative to the first one's, so a ratio is only ever taken between runs of one
 sitting on one machine.
 

@@ -71,9 +71,10 @@ train-ddp: $(RUN_STAMP)
 eval: $(RUN_STAMP)
 	$(VENV)/bin/cpm eval $(CKPT) $(ARGS)
 
-## test: the fast test suite (< 10 min on 2 cores)
+## test: the fast test suite (< 10 min on 2 cores), in TEST_WORKERS pytest-xdist processes of one thread each
+TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(PY) -m pytest -q --durations=25
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --durations=25
 
 ## test-slow: the long tests (real training runs)
 test-slow: $(STAMP)

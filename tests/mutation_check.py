@@ -193,6 +193,12 @@ MUTATIONS = (
              "return float(results[\"pck\"][by_name[metric]][0])", SELECTION_TESTS),
     Mutation("selection.default-threshold", "cpm/config.py", 'name = config.train.best_metric or (f"pck@{0.2:g}"',
              'name = config.train.best_metric or (f"pck@{0.1:g}"', SELECTION_TESTS),
+    Mutation("run-seconds.restarted-on-resume", LOOP, 'seconds=float(checkpoint.get("run_seconds", 0.0))',
+             'seconds=0 * float(checkpoint.get("run_seconds", 0.0))',
+             ["tests/test_resume_extend.py::test_a_resumed_run_counts_the_wall_time_of_its_earlier_sittings"]),
+    Mutation("run-seconds.cell-time-of-the-last-sitting", "cpm/experiments/runs.py",
+             'round(checkpoint.get("run_seconds", wall_seconds), 1)', "round(wall_seconds, 1)",
+             ["tests/test_experiments.py::test_a_cells_wall_time_is_its_runs_own_over_every_sitting"]),
 )
 
 

@@ -6,6 +6,7 @@ import shutil
 
 import numpy as np
 import pytest
+import torch
 
 from cpm.config import load_config
 from cpm.errors import ConfigError, CPMError
@@ -184,6 +185,25 @@ def test_one_smoke_cell_of_each_target_trains_reports_and_is_skipped_on_a_fresh_
     assert main(["report", "--runs", str(runs), "--results", str(results)]) == 0
     assert capsys.readouterr().out.strip() == f"wrote {markdown}"
     assert markdown.read_bytes() == before[markdown.name]
+
+
+def test_a_cells_wall_time_is_its_runs_own_over_every_sitting(tmp_path):
+    """A cell's summary gives the run's run_seconds (all its sittings), not the time of the sitting that wrote it:
+    here the run is finished and only its summary is missing, so that sitting trains nothing."""
+    runs, results = tmp_path / "runs", tmp_path / "results"
+    request = GridRequest("ablate-supervision", "smoke")
+    kwargs = {"runs_root": runs, "results_root": results, "device": "cpu", "only": "T2-nois-seed0", "command": "test",
+              "progress": False, "log": lambda *a: None}
+    run_target(request, **kwargs)
+    (summary,) = (results / "runs" / "ablate-supervision" / "smoke").glob("T2-nois-seed0-*.json")
+    last = runs / "ablate-supervision" / "smoke" / summary.stem / "last.pt"
+    checkpoint = torch.load(last, weights_only=True)
+    assert json.loads(summary.read_text())["wall_seconds"] == round(checkpoint["run_seconds"], 1)
+    checkpoint["run_seconds"] = 1234.5  # as if the run had taken 1234.5 s over several sittings
+    torch.save(checkpoint, last)
+    summary.unlink()
+    run_target(request, **kwargs)
+    assert json.loads(summary.read_text())["wall_seconds"] == 1234.5
 
 
 def test_a_changed_set_runs_new_cells_and_the_old_summaries_stay(tmp_path):

@@ -30,6 +30,23 @@ def test_resume_with_more_epochs_extends_the_run(tmp_path):
     assert load_checkpoint(run_dir / "last.pt")["config"]["train"]["epochs"] == 3  # the saved config says so
 
 
+def test_a_resumed_run_counts_the_wall_time_of_its_earlier_sittings(tmp_path):
+    """run_seconds (metrics.jsonl, last.pt, a grid cell's wall_seconds) goes on from the checkpoint's, while
+    elapsed_seconds restarts with the sitting."""
+    run_dir = tmp_path / "runs" / "tiny"
+    train(load_config(None, tiny_overrides(tmp_path)), progress=False, log=lambda *_: None)
+    first = metrics(run_dir)[0]
+    assert 0 < first["elapsed_seconds"] <= first["run_seconds"] < first["elapsed_seconds"] + 1  # one sitting
+    checkpoint = load_checkpoint(run_dir / "last.pt")
+    assert checkpoint["run_seconds"] >= first["run_seconds"]
+    checkpoint["run_seconds"] = 1000.0  # as if the first sitting had taken 1000 s
+    torch.save(checkpoint, run_dir / "last.pt")
+    assert cpm_main(["train", "--no-progress", "--resume", str(run_dir / "last.pt"), "--set", "train.epochs=2"]) == 0
+    second = metrics(run_dir)[1]
+    assert second["elapsed_seconds"] < 1000 < second["run_seconds"] < 1000 + second["elapsed_seconds"] + 1
+    assert 1000 + second["elapsed_seconds"] - 0.01 <= load_checkpoint(run_dir / "last.pt")["run_seconds"]
+
+
 def test_resume_refuses_a_key_that_changes_what_is_trained(tmp_path, capsys):
     train(load_config(None, tiny_overrides(tmp_path)), progress=False, log=lambda *_: None)
     last = tmp_path / "runs" / "tiny" / "last.pt"

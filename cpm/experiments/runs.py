@@ -187,7 +187,9 @@ def _thin(steps: list[dict], limit: int = MAX_STEP_POINTS) -> list[dict]:
 def write_summary(cell: Cell, *, target: str, setting: str, wall_seconds: float, device: str,
                   decoders: Sequence[str] = ()) -> dict:
     """The committed summary of a finished cell: resolved config, revision, per-epoch metrics, training-loss points,
-    the `summarize` scores (and under each decoder of ``decoders``), wall time and machine."""
+    the `summarize` scores (and under each decoder of ``decoders``), wall time and machine. The wall time is the
+    run's own ``run_seconds`` (all its sittings, each to its last checkpoint: a cell stopped and resumed counts what
+    one sitting would have taken), or ``wall_seconds`` for a run from before checkpoints carried it."""
     from cpm.training.checkpoint import load_checkpoint
 
     run_dir = cell.run_dir
@@ -199,7 +201,7 @@ def write_summary(cell: Cell, *, target: str, setting: str, wall_seconds: float,
         "metrics": read_jsonl(run_dir / "metrics.jsonl"),
         "steps": _thin(read_jsonl(steps_path)) if steps_path.is_file() else [],
         "summary": evaluate_run(run_dir, device=device),
-        "wall_seconds": round(wall_seconds, 1), "machine": machine(),
+        "wall_seconds": round(checkpoint.get("run_seconds", wall_seconds), 1), "machine": machine(),
         "train_seconds": round(sum(line.get("train_seconds", 0.0) for line in read_jsonl(run_dir / "metrics.jsonl")),
                                1),
     }

@@ -1,7 +1,9 @@
 """Training runs from a `Config` (pieces from `cpm.training.builders`): run directory, checkpoints, resume.
 
 A run lives in ``<train.runs_dir>/<train.name>/``: ``config.toml`` (resolved), ``metrics.jsonl``
-(one line per evaluation; ``elapsed_seconds`` is the wall time since the run (re)started), ``steps.jsonl`` (the
+(one line per evaluation; ``elapsed_seconds`` is the wall time since the run (re)started, ``run_seconds`` that of
+all its sittings together, each counted to its last checkpoint, so that a resumed run's time is what one sitting
+would have taken), ``steps.jsonl`` (the
 loss terms and lr every ``train.log_every`` steps), TensorBoard events, ``last.pt`` (after every epoch, and where a
 stop signal ended a run) and ``best.pt`` (the epoch with the best ``train.best_metric``, by default final-stage
 PCK@0.2 when it is measured, else at the first threshold; written after the first evaluation whatever its score,
@@ -166,13 +168,15 @@ def train(config: Config | None, *, resume: str | Path | None = None, progress: 
 @dataclass
 class RunState:
     """What a run carries from step to step and saves in ``last.pt``: the position (``epoch``: epochs completed,
-    ``step``), the best score so far and the epoch it came from (NaN, 0: none yet). `Trainer.checkpoint` writes it
-    with the weights and the optimiser; `Trainer.restore` reads it back."""
+    ``step``), the best score so far and the epoch it came from (NaN, 0: none yet), and ``seconds``: the wall time
+    of the earlier sittings, each up to its last checkpoint. `Trainer.checkpoint` writes it with the weights and the
+    optimiser; `Trainer.restore` reads it back."""
 
     epoch: int = 0
     step: int = 0
     best: float = math.nan
     best_epoch: int = 0
+    seconds: float = 0.0
 
 
 class Trainer:
@@ -249,8 +253,13 @@ class Trainer:
             "scaler": self.scaler.state_dict(), "epoch": s.epoch, "step": s.step, "best_metric": s.best,
             "best": {"metric": self.selection, "stage": "final", "value": s.best, "epoch": s.best_epoch},
             "data_order": {"seed": self.config.train.seed, "epoch": s.epoch, "batches": batches},
-            "rng": rng_state(), "git_revision": git_revision(),
+            "rng": rng_state(), "git_revision": git_revision(), "run_seconds": round(self.run_seconds(), 2),
         }
+
+    def run_seconds(self) -> float:
+        """Wall seconds of the run: the earlier sittings' (to their last checkpoints) and this one's so far."""
+        started = getattr(self, "started", None)
+        return self.state.seconds + (time.perf_counter() - started if started is not None else 0.0)
 
     def restore(self, checkpoint: dict, path: str | Path) -> int:
         """Load the weights, optimiser, schedule, scaler, `RunState` and random generators of ``checkpoint``.
@@ -259,7 +268,8 @@ class Trainer:
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         self.scheduler.load_state_dict(checkpoint["scheduler"])
         self.scaler.load_state_dict(checkpoint["scaler"])
-        self.state = RunState(epoch=checkpoint["epoch"], step=checkpoint["step"])
+        self.state = RunState(epoch=checkpoint["epoch"], step=checkpoint["step"],
+                              seconds=float(checkpoint.get("run_seconds", 0.0)))
         saved = checkpoint.get("best") or {"metric": f"pck@{SELECTION_THRESHOLD:g}", "value": checkpoint["best_metric"]}
         if saved["metric"] == self.selection and saved["value"] >= 0:  # (before best was named: -1 or -step)
             self.state.best, self.state.best_epoch = float(saved["value"]), int(saved.get("epoch", 0))
@@ -364,6 +374,7 @@ class Trainer:
                            progress=self.progress, loss_fn=self.loss_fn)
         metrics = {"epoch": epoch + 1, "step": s.step, "train_seconds": round(train_seconds, 2),
                    "elapsed_seconds": round(time.perf_counter() - self.started, 2),
+                   "run_seconds": round(self.run_seconds(), 2),
                    "images_per_second": round(steps * t.batch_size / train_seconds, 1),
                    **{f"train/{k}": v for k, v in train_losses.items()}, **flatten_metrics(results)}
         if self.writer is not None:

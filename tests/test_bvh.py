@@ -61,6 +61,21 @@ def test_truncated_and_inconsistent_files_raise_naming_the_file(tmp_path):
     (tmp_path / "short.bvh").write_text(TINY.replace("1 2 3 90 0 0 0 0 90", "1 2 3"))
     with pytest.raises(CPMError, match="short.bvh: expected 2 frames of 9"):
         read_bvh(tmp_path / "short.bvh")
+    (tmp_path / "one.bvh").write_text(TINY.replace("Frames: 2", "Frames: 3"))  # a frame missing
+    with pytest.raises(CPMError, match="one.bvh: expected 3 frames of 9"):
+        read_bvh(tmp_path / "one.bvh")
+    (tmp_path / "word.bvh").write_text(TINY.replace("1 2 3 90", "1 2 x 90"))
+    with pytest.raises(CPMError, match=r"word.bvh: line 20: not a number"):  # the file's own line number
+        read_bvh(tmp_path / "word.bvh")
+
+
+def test_frames_are_read_as_float_reads_them_blank_lines_and_extra_frames_aside(tmp_path):
+    values = ["0.1", "-2.5e-3", "1e308", "7", "0.30000000000000004", "-0", "123456.789012345678", "3.14159", "1"]
+    text = TINY.replace("1 2 3 90 0 0 0 0 90", "\n" + " ".join(values) + "\n\n" + "9 " * 9)
+    (tmp_path / "values.bvh").write_text(text)
+    motion = read_bvh(tmp_path / "values.bvh")
+    assert motion.frames.shape == (2, 9) and motion.frames.dtype == np.float64  # the third row is past Frames: 2
+    assert motion.frames[1].tolist() == [float(v) for v in values]
 
 
 def test_body_frame_puts_the_pelvis_at_the_origin_facing_plus_z_at_the_renderers_size():

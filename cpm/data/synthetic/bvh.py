@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -105,8 +106,15 @@ def read_bvh(path: str | Path) -> Motion:
     path = Path(path)
     if not path.is_file():
         raise CPMError(f"{path}: no such file")
-    tokens = [(n, line.split()) for n, line in enumerate(path.read_text(errors="replace").splitlines(), 1)]
-    tokens = [(n, words) for n, words in tokens if words]
+    lines = path.read_text(errors="replace").splitlines()
+    # The hierarchy and the two lines after MOTION are read word by word; the frames, most of the file, by numpy's
+    # parser (the same float64 values as float()), or word by word again when they hold an error to name.
+    motion = next((n for n, line in enumerate(lines) if line.strip() == "MOTION"), len(lines))
+    header = [(n, line.split()) for n, line in enumerate(lines[:motion + 3], 1)]
+    header = [(n, words) for n, words in header if words]
+    frames = _frame_rows(lines[motion + 3:])
+    tokens = header if frames is not None else header + [
+        (n, line.split()) for n, line in enumerate(lines[motion + 3:], motion + 4) if line.split()]
     names, parents, offsets, channels, stack = [], [], [], [], []
     position, last = 0, -1
     try:
@@ -136,9 +144,16 @@ def read_bvh(path: str | Path) -> Motion:
             else:
                 raise CPMError(f"{path}: line {line}: unexpected {keyword!r} in HIERARCHY")
             position += 1
-        count = int(tokens[position + 1][1][-1])
-        frame_time = float(tokens[position + 2][1][-1])
-        rows = [[float(v) for v in words] for _, words in tokens[position + 3:position + 3 + count]]
+        position += 1
+        count = int(tokens[position][1][-1])  # Frames: F
+        position += 1
+        frame_time = float(tokens[position][1][-1])  # Frame Time: T
+        if frames is not None and position + 1 == len(tokens) and frames.shape[0] >= count:
+            rows = frames[:count]
+        else:  # a frame line to name: `position` follows the lines as they are read
+            rows, first = [], position + 1
+            for position in range(first, min(first + count, len(tokens))):  # noqa: B007 - named on an error
+                rows.append([float(v) for v in tokens[position][1]])
     except IndexError:
         raise CPMError(f"{path}: truncated BVH file") from None
     except ValueError as error:
@@ -147,8 +162,19 @@ def read_bvh(path: str | Path) -> Motion:
         raise CPMError(f"{path}: unbalanced braces or no joints in HIERARCHY")
     if len(rows) != count or any(len(row) != len(channels) for row in rows):
         raise CPMError(f"{path}: expected {count} frames of {len(channels)} channel values")
-    return Motion(names, parents, np.array(offsets), channels, np.array(rows).reshape(count, len(channels)),
-                  frame_time)
+    return Motion(names, parents, np.array(offsets), channels, np.asarray(rows, dtype=np.float64).reshape(
+        count, len(channels)), frame_time)
+
+
+def _frame_rows(lines: list[str]) -> np.ndarray | None:
+    """The frame lines of a BVH file as a (F, C) float64 array (blank lines skipped); None when a line is not all
+    numbers or the lines differ in length, for `read_bvh` to name the line."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "input contained no data" of a file without frames
+            return np.loadtxt(lines, dtype=np.float64, comments=None, ndmin=2)
+    except ValueError:
+        return None
 
 
 def to_body_frame(joints: np.ndarray, *, height: float) -> np.ndarray:

@@ -90,7 +90,10 @@ class DataConfig:
     skeleton: str = "itop15"  # a built-in skeleton, the name of the [skeleton] table, or a TOML file declaring one
     depth: DepthConfig = field(default_factory=DepthConfig)  # {encoding, near, far} of depth frames
     seed: int = 0  # training samples are a pure function of (seed, index, epoch)
-    train_samples: int = 20000  # samples per epoch; each epoch renders new ones
+    train_samples: int = 20000  # samples per epoch; each epoch renders new ones (every render_epochs epochs)
+    # synthetic data: each rendered frame trains this many consecutive epochs, newly augmented each time; a DataLoader
+    # process keeps the frames it rendered for the next epochs of their block (up to train_samples of them)
+    render_epochs: int = 1
     val_seed: int = 1000  # a different seed keeps the held-out split disjoint from training
     val_samples: int = 500
     input_size: int = 128  # side of the square crop fed to the model, pixels
@@ -249,7 +252,8 @@ CHOICES = {
 
 # (minimum, maximum), inclusive; None = unbounded
 RANGES = {
-    "data.train_samples": (1, None), "data.val_samples": (1, None), "data.input_size": (16, None),
+    "data.train_samples": (1, None), "data.render_epochs": (1, None), "data.val_samples": (1, None),
+    "data.input_size": (16, None),
     "data.crop_padding": (0.5, None), "data.rotation": (0, 180), "data.shift": (0, 1),
     "data.occlusion": (0, 1), "data.workers": (-1, None),
     "model.stages": (1, 6), "model.stage_width": (1, None),
@@ -370,6 +374,9 @@ def validate(config: Config) -> Config:
         raise ConfigError(f"data.annotations: data.source = {data.source!r} needs the annotation file in data.root")
     if data.exclude and data.source == "synthetic":
         raise ConfigError("data.exclude: leaves samples out of a real dataset; data.source = 'synthetic' has none")
+    if data.render_epochs != 1 and data.source != "synthetic":
+        raise ConfigError(f"data.render_epochs: reuses rendered frames; data.source = {data.source!r} renders none "
+                          "(its images are read every epoch)")
     if data.pose_source != "procedural" and not data.pose_files:
         raise ConfigError(f"data.pose_files: data.pose_source = {data.pose_source!r} needs its file or folder")
     _validate_pose_mix(data)

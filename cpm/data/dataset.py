@@ -72,12 +72,15 @@ class PoseDataset(Dataset):
         seed: int = 0,
         length: int | None = None,
         resample_each_epoch: bool = False,
+        reuse_epochs: int = 1,
         channels: int | None = None,
         input_scale: str = "unit",
     ) -> None:
         """``length`` samples per epoch (default: all of ``source``). With ``resample_each_epoch``,
         epoch e reads source items e*length .. e*length + length - 1, so an unbounded source (the
-        renderer) shows new samples every epoch."""
+        renderer) shows new samples every epoch; with ``reuse_epochs`` = n as well, every n consecutive epochs
+        read the same items (block e // n), each epoch under its own augmentation, and a process keeps the items
+        of the current block it has read (up to ``length`` of them) instead of rendering them again."""
         self.source = source
         self.length = len(source) if length is None else length
         self.input_size = input_size
@@ -88,6 +91,8 @@ class PoseDataset(Dataset):
         self.occlusion = occlusion
         self.seed = seed
         self.resample_each_epoch = resample_each_epoch
+        self.reuse_epochs = max(1, int(reuse_epochs))
+        self._kept: dict[int, dict] = {}  # reuse_epochs > 1: source items of the current block, by source index
         self.channels = channels
         self.input_scale = input_scale
         self.epoch = 0
@@ -99,11 +104,25 @@ class PoseDataset(Dataset):
     def __len__(self) -> int:
         return self.length
 
+    def source_item(self, source_index: int) -> dict:
+        """``source[source_index]``, kept for the rest of its block when the items serve several epochs."""
+        if self.reuse_epochs == 1 or not self.resample_each_epoch:
+            return self.source[source_index]
+        block = source_index // self.length
+        if self._kept and next(iter(self._kept)) // self.length != block:
+            self._kept.clear()  # a new block: the items of the last one are never read again
+        if source_index not in self._kept:
+            self._kept[source_index] = self.source[source_index]
+        return self._kept[source_index]
+
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         if not 0 <= index < self.length:
             raise IndexError(index)
-        source_index = self.epoch * self.length + index if self.resample_each_epoch else index
-        sample = self.source[source_index]
+        if self.resample_each_epoch:
+            source_index = self.epoch // self.reuse_epochs * self.length + index
+        else:
+            source_index = index
+        sample = self.source_item(source_index)
         crop_side = self.crop_padding * float(sample["scale"])
         if self.augment:
             rng = np.random.default_rng([self.seed, self.epoch, index])

@@ -1,0 +1,64 @@
+"""``data.render_epochs``: a rendered training frame serves several consecutive epochs, each under its own
+augmentation, and a process renders it once."""
+
+import pytest
+import torch
+
+from cpm.config import ConfigError, load_config
+from cpm.data.dataset import PoseDataset
+from cpm.data.synthetic.render import SyntheticPoses
+from cpm.skeleton import get_skeleton
+from cpm.training.builders import build_datasets
+
+
+class CountingSource:
+    """SyntheticPoses that counts its renders."""
+
+    def __init__(self, size: int) -> None:
+        self.poses, self.renders = SyntheticPoses(seed=0, size=size), []
+
+    def __len__(self) -> int:
+        return len(self.poses)
+
+    def __getitem__(self, index: int) -> dict:
+        self.renders.append(index)
+        return self.poses[index]
+
+
+def dataset(reuse: int, length: int = 3, epochs: int = 4) -> PoseDataset:
+    return PoseDataset(CountingSource(length * epochs), input_size=64, flip_permutation=get_skeleton("itop15")
+                       .flip_permutation, augment=True, scale_range=(0.8, 1.2), rotation=30.0, flip=True,
+                       shift=0.05, length=length, resample_each_epoch=True, reuse_epochs=reuse)
+
+
+def read_epoch(data: PoseDataset, epoch: int) -> list[dict]:
+    data.set_epoch(epoch)
+    return [data[i] for i in range(len(data))]
+
+
+def test_frames_serve_render_epochs_epochs_under_new_augmentations_and_render_once():
+    reused, fresh = dataset(reuse=2), dataset(reuse=1)
+    epochs = [read_epoch(reused, e) for e in range(4)]
+    assert reused.source.renders == [0, 1, 2, 3, 4, 5]  # blocks {0, 1} and {2, 3}: each frame rendered once
+    for i in range(3):
+        for a, b in ((0, 1), (2, 3)):  # the same frame: the same labels in the source frame
+            assert torch.equal(epochs[a][i]["source_keypoints"], epochs[b][i]["source_keypoints"])
+        assert not torch.equal(epochs[0][i]["source_keypoints"], epochs[2][i]["source_keypoints"])  # a new frame
+    assert any(not torch.equal(epochs[0][i]["image"], epochs[1][i]["image"]) for i in range(3))  # new augmentations
+    first = read_epoch(fresh, 0)  # epoch 0 is the same with or without reuse
+    assert all(torch.equal(a[k], b[k]) for a, b in zip(epochs[0], first, strict=True) for k in a)
+    # a kept frame is what rendering it again gives: epoch 3 read by a process that never read epoch 2
+    again = read_epoch(dataset(reuse=2), 3)
+    assert all(torch.equal(a[k], b[k]) for a, b in zip(epochs[3], again, strict=True) for k in a)
+    assert len(reused._kept) == 3  # the current block only
+
+
+def test_the_config_reaches_the_training_set_and_refuses_a_real_dataset(tmp_path):
+    config = load_config(None, ["data.render_epochs=3", "data.train_samples=8", "data.val_samples=2"])
+    train_set, val_set = build_datasets(config)
+    assert train_set.reuse_epochs == 3 and val_set.reuse_epochs == 1
+    with pytest.raises(ConfigError, match="data.render_epochs"):
+        load_config(None, ["data.render_epochs=0"])
+    with pytest.raises(ConfigError, match="data.render_epochs: reuses rendered frames; data.source = 'list'"):
+        load_config(None, ["data.render_epochs=2", 'data.source="list"', f'data.root="{tmp_path}"',
+                           'data.annotations="a.json"'])

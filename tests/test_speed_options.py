@@ -166,28 +166,6 @@ def test_persistent_workers_read_the_samples_of_the_current_epoch():
     assert [i for _, i in in_workers[0]] != [i for _, i in in_workers[1]]  # a new order every epoch
 
 
-class ThreadCounts(EpochEcho):
-    """Sample i: the OpenCV and torch thread counts of the process that reads it."""
-
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        import cv2
-
-        return {"threads": torch.tensor([cv2.getNumThreads(), torch.get_num_threads()])}
-
-
-def test_a_worker_renders_on_one_thread_of_opencv_and_of_torch():
-    import cv2
-
-    previous = cv2.getNumThreads()
-    cv2.setNumThreads(2)  # what OpenCV takes on a 2-core machine, and what a worker would inherit
-    try:
-        loader = make_loader(ThreadCounts(4), batch_size=4, shuffle=False, workers=1, device=CPU, seed=0)
-        assert next(iter(loader))["threads"].tolist() == [[1, 1]] * 4
-        assert cv2.getNumThreads() == 2  # the main process keeps its own
-    finally:
-        cv2.setNumThreads(previous)
-
-
 def test_automatic_workers_are_one_on_a_cpu_and_the_cores_on_cuda():
     from cpm.config import Config
     from cpm.data.loader import resolve_workers

@@ -90,14 +90,6 @@ def resolve_workers(workers: int, device: torch.device) -> int:
     return min(8, os.cpu_count() or 1) if device.type == "cuda" else 1
 
 
-def single_threaded_worker(worker_id: int) -> None:
-    """A DataLoader worker's start: OpenCV on one thread, as torch already is in a worker (OpenCV's default is one
-    thread per core, which a worker rendering beside the training threads would set against them)."""
-    import cv2
-
-    cv2.setNumThreads(1)
-
-
 def make_loader(dataset: PoseDataset, *, batch_size: int, shuffle: bool, workers: int, device: torch.device,
                 seed: int, drop_last: bool = False, world_size: int = 1, rank: int = 0) -> DataLoader:
     """``rank``'s share of each epoch, in an order that is a function of (seed, epoch) alone
@@ -105,13 +97,11 @@ def make_loader(dataset: PoseDataset, *, batch_size: int, shuffle: bool, workers
     number of processes, sees the same global batches as an uninterrupted one. The sampler's epoch is also
     the dataset's: sample i of epoch e is ``dataset.set_epoch(e); dataset[i]``.
 
-    With ``workers`` > 0 the workers persist from epoch to epoch (no new processes, no re-imports), each on one
-    thread (`single_threaded_worker`) with 4 batches in flight; on CUDA the batches come in pinned memory
-    (asynchronous copies). ``workers = -1`` (`resolve_workers`): one worker on a CPU, where the cores are busy
-    training, and the cores (up to 8) on CUDA."""
+    With ``workers`` > 0 the workers persist from epoch to epoch (no new processes, no re-imports) and each
+    keeps 4 batches in flight; on CUDA the batches come in pinned memory (asynchronous copies). ``workers = -1``
+    (`resolve_workers`): one worker on a CPU, where the cores are busy training, and the cores (up to 8) on CUDA."""
     workers = resolve_workers(workers, device)
     sampler = _EpochTaggedSampler(len(dataset), world_size=world_size, rank=rank, shuffle=shuffle, seed=seed)
     return DataLoader(_AtEpoch(dataset), batch_size=batch_size, sampler=sampler, num_workers=workers,
                       pin_memory=device.type == "cuda", drop_last=drop_last, persistent_workers=workers > 0,
-                      prefetch_factor=4 if workers else None,
-                      worker_init_fn=single_threaded_worker if workers else None)
+                      prefetch_factor=4 if workers else None)

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 # Keep the test processes on the machine's cores without oversubscription: alone, one process uses up to two
-# threads; under pytest-xdist (`make test` runs one worker per core) each worker, and every process it starts
+# threads; under pytest-xdist (`make test` runs TEST_WORKERS = 2 workers) each worker, and every process it starts
 # (`python -m cpm ...` subprocesses read OMP_NUM_THREADS), uses one.
 if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ["OMP_NUM_THREADS"] = "1"

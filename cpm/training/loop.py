@@ -194,6 +194,7 @@ class Trainer:
                            f"{context.world_size} processes")
         self.config, self.context, self.device, self.signals = config, context, device, signals
         self.progress, self.log = progress, log
+        self.started = time.perf_counter()  # reset when `run` starts; checkpoints count from here until then
         self.rank_batch = t.batch_size // context.world_size
         self.amp_dtype = resolve_amp(t.amp, device)
         if device.type == "cuda":  # fixed input sizes: let cuDNN pick the fastest convolution algorithms
@@ -258,8 +259,7 @@ class Trainer:
 
     def run_seconds(self) -> float:
         """Wall seconds of the run: the earlier sittings' (to their last checkpoints) and this one's so far."""
-        started = getattr(self, "started", None)
-        return self.state.seconds + (time.perf_counter() - started if started is not None else 0.0)
+        return self.state.seconds + time.perf_counter() - self.started
 
     def restore(self, checkpoint: dict, path: str | Path) -> int:
         """Load the weights, optimiser, schedule, scaler, `RunState` and random generators of ``checkpoint``.

@@ -114,7 +114,7 @@ def read_bvh(path: str | Path) -> Motion:
     header = [(n, words) for n, words in header if words]
     frames = _frame_rows(lines[motion + 3:])
     tokens = header if frames is not None else header + [
-        (n, line.split()) for n, line in enumerate(lines[motion + 3:], motion + 4) if line.split()]
+        (n, words) for n, line in enumerate(lines[motion + 3:], motion + 4) if (words := line.split())]
     names, parents, offsets, channels, stack = [], [], [], [], []
     position, last = 0, -1
     try:

@@ -177,6 +177,10 @@ class TrainConfig:
     log_every: int = 25  # steps between loss reads (each read syncs the device)
     checkpoint_every: int = 0  # steps between mid-epoch last.pt writes (atomic); 0 = after every epoch only
     grad_clip: float = 0.0  # max gradient norm; 0 = off
+    # exponential moving average of the weights, per step (e.g. 0.998); 0 = off. The average is what each evaluation
+    # scores and what checkpoints hold as "model" (best.pt, cpm eval, predict, export); training goes on from the raw
+    # weights ("raw_model"). The decay ramps up as min(ema, (1 + step) / (10 + step)), so early averages follow.
+    ema: float = 0.0
     threads: int = 0  # torch intra-op threads; 0 = torch's default
     lr_gamma: float = 0.333  # step schedule: the factor of each decay (Caffe's gamma; mmpose's 0.1)
     lr_milestones: list[float] = field(default_factory=list)  # step schedule: decay at these epochs (mmpose [170, 200])
@@ -265,7 +269,7 @@ RANGES = {
     "train.epochs": (1, None), "train.batch_size": (1, None), "train.lr": (0, None),
     "train.weight_decay": (0, None), "train.momentum": (0, 1), "train.warmup_steps": (0, None),
     "train.log_every": (1, None), "train.checkpoint_every": (0, None),
-    "train.grad_clip": (0, None), "train.threads": (0, None),
+    "train.grad_clip": (0, None), "train.threads": (0, None), "train.ema": (0, 0.999999),
     "train.stage1_lr_mult": (0, None), "train.refinement_lr_mult": (0, None), "train.bias_lr_mult": (0, None),
     "train.lr_step_size": (0, None), "train.lr_gamma": (0, 1), "train.target_cutoff": (0, 0.99),
     "eval.batch_size": (1, None),

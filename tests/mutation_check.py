@@ -195,10 +195,20 @@ MUTATIONS = (
              'name = config.train.best_metric or (f"pck@{0.1:g}"', SELECTION_TESTS),
     Mutation("run-seconds.restarted-on-resume", LOOP, 'seconds=float(checkpoint.get("run_seconds", 0.0))',
              'seconds=0 * float(checkpoint.get("run_seconds", 0.0))',
-             ["tests/test_resume_extend.py::test_a_resumed_run_counts_the_wall_time_of_its_earlier_sittings"]),
+             ("tests/test_resume_extend.py::test_a_resumed_run_counts_the_wall_time_of_its_earlier_sittings",)),
     Mutation("run-seconds.cell-time-of-the-last-sitting", "cpm/experiments/runs.py",
              'round(checkpoint.get("run_seconds", wall_seconds), 1)', "round(wall_seconds, 1)",
-             ["tests/test_experiments.py::test_a_cells_wall_time_is_its_runs_own_over_every_sitting"]),
+             ("tests/test_experiments.py::test_a_cells_wall_time_is_its_runs_own_over_every_sitting",)),
+    Mutation("ema.raw-weights-scored", LOOP, "results = evaluate(self.evaluated, self.val_loader,",
+             "results = evaluate(self.model, self.val_loader,",
+             ("tests/test_ema.py::test_the_average_leaves_training_as_it_was_and_is_what_the_evaluation_scored",)),
+    Mutation("ema.never-updated", LOOP, "                self.average.update(s.step)\n", "                pass\n",
+             ("tests/test_ema.py::test_the_average_leaves_training_as_it_was_and_is_what_the_evaluation_scored",)),
+    Mutation("ema.resume-from-the-average", LOOP, 'checkpoint.get("raw_model", checkpoint["model"])',
+             'checkpoint["model"]', ("tests/test_ema.py::test_a_mid_epoch_resume_gives_the_same_average_and_weights",)),
+    Mutation("ema.decay-without-ramp", "cpm/training/ema.py", "return min(decay, (1 + step) / (10 + step))",
+             "return decay",
+             ("tests/test_ema.py::test_the_average_moves_by_the_ramped_decay_and_copies_integer_buffers",)),
 )
 
 

@@ -62,6 +62,7 @@ from cpm.training.distributed import (
     init_distributed,
     shutdown_distributed,
 )
+from cpm.training.ema import WeightAverage
 from cpm.training.step import prepare_batch, read_losses, train_step
 from cpm.training.summaries import write_evaluation_summaries
 
@@ -233,6 +234,8 @@ class Trainer:
         self.loss_fn = build_loss(config)
         self.selection = best_metric(config)
         self.state = RunState()
+        # train.ema: the average of the weights is what evaluations score and checkpoints hold as "model"
+        self.average = WeightAverage(model, t.ema) if t.ema > 0 else None
         self.skip_batches = self.restore(checkpoint, resume) if checkpoint is not None else 0
         network = model
         if context.enabled:  # gradients averaged over ranks; the wrapper shares the parameters of `model`
@@ -245,11 +248,19 @@ class Trainer:
 
     # ---- saving and resuming ------------------------------------------------------------------------------
 
+    @property
+    def evaluated(self) -> torch.nn.Module:
+        """The model that evaluations score and checkpoints hold as "model": the weights' average with
+        ``train.ema``, else the trained model."""
+        return self.average.average if self.average is not None else self.model
+
     def checkpoint(self, batches: int = 0) -> dict[str, Any]:
-        """The checkpoint of the run as it stands; ``batches`` of the next epoch already trained (mid-epoch)."""
+        """The checkpoint of the run as it stands; ``batches`` of the next epoch already trained (mid-epoch).
+        With ``train.ema``, "model" is the average and "raw_model" the weights training goes on from."""
         s = self.state
+        raw = {"raw_model": self.model.state_dict()} if self.average is not None else {}
         return {
-            "model": self.model.state_dict(), "config": self.config.to_dict(),
+            "model": self.evaluated.state_dict(), **raw, "config": self.config.to_dict(),
             "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(), "epoch": s.epoch, "step": s.step, "best_metric": s.best,
             "best": {"metric": self.selection, "stage": "final", "value": s.best, "epoch": s.best_epoch},
@@ -264,7 +275,9 @@ class Trainer:
     def restore(self, checkpoint: dict, path: str | Path) -> int:
         """Load the weights, optimiser, schedule, scaler, `RunState` and random generators of ``checkpoint``.
         Returns the batches of its epoch already trained."""
-        load_model_state(self.model, checkpoint["model"], path)
+        load_model_state(self.model, checkpoint.get("raw_model", checkpoint["model"]), path)
+        if self.average is not None:
+            load_model_state(self.average.average, checkpoint["model"], path)
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         self.scheduler.load_state_dict(checkpoint["scheduler"])
         self.scaler.load_state_dict(checkpoint["scaler"])
@@ -324,6 +337,8 @@ class Trainer:
                                 scaler=self.scaler, amp_dtype=self.amp_dtype, grad_clip=t.grad_clip)
             self.scheduler.step()
             s.step += 1
+            if self.average is not None:
+                self.average.update(s.step)
             epoch_steps += 1
             batches += 1
             seen += image.shape[0]
@@ -368,7 +383,7 @@ class Trainer:
     def end_of_epoch(self, epoch: int, train_losses: dict[str, float], train_seconds: float, steps: int) -> dict:
         """Evaluate on the held-out split, write metrics.jsonl and the summaries, log one line, keep best.pt."""
         t, s = self.config.train, self.state
-        results = evaluate(self.model, self.val_loader, self.codec, torso=self.skeleton.torso,
+        results = evaluate(self.evaluated, self.val_loader, self.codec, torso=self.skeleton.torso,
                            thresholds=self.config.eval.pck_thresholds, decoder=self.config.eval.decoder,
                            device=self.device, amp_dtype=self.amp_dtype, channels_last=t.channels_last,
                            progress=self.progress, loss_fn=self.loss_fn)

@@ -76,6 +76,24 @@ def test_two_tiny_recipes_train_and_append_to_the_record(tmp_path, capsys):
     assert "--target: expected THRESHOLD=PCK" in capsys.readouterr().err
 
 
+def test_stop_at_target_ends_each_run_at_its_first_evaluation_meeting_the_targets(tmp_path):
+    recipe = tmp_path / "tiny.toml"
+    recipe.write_text("")
+    argv = [str(recipe), "--runs", str(tmp_path / "runs"), "--no-progress", "--target", "0.2=0.001", "--stop-at-target"]
+    for override in tiny_overrides(tmp_path, **{"train.epochs": 3}):
+        if not override.startswith(("train.runs_dir", "train.name")):
+            argv += ["--set", override]
+    assert main(argv) == 0
+    run_dir = tmp_path / "runs" / "speedrun-tiny"
+    lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [x["epoch"] for x in lines] == [1]  # met at the first evaluation: two epochs not trained
+    assert torch.load(run_dir / "last.pt", weights_only=False)["epoch"] == 1
+    from cpm.cli import main as cpm_main
+
+    assert cpm_main(["train", "--no-progress", "--resume", str(run_dir / "last.pt")]) == 0  # the rest, on request
+    assert [json.loads(x)["epoch"] for x in (run_dir / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3]
+
+
 def test_a_screen_tabulates_finished_runs_by_images_with_their_changes(tmp_path, capsys):
     from cpm.config import load_config
 

@@ -25,6 +25,7 @@ machine's speed, so a screen picks the candidates worth a timed sitting. ``--out
 from __future__ import annotations
 
 import argparse
+import functools
 import shlex
 import sys
 from dataclasses import dataclass
@@ -73,8 +74,7 @@ def time_to_target(lines: list[dict], targets: dict[float, float], batch_size: i
     rates = [line["images_per_second"] for line in lines if "images_per_second" in line]
     speed = sum(rates) / len(rates) if rates else float("nan")
     for line in lines:
-        pck = final_stage_pck(line, targets)
-        if pck is not None and all(pck[a] >= value for a, value in targets.items()):
+        if meets(line, targets):
             if "elapsed_seconds" not in line:
                 raise CPMError("metrics.jsonl: no elapsed_seconds (a run from before they were written)")
             return Outcome(line["epoch"], line["step"] * batch_size, line["elapsed_seconds"], speed)
@@ -98,10 +98,18 @@ def final_figures(lines: list[dict], thresholds=REFERENCE_THRESHOLDS) -> dict[fl
     raise CPMError("the reference run has no evaluation to take its figures from")
 
 
+def meets(line: dict, targets: dict[float, float]) -> bool:
+    """Whether a ``metrics.jsonl`` line's final-stage PCK meets every target."""
+    pck = final_stage_pck(line, targets)
+    return pck is not None and all(pck[a] >= value for a, value in targets.items())
+
+
 def speedrun(configs: list[str], overrides: list[str], targets: dict[float, float] | None, *, runs_dir: str,
-             progress: bool = True, log=print) -> tuple[list[tuple[str, Outcome, str]], dict[float, float]]:
+             progress: bool = True, log=print,
+             stop_at_target: bool = False) -> tuple[list[tuple[str, Outcome, str]], dict[float, float]]:
     """Train each config in turn (into ``runs_dir``); -> ([(config, outcome, run directory)], targets). Without
-    ``targets``, the first run's final figures (`final_figures`) are the targets of all."""
+    ``targets``, the first run's final figures (`final_figures`) are the targets of all. ``stop_at_target``: a run
+    ends at the first evaluation that meets the targets (the reference too when ``targets`` are given)."""
     from cpm.training.loop import train
 
     outcomes = []
@@ -109,7 +117,8 @@ def speedrun(configs: list[str], overrides: list[str], targets: dict[float, floa
         name = Path(path).stem
         config = load_config(path, [*overrides, f'train.runs_dir="{runs_dir}"', f'train.name="speedrun-{name}"'])
         log(f"speedrun: training {path}")
-        results = train(config, progress=progress, log=log)
+        until = functools.partial(meets, targets=targets) if stop_at_target and targets is not None else None
+        results = train(config, progress=progress, log=log, until=until)
         run_dir = Path(results["run_dir"])
         lines = read_metrics(run_dir)
         if targets is None:
@@ -203,6 +212,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", default="runs", help="where the runs go (default runs/)")
     parser.add_argument("--record", type=Path, help="append the rows to this Markdown record")
     parser.add_argument("--change", default="", help="what the recipes after the first change (the record's label)")
+    parser.add_argument("--stop-at-target", action="store_true",
+                        help="end each run at its first evaluation that meets the targets (the reference too when "
+                             "--target is given) instead of training all its epochs")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     from cpm.training.checkpoint import git_revision
@@ -216,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
         for path in args.configs:
             load_config(path, args.overrides)  # every recipe is checked before the first trains
         outcomes, targets = speedrun(args.configs, args.overrides, targets, runs_dir=args.runs,
-                                     progress=not args.no_progress)
+                                     progress=not args.no_progress, stop_at_target=args.stop_at_target)
         command = shlex.join(["python", "-m", "cpm.bench.speedrun", *(sys.argv[1:] if argv is None else argv)])
         rows = format_rows(outcomes, change=args.change, cpu=cpu_kind(), command=command, revision=git_revision(),
                            targets=targets)

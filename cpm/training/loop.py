@@ -131,10 +131,12 @@ def resumed_config(checkpoint: dict, path: str | Path, overrides: dict[str, dict
 
 
 def train(config: Config | None, *, resume: str | Path | None = None, progress: bool = True,
-          log=print, overrides: dict[str, dict[str, Any]] | None = None) -> dict:
+          log=print, overrides: dict[str, dict[str, Any]] | None = None,
+          until: Callable[[dict], bool] | None = None) -> dict:
     """Train from ``config`` (or continue the run whose ``last.pt`` is ``resume``, mid-epoch included, with
     ``overrides`` of `RESUMABLE_KEYS` applied to its saved config). Returns the final evaluation results plus
-    ``run_dir``.
+    ``run_dir``. ``until(metrics)`` (the epoch's ``metrics.jsonl`` line) returning True ends the run after that
+    epoch's evaluation and checkpoint, as if it had been given that many epochs (``--resume`` goes on from there).
 
     Under ``torchrun`` (``WORLD_SIZE`` > 1) the ranks form a process group (`cpm.training.distributed`), the model is
     wrapped in DistributedDataParallel and ``train.batch_size`` stays the global batch: each rank trains on
@@ -159,7 +161,7 @@ def train(config: Config | None, *, resume: str | Path | None = None, progress: 
         with StopSignals() as signals:
             trainer = Trainer(config, checkpoint=checkpoint, resume=resume, context=context, device=device,
                               signals=signals, progress=progress and context.is_main,
-                              log=log if context.is_main else _quiet)
+                              log=log if context.is_main else _quiet, until=until)
             return trainer.run()
     finally:
         if owns_group:
@@ -188,13 +190,14 @@ class Trainer:
 
     def __init__(self, config: Config, *, checkpoint: dict | None, resume: str | Path | None,
                  context: DistributedContext, device: torch.device, signals: StopSignals, progress: bool,
-                 log: Callable[[str], None]) -> None:
+                 log: Callable[[str], None], until: Callable[[dict], bool] | None = None) -> None:
         t = config.train
         if t.batch_size % context.world_size:
             raise CPMError(f"train.batch_size: the global batch {t.batch_size} does not divide among "
                            f"{context.world_size} processes")
         self.config, self.context, self.device, self.signals = config, context, device, signals
-        self.progress, self.log = progress, log
+        self.progress, self.log, self.until = progress, log, until
+        self.last_metrics: dict = {}  # the last epoch's metrics.jsonl line
         self.started = time.perf_counter()  # reset when `run` starts; checkpoints count from here until then
         self.rank_batch = t.batch_size // context.world_size
         self.amp_dtype = resolve_amp(t.amp, device)
@@ -400,6 +403,7 @@ class Trainer:
             write_evaluation_summaries(self.writer, self.model, self.optimizer, step=s.step, results=results,
                                        val_set=self.val_set, codec=self.codec, skeleton=self.skeleton,
                                        device=self.device)
+        self.last_metrics = metrics
         final = {a: f"{100 * v[-1]:.1f}" for a, v in results["pck"].items()}
         self.log(f"epoch {epoch + 1}/{t.epochs} | loss {train_losses.get('loss', math.nan):.5f} | "
                  f"{metrics['images_per_second']:.0f} img/s | final-stage PCK " +
@@ -434,6 +438,9 @@ class Trainer:
                 train_losses = self.train_epoch(epoch, skipped)
                 results = self.end_of_epoch(epoch, train_losses, time.perf_counter() - started,
                                             self.state.step - first_step)
+                if epoch + 1 < t.epochs and self.until is not None and self.until(self.last_metrics):
+                    self.log(f"stopped after epoch {epoch + 1} of {t.epochs}: the run's stopping condition is met")
+                    break
                 if epoch + 1 < t.epochs and self.should_stop(True):
                     raise TrainingInterrupted(self.signals.received or signal.SIGTERM, self.state.step,
                                               self.run_dir / "last.pt")

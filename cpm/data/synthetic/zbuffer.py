@@ -106,15 +106,17 @@ def _render_box(zbuf: np.ndarray, camera: Camera, box: tuple[float, ...]) -> Non
         if u0 >= u1 or v0 >= v1:
             continue
         xn, yn = _XN[u0:u1], _YN[v0:v1]
-        # World direction of the ray whose camera-frame z is 1, so the ray parameter is the z-depth.
-        dirs = [rot[0][k] * xn + rot[1][k] * yn + rot[2][k] for k in range(3)]
+        # World direction of the ray whose camera-frame z is 1, so the ray parameter is the z-depth. The camera has
+        # no roll or yaw (rot[0] = (-1, 0, 0), rot[1][0] = rot[2][0] = 0), so x varies along a row only and y, z
+        # down a column only: each is kept as a row or a column, broadcast where they meet.
+        dirs = [rot[0][0] * xn, rot[1][1] * yn + rot[2][1], rot[1][2] * yn + rot[2][2]]
         with np.errstate(divide="ignore"):
             depth = (value - origin[axis]) / dirs[axis]
         inside = depth > 0
         for k in range(3):
             if k != axis:
                 hit = origin[k] + depth * dirs[k]
-                inside &= (hit >= bounds[k, 0]) & (hit <= bounds[k, 1])
+                inside = inside & (hit >= bounds[k, 0]) & (hit <= bounds[k, 1])
         region = zbuf[v0:v1, u0:u1]
         np.minimum(region, np.where(inside, depth, np.inf), out=region)
 

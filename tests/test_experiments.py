@@ -105,7 +105,7 @@ def test_compare_heads_and_decoders_tables_from_summaries(tmp_path):
     text = compare_heads_report(load_runs(runs), NOTE, tmp_path, "hand").read_text()
     parameters = sum(p.numel() for p in build_network(regression).parameters())
     # PDJ AUC: trapezoids (0 + 0.5) / 2 x 0.1 + (0.5 + 0.9) / 2 x 0.1 = 0.095 over a range of 0.2 -> 47.50 %.
-    assert (f"| regression-l1 | fourconv | 32x32 | 10.00 ± 0.00 | 25.00 ± 7.07 | 50.00 ± 0.00 | 5.50 ± 0.71 | "
+    assert (f"| regression-l1 | fourconv | 32x32 of 64 px | 10.00 ± 0.00 | 25.00 ± 7.07 | 50.00 ± 0.00 | 5.50 ± 0.71 | "
             f"5.00 ± 1.41 | "
             f"47.50 ± 0.00 | {parameters:,} | 300 | 0.01 | 25.00 ± 0.00 | 2 |") in text
     # heatmap - regression at PCK@0.1: 0.3 and 0.4 -> +35, sd 7.07 / sqrt 2 x t(0.975, 1) = 12.706 -> +-63.53.

@@ -73,6 +73,10 @@ def _maps(run: RunRecord) -> str:
     return f"{side}x{side}"
 
 
+def _crop(run: RunRecord) -> int:
+    return int(run.data["config"]["data"]["input_size"])
+
+
 def _by_seed_value(runs: list[RunRecord], threshold: str) -> dict[int, float]:
     return {r.seed: _summary_value(r, "pck", threshold) for r in runs}
 
@@ -183,14 +187,14 @@ def compare_heads_report(cells: dict[str, list[RunRecord]], note: dict, out: Pat
                    "weights with |w| <= 1 % of the layer's largest (`cpm.training.summaries.zero_fractions`). "
                    "Last gain: PCK@0.2 of the final evaluation minus the one before it, one epoch earlier (points): "
                    "a head still gaining several points had not flattened at this budget.", "",
-                   "| head | backbone | maps | PCK@0.05 | PCK@0.1 | PCK@0.2 | last gain @0.2 | EPE (px) | "
+                   "| head | backbone | maps of the crop | PCK@0.05 | PCK@0.1 | PCK@0.2 | last gain @0.2 | EPE (px) | "
                    "PDJ AUC (%) | parameters | images | lr | zero fraction (%) | n |",
                    "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for cell, runs in cells.items():
         head, backbone = _split_heads_cell(cell)
         lrs = sorted({r.data["config"]["train"]["lr"] for r in runs})
         images = sorted({_images(r) for r in runs})
-        lines.append(f"| {head} | {backbone} | {_maps(runs[0])} | " + " | ".join([
+        lines.append(f"| {head} | {backbone} | {_maps(runs[0])} of {_crop(runs[0])} px | " + " | ".join([
             format_mean_std([_summary_value(r, "pck", "0.05") for r in runs]),
             format_mean_std([_summary_value(r, "pck", "0.1") for r in runs]),
             format_mean_std([_summary_value(r, "pck", "0.2") for r in runs]),
@@ -258,7 +262,7 @@ def _write_heads_json(note: dict, cells: dict[str, list[RunRecord]], path: Path)
                      "epe": [_summary_value(r, "epe") for r in runs],
                      "pdj_auc": [_pdj_auc(r) for r in runs], "parameters": _parameters(runs[0]),
                      "images": [_images(r) for r in runs], "lr": [r.data["config"]["train"]["lr"] for r in runs],
-                     "maps": _maps(runs[0]),
+                     "maps": _maps(runs[0]), "input_size": _crop(runs[0]),
                      "pdj_thresholds": summaries[0]["pdj"]["thresholds"] if summaries else [],
                      "pdj_rate": np.mean([s["pdj"]["rate"] for s in summaries], axis=0).tolist() if summaries else []})
     data = {"budget": note.get("description", "unknown"), "command": note.get("command"),

@@ -161,7 +161,7 @@ class TrainConfig:
     stage1_lr_mult: float = 1.0  # lr multiplier of stage 1 and its trunk (5 in the released LSP net)
     refinement_lr_mult: float = 1.0  # lr multiplier of the rest (4 in the released VGG MPII net)
     bias_lr_mult: float = 1.0  # biases' lr over their weights' (2 in every released net)
-    schedule: str = "cosine"
+    schedule: str = "cosine"  # after the warm-up: cosine to zero | linear to zero | step | constant
     lr_step_size: int = 0  # step schedule: x0.333 every N steps (Caffe's stepsize); 0 = at 1/2 and 3/4
     warmup_steps: int = 100
     intermediate_supervision: bool = True
@@ -249,7 +249,7 @@ CHOICES = {
     "data.input_scale": INPUT_SCALES,
     "train.missing_joints": ("ignore", "zero"),
     "train.optimizer": ("adamw", "sgd"),
-    "train.schedule": ("cosine", "step", "constant"),
+    "train.schedule": ("cosine", "linear", "step", "constant"),
     "train.amp": ("auto", "bf16", "fp16", "off"),
     "eval.decoder": EVAL_DECODER_NAMES,
 }

@@ -257,6 +257,11 @@ def test_step_schedule_decays_every_step_size_steps():
     assert factors == pytest.approx([1, 1, 0.333, 0.333**2])
 
 
+def test_linear_schedule_falls_from_the_peak_to_zero_after_the_warm_up():
+    factors = [lr_factor(s, total_steps=110, warmup_steps=10, schedule="linear") for s in (0, 9, 10, 35, 60, 109, 110)]
+    assert factors == pytest.approx([0.1, 1.0, 1.0, 0.75, 0.5, 0.01, 0.0])
+
+
 def test_input_resolution_centre_map_is_caffes():
     codec = InputResolutionCenterCodec(input_size=(368, 368), stride=8, sigma=0.875, center_sigma=2.625)
     center_map = codec.center_map(torch.tensor([[100.0, 200.0]]))

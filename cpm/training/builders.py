@@ -97,7 +97,7 @@ def build_datasets(config: Config) -> tuple[PoseDataset, PoseDataset]:
 
 def lr_factor(step: int, *, total_steps: int, warmup_steps: int, schedule: str, step_size: int = 0,
               gamma: float = 0.333, milestones: tuple[int, ...] = ()) -> float:
-    """Linear warm-up, then cosine to zero, steps of x``gamma`` (at 1/2 and 3/4 of training, every
+    """Linear warm-up, then cosine or linear decay to zero, steps of x``gamma`` (at 1/2 and 3/4 of training, every
     ``step_size`` steps as Caffe's "step" policy, or at the given ``milestones`` steps as mmcv's), or constant."""
     if step < warmup_steps:
         return (step + 1) / warmup_steps
@@ -108,6 +108,8 @@ def lr_factor(step: int, *, total_steps: int, warmup_steps: int, schedule: str, 
     progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
     if schedule == "cosine":
         return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+    if schedule == "linear":
+        return 1.0 - min(progress, 1.0)
     if schedule == "step":
         return gamma ** sum(progress >= milestone for milestone in (0.5, 0.75))
     return 1.0

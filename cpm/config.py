@@ -97,6 +97,9 @@ class DataConfig:
     val_seed: int = 1000  # a different seed keeps the held-out split disjoint from training
     val_samples: int = 500
     input_size: int = 128  # side of the square crop fed to the model, pixels
+    # progressive resizing: the crop side of each training epoch (e.g. [96, 128, 128]; the last one goes on for any
+    # later epoch); empty: input_size every epoch. The held-out split is always scored at input_size.
+    epoch_input_sizes: list[int] = field(default_factory=list)
     crop_padding: float = 1.3  # crop side = crop_padding * person extent (joints' bounding box)
     scale_range: list[float] = field(default_factory=lambda: [0.8, 1.2])
     rotation: float = 30.0  # degrees, uniform in [-rotation, rotation]
@@ -386,6 +389,10 @@ def validate(config: Config) -> Config:
     _validate_pose_mix(data)
     if data.input_size % model.stride:
         raise ConfigError(f"data.input_size: {data.input_size} is not a multiple of model.stride = {model.stride}")
+    for size in data.epoch_input_sizes:
+        if size < 16 or size % model.stride:
+            raise ConfigError(f"data.epoch_input_sizes: {size} is not a multiple of model.stride = {model.stride} "
+                              "of at least 16")
     if model.backbone == "cpm":
         levels = model.stride.bit_length() - 1
         if len(model.trunk_widths) != levels or 2**levels != model.stride:

@@ -203,6 +203,13 @@ MUTATIONS = (
              "until = functools.partial(meets, targets=targets) if stop_at_target and targets is not None else None",
              "until = None",
              ("tests/test_speedrun.py::test_stop_at_target_ends_each_run_at_its_first_evaluation_meeting_the_targets",)),
+    Mutation("progressive.one-codec", LOOP, "prepare_batch(batch, codec, self.device, t.channels_last)",
+             "prepare_batch(batch, self.codec, self.device, t.channels_last)",
+             ("tests/test_progressive.py::test_training_encodes_each_epochs_targets_at_its_map_size_and_scores_at_the"
+              "_input_size",)),
+    Mutation("progressive.crop-at-input-size", "cpm/data/dataset.py", "        size = self.size_at(self.epoch)\n",
+             "        size = self.input_size\n",
+             ("tests/test_progressive.py::test_each_epoch_crops_at_its_own_side_and_the_last_side_goes_on",)),
     Mutation("ema.raw-weights-scored", LOOP, "results = evaluate(self.evaluated, self.val_loader,",
              "results = evaluate(self.model, self.val_loader,",
              ("tests/test_ema.py::test_the_average_leaves_training_as_it_was_and_is_what_the_evaluation_scored",)),

@@ -75,15 +75,19 @@ class PoseDataset(Dataset):
         reuse_epochs: int = 1,
         channels: int | None = None,
         input_scale: str = "unit",
+        epoch_input_sizes: Sequence[int] = (),
     ) -> None:
         """``length`` samples per epoch (default: all of ``source``). With ``resample_each_epoch``,
         epoch e reads source items e*length .. e*length + length - 1, so an unbounded source (the
         renderer) shows new samples every epoch; with ``reuse_epochs`` = n as well, every n consecutive epochs
         read the same items (block e // n), each epoch under its own augmentation, and a process keeps the items
-        of the current block it has read (up to ``length`` of them) instead of rendering them again."""
+        of the current block it has read (up to ``length`` of them) instead of rendering them again.
+        ``epoch_input_sizes``: the crop side of each epoch (the last one for any later epoch) instead of
+        ``input_size`` (progressive resizing)."""
         self.source = source
         self.length = len(source) if length is None else length
         self.input_size = input_size
+        self.epoch_input_sizes = tuple(int(size) for size in epoch_input_sizes)
         self.flip_permutation = flip_permutation
         self.crop_padding = crop_padding
         self.augment = augment
@@ -103,6 +107,12 @@ class PoseDataset(Dataset):
 
     def __len__(self) -> int:
         return self.length
+
+    def size_at(self, epoch: int) -> int:
+        """The crop side of the samples of ``epoch``."""
+        if not self.epoch_input_sizes:
+            return self.input_size
+        return self.epoch_input_sizes[min(epoch, len(self.epoch_input_sizes) - 1)]
 
     def source_item(self, source_index: int) -> dict:
         """``source[source_index]``, kept for the rest of its block when the items serve several epochs."""
@@ -124,16 +134,17 @@ class PoseDataset(Dataset):
             source_index = index
         sample = self.source_item(source_index)
         crop_side = self.crop_padding * float(sample["scale"])
+        size = self.size_at(self.epoch)
         if self.augment:
             rng = np.random.default_rng([self.seed, self.epoch, index])
-            aug = sample_augmentation(rng, output_size=self.input_size, **self.augmentation)
-            matrix = crop_matrix(sample["center"], crop_side / aug["scale"], self.input_size,
+            aug = sample_augmentation(rng, output_size=size, **self.augmentation)
+            matrix = crop_matrix(sample["center"], crop_side / aug["scale"], size,
                                  rotation=aug["rotation"], flip=aug["flip"], shift=aug["shift"])
             flipped = aug["flip"]
         else:
-            matrix = crop_matrix(sample["center"], crop_side, self.input_size)
+            matrix = crop_matrix(sample["center"], crop_side, size)
             flipped = False
-        image = warp_image(sample["image"], matrix, self.input_size)
+        image = warp_image(sample["image"], matrix, size)
         if image.ndim == 2:
             image = image[:, :, None]
         if self.channels is not None and image.shape[2] != self.channels:

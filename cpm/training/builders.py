@@ -25,10 +25,10 @@ def build_network(config: Config) -> torch.nn.Module:
     return build_model(config.model, get_skeleton(config.data.skeleton).num_joints)
 
 
-def build_codec(config: Config) -> HeatmapCodec | RegressionCodec:
+def build_codec(config: Config, input_size: int | None = None) -> HeatmapCodec | RegressionCodec:
     """`HeatmapCodec` for the heatmap head; `RegressionCodec` for heads that output coordinates, with the
-    heatmap codec making their centre maps."""
-    size = config.data.input_size
+    heatmap codec making their centre maps; for crops of ``input_size`` (default ``data.input_size``)."""
+    size = input_size or config.data.input_size
     codec = InputResolutionCenterCodec if config.model.center_pool else HeatmapCodec
     t = config.train
     heatmaps = codec(input_size=(size, size), stride=config.model.stride, sigma=config.model.sigma,
@@ -66,7 +66,7 @@ def build_datasets(config: Config) -> tuple[PoseDataset, PoseDataset]:
               **({"input_scale": data.input_scale} if data.input_scale != "unit" else {})}
     augmentation = {"augment": True, "scale_range": tuple(data.scale_range), "rotation": data.rotation,
                     "flip": data.flip, "shift": data.shift, "occlusion": data.occlusion,
-                    "seed": data.seed}
+                    "seed": data.seed, "epoch_input_sizes": tuple(data.epoch_input_sizes)}
     if data.source != "synthetic":  # a real dataset: all of its training split each epoch, up to train_samples
         from cpm.data.datasets.readers import split_dataset
 

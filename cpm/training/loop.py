@@ -35,6 +35,7 @@ from cpm.evaluation.report import flatten_metrics
 from cpm.io import append_jsonl
 from cpm.models import set_trainable_stages
 from cpm.skeleton import get_skeleton
+from cpm.targets.codecs import HeatmapCodec, RegressionCodec
 from cpm.training.builders import (
     build_codec,
     build_datasets,
@@ -208,7 +209,8 @@ class Trainer:
         seed_everything(t.seed, t.deterministic)
 
         self.skeleton = get_skeleton(config.data.skeleton)
-        self.codec = build_codec(config)
+        self.codec = build_codec(config)  # the held-out split's, at data.input_size
+        self.codecs = {config.data.input_size: self.codec}
         self.train_set, self.val_set = build_datasets(config)
         self.train_loader = make_loader(self.train_set, batch_size=self.rank_batch, shuffle=True,
                                         workers=config.data.workers, device=device, seed=t.seed, drop_last=True,
@@ -305,6 +307,13 @@ class Trainer:
 
     # ---- one epoch ------------------------------------------------------------------------------------------
 
+    def codec_at(self, epoch: int) -> HeatmapCodec | RegressionCodec:
+        """The codec of the training crops of ``epoch`` (``data.epoch_input_sizes``: one per crop side)."""
+        size = self.train_set.size_at(epoch)
+        if size not in self.codecs:
+            self.codecs[size] = build_codec(self.config, size)
+        return self.codecs[size]
+
     def should_stop(self, at_log_step: bool) -> bool:
         """Whether a stop signal asks to end the run after this step (ranks agree at log steps only)."""
         if not self.context.enabled:
@@ -330,11 +339,12 @@ class Trainer:
         pending: dict[str, torch.Tensor] = {}
         batches = skipped  # of this epoch, the resumed ones included
         pending_steps = epoch_steps = seen = 0
+        codec = self.codec_at(epoch)
         bar = tqdm(self.train_loader, desc=f"epoch {epoch + 1}/{t.epochs}", disable=not self.progress,
                    dynamic_ncols=True, leave=False)
         start = time.perf_counter()
         for batch in bar:
-            image, center_map, targets, weights = prepare_batch(batch, self.codec, self.device, t.channels_last)
+            image, center_map, targets, weights = prepare_batch(batch, codec, self.device, t.channels_last)
             losses = train_step(self.network, image, center_map, targets, weights, optimizer=self.optimizer,
                                 loss_fn=self.loss_fn, stage_weights=self.stage_weights, device=self.device,
                                 scaler=self.scaler, amp_dtype=self.amp_dtype, grad_clip=t.grad_clip)

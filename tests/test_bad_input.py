@@ -210,7 +210,7 @@ def test_an_unknown_config_section(tmp_path, capfd):
     ("data.scale_range=[0.5, inf]", ("data.scale_range", "not a finite number")),
     ("model.stages=0", ("model.stages", "must be in [1, 6]")),
     ("data.scale_range=[1.2, 0.8]", ("data.scale_range",)),
-    ("train.schedule=linear", ("train.schedule", "not one of")),
+    ("train.schedule=exponential", ("train.schedule", "not one of")),
     ("train.lr", ("--set", "expected section.key=value")),
     ("train.stage_weights=[1.0, 2.0]", ("train.stage_weights", "2 weights given for 4 stages")),
 ])

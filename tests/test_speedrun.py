@@ -120,9 +120,20 @@ def test_a_screen_tabulates_finished_runs_by_images_with_their_changes(tmp_path,
 
 
 def test_the_candidate_recipe_trains_make_trains_data_with_less_than_half_its_multiply_adds():
-    """experiments/fast.toml changes the model and the schedule, never the data the two recipes are scored on."""
+    """experiments/fast.toml changes the model, the schedule and how training frames are drawn and augmented, never
+    the held-out frames the two recipes are scored on."""
+    import dataclasses
+
+    from cpm.training.builders import build_datasets
+
     default, fast = (load_config(EXPERIMENTS / name) for name in ("default.toml", "fast.toml"))
-    assert fast.data == default.data and fast.eval == default.eval
+    changed = {f.name for f in dataclasses.fields(default.data)
+               if getattr(fast.data, f.name) != getattr(default.data, f.name)}
+    assert changed <= {"render_epochs", "rotation", "scale_range"} and fast.eval == default.eval  # training only
+    held_out = [build_datasets(config)[1] for config in (default, fast)]
+    assert len(held_out[0]) == len(held_out[1]) == 500
+    for index in (0, 499):
+        assert all(torch.equal(held_out[0][index][key], held_out[1][index][key]) for key in held_out[0][index])
     assert (fast.model.stages, fast.model.trunk_kernel, fast.model.stage1_kernel, fast.train.epochs) == (2, 3, 5, 3)
     size = default.data.input_size
     adds = {}

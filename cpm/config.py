@@ -94,6 +94,10 @@ class DataConfig:
     # synthetic data: each rendered frame trains this many consecutive epochs, newly augmented each time; a DataLoader
     # process keeps the frames it rendered for the next epochs of their block (up to train_samples of them)
     render_epochs: int = 1
+    # synthetic data: render each block's frames (train_samples of them) with a process per CPU core before the
+    # block's first epoch, and keep them in memory for its render_epochs epochs, instead of rendering them in the
+    # DataLoader worker while the training threads use the same cores. The frames are the same either way.
+    prerender: bool = False
     val_seed: int = 1000  # a different seed keeps the held-out split disjoint from training
     val_samples: int = 500
     input_size: int = 128  # side of the square crop fed to the model, pixels
@@ -384,6 +388,9 @@ def validate(config: Config) -> Config:
     if data.render_epochs != 1 and data.source != "synthetic":
         raise ConfigError(f"data.render_epochs: reuses rendered frames; data.source = {data.source!r} renders none "
                           "(its images are read every epoch)")
+    if data.prerender and data.source != "synthetic":
+        raise ConfigError(f"data.prerender: renders synthetic frames ahead; data.source = {data.source!r} renders "
+                          "none (its images are read every epoch)")
     if data.pose_source != "procedural" and not data.pose_files:
         raise ConfigError(f"data.pose_files: data.pose_source = {data.pose_source!r} needs its file or folder")
     _validate_pose_mix(data)

@@ -1,5 +1,8 @@
 """``data.render_epochs``: a rendered training frame serves several consecutive epochs, each under its own
-augmentation, and a process renders it once."""
+augmentation, and a process renders it once; ``data.prerender``: a block's frames rendered ahead on every core are
+the frames the DataLoader would have rendered."""
+
+import json
 
 import pytest
 import torch
@@ -9,6 +12,8 @@ from cpm.data.dataset import PoseDataset
 from cpm.data.synthetic.render import SyntheticPoses
 from cpm.skeleton import get_skeleton
 from cpm.training.builders import build_datasets
+from cpm.training.loop import train
+from tests.helpers import tiny_overrides
 
 
 class CountingSource:
@@ -61,4 +66,49 @@ def test_the_config_reaches_the_training_set_and_refuses_a_real_dataset(tmp_path
         load_config(None, ["data.render_epochs=0"])
     with pytest.raises(ConfigError, match="data.render_epochs: reuses rendered frames; data.source = 'list'"):
         load_config(None, ["data.render_epochs=2", 'data.source="list"', f'data.root="{tmp_path}"',
+                           'data.annotations="a.json"'])
+
+
+def same_items(a: list[dict], b: list[dict]) -> bool:
+    return all(torch.equal(x[k], y[k]) for x, y in zip(a, b, strict=True) for k in x)
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_prerendered_blocks_are_the_frames_a_reader_renders_and_replace_the_last_block(processes):
+    ahead, reader = dataset(reuse=2), dataset(reuse=2)
+    expected = [read_epoch(reader, e) for e in range(4)]
+    ahead.prerender(0, processes=processes)
+    assert sorted(ahead._kept) == [0, 1, 2]  # block 0: epochs 0 and 1
+    # two processes render in forked children (the parent's counter sees none); one renders here, once each
+    assert ahead.source.renders == ([] if processes == 2 else [0, 1, 2])
+    assert same_items(read_epoch(ahead, 0), expected[0]) and same_items(read_epoch(ahead, 1), expected[1])
+    assert len(ahead.source.renders) == (0 if processes == 2 else 3)  # reading the block rendered nothing more
+    ahead.prerender(3, processes=processes)  # epoch 3 is in block 1: items 3, 4, 5
+    assert sorted(ahead._kept) == [3, 4, 5]
+    assert same_items(read_epoch(ahead, 2), expected[2]) and same_items(read_epoch(ahead, 3), expected[3])
+    every_epoch = dataset(reuse=1)  # render_epochs = 1: a block is one epoch
+    every_epoch.prerender(2, processes=processes)
+    assert sorted(every_epoch._kept) == [6, 7, 8]
+    assert same_items(read_epoch(every_epoch, 2), read_epoch(dataset(reuse=1), 2))
+
+
+def test_a_run_with_prerendered_blocks_trains_the_same_batches(tmp_path):
+    """Blocks of two epochs over three epochs (a worker process reads them): the same losses and weights as the
+    worker rendering them, and the rendering time in the metrics of each block's first epoch."""
+    runs = {}
+    for prerender in (False, True):
+        overrides = tiny_overrides(tmp_path / str(prerender), **{
+            "train.epochs": 3, "data.render_epochs": 2, "data.train_samples": 32, "data.workers": 1,
+            "data.prerender": prerender})
+        result = train(load_config(None, overrides), progress=False, log=lambda *_: None)
+        lines = [json.loads(line) for line in open(f"{result['run_dir']}/metrics.jsonl")]
+        weights = torch.load(f"{result['run_dir']}/last.pt", weights_only=False)["model"]
+        runs[prerender] = lines, weights
+    (plain, plain_weights), (ahead, ahead_weights) = runs[False], runs[True]
+    assert [line["train/loss"] for line in ahead] == [line["train/loss"] for line in plain]
+    assert all(torch.equal(plain_weights[k], ahead_weights[k]) for k in plain_weights)
+    assert ["render_seconds" in line for line in ahead] == [True, False, True]
+    assert not any("render_seconds" in line for line in plain)
+    with pytest.raises(ConfigError, match="data.prerender: renders synthetic frames ahead; data.source = 'list'"):
+        load_config(None, ["data.prerender=true", 'data.source="list"', f'data.root="{tmp_path}"',
                            'data.annotations="a.json"'])

@@ -129,7 +129,7 @@ def test_the_candidate_recipe_trains_make_trains_data_with_less_than_half_its_mu
     default, fast = (load_config(EXPERIMENTS / name) for name in ("default.toml", "fast.toml"))
     changed = {f.name for f in dataclasses.fields(default.data)
                if getattr(fast.data, f.name) != getattr(default.data, f.name)}
-    assert changed <= {"render_epochs", "rotation", "scale_range"} and fast.eval == default.eval  # training only
+    assert changed <= {"render_epochs", "prerender", "rotation", "scale_range"} and fast.eval == default.eval
     held_out = [build_datasets(config)[1] for config in (default, fast)]
     assert len(held_out[0]) == len(held_out[1]) == 500
     for index in (0, 499):

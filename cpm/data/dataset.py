@@ -17,11 +17,13 @@ training device in one call. Every sample is a pure function of (seed, index, ep
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
+from tqdm import tqdm
 
 from cpm.data.transforms import crop_matrix, occlude, sample_augmentation, transform_keypoints, warp_image
 from cpm.errors import CPMError
@@ -115,7 +117,10 @@ class PoseDataset(Dataset):
         return self.epoch_input_sizes[min(epoch, len(self.epoch_input_sizes) - 1)]
 
     def source_item(self, source_index: int) -> dict:
-        """``source[source_index]``, kept for the rest of its block when the items serve several epochs."""
+        """``source[source_index]``, kept for the rest of its block when the items serve several epochs or were
+        rendered ahead (`prerender`)."""
+        if source_index in self._kept:
+            return self._kept[source_index]
         if self.reuse_epochs == 1 or not self.resample_each_epoch:
             return self.source[source_index]
         block = source_index // self.length
@@ -124,6 +129,19 @@ class PoseDataset(Dataset):
         if source_index not in self._kept:
             self._kept[source_index] = self.source[source_index]
         return self._kept[source_index]
+
+    def prerender(self, epoch: int, *, processes: int = 0, progress: bool = False) -> None:
+        """Render the source items of ``epoch``'s block (all ``length`` of them, with ``processes`` processes; 0:
+        one per CPU core this process may use) and keep them for the epochs of that block in place of any kept
+        before. A DataLoader worker started afterwards inherits them. The items are those `source_item` would
+        read: a source item is a function of its index alone."""
+        if not self.resample_each_epoch:
+            raise CPMError("data.prerender: renders synthetic frames ahead; this dataset reads its images")
+        block = epoch // self.reuse_epochs
+        indices = range(block * self.length, (block + 1) * self.length)
+        self._kept = {}  # the last block's frames go before the new ones are made
+        items = render_items(self.source, indices, processes or usable_cores(), progress)
+        self._kept = dict(zip(indices, items, strict=True))
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         if not 0 <= index < self.length:
@@ -169,3 +187,43 @@ class PoseDataset(Dataset):
             "matrix": torch.from_numpy(matrix.astype(np.float32)),
             "source_keypoints": torch.from_numpy(np.asarray(sample["keypoints"], dtype=np.float32)),
         }
+
+
+def usable_cores() -> int:
+    """The CPU cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+class _Items(Dataset):
+    """``source[indices[i]]``."""
+
+    def __init__(self, source: Sequence[dict], indices: Sequence[int]) -> None:
+        self.source, self.indices = source, indices
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> dict:
+        return self.source[self.indices[i]]
+
+
+def _as_list(items: list[dict]) -> list[dict]:
+    return items
+
+
+def render_items(source: Sequence[dict], indices: Sequence[int], processes: int, progress: bool = False) -> list:
+    """``[source[i] for i in indices]``, computed by ``processes`` DataLoader worker processes, in order (here
+    when one process is asked for)."""
+    bar = {"total": len(indices), "desc": "rendering", "disable": not progress, "leave": False, "dynamic_ncols": True,
+           "unit": " frames"}
+    if processes <= 1:
+        return [source[i] for i in tqdm(indices, **bar)]
+    chunk = max(1, min(64, len(indices) // (4 * processes)))
+    loader = torch.utils.data.DataLoader(_Items(source, indices), batch_size=chunk, num_workers=processes,
+                                         collate_fn=_as_list)
+    items: list[dict] = []
+    with tqdm(**bar) as shown:
+        for batch in loader:
+            items.extend(batch)
+            shown.update(len(batch))
+    return items

@@ -199,6 +199,7 @@ class Trainer:
         self.config, self.context, self.device, self.signals = config, context, device, signals
         self.progress, self.log, self.until = progress, log, until
         self.last_metrics: dict = {}  # the last epoch's metrics.jsonl line
+        self.render_seconds = 0.0  # data.prerender: the rendering ahead of this epoch (in its train_seconds)
         self.started = time.perf_counter()  # reset when `run` starts; checkpoints count from here until then
         self.rank_batch = t.batch_size // context.world_size
         self.amp_dtype = resolve_amp(t.amp, device)
@@ -212,9 +213,7 @@ class Trainer:
         self.codec = build_codec(config)  # the held-out split's, at data.input_size
         self.codecs = {config.data.input_size: self.codec}
         self.train_set, self.val_set = build_datasets(config)
-        self.train_loader = make_loader(self.train_set, batch_size=self.rank_batch, shuffle=True,
-                                        workers=config.data.workers, device=device, seed=t.seed, drop_last=True,
-                                        world_size=context.world_size, rank=context.rank)
+        self.train_loader = self.make_train_loader()
         self.val_loader = make_loader(self.val_set, batch_size=config.eval.batch_size, shuffle=False,
                                       workers=config.data.workers, device=device, seed=t.seed)
         self.steps_per_epoch = len(self.train_loader)
@@ -404,6 +403,7 @@ class Trainer:
                    "elapsed_seconds": round(time.perf_counter() - self.started, 2),
                    "run_seconds": round(self.run_seconds(), 2),
                    "images_per_second": round(steps * t.batch_size / train_seconds, 1),
+                   **({"render_seconds": round(self.render_seconds, 2)} if self.render_seconds else {}),
                    **{f"train/{k}": v for k, v in train_losses.items()}, **flatten_metrics(results)}
         if self.writer is not None:
             for name, value in metrics.items():
@@ -413,7 +413,7 @@ class Trainer:
             write_evaluation_summaries(self.writer, self.model, self.optimizer, step=s.step, results=results,
                                        val_set=self.val_set, codec=self.codec, skeleton=self.skeleton,
                                        device=self.device)
-        self.last_metrics = metrics
+        self.last_metrics, self.render_seconds = metrics, 0.0
         final = {a: f"{100 * v[-1]:.1f}" for a, v in results["pck"].items()}
         self.log(f"epoch {epoch + 1}/{t.epochs} | loss {train_losses.get('loss', math.nan):.5f} | "
                  f"{metrics['images_per_second']:.0f} img/s | final-stage PCK " +
@@ -425,6 +425,21 @@ class Trainer:
             s.best, s.best_epoch = score, epoch + 1
         self.save(is_best=is_best)
         return results
+
+    def render_block(self, epoch: int) -> None:
+        """``data.prerender``: the frames of ``epoch``'s block, rendered on every core before it trains, and a new
+        training loader whose worker starts with them (the last one's worker holds the last block's frames)."""
+        self.train_loader = None  # its worker ends (and frees the last block's frames) before the rendering
+        started = time.perf_counter()
+        self.train_set.prerender(epoch, progress=self.progress)
+        self.render_seconds = time.perf_counter() - started
+        self.train_loader = self.make_train_loader()
+
+    def make_train_loader(self):
+        """This process's share of each epoch's training batches (`make_loader`)."""
+        return make_loader(self.train_set, batch_size=self.rank_batch, shuffle=True, workers=self.config.data.workers,
+                           device=self.device, seed=self.config.train.seed, drop_last=True,
+                           world_size=self.context.world_size, rank=self.context.rank)
 
     def run(self) -> dict:
         """Train the remaining epochs. Returns the last evaluation's results plus ``run_dir`` and ``rank``."""
@@ -441,10 +456,12 @@ class Trainer:
             first_epoch = self.state.epoch
             for epoch in range(first_epoch, t.epochs):
                 skipped = self.skip_batches if epoch == first_epoch else 0
+                first_step, started = self.state.step, time.perf_counter()
+                if self.config.data.prerender and (epoch == first_epoch or epoch % self.config.data.render_epochs == 0):
+                    self.render_block(epoch)  # counted in the epoch's time
                 self.train_set.set_epoch(epoch)
                 self.train_loader.sampler.set_epoch(epoch)
                 self.train_loader.sampler.set_start(skipped * self.rank_batch)  # mid-epoch resume: the rest
-                first_step, started = self.state.step, time.perf_counter()
                 train_losses = self.train_epoch(epoch, skipped)
                 results = self.end_of_epoch(epoch, train_losses, time.perf_counter() - started,
                                             self.state.step - first_step)

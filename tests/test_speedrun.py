@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from cpm.bench.speedrun import Outcome, final_figures, format_rows, main, time_to_target
+from cpm.bench.speedrun import Outcome, cpu_kind, final_figures, format_rows, main, time_to_target
 from cpm.config import load_config
 from cpm.errors import CPMError
 from cpm.evaluation.receptive_field import stage_multiply_adds
@@ -54,6 +54,20 @@ def test_without_targets_the_reference_runs_final_figures_are_the_targets():
     assert time_to_target(early, final_figures(lines), batch_size=16).epoch == 1
     with pytest.raises(CPMError, match="no evaluation"):
         final_figures([{"epoch": 1}])
+
+
+@pytest.mark.parametrize(("native", "amp", "cap", "kind"), [
+    (True, "auto", None, "native bf16"), (False, "auto", None, "AVX2 fp32"), (True, "off", None,
+                                                                            "fp32 on a native-bf16 CPU"),
+    (True, "off", "AVX2", "fp32 on a native-bf16 CPU, ONEDNN_MAX_CPU_ISA=AVX2"), (False, "bf16", None, "AVX2 bf16")])
+def test_the_record_names_the_precision_the_recipes_trained_in_and_the_isa_cap(monkeypatch, native, amp, cap, kind):
+    import cpm.device
+
+    monkeypatch.setattr(cpm.device, "cpu_has_native_bf16", lambda: native)
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    if cap:
+        monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", cap)
+    assert cpu_kind(amp).split(" cores, ", 1)[1] == kind
 
 
 def test_two_tiny_recipes_train_and_append_to_the_record(tmp_path, capsys):

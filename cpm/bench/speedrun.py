@@ -81,12 +81,23 @@ def time_to_target(lines: list[dict], targets: dict[float, float], batch_size: i
     return Outcome(None, None, None, speed)
 
 
-def cpu_kind() -> str:
-    from cpm.device import cpu_has_native_bf16
+def cpu_kind(amp: str = "auto") -> str:
+    """The CPU and the precision a recipe with ``train.amp = amp`` trains in on it: "native bf16" (bf16 autocast on
+    AVX512-BF16 or AMX), "AVX2 fp32" (a CPU without them), or "fp32 on a native-bf16 CPU"; with oneDNN's ISA cap
+    when ``ONEDNN_MAX_CPU_ISA`` is set (AVX2 imitates an AVX2-only CPU on a newer one)."""
+    import os
+
+    import torch
+
+    from cpm.device import cpu_has_native_bf16, resolve_amp
     from cpm.experiments.runs import machine
 
-    where = machine()
-    return f"{where['cpu']}, {where['cores']} cores, {'native bf16' if cpu_has_native_bf16() else 'AVX2 fp32'}"
+    where, native = machine(), cpu_has_native_bf16()
+    precision = "bf16" if resolve_amp(amp, torch.device("cpu")) == torch.bfloat16 else "fp32"
+    kind = f"native {precision}" if native and precision == "bf16" else (
+        f"{precision} on a native-bf16 CPU" if native else f"AVX2 {precision}")
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA")
+    return f"{where['cpu']}, {where['cores']} cores, {kind}" + (f", ONEDNN_MAX_CPU_ISA={cap}" if cap else "")
 
 
 def final_figures(lines: list[dict], thresholds=REFERENCE_THRESHOLDS) -> dict[float, float]:
@@ -230,7 +241,8 @@ def main(argv: list[str] | None = None) -> int:
         outcomes, targets = speedrun(args.configs, args.overrides, targets, runs_dir=args.runs,
                                      progress=not args.no_progress, stop_at_target=args.stop_at_target)
         command = shlex.join(["python", "-m", "cpm.bench.speedrun", *(sys.argv[1:] if argv is None else argv)])
-        rows = format_rows(outcomes, change=args.change, cpu=cpu_kind(), command=command, revision=git_revision(),
+        amp = load_config(args.configs[0], args.overrides).train.amp
+        rows = format_rows(outcomes, change=args.change, cpu=cpu_kind(amp), command=command, revision=git_revision(),
                            targets=targets)
     except CPMError as error:
         parser.exit(2, f"{parser.prog}: error: {error}\n")

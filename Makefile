@@ -34,7 +34,7 @@ $(ONNX_STAMP): pyproject.toml
 .PHONY: help
 ## help: this list of targets, one line each
 help:
-	@echo "make train [CONFIG=...] [DATA=...] [ARGS=...]  train CONFIG (experiments/default.toml: a 4-stage CPM, CPU)"
+	@echo "make train [CONFIG=...] [DATA=...] [ARGS=...]  train CONFIG (experiments/default.toml: a 2-stage CPM, CPU)"
 	@echo "make train-ddp NPROC=2 [CONFIG=...]            the same run on NPROC processes (torchrun)"
 	@echo "make eval CKPT=runs/default/best.pt            per-stage PCK of a checkpoint on its held-out split"
 	@echo "make test                                      the fast test suite (installs '.[dev]')"

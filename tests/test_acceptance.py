@@ -1,4 +1,4 @@
-"""The acceptance run behind `make train`: the default config, trained in full (about 13 minutes on 2 cores)."""
+"""The acceptance run behind `make train`: the default config, trained in full (2.3 to 5.6 minutes on 2 cores)."""
 
 import pytest
 

@@ -112,7 +112,7 @@ def test_cpm_train_without_a_config_trains_experiments_default_or_refuses(monkey
     assert _train_config("mine.toml") == "mine.toml"
     config = load_config(_train_config(None))
     assert (config.train.name, config.train.epochs, config.data.train_samples, config.train.batch_size) == \
-        ("default", 4, 15000, 16)  # make train's run, not the config.py defaults (8 x 20,000 at batch 32)
+        ("default", 3, 15000, 16)  # make train's run, not the config.py defaults (8 x 20,000 at batch 32)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(cpm.cli, "DEFAULT_CONFIG", Path("experiments") / "nowhere.toml")
     assert main(["train"]) == 2
@@ -137,8 +137,8 @@ def test_cpm_train_says_which_cpu_it_found_and_the_time_to_expect(monkeypatch, c
     assert expected in capsys.readouterr().out
     monkeypatch.setitem(cpm.cli.CPU_TRAIN_RATES, "default.toml", {"AVX2 fp32": 40.0})  # make train's model
     _print_cpu_kind(load_config(ROOT / "experiments" / "default.toml", ['train.device="cpu"']))
-    line = capsys.readouterr().out  # 60,000 / 40 / 60 = 25 min, where this kind has a figure
-    assert ("expected about 25 min for 60,000 images at the 40 img/s" in line) == (not native)
+    line = capsys.readouterr().out  # 45,000 / 40 / 60 = 18.75 min, where this kind has a figure
+    assert ("expected about 19 min for 45,000 images at the 40 img/s" in line) == (not native)
     _print_cpu_kind(load_config(None, ['train.device="cpu"', "model.stages=2"]))  # no measured rate for this model
     line = capsys.readouterr().out
     assert line.startswith("cpm train: CPU with") and "expected" not in line

@@ -1,6 +1,6 @@
 """``make speedrun``: time to accuracy of training recipes, measured side by side in one sitting.
 
-    python -m cpm.bench.speedrun experiments/default.toml experiments/fast.toml [--set k=v] \\
+    python -m cpm.bench.speedrun experiments/four-stages.toml experiments/default.toml [--set k=v] \\
         [--record experiments/results/speedrun.md --change "stride-4 maps on 96 px"]
 
 Each recipe (a config, with the ``--set`` values) is trained in turn on this machine and evaluated after every epoch
@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import os
 import shlex
 import sys
 from dataclasses import dataclass
@@ -85,8 +86,6 @@ def cpu_kind(amp: str = "auto") -> str:
     """The CPU and the precision a recipe with ``train.amp = amp`` trains in on it: "native bf16" (bf16 autocast on
     AVX512-BF16 or AMX), "AVX2 fp32" (a CPU without them), or "fp32 on a native-bf16 CPU"; with oneDNN's ISA cap
     when ``ONEDNN_MAX_CPU_ISA`` is set (AVX2 imitates an AVX2-only CPU on a newer one)."""
-    import os
-
     import torch
 
     from cpm.device import cpu_has_native_bf16, resolve_amp
@@ -240,7 +239,9 @@ def main(argv: list[str] | None = None) -> int:
             load_config(path, args.overrides)  # every recipe is checked before the first trains
         outcomes, targets = speedrun(args.configs, args.overrides, targets, runs_dir=args.runs,
                                      progress=not args.no_progress, stop_at_target=args.stop_at_target)
-        command = shlex.join(["python", "-m", "cpm.bench.speedrun", *(sys.argv[1:] if argv is None else argv)])
+        cap = os.environ.get("ONEDNN_MAX_CPU_ISA")  # part of the command: it sets what the CPU runs
+        command = (f"ONEDNN_MAX_CPU_ISA={shlex.quote(cap)} " if cap else "") + shlex.join(
+            ["python", "-m", "cpm.bench.speedrun", *(sys.argv[1:] if argv is None else argv)])
         amp = load_config(args.configs[0], args.overrides).train.amp
         rows = format_rows(outcomes, change=args.change, cpu=cpu_kind(amp), command=command, revision=git_revision(),
                            targets=targets)

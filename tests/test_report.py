@@ -31,7 +31,10 @@ def test_report_of_a_run_writes_markdown_and_plot(tmp_path):
     text = markdown.read_text()
     final = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])
     assert f"| 4 | {100 * final['val/pck@0.1/stage4']:.2f} | {100 * final['val/pck@0.2/stage4']:.2f} |" in text
-    assert "`cpm train tiny`" in text and "revision" in text
+    assert "`cpm train tiny`" in text and "revision" in text and "![curves](tiny_report.png)" in text
+    named = write_report(run_dir, tmp_path / "named.md")  # --out NAME.md: NAME.md beside the NAME.png it shows
+    assert named.name == "named.md" and "![curves](named.png)" in named.read_text()
+    assert (tmp_path / "named.png").is_file()
     plot = cv2.imread(str(tmp_path / "tiny_report.png"))[..., ::-1]  # RGB
     assert plot.shape == (440, 1100, 3)  # figsize (10, 4) at 110 dpi
     half = plot.shape[1] // 2

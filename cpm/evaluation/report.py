@@ -128,7 +128,7 @@ def write_report(run_dir: str | Path, out: str | Path, *, command: str = "", sec
         f"Training: {train_seconds / 60:.1f} min in the training loop, {samples / max(train_seconds, 1e-9):.0f} img/s"
         + (f"; {seconds / 60:.1f} min for the whole command." if seconds else "."),
         "",
-        f"![curves]({out.name}.png)",
+        f"![curves]({out.with_suffix('.png').name})",
         "",
         f"Produced by `{command or 'cpm train ...'}` at revision `{revision}`; "
         f"run directory `{shown}` (config in `config.toml`). Rebuild with `cpm report {shown} --out {out}`.",

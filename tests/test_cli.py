@@ -54,7 +54,7 @@ def test_eval_refuses_a_checkpoint_with_pickled_code(tmp_path):
 
 
 def test_train_then_eval_prints_the_per_stage_table(tmp_path, capsys):
-    overrides = tiny_overrides(tmp_path, **{"train.epochs": 3})
+    overrides = tiny_overrides(tmp_path, **{"train.epochs": 3, "model.stages": 4})  # make train's config, 4 stages
     assert main(["train", "--no-progress", "--no-pose-sources", *sum((["--set", o] for o in overrides), [])]) == 0
     printed = capsys.readouterr().out
     assert "| stage | PCK@0.1 | PCK@0.2 |" in printed

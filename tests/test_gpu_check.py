@@ -12,7 +12,7 @@ def test_tiny_gpu_check_runs_every_step_on_the_cpu(tmp_path):
     report = run(tmp_path, minutes=5, tiny=True, device_name="cpu").read_text()
     assert "## tests" in report and "skipped with --tiny" in report
     assert "| fp32 NCHW |" in report and "| channels-last + bf16 |" in report and "failed" not in report
-    assert "`make train` model on cpu" in report and "| 4 |" in report  # the 4-stage table
+    assert "`make train` model on cpu" in report and "| 2 |" in report and "| 3 |" not in report  # 2 stages
     assert "ablate-supervision: exit 0, 1 cell summaries" in report
     assert (tmp_path / "speed.md").is_file() and (tmp_path / "train.log").is_file()
     assert list((tmp_path / "results" / "runs" / "ablate-supervision" / "smoke").glob("T1-is-seed0-*.json"))

@@ -237,13 +237,14 @@ def main(argv: list[str] | None = None) -> int:
             return _screen(args, targets)
         for path in args.configs:
             load_config(path, args.overrides)  # every recipe is checked before the first trains
+        revision = git_revision()  # the code that trains, not what the checkout holds when the last run ends
         outcomes, targets = speedrun(args.configs, args.overrides, targets, runs_dir=args.runs,
                                      progress=not args.no_progress, stop_at_target=args.stop_at_target)
         cap = os.environ.get("ONEDNN_MAX_CPU_ISA")  # part of the command: it sets what the CPU runs
         command = (f"ONEDNN_MAX_CPU_ISA={shlex.quote(cap)} " if cap else "") + shlex.join(
             ["python", "-m", "cpm.bench.speedrun", *(sys.argv[1:] if argv is None else argv)])
         amp = load_config(args.configs[0], args.overrides).train.amp
-        rows = format_rows(outcomes, change=args.change, cpu=cpu_kind(amp), command=command, revision=git_revision(),
+        rows = format_rows(outcomes, change=args.change, cpu=cpu_kind(amp), command=command, revision=revision,
                            targets=targets)
     except CPMError as error:
         parser.exit(2, f"{parser.prog}: error: {error}\n")

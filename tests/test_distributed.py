@@ -48,8 +48,9 @@ def rank_main(rank: int, world_size: int, port: int, tmp_path) -> None:
             odd_batch = "no error"
         except CPMError as error:
             odd_batch = str(error)
-        results = train(load_config(None, ddp_overrides(tmp_path, **{"train.name": "ddp"})), progress=False,
-                        log=quiet)
+        # each rank renders the block ahead (data.prerender): still the one process's batches
+        results = train(load_config(None, ddp_overrides(tmp_path, **{"train.name": "ddp", "data.prerender": True})),
+                        progress=False, log=quiet)
         report = {"odd_batch": odd_batch, "run_dir": results["run_dir"], "loss": results["loss"],
                   "pck": {f"{a:g}": v for a, v in results["pck"].items()}}
         (tmp_path / f"rank{rank}.json").write_text(json.dumps(report))

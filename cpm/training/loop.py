@@ -27,6 +27,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from cpm.config import Config, apply, best_metric, config_from_dict, validate
+from cpm.data.dataset import usable_cores
 from cpm.data.loader import make_loader
 from cpm.device import compile_model, resolve_amp, resolve_device
 from cpm.errors import CheckpointError, CPMError
@@ -431,7 +432,9 @@ class Trainer:
         training loader whose worker starts with them (the last one's worker holds the last block's frames)."""
         self.train_loader = None  # its worker ends (and frees the last block's frames) before the rendering
         started = time.perf_counter()
-        self.train_set.prerender(epoch, progress=self.progress)
+        # the processes of one machine (torchrun's LOCAL_WORLD_SIZE) share its cores; each renders the whole block
+        sharing = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+        self.train_set.prerender(epoch, processes=max(1, usable_cores() // sharing), progress=self.progress)
         self.render_seconds = time.perf_counter() - started
         self.train_loader = self.make_train_loader()
 

@@ -37,6 +37,10 @@ def test_bench_prints_one_row_per_measurement(tmp_path):
     assert re.fullmatch(r"\d+ frames/s", results["renderer: synthetic 256x212 depth frames, one core"])
     waiting = results["data, tiny: step time waiting for data, DataLoader with 0 workers"]
     assert waiting.endswith(" % of 2 steps") and 0 < float(waiting.split()[0]) <= 100  # no workers: it waits
+    ahead = results["data, tiny: fast steps fed by the DataLoader (0 workers), frames rendered as they train / ahead "
+                    "on every core (data.prerender)"]
+    live, kept, ratio = re.fullmatch(r"([\d.]+) / ([\d.]+) img/s \(([\d.]+)x\)", ahead).groups()
+    assert abs(float(ratio) - float(kept) / float(live)) < 0.01 * float(ratio) + 0.006  # the ratio of the two rates
     assert re.fullmatch(r"[\d.]+ ms", results["targets, tiny: encode a batch of 8"])
     assert re.fullmatch(r"[\d.]+ ms", results["inference, tiny, batch 1, eager plain fp32 NCHW"])
     assert re.fullmatch(r"[\d.]+ ms", results["inference, tiny, batch 1, ONNX Runtime fp32 (CPU)"])

@@ -124,11 +124,15 @@ def data_rate(config: Config, *, seconds: float) -> float:
     return count / (time.perf_counter() - start)
 
 
-def loader_wait(config: Config, step: TrainStep, *, steps: int, seconds: float) -> tuple[float, int]:
-    """-> (share of the time spent waiting for the next batch, steps run): up to ``steps`` fast training steps on
-    real batches (`cpm.data.loader.make_loader` with ``data.workers`` workers), at least 3, stopping after ``seconds``.
-    The first batch (workers starting) is not counted."""
+def loader_wait(config: Config, step: TrainStep, *, steps: int, seconds: float,
+                ahead: bool = False) -> tuple[float, int, float]:
+    """-> (share of the time spent waiting for the next batch, steps run, training images/s): up to ``steps`` fast
+    training steps on real batches (`cpm.data.loader.make_loader` with ``data.workers`` workers), at least 3,
+    stopping after ``seconds``. The first batch (workers starting) is not counted. ``ahead``: the epoch's frames
+    are rendered before the loader starts (`PoseDataset.prerender`, ``data.prerender``), not as the steps train."""
     train_set, _ = build_datasets(config)
+    if ahead:
+        train_set.prerender(0)
     loader = make_loader(train_set, batch_size=step.batch, shuffle=True, workers=config.data.workers,
                          device=step.device, seed=0, drop_last=True)
     batches = iter(loader)
@@ -143,7 +147,7 @@ def loader_wait(config: Config, step: TrainStep, *, steps: int, seconds: float) 
     sync(step.device)
     total = time.perf_counter() - start
     del batches, loader  # stops the persistent workers
-    return waiting / total, done
+    return waiting / total, done, done * step.batch / total
 
 
 def onnx_latency(config: Config, model: torch.nn.Module, *, seconds: float) -> float | None:
@@ -221,9 +225,16 @@ def config_rows(config_path: str, *, device: torch.device, seconds: float, loade
     rows.append((f"data, {name}: one worker / what the fast step consumes",
                  f"{samples / images_per_second[True]:.2f}x"))
     workers = resolve_workers(config.data.workers, fast_step.device)
-    share, done = loader_wait(config, fast_step, steps=loader_steps, seconds=4 * seconds)
+    share, done, _ = loader_wait(config, fast_step, steps=loader_steps, seconds=4 * seconds)
     rows.append((f"data, {name}: step time waiting for data, DataLoader with {workers} worker"
                  f"{'s' if workers != 1 else ''}", f"{100 * share:.1f} % of {done} steps"))
+    if config.data.source == "synthetic":  # the same steps, frames rendered alongside or ahead (data.prerender)
+        frames = load_config(config_path, [f"data.train_samples={(4 * loader_steps + 1) * batch}"])
+        rates = [loader_wait(frames, fast_step, steps=4 * loader_steps, seconds=8 * seconds, ahead=ahead)[2]
+                 for ahead in (False, True)]
+        rows.append((f"data, {name}: fast steps fed by the DataLoader ({workers} worker{'s' if workers != 1 else ''}),"
+                     " frames rendered as they train / ahead on every core (data.prerender)",
+                     f"{rates[0]:.1f} / {rates[1]:.1f} img/s ({rates[1] / rates[0]:.2f}x)"))
 
     codec = fast_step.codec
     size = config.data.input_size

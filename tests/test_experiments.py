@@ -326,7 +326,7 @@ def test_the_hash_depends_only_on_what_differs_from_the_defaults(monkeypatch):
 
 def test_the_hash_ignores_where_a_run_executes():
     a = make_config({"train.device": "cpu", "data.workers": 0, "train.runs_dir": "x"})
-    b = make_config({"train.device": "cuda", "data.workers": 8, "train.runs_dir": "y"})
+    b = make_config({"train.device": "cuda", "data.workers": 8, "train.runs_dir": "y", "data.prerender": True})
     assert config_hash(a) == config_hash(b) != config_hash(make_config({"train.lr": 1e-3}))
 
 

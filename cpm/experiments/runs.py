@@ -31,7 +31,8 @@ from cpm.io import read_jsonl, write_text_atomic
 REPORT_THRESHOLDS = [0.05, 0.1, 0.2]
 # Keys that say where or how a run executes, not what it computes: left out of a cell's hash.
 MACHINE_KEYS = frozenset({"train.runs_dir", "train.name", "train.device", "train.threads", "train.log_every",
-                          "train.checkpoint_every", "train.init_from", "data.workers", "data.root", "eval.batch_size"})
+                          "train.checkpoint_every", "train.init_from", "data.workers", "data.root", "eval.batch_size",
+                          "data.prerender"})  # where and how fast a run executes, not what it trains
 MAX_STEP_POINTS = 200  # training-loss points kept in a summary
 
 

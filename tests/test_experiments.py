@@ -78,8 +78,18 @@ def test_ablate_supervision_table_from_summaries(tmp_path):
     assert "| 2 | 35.00 ± 5.00 | 22.00 ± 2.65 |" in rows
     assert "`make ablate-supervision` (the whole grid; " in text and "at revision(s) `abc123`" in text
     assert "budget none (hand-made)" in text
-    assert "10 runs, 0.0 h of training in all, on test cpu (fp32, 2 cores)" in text
+    assert "10 runs, 0.0 h of training in all, on test cpu (fp32, no native bf16 CPU, 2 cores)" in text
     assert (tmp_path / "ablate-supervision-hand.png").stat().st_size > 10_000
+
+
+def test_the_machine_label_names_the_precision_a_cell_trained_in():
+    from cpm.experiments.reports import machine_label
+
+    cpu, gpu = {"cpu": "EPYC", "cpu_bf16": True, "cores": 2}, {"cpu": "EPYC", "cuda": "NVIDIA H200", "cores": 16}
+    assert machine_label(cpu, "off") == "EPYC (fp32, native bf16 CPU, 2 cores)"  # a grid that fixes fp32
+    assert machine_label(cpu, "auto") == "EPYC (bf16, native bf16 CPU, 2 cores)"
+    assert machine_label({**cpu, "cpu_bf16": False}, "auto") == "EPYC (fp32, no native bf16 CPU, 2 cores)"
+    assert machine_label(gpu, "auto") == "NVIDIA H200 (bf16, 16 cores)"
 
 
 def test_compare_heads_and_decoders_tables_from_summaries(tmp_path):

@@ -88,15 +88,21 @@ def final_pck(run: RunRecord, threshold: str, stage: int | None = None) -> float
     return run.final.get(f"val/pck@{threshold}/stage{stage or stages[-1]}", float("nan"))
 
 
+def machine_label(where: dict, amp: str) -> str:
+    """A cell summary's machine and the precision its run trained in (``train.amp``): e.g. "AMD EPYC (fp32, native
+    bf16 CPU, 2 cores)"; on a GPU its name."""
+    native = bool(where.get("cuda") or where.get("cpu_bf16"))
+    precision = "fp32" if amp == "off" or (amp == "auto" and not native) else ("fp16" if amp == "fp16" else "bf16")
+    kind = "" if where.get("cuda") else f", {'native' if where.get('cpu_bf16') else 'no native'} bf16 CPU"
+    return f"{where.get('cuda') or where.get('cpu', '?')} ({precision}{kind}, {where.get('cores', '?')} cores)"
+
+
 def _header(note: dict, title: str, runs: list[RunRecord]) -> tuple[list[str], list[str]]:
     """(lines under the title, closing lines with command and revisions) from the grid's note and its cells."""
     sets = ", ".join(f"{k}={v}" for k, v in (note.get("sets") or {}).items())
     base = note.get("config") or "the defaults (cpm/config.py)"
-    machines = set()
-    for run in runs:
-        where = run.data.get("machine", {})
-        kind = "bf16" if where.get("cpu_bf16") else "fp32"
-        machines.add(f"{where.get('cuda') or where.get('cpu', '?')} ({kind}, {where.get('cores', '?')} cores)")
+    machines = {machine_label(run.data.get("machine", {}), ((run.data.get("config") or {}).get("train") or {})
+                              .get("amp", "auto")) for run in runs}
     hours = sum(r.data.get("train_seconds", 0.0) for r in runs) / 3600
     samples = sorted({r.summary["samples"] for r in runs if r.summary})
     joints = {get_skeleton(r.data["config"]["data"]["skeleton"]).num_joints for r in runs if r.data.get("config")}

@@ -60,7 +60,7 @@ from cpm.io import write_text_atomic
 TARGETS = ("ablate-supervision", "compare-heads", "compare-decoders")
 MAX_STAGES = 6
 
-_SMALL = {  # the default budget's CPM: the make-train model at a quarter of its width, on 64 px crops
+_SMALL = {  # the default budget's CPM: the procedural recipe's 4-stage model at a quarter of its width, on 64 px crops
     "data.input_size": 64, "model.trunk_widths": [8, 16, 16], "model.trunk_kernel": 3, "model.feature_channels": 8,
     "model.stage1_width": 32, "model.stage1_kernel": 5, "model.stage_width": 16, "model.stage_kernel": 5,
     "model.vgg_cpm_widths": [64, 32], "model.regression_hidden": 128,
@@ -87,7 +87,8 @@ BUDGETS: dict[str, tuple[dict[str, Any], tuple[int, ...], int, str]] = {
     "none": ({}, (0, 1, 2), 50, "the config as given, with no budget overlay"),
     "full": ({"data.train_samples": 15000, "train.batch_size": 16, "train.epochs": 3,
               "eval.pck_thresholds": REPORT_THRESHOLDS}, (0, 1, 2), 200,
-             "full budget: the make-train model (128 px, 3 epochs of 15,000 frames at batch 16, 500 held-out frames)"),
+             "full budget: the procedural recipe's 4-stage model and length (experiments/procedural.toml: 128 px, 3 "
+             "epochs of 15,000 frames at batch 16, 500 held-out frames)"),
     "paper": ({"config": str(PAPER_CONFIG), "data.train_samples": 16000, "data.val_samples": 500, "data.workers": 8,
                "train.epochs": 10, "train.batch_size": 16, "train.optimizer": "adamw", "train.caffe_lr": False,
                "train.lr": 5e-4, "train.schedule": "cosine", "train.warmup_steps": 500, "train.stage1_lr_mult": 1.0,

@@ -6,7 +6,8 @@
 #   nohup sh experiments/fill-grids.sh ablation > logs/ablation-grid.log 2>&1 &
 #   nohup sh experiments/fill-grids.sh heads    > logs/heads-grid.log 2>&1 &
 #
-# Each grid trains on one thread (train.threads=1), so the two grids together use two cores.
+# Each grid trains on one thread (train.threads=1), so the two grids together use two cores; each epoch's frames are
+# rendered before it trains (data.prerender: the same frames and cells, no DataLoader worker rendering beside them).
 # Commit each new summary under experiments/results/ with `python -m cpm.experiments report`.
 set -u
 PY=${PY:-.venv/bin/python}
@@ -24,5 +25,5 @@ esac
 for pattern in $patterns; do
     echo "== $target --only '$pattern' ($(date -u +%FT%TZ))"
     "$PY" -m cpm.experiments "$target" --config "$config" --budget none --only "$pattern" \
-        --set train.threads=1 --no-progress || echo "== $pattern failed with status $?"
+        --set train.threads=1 --set data.prerender=true --no-progress || echo "== $pattern failed with status $?"
 done

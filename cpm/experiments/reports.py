@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cpm.config import toml_value
 from cpm.errors import CPMError
 from cpm.experiments.stats import (
     PairedDifference,
@@ -99,7 +100,7 @@ def machine_label(where: dict, amp: str) -> str:
 
 def _header(note: dict, title: str, runs: list[RunRecord]) -> tuple[list[str], list[str]]:
     """(lines under the title, closing lines with command and revisions) from the grid's note and its cells."""
-    sets = ", ".join(f"{k}={v}" for k, v in (note.get("sets") or {}).items())
+    sets = ", ".join(f"{k}={toml_value(v)}" for k, v in (note.get("sets") or {}).items())
     base = note.get("config") or "the defaults (cpm/config.py)"
     machines = {machine_label(run.data.get("machine", {}), ((run.data.get("config") or {}).get("train") or {})
                               .get("amp", "auto")) for run in runs}

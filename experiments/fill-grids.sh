@@ -5,12 +5,18 @@
 #
 #   nohup sh experiments/fill-grids.sh ablation > logs/ablation-grid.log 2>&1 &
 #   nohup sh experiments/fill-grids.sh heads    > logs/heads-grid.log 2>&1 &
+#   nohup sh experiments/fill-grids.sh heads-long > logs/heads-long.log 2>&1 &
+#
+# heads-long: the six stride-4 heads of the heads grid at four times its image budget (train.epochs=16: 48,000 images,
+# the same cosine schedule stretched), three seeds; a setting of its own (compare-heads-heads+<hash>.md), which tells
+# whether the heads still gaining at 12,000 images close the gap.
 #
 # Each grid trains on one thread (train.threads=1), so the two grids together use two cores; each epoch's frames are
 # rendered before it trains (data.prerender: the same frames and cells, no DataLoader worker rendering beside them).
 # Commit each new summary under experiments/results/ with `python -m cpm.experiments report`.
 set -u
 PY=${PY:-.venv/bin/python}
+extra=""
 case "${1:-}" in
 ablation)
     target=ablate-supervision; config=experiments/ablation.toml
@@ -19,11 +25,14 @@ heads)
     target=compare-heads; config=experiments/heads.toml
     patterns="*-s4-seed0 *-s8-seed0 *-s16-seed0 *-s4-seed1 *-s8-seed1 *-s16-seed1 *-fourconv-seed0 *-vgg16-seed0 *-s4-seed2 *-fourconv-seed1 *-vgg16-seed1 *"
     ;;
+heads-long)
+    target=compare-heads; config=experiments/heads.toml; extra="--set train.epochs=16"
+    patterns="*-s4-seed0 *-s4-seed1 *-s4-seed2" ;;
 *)
-    echo "usage: sh experiments/fill-grids.sh ablation|heads" >&2; exit 2 ;;
+    echo "usage: sh experiments/fill-grids.sh ablation|heads|heads-long" >&2; exit 2 ;;
 esac
 for pattern in $patterns; do
     echo "== $target --only '$pattern' ($(date -u +%FT%TZ))"
-    "$PY" -m cpm.experiments "$target" --config "$config" --budget none --only "$pattern" \
+    "$PY" -m cpm.experiments "$target" --config "$config" --budget none --only "$pattern" $extra \
         --set train.threads=1 --set data.prerender=true --no-progress || echo "== $pattern failed with status $?"
 done

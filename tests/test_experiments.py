@@ -12,8 +12,8 @@ from cpm.config import load_config
 from cpm.errors import ConfigError, CPMError
 from cpm.experiments.figure5 import gradient_magnitudes
 from cpm.experiments.grids import BUDGETS, GRIDS, GridRequest, grid_cells, main, run_target, setting_name
-from cpm.experiments.report_heads import compare_decoders_report, compare_heads_report
-from cpm.experiments.reports import ablate_supervision_report, format_mean_std, load_runs, mean_std
+from cpm.experiments.report_heads import _last_gain, compare_decoders_report, compare_heads_report
+from cpm.experiments.reports import RunRecord, ablate_supervision_report, format_mean_std, load_runs, mean_std
 from cpm.experiments.runs import config_hash, make_config, run_cells
 
 
@@ -135,6 +135,18 @@ def test_compare_heads_and_decoders_tables_from_summaries(tmp_path):
         runs.append(summary(f"heatmap-cpm-seed{seed}", {}, decoders=decoders))
     text = compare_decoders_report(load_runs(runs), NOTE, tmp_path, "hand").read_text()
     assert "| parabola | 50.00 ± 14.14 | 80.00 ± 0.00 | 90.00 ± 0.00 | 3.00 ± 0.00 | 2 |" in text
+
+
+def test_last_quarter_gain_compares_the_same_share_of_any_budget():
+    def record(epochs: int, pck) -> RunRecord:
+        lines = [{"epoch": e, "step": 187 * e, **pck_line(1, pck(e), 0.0)} for e in range(1, epochs + 1)]
+        return RunRecord(name="x-seed0", cell="x", seed=0, final=lines[-1], data={"metrics": lines})
+
+    # 4 epochs: epoch 4 minus epoch 3 (step 561 = 3/4 of 748); 16 epochs: epoch 16 minus epoch 12, not minus epoch 15.
+    assert _last_gain(record(4, lambda e: 0.1 * e)) == pytest.approx(0.1)
+    assert _last_gain(record(16, lambda e: 0.01 * e)) == pytest.approx(0.04)
+    assert _last_gain(record(16, lambda e: min(e, 15) / 100)) == pytest.approx(0.03)  # flat at the very end only
+    assert np.isnan(_last_gain(record(1, lambda e: 0.5)))
 
 
 def test_grids_name_every_cell_once():

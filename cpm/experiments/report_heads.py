@@ -189,8 +189,8 @@ def compare_heads_report(cells: dict[str, list[RunRecord]], note: dict, out: Pat
                    "normalised to its threshold range. Zero fraction: the mean over layers of the fraction of "
                    "weights with |w| <= 1 % of the layer's largest (`cpm.training.summaries.zero_fractions`). "
                    "Last-quarter gain: PCK@0.2 of the final evaluation minus the one at three quarters of the images "
-                   "(points; epoch 4 minus 3 of 4): a head still gaining several points over the last quarter had "
-                   "not flattened at this budget.", "",
+                   "(points; epoch 4 minus 3 of a 4-epoch run, 16 minus 12 of a 16-epoch one): a head still gaining "
+                   "several points over the last quarter had not flattened at this budget.", "",
                    "| head | backbone | maps of the crop | PCK@0.05 | PCK@0.1 | PCK@0.2 | last-quarter gain @0.2 | "
                    "EPE (px) | PDJ AUC (%) | parameters | images | lr | zero fraction (%) | n |",
                    "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]

@@ -6,10 +6,14 @@
 #   nohup sh experiments/fill-grids.sh ablation > logs/ablation-grid.log 2>&1 &
 #   nohup sh experiments/fill-grids.sh heads    > logs/heads-grid.log 2>&1 &
 #   nohup sh experiments/fill-grids.sh heads-long > logs/heads-long.log 2>&1 &
+#   nohup sh experiments/fill-grids.sh gate 0 > logs/gate-0.log 2>&1 &   # with gate 1 beside it: one seed each
 #
 # heads-long: the six stride-4 heads of the heads grid at four times its image budget (train.epochs=16: 48,000 images,
 # the same cosine schedule stretched), three seeds; a setting of its own (compare-heads-heads+<hash>.md), which tells
 # whether the heads still gaining at 12,000 images close the gap.
+#
+# gate SEED: the refinement gate of the intermediate-supervision study (experiments/gate/README.md): T = 1 and T = 3
+# with intermediate supervision in each candidate setting, seed SEED; run `gate 0` and `gate 1` side by side.
 #
 # Each grid trains on one thread (train.threads=1), so the two grids together use two cores; each epoch's frames are
 # rendered before it trains (data.prerender: the same frames and cells, no DataLoader worker rendering beside them).
@@ -28,8 +32,18 @@ heads)
 heads-long)
     target=compare-heads; config=experiments/heads.toml; extra="--set train.epochs=16"
     patterns="*-s4-seed0 *-s4-seed1 *-s4-seed2" ;;
+gate)
+    seed=${2:?usage: sh experiments/fill-grids.sh gate SEED}
+    for config in ablation-k3 train real-motion occlusion; do
+        for cell in T3-is T1-is; do
+            echo "== gate-$config $cell-seed$seed ($(date -u +%FT%TZ))"
+            "$PY" -m cpm.experiments ablate-supervision --config "experiments/gate/gate-$config.toml" --budget none \
+                --only "$cell-seed$seed" --set train.threads=1 --no-progress || echo "== $cell-seed$seed failed with status $?"
+        done
+    done
+    exit 0 ;;
 *)
-    echo "usage: sh experiments/fill-grids.sh ablation|heads|heads-long" >&2; exit 2 ;;
+    echo "usage: sh experiments/fill-grids.sh ablation|heads|heads-long|gate SEED" >&2; exit 2 ;;
 esac
 for pattern in $patterns; do
     echo "== $target --only '$pattern' ($(date -u +%FT%TZ))"

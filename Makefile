@@ -47,6 +47,7 @@ help:
 	@echo "make compare-heads [BUDGET=...]                heatmap vs regression vs integral heads x backbones grid"
 	@echo "make compare-decoders [BUDGET=...]             every eval.decoder on the same trained models"
 	@echo "make report                                    rebuild the experiment tables from committed summaries"
+	@echo "make docs                                      regenerate docs/configuration.md from cpm/config.py"
 	@echo "make lint                                      ruff check ."
 	@echo "make tensorboard                               TensorBoard on runs/"
 	@echo "make install                                   set up .venv with '.[dev]' only"
@@ -117,6 +118,11 @@ ablate-supervision compare-heads compare-decoders: $(RUN_STAMP)
 ## report: rebuild every experiment table and plot from the committed cell summaries, without training
 report: $(RUN_STAMP)
 	$(PY) -m cpm.experiments report $(ARGS)
+
+## docs: docs/configuration.md, the reference of every config key, generated from the dataclasses in cpm/config.py
+.PHONY: docs
+docs: $(RUN_STAMP)
+	$(PY) -m cpm.config_reference --out docs/configuration.md
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

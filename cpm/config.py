@@ -66,7 +66,12 @@ class PoseMixConfig:
 
 @dataclass
 class DataConfig:
-    source: str = "synthetic"  # synthetic | a reader in cpm.data.datasets: list, lsp, mpii, mpii_mat, flic, coco, itop
+    """What the model trains and is scored on: the source of the samples, the held-out split, the crop fed to the
+    model and its augmentation (``[data]``)."""
+
+    # synthetic (the embedded depth renderer) | a reader in cpm.data.datasets: list, lsp, mpii, mpii_mat, flic, coco,
+    # jhmdb, itop
+    source: str = "synthetic"
     root: str = ""  # dataset folder of a real source (make train DATA=...)
     annotations: str = ""  # annotation file inside root (lsp: joints.mat by default; itop: "labels.h5,depth.h5")
     val_annotations: str = ""  # held-out annotation file; empty: the last val_samples samples of annotations
@@ -99,13 +104,13 @@ class DataConfig:
     # DataLoader worker while the training threads use the same cores. The frames are the same either way.
     prerender: bool = False
     val_seed: int = 1000  # a different seed keeps the held-out split disjoint from training
-    val_samples: int = 500
+    val_samples: int = 500  # held-out samples: frames rendered from val_seed, or the last N of a real dataset
     input_size: int = 128  # side of the square crop fed to the model, pixels
     # progressive resizing: the crop side of each training epoch (e.g. [96, 128, 128]; the last one goes on for any
     # later epoch); empty: input_size every epoch. The held-out split is always scored at input_size.
     epoch_input_sizes: list[int] = field(default_factory=list)
     crop_padding: float = 1.3  # crop side = crop_padding * person extent (joints' bounding box)
-    scale_range: list[float] = field(default_factory=lambda: [0.8, 1.2])
+    scale_range: list[float] = field(default_factory=lambda: [0.8, 1.2])  # [low, high] random scale of training crops
     rotation: float = 30.0  # degrees, uniform in [-rotation, rotation]
     flip: bool = True  # mirror with probability 0.5 (left and right joints swap)
     shift: float = 0.08  # centre jitter as a fraction of the crop side
@@ -116,6 +121,9 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
+    """The network (``[model]``): its head, trunk, stages and their sizes, and the targets it learns
+    (`cpm.models.build_model` builds every variant from this one section)."""
+
     head: str = "heatmap"  # heatmap (CPM belief maps) | regression (FC to K x 2) | integral (soft-argmax of each stage)
     regression_loss: str = "l2"  # coordinate loss of the regression and integral heads: l2 | l1 | smooth_l1
     regression_hidden: int = 256  # regression head: width of the hidden fully connected layer
@@ -123,7 +131,7 @@ class ModelConfig:
     # regression head's features: "backbone" (the trunk alone) or "stage1" (the trunk and stage 1 of the heatmap
     # model up to its last layer, so that the two heads differ only in that layer and the loss)
     regression_features: str = "backbone"
-    stages: int = 4
+    stages: int = 4  # T: stage 1 and T - 1 refinement stages, each predicting belief maps
     in_channels: int = 1  # 3 for RGB models; grayscale frames are replicated to fit
     backbone: str = "cpm"  # image trunk: cpm (two trunks, Fig. 2) | vgg19 | vgg16 | fourconv (one shared trunk)
     backbone_weights: str = ""  # torchvision vgg16/vgg19 ImageNet state dict file, loaded when a run starts
@@ -141,12 +149,12 @@ class ModelConfig:
     stage_layers: int = 3  # large-kernel convs per refinement stage
     # refinement stages' large-kernel convs as depthwise kxk + pointwise 1x1 (same receptive field, ~k^2 fewer MACs)
     stage_separable: bool = False
-    stride: int = 8
-    center_map: bool = True
+    stride: int = 8  # input pixels per belief-map cell (the cpm trunk pools log2(stride) times)
+    center_map: bool = True  # every stage also reads a Gaussian at the person's centre (the paper's centre map)
     center_pool: bool = False  # centre map made at input resolution, avg-pooled (s+1)/s by the model (Caffe)
-    background: bool = True
-    batch_norm: bool = False
-    dropout: float = 0.0
+    background: bool = True  # one more belief channel, 1 - max over the joints (K + 1 maps)
+    batch_norm: bool = False  # batch norm after every convolution but the output layers
+    dropout: float = 0.0  # dropout probability in stage 1's wide layers and the regression head (0.5 in the paper)
     init: str = "kaiming"  # kaiming | caffe (Gaussian std 0.01, the released prototxts' filler)
     sigma: float = 1.0  # Gaussian target sigma, heatmap cells
     center_sigma: float = 2.5  # centre map sigma, heatmap cells
@@ -156,13 +164,16 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
-    name: str = "default"
-    runs_dir: str = "runs"
-    epochs: int = 8
-    batch_size: int = 32
-    optimizer: str = "adamw"
-    lr: float = 2e-3
-    weight_decay: float = 1e-4
+    """How a run trains (``[train]``): where it writes, its length, optimiser and schedule, supervision, precision
+    and device, seeds and checkpoints."""
+
+    name: str = "default"  # run folder <runs_dir>/<name>; a name in use gets -2, -3, ... (nothing is overwritten)
+    runs_dir: str = "runs"  # folder that holds the run folders
+    epochs: int = 8  # passes over data.train_samples samples
+    batch_size: int = 32  # global batch: split evenly over the processes of a torchrun run
+    optimizer: str = "adamw"  # adamw | sgd (with momentum, as the released Caffe solvers)
+    lr: float = 2e-3  # peak learning rate, reached at the end of the warm-up
+    weight_decay: float = 1e-4  # AdamW's decoupled decay, or SGD's L2 penalty
     momentum: float = 0.9  # SGD only
     caffe_lr: bool = False  # lr, weight_decay in Caffe's units (EuclideanLoss = sum / 2N), converted for our mean loss
     stage1_lr_mult: float = 1.0  # lr multiplier of stage 1 and its trunk (5 in the released LSP net)
@@ -170,17 +181,17 @@ class TrainConfig:
     bias_lr_mult: float = 1.0  # biases' lr over their weights' (2 in every released net)
     schedule: str = "cosine"  # after the warm-up: cosine to zero | linear to zero | step | constant
     lr_step_size: int = 0  # step schedule: x0.333 every N steps (Caffe's stepsize); 0 = at 1/2 and 3/4
-    warmup_steps: int = 100
-    intermediate_supervision: bool = True
+    warmup_steps: int = 100  # steps of linear warm-up to lr
+    intermediate_supervision: bool = True  # every stage's loss counts (false: the last stage's alone)
     stage_weights: list[float] = field(default_factory=list)  # overrides intermediate_supervision
     trainable_stages: list[int] = field(default_factory=list)  # stages whose parameters train; empty = all
     init_from: str = ""  # checkpoint whose weights (matching names and shapes) start the run: stage-wise training
     amp: str = "auto"  # auto: bf16 on CUDA and on CPUs with native bf16, else off | bf16 | fp16 | off
-    channels_last: bool = True
+    channels_last: bool = True  # channels-last memory layout of the model and its inputs
     compile: bool = False  # torch.compile the model (inductor); the first steps then take minutes
-    device: str = "auto"
-    seed: int = 0
-    deterministic: bool = False
+    device: str = "auto"  # auto (cuda, then mps, then cpu) | cpu | cuda | cuda:N | mps
+    seed: int = 0  # the weights' init and the order of the training samples
+    deterministic: bool = False  # deterministic algorithms (bit-for-bit repeatable runs and resumes on a CPU)
     log_every: int = 25  # steps between loss reads (each read syncs the device)
     checkpoint_every: int = 0  # steps between mid-epoch last.pt writes (atomic); 0 = after every epoch only
     grad_clip: float = 0.0  # max gradient norm; 0 = off
@@ -199,9 +210,12 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
+    """How belief maps become keypoints and how they are scored, in training's evaluations, ``cpm eval`` and
+    ``cpm predict`` (``[eval]``)."""
+
     decoder: str = "parabola"  # one of cpm.targets.codecs.EVAL_DECODERS ("paper": the released CPM's testing)
-    pck_thresholds: list[float] = field(default_factory=lambda: [0.1, 0.2])
-    batch_size: int = 64
+    pck_thresholds: list[float] = field(default_factory=lambda: [0.1, 0.2])  # PCK@A thresholds, fractions of the torso
+    batch_size: int = 64  # held-out samples per evaluation batch
     scales: list[float] = field(default_factory=lambda: [1.0])  # cpm eval / predict: maps averaged over these crops
 
 
@@ -209,8 +223,8 @@ class EvalConfig:
 class SkeletonConfig:
     """Your own skeleton, by joint name (`cpm.skeleton.skeleton_from_table`); empty: none declared."""
 
-    name: str = ""
-    joints: list[str] = field(default_factory=list)
+    name: str = ""  # what data.skeleton, checkpoints and predictions call it
+    joints: list[str] = field(default_factory=list)  # joint names in the order of the keypoints in the files
     flip_pairs: list[list[str]] = field(default_factory=list)  # [[left_x, right_x], ...]: swapped by a flip
     limbs: list[list[str]] = field(default_factory=list)  # drawn by cpm.viz
     torso: list[str] = field(default_factory=list)  # the two joints whose distance normalises PCK

@@ -28,11 +28,11 @@ def _add_set(parser: argparse.ArgumentParser) -> None:
 
 DEFAULT_CONFIG = Path("experiments") / "default.toml"  # what `cpm train` without a config trains (make train's)
 # Training images per second on 2 cores of each recipe's model (its file in experiments/), by the kind of CPU, from
-# README's timing table (make train in a fresh clone, nothing else running; AMD EPYC CPUs). procedural.toml (the
-# make-train recipe before real motion): with AVX512-BF16 at 0def65d, AVX2 only at 5a0be23; four-stages.toml (the
-# pose mixture, one trunk, 5x5 refinement kernels): AVX2 only, in the training loop of the run in README's table;
-# default.toml (two stages, frames rendered ahead and reused for 3 epochs): with AVX512-BF16 at b01e520, the rendering
-# included. A kind without a measured figure gets no expected time.
+# the table of experiments/results/make-train-timings.md (make train in a fresh clone, nothing else running; AMD EPYC
+# CPUs): procedural.toml with AVX512-BF16 at 0def65d, AVX2 only at 5a0be23; four-stages.toml (the pose mixture, one
+# trunk, 5x5 refinement kernels) AVX2 only, in the training loop of its run there; default.toml (two stages, frames
+# rendered ahead and reused for 3 epochs) with AVX512-BF16 at b01e520, the rendering included. A kind without a
+# measured figure gets no expected time.
 CPU_TRAIN_RATES: dict[str, dict[str, float]] = {
     "procedural.toml": {"native bf16": 67.0, "AVX2 fp32": 27.0},
     "four-stages.toml": {"AVX2 fp32": 33.0},

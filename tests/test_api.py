@@ -18,7 +18,7 @@ import pytest
 import cpm
 from cpm.cli import main
 from cpm.data.depth import nearness_to_metres
-from cpm.data.synthetic.render import render_sample
+from cpm.data.synthetic.frames import render_sample
 from cpm.skeleton import ITOP_15
 from tests.test_predict import decode_by_hand, make_checkpoint
 

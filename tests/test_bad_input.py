@@ -12,8 +12,8 @@ from scipy.io import savemat
 
 from cpm.cli import main
 from cpm.config import load_config
-from cpm.training.builders import build_network
-from cpm.training.checkpoint import save_checkpoint
+from cpm.runtime.build import build_network
+from cpm.runtime.checkpoint import save_checkpoint
 from tests.helpers import tiny_overrides
 
 

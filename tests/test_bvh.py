@@ -7,8 +7,9 @@ import pytest
 
 from cpm.data.synthetic.bank import BankPoses
 from cpm.data.synthetic.bvh import BVHPoses, read_bvh, to_body_frame
-from cpm.data.synthetic.render import render_sample, sample_scene
-from cpm.data.synthetic.zbuffer import Camera, project_points
+from cpm.data.synthetic.camera import Camera, project_points
+from cpm.data.synthetic.frames import render_sample
+from cpm.data.synthetic.scene import sample_scene
 from cpm.errors import CPMError
 
 TINY = """HIERARCHY

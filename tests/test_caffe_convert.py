@@ -17,7 +17,7 @@ from cpm.cli import main  # noqa: E402
 from cpm.config import load_config  # noqa: E402
 from cpm.errors import CPMError  # noqa: E402
 from cpm.inference.caffe import convert_caffemodel, read_caffemodel, write_caffemodel  # noqa: E402
-from cpm.training.checkpoint import load_model  # noqa: E402
+from cpm.runtime.checkpoint import load_model  # noqa: E402
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 # The released nets' part order (testing/config.m: head, neck, Rsho, Relb, Rwri, Lsho, Lelb, Lwri, Rhip, Rkne, Rank,

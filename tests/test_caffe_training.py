@@ -131,7 +131,7 @@ def test_other_people_of_the_same_image_come_through_the_same_crop():
 
 def test_build_datasets_adds_the_other_people_only_when_asked(tmp_path, monkeypatch):
     import cpm.data.datasets.readers as readers
-    from cpm.training.builders import build_codec, build_datasets
+    from cpm.runtime.build import build_codec, build_datasets
 
     monkeypatch.setattr(readers, "split_dataset", lambda **kwargs: (TwoPeople(12.0), TwoPeople(12.0)))
     base = ["data.root=/nowhere", "data.skeleton=lsp14", "model.in_channels=1", "data.input_size=64"]
@@ -182,7 +182,7 @@ def test_input_scale(scale, expected):
 
 
 def test_paper_configs_feed_caffes_input_and_labels():
-    from cpm.training.builders import build_codec, build_datasets
+    from cpm.runtime.build import build_codec, build_datasets
 
     for name in ("paper_lsp.toml", "paper_mpii.toml"):
         config = load_config(EXPERIMENTS / name, ["data.train_samples=16", "data.val_samples=2"])
@@ -211,7 +211,7 @@ def test_paper_lsp_schedule_is_the_released_models():
     from dataclasses import replace
 
     from cpm.models import ConvolutionalPoseMachine
-    from cpm.training.builders import build_optimizer
+    from cpm.training.optim import build_optimizer
 
     config = load_config(EXPERIMENTS / "paper_lsp.toml")
     steps_per_epoch = config.data.train_samples // config.train.batch_size
@@ -226,7 +226,7 @@ def test_paper_lsp_schedule_is_the_released_models():
 
 
 def test_mmpose_schedule_decays_tenfold_at_epochs_170_and_200():
-    from cpm.training.builders import build_optimizer
+    from cpm.training.optim import build_optimizer
 
     config = load_config(EXPERIMENTS / "mmpose_cpm.toml", ["data.root=/nowhere"])
     model = torch.nn.Conv2d(1, 1, 1)
@@ -255,7 +255,7 @@ def mmpose_cpm_parameters(joints: int = 16, stages: int = 6) -> int:
 
 
 def test_mmpose_preset_is_mmposes_cpm():
-    from cpm.training.builders import build_codec, build_network
+    from cpm.runtime.build import build_codec, build_network
 
     config = load_config(EXPERIMENTS / "mmpose_cpm.toml", ["data.root=/nowhere"])
     torch.manual_seed(0)

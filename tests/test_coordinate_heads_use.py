@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from cpm.cli import main
+from cpm.runtime.build import build_codec
+from cpm.runtime.checkpoint import load_model
 from cpm.skeleton import ITOP_15
-from cpm.training.builders import build_codec
-from cpm.training.checkpoint import load_model
 from tests.test_predict import decode_by_hand, frames, make_checkpoint, xy  # noqa: F401 - frames is a fixture
 
 HEADS = {"regression": 1, "integral": 3}  # head -> stages

@@ -17,8 +17,8 @@ from cpm.data.datasets.json_readers import read_coco
 from cpm.data.datasets.readers import split_dataset
 from cpm.data.transforms import crop_matrix, transform_keypoints
 from cpm.errors import ConfigError
+from cpm.runtime.build import build_datasets
 from cpm.skeleton import COCO_17, get_skeleton, map_to_default, skeleton_from_table
-from cpm.training.builders import build_datasets
 from tests.helpers import tiny_overrides
 
 # Joint names of our own (not COCO's spelling), in COCO's order: "l_"/"r_" sides, so nothing is borrowed by name.

@@ -16,8 +16,8 @@ from cpm.data.datasets.json_readers import read_list
 from cpm.data.datasets.readers import split_dataset
 from cpm.data.datasets.samples import load_image
 from cpm.data.depth import DepthSpec, metres_to_nearness, nearness_to_metres, to_nearness
-from cpm.data.synthetic.render import render_sample
-from cpm.data.synthetic.zbuffer import depth_to_gray
+from cpm.data.synthetic.camera import depth_to_gray
+from cpm.data.synthetic.frames import render_sample
 from cpm.errors import ConfigError, CPMError
 from cpm.inference.export import export_notes
 from cpm.inference.predictor import load_predictor

@@ -13,7 +13,7 @@ import torch.multiprocessing as mp
 from cpm.config import load_config
 from cpm.data.loader import ShardedSampler
 from cpm.errors import CPMError
-from cpm.training.checkpoint import load_checkpoint
+from cpm.runtime.checkpoint import load_checkpoint
 from cpm.training.loop import train
 from tests.helpers import tiny_overrides
 

@@ -9,7 +9,7 @@ import torch
 from cpm.cli import main as cpm_main
 from cpm.config import load_config
 from cpm.errors import ConfigError
-from cpm.training.checkpoint import load_checkpoint
+from cpm.runtime.checkpoint import load_checkpoint
 from cpm.training.ema import WeightAverage, ema_decay
 from cpm.training.loop import train
 from tests.helpers import tiny_overrides

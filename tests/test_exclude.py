@@ -13,7 +13,7 @@ from cpm.data.datasets.exclude import read_exclude_list
 from cpm.data.datasets.readers import split_dataset
 from cpm.data.quality.cleaning import write_flags
 from cpm.errors import ConfigError
-from cpm.training.builders import build_datasets
+from cpm.runtime.build import build_datasets
 from tests.helpers import tiny_overrides
 
 IMAGES = 8  # im0.png .. im7.png; with data.val_samples = 3, indices 0-4 train and 5-7 are held out

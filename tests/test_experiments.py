@@ -93,7 +93,7 @@ def test_the_machine_label_names_the_precision_a_cell_trained_in():
 
 
 def test_compare_heads_and_decoders_tables_from_summaries(tmp_path):
-    from cpm.training.builders import build_network
+    from cpm.runtime.build import build_network
 
     pdj = {"thresholds": [0.0, 0.1, 0.2], "rate": [0.0, 0.5, 0.9]}
     common = {"model.backbone": "fourconv", "model.stride": 2, "data.input_size": 64, "train.epochs": 3,
@@ -360,7 +360,7 @@ def test_every_cell_of_every_grid_is_a_valid_config_under_every_budget(budget, t
 
 
 def test_the_paper_budget_trains_the_released_network(tmp_path):
-    from cpm.training.builders import build_network
+    from cpm.runtime.build import build_network
 
     cells = grid_cells(GridRequest("ablate-supervision", "paper"), runs_root=tmp_path, results_root=tmp_path,
                        only="T6-is-seed0")
@@ -373,7 +373,7 @@ def test_the_paper_budget_trains_the_released_network(tmp_path):
 def test_the_gpu_budget_runs_the_ablation_design_at_the_papers_geometry(tmp_path):
     from pathlib import Path
 
-    from cpm.training.builders import build_network
+    from cpm.runtime.build import build_network
 
     config_path = str(Path(__file__).resolve().parents[1] / "experiments" / "ablation.toml")
     cells = grid_cells(GridRequest("ablate-supervision", "gpu", config=config_path), runs_root=tmp_path,

@@ -9,8 +9,8 @@ import torch
 from cpm.cli import main
 from cpm.errors import CPMError
 from cpm.inference.export import export_onnx
-from cpm.training.builders import build_codec
-from cpm.training.checkpoint import load_model, save_checkpoint
+from cpm.runtime.build import build_codec
+from cpm.runtime.checkpoint import load_model, save_checkpoint
 from tests.test_predict import make_checkpoint
 
 onnxruntime = pytest.importorskip("onnxruntime")  # a dev dependency: present wherever `make test` runs

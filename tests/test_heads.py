@@ -12,10 +12,10 @@ from cpm.errors import CheckpointError, ConfigError
 from cpm.evaluation.evaluate import evaluate, evaluate_checkpoint
 from cpm.models import HEADS, ConvolutionalPoseMachine, IntegralHead, RegressionHead
 from cpm.models.heads import set_trainable_stages
+from cpm.runtime.build import build_codec, build_datasets, build_loss, build_network
+from cpm.runtime.checkpoint import load_matching_state, save_checkpoint
 from cpm.targets.codecs import HeatmapCodec, RegressionCodec
 from cpm.targets.losses import coordinate_loss, stage_weights_for, staged_loss
-from cpm.training.builders import build_codec, build_datasets, build_loss, build_network
-from cpm.training.checkpoint import load_matching_state, save_checkpoint
 from cpm.training.loop import train
 from tests.helpers import TINY_MODEL, tiny, tiny_overrides
 

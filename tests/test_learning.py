@@ -5,8 +5,8 @@ import numpy as np
 
 from cpm.config import load_config
 from cpm.evaluation.metrics import pck, torso_size
+from cpm.runtime.build import build_datasets
 from cpm.skeleton import get_skeleton
-from cpm.training.builders import build_datasets
 from cpm.training.loop import train
 from tests.helpers import tiny_overrides
 

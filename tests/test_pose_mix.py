@@ -11,7 +11,8 @@ import pytest
 
 from cpm.config import DataConfig, load_config
 from cpm.data.synthetic.bvh import clip_subject, held_out_subject, select_clips
-from cpm.data.synthetic.render import SyntheticPoses, render_sample, sample_scene
+from cpm.data.synthetic.frames import SyntheticPoses, render_sample
+from cpm.data.synthetic.scene import sample_scene
 from cpm.data.synthetic.sources import PoseMix, config_pose_source
 from cpm.errors import ConfigError, CPMError
 
@@ -146,7 +147,7 @@ def test_a_training_config_never_reads_a_held_out_pose(shared_data):
     """The training samples of a mixture of all three sources: every mocap pose is a frame of a training subject's
     clip, every bank pose a pose of the K2HPD train split and none of its test split."""
     from cpm.data.datasets.mat_readers import read_k2hpd
-    from cpm.training.builders import build_datasets
+    from cpm.runtime.build import build_datasets
 
     k2hpd = shared_data / "k2hpd"
     config = load_config(None, [
@@ -191,8 +192,8 @@ def _inline(table: dict) -> str:
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> str:
     """An untrained tiny synthetic-data model saved as a checkpoint, with 8 held-out frames."""
-    from cpm.training.builders import build_network
-    from cpm.training.checkpoint import save_checkpoint
+    from cpm.runtime.build import build_network
+    from cpm.runtime.checkpoint import save_checkpoint
     from tests.helpers import tiny_overrides
 
     folder = tmp_path_factory.mktemp("checkpoint")

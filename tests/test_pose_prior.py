@@ -13,7 +13,7 @@ import pytest
 
 from cpm.config import load_config
 from cpm.data.synthetic.bank import K2HPD_LENGTHS
-from cpm.data.synthetic.body import Body, Pose, _ry, pose_body
+from cpm.data.synthetic.body import Body, Pose, pose_body, rotation_y
 from cpm.data.synthetic.prior import (
     ANGLES,
     ARM,
@@ -72,7 +72,7 @@ def test_angle_signs_follow_the_renderer():
         a = np.concatenate([rng.uniform(-30, 30, 3), [0.0, 0.0], rng.uniform(-40, 120, 16)])
         ours = forward(a)
         pose = Pose(0.0, tuple(a[:3]), (0.0, 0.0, 0.0), a[ARM:ARM + 8].reshape(2, 4), a[LEG:LEG + 8].reshape(2, 4))
-        theirs = pose_body(Body(), pose)[0] @ _ry(math.pi)  # undo the turn to face the camera
+        theirs = pose_body(Body(), pose)[0] @ rotation_y(math.pi)  # undo the turn to face the camera
         for parent, child in ((2, 4), (4, 6), (3, 5), (5, 7), (9, 11), (11, 13), (10, 12), (12, 14), (2, 3)):
             np.testing.assert_allclose(_unit(ours[child] - ours[parent]), _unit(theirs[child] - theirs[parent]),
                                        atol=1e-9)
@@ -243,8 +243,8 @@ def test_eval_pose_sources_of_a_fitted_prior_checkpoint_measure_the_hand_set_pri
     hand-set prior, and the mocap and K2HPD sources run (the fitted prior needs procedural poses)."""
     from cpm.cli.eval import evaluate_pose_sources
     from cpm.evaluation.evaluate import evaluate_checkpoint
-    from cpm.training.builders import build_network
-    from cpm.training.checkpoint import save_checkpoint
+    from cpm.runtime.build import build_network
+    from cpm.runtime.checkpoint import save_checkpoint
     from tests.helpers import tiny_overrides
 
     config = load_config(None, [*tiny_overrides(tmp_path), "data.val_samples=4", 'data.pose_prior="fitted"'])

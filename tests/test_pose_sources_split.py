@@ -12,10 +12,11 @@ import pytest
 
 from cpm.config import load_config
 from cpm.data.synthetic.bvh import clip_subject, held_out_subject
-from cpm.data.synthetic.render import render_sample, sample_scene
+from cpm.data.synthetic.frames import render_sample
+from cpm.data.synthetic.scene import sample_scene
 from cpm.data.synthetic.sources import PoseMix, held_out_bank
 from cpm.errors import ConfigError
-from cpm.training.builders import build_datasets
+from cpm.runtime.build import build_datasets
 
 
 def bank(path, reach: float) -> str:

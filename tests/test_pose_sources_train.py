@@ -95,7 +95,7 @@ def test_a_run_on_a_real_dataset_prints_nothing_about_pose_sources(tmp_path):
     import torch
 
     from cpm.config import load_config
-    from cpm.training.checkpoint import save_checkpoint
+    from cpm.runtime.checkpoint import save_checkpoint
 
     run_dir = tmp_path / "run"
     run_dir.mkdir()
@@ -141,18 +141,30 @@ def test_a_run_without_the_pose_files_trains_on_what_is_there_and_saves_that_mix
     assert "data.bvh_files" in capsys.readouterr().err
 
 
-def test_the_datasets_of_a_mixture_draw_what_is_there_outside_training_too(tmp_path, capsys):
-    """cpm rf, the notebooks and every other builder of make train's data, in a folder without ../shared/data."""
+def test_the_entry_points_outside_training_draw_what_is_there_once(tmp_path, capsys):
+    """`build_datasets` builds a config as it stands; an entry point that reads a config (``cpm rf`` here; ``cpm
+    eval``, the benchmarks, the notebooks) first gives a missing source's weight to the procedural prior, in one line
+    on stderr, as training does, in a folder without ../shared/data."""
     from cpm.config import ConfigError, load_config
-    from cpm.training.builders import build_datasets
+    from cpm.data.synthetic.sources import drop_missing_pose_files
+    from cpm.evaluation.receptive_field import receptive_field_report
+    from cpm.runtime.build import build_datasets
 
     sets = ["data.pose_mix.procedural=0.5", "data.pose_mix.bvh=0.5", f"data.bvh_files='{tmp_path / 'nowhere'}'",
             "data.val_samples=2", "data.train_samples=2"]
-    _, val_set = build_datasets(load_config(None, [*sets, "data.missing_pose_files='procedural'"]))
-    assert capsys.readouterr().err.splitlines() == [
-        f"data.pose_mix.bvh: {tmp_path / 'nowhere'} is not there; its weight 0.5 goes to the procedural prior "
-        "(data.missing_pose_files = 'procedural')"]
+    said = [f"data.pose_mix.bvh: {tmp_path / 'nowhere'} is not there; its weight 0.5 goes to the procedural prior "
+            "(data.missing_pose_files = 'procedural')"]
+    config = load_config(None, [*sets, "data.missing_pose_files='procedural'"])
+    with pytest.raises(ConfigError, match="data.bvh_files"):
+        build_datasets(config)  # the config as it stands
+    _, val_set = build_datasets(drop_missing_pose_files(config))
+    assert capsys.readouterr().err.splitlines() == said
     _, plain = build_datasets(load_config(None, ["data.val_samples=2", "data.train_samples=2"]))
     assert torch.equal(val_set[1]["image"], plain[1]["image"])  # all procedural: the default stream's frames
+    tiny = [s for s in tiny_overrides(tmp_path) if not s.startswith(("data.val_samples", "data.train_samples"))]
+    table = receptive_field_report(None, [*sets, *tiny, "data.missing_pose_files='procedural'"], samples=1)
+    assert "| stage |" in table and capsys.readouterr().err.splitlines() == said
+    strict = load_config(None, sets)  # the default, "error": nothing is dropped, the dataset names the key
+    assert drop_missing_pose_files(strict) is strict
     with pytest.raises(ConfigError, match="data.bvh_files"):
-        build_datasets(load_config(None, sets))  # the default, "error"
+        build_datasets(strict)

@@ -12,12 +12,12 @@ import torch
 from cpm.cli import main
 from cpm.config import load_config
 from cpm.data.dataset import PIXEL_MEAN, PIXEL_STD
-from cpm.data.synthetic.render import render_sample
+from cpm.data.synthetic.frames import render_sample
 from cpm.data.transforms import apply_affine, crop_matrix, invert_affine, warp_image
 from cpm.inference.predictor import person_crop
+from cpm.runtime.build import build_codec, build_network
+from cpm.runtime.checkpoint import load_model, save_checkpoint
 from cpm.skeleton import ITOP_15
-from cpm.training.builders import build_codec, build_network
-from cpm.training.checkpoint import load_model, save_checkpoint
 from cpm.viz import SIDE_COLOURS, belief_mosaic, belief_panel, draw_skeleton
 from tests.helpers import tiny_overrides
 

@@ -15,8 +15,8 @@ from cpm.data.datasets.json_readers import read_coco, read_list, read_mpii_json
 from cpm.data.datasets.mat_readers import read_k2hpd, read_lsp
 from cpm.data.datasets.samples import ImageSamples
 from cpm.errors import ConfigError, CPMError
+from cpm.runtime.build import build_datasets
 from cpm.skeleton import ITOP_15, LSP_14, SKELETONS, map_to_default
-from cpm.training.builders import build_datasets
 from cpm.training.loop import train
 from tests.helpers import tiny_overrides
 

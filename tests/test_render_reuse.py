@@ -9,9 +9,9 @@ import torch
 
 from cpm.config import ConfigError, load_config
 from cpm.data.dataset import PoseDataset
-from cpm.data.synthetic.render import SyntheticPoses
+from cpm.data.synthetic.frames import SyntheticPoses
+from cpm.runtime.build import build_datasets
 from cpm.skeleton import get_skeleton
-from cpm.training.builders import build_datasets
 from cpm.training.loop import train
 from tests.helpers import tiny_overrides
 

@@ -10,7 +10,7 @@ import time
 import torch
 
 from cpm.cli import main
-from cpm.training.checkpoint import load_checkpoint
+from cpm.runtime.checkpoint import load_checkpoint
 from tests.helpers import tiny_overrides
 
 STEPS_PER_EPOCH = 40
@@ -90,9 +90,9 @@ def test_sigint_finishes_the_step_writes_last_pt_and_exits_130(tmp_path):
 
 
 def test_a_non_finite_loss_names_the_terms_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch, capsys):
-    import cpm.training.builders  # build_loss wraps the staged_loss it finds there
+    import cpm.runtime.build  # build_loss wraps the staged_loss it finds there
 
-    real_loss, training_calls = cpm.training.builders.staged_loss, []
+    real_loss, training_calls = cpm.runtime.build.staged_loss, []
 
     def diverging_loss(beliefs, *args, **kwargs):
         losses = real_loss(beliefs, *args, **kwargs)
@@ -102,7 +102,7 @@ def test_a_non_finite_loss_names_the_terms_and_keeps_the_last_good_checkpoint(tm
                 losses = {name: value * float("nan") for name, value in losses.items()}
         return losses
 
-    monkeypatch.setattr(cpm.training.builders, "staged_loss", diverging_loss)
+    monkeypatch.setattr(cpm.runtime.build, "staged_loss", diverging_loss)
     overrides = tiny_overrides(tmp_path, **{"train.epochs": 2})
     assert main(["train", "--no-progress", *sum((["--set", o] for o in overrides), [])]) == 2
     error = capsys.readouterr().err.strip().splitlines()

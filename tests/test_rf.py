@@ -19,7 +19,7 @@ from cpm.evaluation.receptive_field import (
     walk,
 )
 from cpm.models import ConvolutionalPoseMachine
-from cpm.training.builders import build_network
+from cpm.runtime.build import build_network
 from tests.helpers import TINY_MODEL, tiny, tiny_overrides
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"

@@ -12,8 +12,8 @@ from cpm.data.loader import make_loader
 from cpm.device import autocast, compile_model
 from cpm.errors import CPMError
 from cpm.models import ConvolutionalPoseMachine
+from cpm.runtime.build import build_network
 from cpm.targets.losses import stage_weights_for, staged_heatmap_loss
-from cpm.training.builders import build_network
 from tests.helpers import tiny
 
 CPU = torch.device("cpu")

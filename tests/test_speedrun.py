@@ -10,7 +10,7 @@ from cpm.bench.speedrun import Outcome, cpu_kind, final_figures, format_rows, ma
 from cpm.config import load_config
 from cpm.errors import CPMError
 from cpm.evaluation.receptive_field import stage_multiply_adds
-from cpm.training.builders import build_network
+from cpm.runtime.build import build_network
 from tests.helpers import tiny_overrides
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
@@ -141,7 +141,7 @@ def test_make_trains_recipe_trains_the_four_stage_recipes_data_with_less_than_a_
     held-out frames the two recipes are scored on."""
     import dataclasses
 
-    from cpm.training.builders import build_datasets
+    from cpm.runtime.build import build_datasets
 
     before, now = (load_config(EXPERIMENTS / name) for name in ("four-stages.toml", "default.toml"))
     changed = {f.name for f in dataclasses.fields(before.data)

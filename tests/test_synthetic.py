@@ -1,23 +1,15 @@
-"""Behaviour of the procedural depth renderer (cpm.data.synthetic.render)."""
+"""Behaviour of the procedural depth frames (cpm.data.synthetic: body, camera, scene, zbuffer, frames)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from cpm.data.synthetic.body import Body, Pose
-from cpm.data.synthetic.render import Scene, SyntheticPoses, render_sample, sample_scene
-from cpm.data.synthetic.zbuffer import (
-    CX,
-    CY,
-    FRAME_HEIGHT,
-    FRAME_WIDTH,
-    NUM_JOINTS,
-    Camera,
-    depth_to_gray,
-    project_points,
-    render_scene,
-)
+from cpm.data.synthetic.body import NUM_JOINTS, Body, Pose
+from cpm.data.synthetic.camera import CX, CY, FRAME_HEIGHT, FRAME_WIDTH, Camera, depth_to_gray, project_points
+from cpm.data.synthetic.frames import SyntheticPoses, render_sample
+from cpm.data.synthetic.scene import Scene, sample_scene
+from cpm.data.synthetic.zbuffer import render_scene
 
 RIGHT = {"shoulder": 2, "elbow": 4, "hand": 6, "hip": 9, "knee": 11, "foot": 13}
 LEFT = {"shoulder": 3, "elbow": 5, "hand": 7, "hip": 10, "knee": 12, "foot": 14}

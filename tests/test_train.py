@@ -7,8 +7,8 @@ import torch
 from cpm.config import config_from_dict, load_config
 from cpm.errors import CPMError
 from cpm.evaluation.evaluate import evaluate_checkpoint
-from cpm.training.builders import build_codec, build_datasets, build_network
-from cpm.training.checkpoint import load_checkpoint
+from cpm.runtime.build import build_codec, build_datasets, build_network
+from cpm.runtime.checkpoint import load_checkpoint
 from cpm.training.loop import train
 from cpm.training.step import NonFiniteLossError, read_losses
 from tests.helpers import tiny_overrides

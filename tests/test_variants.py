@@ -11,8 +11,9 @@ from cpm.config import CHOICES, ModelConfig, load_config
 from cpm.errors import ConfigError, CPMError
 from cpm.models import BACKBONES, ConvolutionalPoseMachine
 from cpm.models.backbones import CPMTrunk, FourConvBackbone, VGG16Backbone, VGG19Backbone
+from cpm.runtime.build import build_network
 from cpm.targets.codecs import InputResolutionCenterCodec
-from cpm.training.builders import build_network, build_optimizer, caffe_loss_scale, lr_factor
+from cpm.training.optim import build_optimizer, caffe_loss_scale, lr_factor
 from tests.helpers import TINY_MODEL, tiny
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"

@@ -41,9 +41,10 @@ import torch
 from cpm.bench.timing import CEILING_FLOPS, TrainStep, ceiling_conv, fast_dtype, sync, timed, timed_alternately
 from cpm.config import Config, load_config
 from cpm.data.loader import make_loader, resolve_workers
+from cpm.data.synthetic.sources import drop_missing_pose_files
 from cpm.device import autocast, cpu_has_native_bf16, resolve_device
-from cpm.training.builders import build_codec, build_datasets
-from cpm.training.step import prepare_batch
+from cpm.runtime.batch import prepare_batch
+from cpm.runtime.build import build_codec, build_datasets
 
 
 def _current_rss() -> int:
@@ -99,7 +100,7 @@ def render_rate(*, seconds: float) -> float:
     alone, one OpenCV thread, counted against this process's CPU time."""
     import cv2
 
-    from cpm.data.synthetic.render import render_sample
+    from cpm.data.synthetic.frames import render_sample
 
     threads = cv2.getNumThreads()
     cv2.setNumThreads(1)
@@ -159,7 +160,7 @@ def onnx_latency(config: Config, model: torch.nn.Module, *, seconds: float) -> f
     except ImportError:
         return None
     from cpm.inference.export import export_onnx
-    from cpm.training.checkpoint import save_checkpoint
+    from cpm.runtime.checkpoint import save_checkpoint
 
     size = config.data.input_size
     with tempfile.TemporaryDirectory() as folder:
@@ -190,7 +191,7 @@ def machine_description(device: torch.device) -> str:
 
 
 def config_rows(config_path: str, *, device: torch.device, seconds: float, loader_steps: int) -> list[tuple[str, str]]:
-    config = load_config(config_path)
+    config = drop_missing_pose_files(load_config(config_path))
     name = Path(config_path).stem
     batch = 2 if config.data.input_size >= 256 else config.train.batch_size
     rows: list[tuple[str, str]] = []
@@ -229,7 +230,8 @@ def config_rows(config_path: str, *, device: torch.device, seconds: float, loade
     rows.append((f"data, {name}: step time waiting for data, DataLoader with {workers} worker"
                  f"{'s' if workers != 1 else ''}", f"{100 * share:.1f} % of {done} steps"))
     if config.data.source == "synthetic":  # the same steps, frames rendered alongside or ahead (data.prerender)
-        frames = load_config(config_path, [f"data.train_samples={(4 * loader_steps + 1) * batch}"])
+        frames = drop_missing_pose_files(load_config(config_path,
+                                                     [f"data.train_samples={(4 * loader_steps + 1) * batch}"]))
         rates = [loader_wait(frames, fast_step, steps=4 * loader_steps, seconds=8 * seconds, ahead=ahead)[2]
                  for ahead in (False, True)]
         rows.append((f"data, {name}: fast steps fed by the DataLoader ({workers} worker{'s' if workers != 1 else ''}),"

@@ -227,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
                              "--target is given) instead of training all its epochs")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
-    from cpm.training.checkpoint import git_revision
+    from cpm.runtime.checkpoint import git_revision
 
     if bool(args.configs) == bool(args.screen):
         parser.error("give the recipes to train, or --screen RUN_DIR ... (not both)")
@@ -260,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _screen(args: argparse.Namespace, targets: dict[float, float]) -> int:
     from cpm.io import write_text_atomic
-    from cpm.training.checkpoint import git_revision
+    from cpm.runtime.checkpoint import git_revision
 
     targets = targets or final_figures(read_metrics(args.screen[0]))
     rows = screen_rows(args.screen, targets, args.reference)

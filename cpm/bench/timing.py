@@ -11,7 +11,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from cpm.config import Config
 from cpm.device import autocast, cpu_has_native_bf16
-from cpm.training.builders import build_codec, build_loss, build_network, build_stage_weights
+from cpm.runtime.build import build_codec, build_loss, build_network, build_stage_weights
 from cpm.training.step import train_step
 
 

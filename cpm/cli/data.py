@@ -33,7 +33,8 @@ from cpm.viz import contact_sheet, write_png
 
 def synthetic_samples(source: str, files: str | None, *, seed: int, n: int) -> list[dict]:
     """``n`` rendered samples of pose source ``source`` (procedural, bvh, bank)."""
-    from cpm.data.synthetic.render import pose_sampler, render_sample
+    from cpm.data.synthetic.frames import render_sample
+    from cpm.data.synthetic.sources import pose_sampler
 
     if source == "procedural":
         return [render_sample(seed, i) for i in range(n)]

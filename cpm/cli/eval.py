@@ -128,7 +128,7 @@ def evaluate_pose_sources(checkpoint: str | Path, data: Path | None, *, override
     notes on the sources skipped)."""
     from cpm.config import config_from_dict
     from cpm.evaluation.evaluate import evaluate_checkpoint
-    from cpm.training.checkpoint import load_checkpoint
+    from cpm.runtime.checkpoint import load_checkpoint
 
     source = config_from_dict(load_checkpoint(checkpoint)["config"]).data.source
     if source != "synthetic":
@@ -170,7 +170,7 @@ def pose_sources_after_training(run_dir: str | Path, folder: str = "", *, frames
     split is found, only the notes (the procedural frames are those of the held-out table above); a run on a real
     dataset: ""."""
     from cpm.config import config_from_dict
-    from cpm.training.checkpoint import load_checkpoint
+    from cpm.runtime.checkpoint import load_checkpoint
 
     run_dir = Path(run_dir)
     checkpoint = run_dir / "best.pt" if (run_dir / "best.pt").is_file() else run_dir / "last.pt"

@@ -16,14 +16,15 @@ from tqdm import tqdm
 
 from cpm.config import apply, validate
 from cpm.data.loader import make_loader
+from cpm.data.synthetic.sources import drop_missing_pose_files
 from cpm.device import autocast, resolve_amp, resolve_device
 from cpm.evaluation.metrics import pck, torso_size
+from cpm.runtime.batch import prepare_batch
+from cpm.runtime.build import build_codec, build_datasets, build_loss
+from cpm.runtime.checkpoint import load_model
 from cpm.skeleton import get_skeleton
 from cpm.targets.codecs import HeatmapCodec
 from cpm.targets.losses import staged_loss
-from cpm.training.builders import build_codec, build_datasets, build_loss
-from cpm.training.checkpoint import load_model
-from cpm.training.step import prepare_batch
 
 
 @torch.no_grad()
@@ -124,7 +125,7 @@ def evaluate_checkpoint(path: str | Path, *, overrides: dict[str, Any] | None = 
     channels_last = config.train.channels_last
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    _, val_set = build_datasets(config)
+    _, val_set = build_datasets(drop_missing_pose_files(config))
     if config.eval.scales != [1.0]:  # the released CPM's search over scales (cpm.targets.multiscale)
         from cpm.data.multiscale import MultiScaleDataset
 

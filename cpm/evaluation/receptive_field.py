@@ -170,9 +170,10 @@ def receptive_field_report(config_path: str | None = None, overrides: list[str] 
     """Entry point of ``cpm rf``: the model of a config (initialised as for a new run) or of a checkpoint (its
     saved config, plus ``overrides``), measured on ``samples`` held-out synthetic frames; a Markdown table."""
     from cpm.config import apply, load_config, parse_override, validate
+    from cpm.data.synthetic.sources import drop_missing_pose_files
     from cpm.errors import CPMError
-    from cpm.training.builders import build_codec, build_datasets, build_network
-    from cpm.training.checkpoint import load_model
+    from cpm.runtime.build import build_codec, build_datasets, build_network
+    from cpm.runtime.checkpoint import load_model
 
     if checkpoint is None:
         config = load_config(config_path, overrides)
@@ -198,7 +199,7 @@ def receptive_field_report(config_path: str | None = None, overrides: list[str] 
     multiply_adds = stage_multiply_adds(model, image, center)
     sides = None
     if effective:
-        _, val_set = build_datasets(config)
+        _, val_set = build_datasets(drop_missing_pose_files(config))
         frames = [val_set[i] for i in range(min(samples, len(val_set)))]
         maps = torch.zeros(len(fields), size, size)
         for frame in frames:  # one frame at a time: the paper model at 368 px needs ~1 GB per frame

@@ -110,7 +110,7 @@ def write_report(run_dir: str | Path, out: str | Path, *, command: str = "", sec
     revision = "unknown"
     last = run_dir / "last.pt"
     if last.is_file():
-        from cpm.training.checkpoint import load_checkpoint
+        from cpm.runtime.checkpoint import load_checkpoint
 
         revision = load_checkpoint(last).get("git_revision", "unknown")
     if not out.parent.is_dir():

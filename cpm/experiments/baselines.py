@@ -54,9 +54,10 @@ def mean_pose(train_set, frames: int, progress: bool = False) -> np.ndarray:
 def baseline_scores(config: Config, *, train_frames: int = TRAIN_FRAMES, progress: bool = False) -> dict[str, Any]:
     """{"mean_pose": {"pck@A": value}, "crop_centre": {...}, "samples", "train_frames"} on ``config``'s held-out
     split, PCK as fractions at every ``eval.pck_thresholds``."""
-    from cpm.training.builders import build_datasets
+    from cpm.data.synthetic.sources import drop_missing_pose_files
+    from cpm.runtime.build import build_datasets
 
-    train_set, val_set = build_datasets(config)
+    train_set, val_set = build_datasets(drop_missing_pose_files(config))
     train_set.set_epoch(0)
     average = mean_pose(train_set, train_frames, progress)
     predicted = {"mean_pose": [], "crop_centre": []}

@@ -19,23 +19,19 @@ def gradient_magnitudes(overrides: dict[str, Any] | Config, *, steps: int, recor
     import torch
 
     from cpm.data.loader import make_loader
+    from cpm.data.synthetic.sources import drop_missing_pose_files
     from cpm.device import resolve_device
-    from cpm.training.builders import (
-        build_codec,
-        build_datasets,
-        build_loss,
-        build_network,
-        build_optimizer,
-        build_stage_weights,
-    )
-    from cpm.training.step import prepare_batch, train_step
+    from cpm.runtime.batch import prepare_batch
+    from cpm.runtime.build import build_codec, build_datasets, build_loss, build_network, build_stage_weights
+    from cpm.training.optim import build_optimizer
+    from cpm.training.step import train_step
 
     config = overrides if isinstance(overrides, Config) else make_config(overrides)
     device = resolve_device(config.train.device)
     torch.manual_seed(config.train.seed)
     model = build_network(config).to(device)
     codec, loss_fn = build_codec(config), build_loss(config)
-    train_set, _ = build_datasets(config)
+    train_set, _ = build_datasets(drop_missing_pose_files(config))
     loader = make_loader(train_set, batch_size=config.train.batch_size, shuffle=True, workers=0, device=device,
                          seed=config.train.seed, drop_last=True)
     optimizer, scheduler = build_optimizer(model, config, steps)

@@ -386,7 +386,7 @@ def whole_grid_command(argv: Sequence[str]) -> str:
 
 def write_grid_note(request: GridRequest, *, results_root: Path, command: str) -> None:
     """``grid.json`` beside the summaries: the request, the command and the revision, quoted by the report."""
-    from cpm.training.checkpoint import git_revision
+    from cpm.runtime.checkpoint import git_revision
 
     folder = results_root / "runs" / request.target / request.setting
     folder.mkdir(parents=True, exist_ok=True)

@@ -52,7 +52,7 @@ def _split_heads_cell(cell: str) -> tuple[str, str]:
 def _parameters(run: RunRecord) -> int:
     """Parameters of the cell's network, rebuilt from its saved config."""
     from cpm.config import config_from_dict
-    from cpm.training.builders import build_network
+    from cpm.runtime.build import build_network
 
     return sum(p.numel() for p in build_network(config_from_dict(run.data["config"])).parameters())
 

@@ -291,7 +291,7 @@ def _receptive_field_note(cells: dict[str, list[RunRecord]]) -> list[str]:
     """The theoretical receptive field of each stage of the deepest model against its crop (`cpm rf`)."""
     from cpm.config import config_from_dict
     from cpm.evaluation.receptive_field import theoretical_receptive_fields
-    from cpm.training.builders import build_network
+    from cpm.runtime.build import build_network
 
     deepest = max((r for runs in cells.values() for r in runs if r.data.get("config")),
                   key=lambda r: r.data["config"]["model"]["stages"], default=None)

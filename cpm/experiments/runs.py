@@ -152,8 +152,8 @@ def summarize(results: dict, *, torso: tuple[int, int], state: dict) -> dict:
 def evaluate_run(run_dir: Path, *, device: str, decoder: str | None = None) -> dict:
     """`summarize` of ``last.pt`` re-evaluated on its held-out split (with ``decoder`` if given)."""
     from cpm.evaluation.evaluate import evaluate_checkpoint
+    from cpm.runtime.checkpoint import load_checkpoint
     from cpm.skeleton import get_skeleton
-    from cpm.training.checkpoint import load_checkpoint
 
     checkpoint = load_checkpoint(run_dir / "last.pt")
     config = config_from_dict(checkpoint["config"])
@@ -191,7 +191,7 @@ def write_summary(cell: Cell, *, target: str, setting: str, wall_seconds: float,
     the `summarize` scores (and under each decoder of ``decoders``), wall time and machine. The wall time is the
     run's own ``run_seconds`` (all its sittings, each to its last checkpoint: a cell stopped and resumed counts what
     one sitting would have taken), or ``wall_seconds`` for a run from before checkpoints carried it."""
-    from cpm.training.checkpoint import load_checkpoint
+    from cpm.runtime.checkpoint import load_checkpoint
 
     run_dir = cell.run_dir
     checkpoint = load_checkpoint(run_dir / "last.pt")

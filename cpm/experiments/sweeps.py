@@ -39,7 +39,7 @@ def sweep_table(results_root: Path, target: str, key: str, *, only: str = "*", c
     keeps the settings of that config (folders named after its stem), ``where`` ({dotted key: value}, the
     ``--set`` values) the runs whose config has those values. Two runs of one cell with the same value of ``key``
     are an ambiguous sweep: `CPMError` naming both settings (narrow it with ``where``)."""
-    from cpm.training.checkpoint import git_revision
+    from cpm.runtime.checkpoint import git_revision
 
     stem = Path(config).stem if config else None
     folders = sorted(p for p in (results_root / "runs" / target).glob("*") if p.is_dir()

@@ -250,8 +250,8 @@ def _belief_order(skeleton_name: str) -> np.ndarray:
 def convert_caffemodel(path: str | Path, config: Config, out: str | Path) -> dict[str, Any]:
     """Read the ``.caffemodel`` at ``path``, map it onto the network of ``config`` and write a checkpoint to ``out``.
     Returns {"out", "layers", "parameters", "sha256"}. Any mismatch raises `CPMError` before anything is written."""
-    from cpm.training.builders import build_network
-    from cpm.training.checkpoint import git_revision, save_checkpoint
+    from cpm.runtime.build import build_network
+    from cpm.runtime.checkpoint import git_revision, save_checkpoint
 
     path, out = Path(path), Path(out)
     if not out.resolve().parent.is_dir():

@@ -4,7 +4,7 @@
 
 The graph has a dynamic batch axis. Inputs: ``image`` (batch, C, N, N), normalised as in training
 (``(pixel / 255 - 0.5) / 0.5``), and, when the model uses one, ``center_map`` (batch, 1, h, w) — or
-(batch, 1, N, N) for a ``center_pool`` model — a Gaussian at the person centre (`cpm.training.builders.build_codec`'s
+(batch, 1, N, N) for a ``center_pool`` model — a Gaussian at the person centre (`cpm.runtime.build.build_codec`'s
 ``center_map`` makes it). Outputs: ``stage1`` .. ``stageT``, every stage's belief maps (batch, K[+1], h, w);
 for a coordinate head (``model.head`` = regression or integral) every stage's (batch, K, 2) coordinates,
 normalised to the crop as `cpm.targets.codecs.RegressionCodec` decodes them.
@@ -89,8 +89,8 @@ def export_onnx(checkpoint: str | Path, onnx_path: str | Path, *, opset: int | N
                        "pip install 'cpm-pose[onnx]'") from None
     import torch
 
-    from cpm.training.builders import build_codec
-    from cpm.training.checkpoint import load_model
+    from cpm.runtime.build import build_codec
+    from cpm.runtime.checkpoint import load_model
 
     onnx_path = Path(onnx_path)
     if not onnx_path.parent.is_dir():

@@ -37,9 +37,9 @@ from cpm.data.dataset import normalize_pixels
 from cpm.data.depth import DepthSpec, load_npy, to_nearness
 from cpm.data.transforms import apply_affine, crop_matrix, invert_affine, warp_image
 from cpm.errors import CheckpointError, CPMError
+from cpm.runtime.checkpoint import load_model
 from cpm.skeleton import Skeleton
 from cpm.targets.codecs import EVAL_DECODERS, HeatmapCodec, RegressionCodec
-from cpm.training.checkpoint import load_model
 
 __all__ = ["Prediction", "Predictor", "load_predictor", "person_crop", "predict_images", "read_image",
            "to_model_pixels"]
@@ -192,8 +192,8 @@ def load_predictor(path: str | Path, device: str | None = None, *, device_name: 
     its codec, skeleton, crop and depth settings. ``decoder`` defaults to the config's ``eval.decoder``,
     ``scales`` to its ``eval.scales``."""
     from cpm.device import resolve_device
+    from cpm.runtime.build import build_codec
     from cpm.skeleton import get_skeleton
-    from cpm.training.builders import build_codec
 
     device = resolve_device(device or device_name)
     model, config = load_model(path, device)

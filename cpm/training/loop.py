@@ -35,18 +35,16 @@ from cpm.evaluation.evaluate import evaluate
 from cpm.evaluation.report import flatten_metrics
 from cpm.io import append_jsonl
 from cpm.models import set_trainable_stages
-from cpm.skeleton import get_skeleton
-from cpm.targets.codecs import HeatmapCodec, RegressionCodec
-from cpm.training.builders import (
+from cpm.runtime.batch import prepare_batch
+from cpm.runtime.build import (
     build_codec,
     build_datasets,
     build_loss,
     build_network,
-    build_optimizer,
     build_stage_weights,
     seed_everything,
 )
-from cpm.training.checkpoint import (
+from cpm.runtime.checkpoint import (
     git_revision,
     load_checkpoint,
     load_matching_state,
@@ -55,6 +53,8 @@ from cpm.training.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
+from cpm.skeleton import get_skeleton
+from cpm.targets.codecs import HeatmapCodec, RegressionCodec
 from cpm.training.distributed import (
     DistributedContext,
     StopSignals,
@@ -65,7 +65,8 @@ from cpm.training.distributed import (
     shutdown_distributed,
 )
 from cpm.training.ema import WeightAverage
-from cpm.training.step import prepare_batch, read_losses, train_step
+from cpm.training.optim import build_optimizer
+from cpm.training.step import read_losses, train_step
 from cpm.training.summaries import write_evaluation_summaries
 
 SELECTION_THRESHOLD = 0.2  # best.pt keeps the best final-stage PCK at this threshold, when it is measured

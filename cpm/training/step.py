@@ -4,7 +4,7 @@
 benchmark (`cpm.bench.timing`) all call `train_step`, so they compute the same thing: forward under autocast,
 the staged loss with the run's stage weights, backward through the (possibly disabled) `GradScaler`, optional
 gradient clipping, the update. Targets are encoded on the training device from the batch's keypoints
-(`prepare_batch`, one batched call).
+(`cpm.runtime.batch.prepare_batch`, one batched call).
 """
 
 from __future__ import annotations
@@ -16,29 +16,12 @@ import torch
 
 from cpm.device import autocast
 from cpm.errors import CPMError
-from cpm.targets.codecs import HeatmapCodec, RegressionCodec
 
 LossFn = Callable[..., dict[str, torch.Tensor]]
 
 
 class NonFiniteLossError(CPMError):
     """Training diverged; the message lists the loss terms."""
-
-
-def prepare_batch(batch: dict[str, torch.Tensor], codec: HeatmapCodec | RegressionCodec, device: torch.device,
-                  channels_last: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """-> image (B, C, H, W), center_map (B, 1, h, w), targets (B, K[+1], h, w) — (B, K, 2) normalised
-    coordinates with a `RegressionCodec` —, weights (B, K)."""
-    non_blocking = device.type == "cuda"
-    image = batch["image"].to(device, non_blocking=non_blocking)
-    if channels_last:
-        image = image.contiguous(memory_format=torch.channels_last)
-    keypoints = batch["keypoints"].to(device, non_blocking=non_blocking)
-    center = batch["center"].to(device, non_blocking=non_blocking)
-    with torch.no_grad():
-        targets, weights = codec.encode(keypoints)
-        center_map = codec.center_map(center)
-    return image, center_map, targets, weights
 
 
 def train_step(model: torch.nn.Module, image: torch.Tensor, center_map: torch.Tensor, targets: torch.Tensor,

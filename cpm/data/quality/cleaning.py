@@ -195,7 +195,7 @@ def format_measure(result: dict) -> str:
 def synthetic_clean_keypoints(n: int, *, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(n, 15, 3) keypoints of the renderer's scenes (v = 2 inside the frame, 0 outside) and their sizes."""
     from cpm.data.quality.realism import synthetic_keypoints
-    from cpm.data.synthetic.zbuffer import FRAME_HEIGHT, FRAME_WIDTH
+    from cpm.data.synthetic.camera import FRAME_HEIGHT, FRAME_WIDTH
 
     points = synthetic_keypoints(n, seed=seed)
     inside = ((points >= 0) & (points <= (FRAME_WIDTH - 1, FRAME_HEIGHT - 1))).all(axis=-1)

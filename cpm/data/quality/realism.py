@@ -72,10 +72,10 @@ def distances(poses: np.ndarray, real: np.ndarray) -> dict[str, float]:
 def synthetic_keypoints(n: int, *, seed: int, pose_source=None) -> np.ndarray:
     """(n, 15, 2) projected joints of the renderer's scenes ``(seed, 0..n-1)``, without rendering depth, posed by
     ``pose_source`` (None: the procedural prior; a `cpm.data.synthetic.sources.PoseMix` picks each scene's source
-    from (seed, index) as `cpm.data.synthetic.render.render_sample` does)."""
-    from cpm.data.synthetic.render import sample_scene
+    from (seed, index) as `cpm.data.synthetic.frames.render_sample` does)."""
+    from cpm.data.synthetic.camera import project_points
+    from cpm.data.synthetic.scene import sample_scene
     from cpm.data.synthetic.sources import PoseMix
-    from cpm.data.synthetic.zbuffer import project_points
 
     result = np.empty((n, 15, 2))
     for i in range(n):

@@ -1,5 +1,7 @@
 """The articulated body of the synthetic frames: anthropometry, joint angles, the kinematic tree of capsules,
-and the pose prior over activities (conventions in `cpm.data.synthetic.render`)."""
+and the pose prior over activities (conventions in `cpm.data.synthetic.frames`). Its 15 joints are in ITOP order
+(`cpm.skeleton.ITOP_15`); the rotations about the body frame's axes are shared with the fitted prior
+(`cpm.data.synthetic.prior`)."""
 
 from __future__ import annotations
 
@@ -8,20 +10,23 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from cpm.data.synthetic.zbuffer import NUM_JOINTS
+NUM_JOINTS = 15
 
 
-def _rx(a: float) -> np.ndarray:  # positive tips +y towards +z (a forward bend in the body frame)
+def rotation_x(a: float) -> np.ndarray:
+    """(3, 3) rotation by ``a`` radians about x: positive tips +y towards +z (a forward bend in the body frame)."""
     c, s = math.cos(a), math.sin(a)
     return np.array([[1.0, 0.0, 0.0], [0.0, c, -s], [0.0, s, c]])
 
 
-def _ry(a: float) -> np.ndarray:
+def rotation_y(a: float) -> np.ndarray:
+    """(3, 3) rotation by ``a`` radians about y (the vertical axis): positive turns +z towards +x."""
     c, s = math.cos(a), math.sin(a)
     return np.array([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]])
 
 
-def _rz(a: float) -> np.ndarray:
+def rotation_z(a: float) -> np.ndarray:
+    """(3, 3) rotation by ``a`` radians about z: positive turns +x towards +y."""
     c, s = math.cos(a), math.sin(a)
     return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
 
@@ -53,9 +58,9 @@ def pose_body(body: Body, pose: Pose) -> tuple[np.ndarray, np.ndarray, np.ndarra
     H, g = body.height, body.height * body.girth
     spine, upper, fore, thigh, shin = body.lengths * H * np.array([0.29, 0.186, 0.146, 0.245, 0.245])
     bend, lean, twist = np.radians(pose.trunk)
-    trunk = _rx(bend) @ _rz(lean) @ _ry(twist)  # upper body pivots about the pelvis
+    trunk = rotation_x(bend) @ rotation_z(lean) @ rotation_y(twist)  # upper body pivots about the pelvis
     nod, tilt, turn = np.radians(pose.head)
-    head_rot = trunk @ _rx(nod) @ _rz(tilt) @ _ry(turn)
+    head_rot = trunk @ rotation_x(nod) @ rotation_z(tilt) @ rotation_y(turn)
 
     joints = np.zeros((NUM_JOINTS, 3))
     joints[1] = trunk @ (0.0, spine, 0.0)
@@ -77,15 +82,16 @@ def pose_body(body: Body, pose: Pose) -> tuple[np.ndarray, np.ndarray, np.ndarra
         s, e, w, h, kn, a = (2, 4, 6, 9, 11, 13) if side < 0 else (3, 5, 7, 10, 12, 14)
         flex, abd, rot, elbow = arms[k]
         joints[s] = trunk @ (side * 0.113 * H, spine - 0.025 * H, -0.005 * H)
-        arm = trunk @ _rz(side * abd) @ _rx(-flex) @ _ry(-side * rot)  # rot > 0 is internal rotation
+        # rot > 0 is internal rotation
+        arm = trunk @ rotation_z(side * abd) @ rotation_x(-flex) @ rotation_y(-side * rot)
         joints[e] = joints[s] - arm[:, 1] * upper
-        forearm = arm @ _rx(-elbow)  # elbow flexion brings the hand to the front of the upper arm
+        forearm = arm @ rotation_x(-elbow)  # elbow flexion brings the hand to the front of the upper arm
         joints[w] = joints[e] - forearm[:, 1] * fore
         flex, abd, rot, knee = legs[k]
         joints[h] = (side * 0.055 * H, -0.01 * H, 0.0)
-        leg = _rz(side * abd) @ _rx(-flex) @ _ry(-side * rot)
+        leg = rotation_z(side * abd) @ rotation_x(-flex) @ rotation_y(-side * rot)
         joints[kn] = joints[h] - leg[:, 1] * thigh
-        shank = leg @ _rx(knee)  # knee flexion swings the shin backwards
+        shank = leg @ rotation_x(knee)  # knee flexion swings the shin backwards
         joints[a] = joints[kn] - shank[:, 1] * shin
         caps += [
             (*joints[s], *joints[e], 0.03 * g, 0.025 * g),
@@ -106,7 +112,7 @@ def _turn_and_stand(joints: np.ndarray, caps: np.ndarray, *, yaw: float,
                     girth: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Body-frame joints and capsules -> turned by ``yaw`` to face the camera, standing on the floor (y = 0);
     with each joint's radius (``girth`` = height * girth factor). Shared by `pose_body` and `pose_joints`."""
-    turn = _ry(math.pi + math.radians(yaw))  # the body frame faces +z; the camera looks along +z
+    turn = rotation_y(math.pi + math.radians(yaw))  # the body frame faces +z; the camera looks along +z
     joints = joints @ turn.T
     caps[:, 0:3] = caps[:, 0:3] @ turn.T
     caps[:, 3:6] = caps[:, 3:6] @ turn.T

@@ -180,7 +180,7 @@ def _frame_rows(lines: list[str]) -> np.ndarray | None:
 def to_body_frame(joints: np.ndarray, *, height: float) -> np.ndarray:
     """ITOP-ordered joints (15, 3) of one frame (y up) -> the synthetic renderer's body frame: pelvis (mid-hip)
     at the origin, facing +z (hips' left-to-right axis rotated onto +x), scaled so that the chain head - neck -
-    pelvis - knee - ankle is 0.895 ``height`` as in `cpm.data.synthetic.render.pose_body`."""
+    pelvis - knee - ankle is 0.895 ``height`` as in `cpm.data.synthetic.body.pose_body`."""
     pelvis = (joints[9] + joints[10]) / 2
     centred = joints - pelvis
     across = centred[10] - centred[9]  # right hip -> left hip, the body frame's +x

@@ -33,7 +33,7 @@ from statistics import NormalDist
 import numpy as np
 
 from cpm.data.synthetic.bank import K2HPD_LENGTHS
-from cpm.data.synthetic.body import _rx, _ry, _rz
+from cpm.data.synthetic.body import rotation_x, rotation_y, rotation_z
 from cpm.errors import CPMError
 
 LIMB_ANGLES = ("flexion", "abduction", "rotation")
@@ -66,25 +66,25 @@ def forward(angles: np.ndarray, yaw: float = 0.0, *, lengths: tuple[float, ...] 
     ``shoulder_drop`` degrees below the trunk's across axis, the torso joint is ``torso_along`` of the spine."""
     a = np.radians(np.asarray(angles, dtype=np.float64))
     spine, head, shoulder, upper, fore, hip, thigh, shin = (lengths[i] for i in (0, 1, 2, 4, 6, 8, 10, 12))
-    trunk = _rx(a[0]) @ _rz(a[1]) @ _ry(a[2])
+    trunk = rotation_x(a[0]) @ rotation_z(a[1]) @ rotation_y(a[2])
     joints = np.zeros((15, 3))
     joints[9], joints[10] = (-hip, 0.0, 0.0), (hip, 0.0, 0.0)
     joints[1] = trunk @ (0.0, spine, 0.0)
     joints[8] = torso_along * joints[1]
-    joints[0] = joints[1] + trunk @ _rx(a[3]) @ _rz(a[4]) @ (0.0, head, 0.0)
+    joints[0] = joints[1] + trunk @ rotation_x(a[3]) @ rotation_z(a[4]) @ (0.0, head, 0.0)
     drop = math.radians(shoulder_drop)
     for k, side in enumerate((-1.0, 1.0)):
         s, e, w, h, kn, an = (2, 4, 6, 9, 11, 13) if side < 0 else (3, 5, 7, 10, 12, 14)
         flex, abd, rot, elbow = a[ARM + 4 * k:ARM + 4 * k + 4]
         joints[s] = joints[1] + trunk @ (side * shoulder * math.cos(drop), -shoulder * math.sin(drop), 0.0)
-        arm = trunk @ _rz(side * abd) @ _rx(-flex) @ _ry(-side * rot)
+        arm = trunk @ rotation_z(side * abd) @ rotation_x(-flex) @ rotation_y(-side * rot)
         joints[e] = joints[s] - arm[:, 1] * upper
-        joints[w] = joints[e] - (arm @ _rx(-elbow))[:, 1] * fore
+        joints[w] = joints[e] - (arm @ rotation_x(-elbow))[:, 1] * fore
         flex, abd, rot, knee = a[LEG + 4 * k:LEG + 4 * k + 4]
-        leg = _rz(side * abd) @ _rx(-flex) @ _ry(-side * rot)
+        leg = rotation_z(side * abd) @ rotation_x(-flex) @ rotation_y(-side * rot)
         joints[kn] = joints[h] - leg[:, 1] * thigh
-        joints[an] = joints[kn] - (leg @ _rx(knee))[:, 1] * shin
-    return joints @ _ry(math.radians(yaw)).T
+        joints[an] = joints[kn] - (leg @ rotation_x(knee))[:, 1] * shin
+    return joints @ rotation_y(math.radians(yaw)).T
 
 
 def inverse(joints: np.ndarray) -> tuple[np.ndarray, float]:
@@ -94,14 +94,14 @@ def inverse(joints: np.ndarray) -> tuple[np.ndarray, float]:
     j = np.asarray(joints, dtype=np.float64)
     across = j[10] - j[9]
     yaw = math.degrees(math.atan2(-across[2], across[0]))
-    j = (j - (j[9] + j[10]) / 2) @ _ry(math.radians(yaw))  # the rows turned by the inverse of the yaw
+    j = (j - (j[9] + j[10]) / 2) @ rotation_y(math.radians(yaw))  # the rows turned by the inverse of the yaw
     up = _unit(j[1])
     lean = math.degrees(math.asin(min(max(-up[0], -1.0), 1.0)))
     bend = math.degrees(math.atan2(up[2], up[1]))
-    upright = _rx(math.radians(bend)) @ _rz(math.radians(lean))
+    upright = rotation_x(math.radians(bend)) @ rotation_z(math.radians(lean))
     shoulders = upright.T @ (j[3] - j[2])
     twist = math.degrees(math.atan2(-shoulders[2], shoulders[0]))
-    trunk = upright @ _ry(math.radians(twist))
+    trunk = upright @ rotation_y(math.radians(twist))
     head = trunk.T @ _unit(j[0] - j[1])
     tilt = math.degrees(math.asin(min(max(-head[0], -1.0), 1.0)))
     nod = math.degrees(math.atan2(head[2], head[1]))
@@ -121,7 +121,7 @@ def _limb(upper: np.ndarray, lower: np.ndarray, side: float, kind: str) -> list[
     turn = math.degrees(math.atan2(upper[0], -upper[1]))  # side x abduction
     best = None
     for f, t in ((flexion, turn), (180.0 - flexion, _wrap(turn + 180.0))):
-        rest = _rz(math.radians(t)) @ _rx(-math.radians(f))
+        rest = rotation_z(math.radians(t)) @ rotation_x(-math.radians(f))
         w = rest.T @ lower  # the lower bone in the upper bone's frame before rotation
         hinge = math.degrees(math.acos(min(max(-w[1], -1.0), 1.0)))
         theta = math.atan2(w[0], w[2]) if kind == "arm" else math.atan2(-w[0], -w[2])  # elbow forwards, knee back
@@ -206,8 +206,9 @@ def real_angles(k2hpd: str | Path, bvh: str | Path | None, *, step: int = 1
         values, yaw = inverse(joints)
         angles.append(values)
         yaws.append(yaw)
-        centred = (joints - (joints[9] + joints[10]) / 2) @ _ry(math.radians(yaw))
-        trunk = _rx(math.radians(values[0])) @ _rz(math.radians(values[1])) @ _ry(math.radians(values[2]))
+        centred = (joints - (joints[9] + joints[10]) / 2) @ rotation_y(math.radians(yaw))
+        bend, lean, twist = (math.radians(v) for v in values[:3])
+        trunk = rotation_x(bend) @ rotation_z(lean) @ rotation_y(twist)
         for s, side in ((2, -1.0), (3, 1.0)):
             bone = trunk.T @ (centred[s] - centred[1])
             drops.append(math.degrees(math.atan2(-bone[1], side * bone[0])))

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import functools
 import math
+import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
@@ -25,11 +26,20 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from cpm.config import Config, DataConfig
-    from cpm.data.synthetic.render import PoseSource
 
 MIX_SOURCES = ("procedural", "bvh", "bank")  # the names of data.pose_mix, in the order their shares of [0, 1) take
 _INVERSE_GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0
 _PICK_STREAM = 0x6D6978  # the offset of a seed's picks comes from the generator [seed, 0, _PICK_STREAM]
+
+
+class PoseSource(Protocol):
+    """``source(rng, height)`` -> (15, 3) body-frame joints (see `cpm.data.synthetic.body.pose_joints`) for a body
+    of ``height`` metres; ``needs_yaw``: whether the renderer still turns the body (False when the pose comes in its
+    camera view)."""
+
+    needs_yaw: bool
+
+    def __call__(self, rng: np.random.Generator, height: float) -> np.ndarray: ...
 
 
 class PoseMix:
@@ -96,11 +106,11 @@ def mixture_weights(data: DataConfig) -> dict[str, float]:
 
 
 def config_pose_source(data: DataConfig) -> PoseSource | PoseMix | None:
-    """The pose source of a config's synthetic frames: None for the procedural prior (the default stream, as it
-    always was), `cpm.data.synthetic.prior.FittedPrior` for it with ``data.pose_prior = "fitted"``, the
-    ``data.pose_source`` of ``data.pose_files``, or the `PoseMix` of ``data.pose_mix`` with its procedural poses
-    from that prior, its bvh poses from ``data.bvh_files`` and its bank from ``data.bank_files``. bvh poses are the
-    clips of ``data.bvh_subjects``."""
+    """The pose source of a config's synthetic frames: None for the procedural prior (the renderer draws the pose
+    itself, `cpm.data.synthetic.body.sample_pose`), `cpm.data.synthetic.prior.FittedPrior` for it with
+    ``data.pose_prior = "fitted"``, the ``data.pose_source`` of ``data.pose_files``, or the `PoseMix` of
+    ``data.pose_mix`` with its procedural poses from that prior, its bvh poses from ``data.bvh_files`` and its bank
+    from ``data.bank_files``. bvh poses are the clips of ``data.bvh_subjects``."""
     weights = mixture_weights(data)
     if any(weights.values()):
         files = {"bvh": data.bvh_files, "bank": data.bank_files}
@@ -113,11 +123,19 @@ def config_pose_source(data: DataConfig) -> PoseSource | PoseMix | None:
     return pose_sampler(data.pose_source, data.pose_files, subjects=data.bvh_subjects)
 
 
-def drop_missing_pose_files(config: Config, log: Callable[[str], None] = print) -> Config:
+def _to_stderr(line: str) -> None:
+    print(line, file=sys.stderr)
+
+
+def drop_missing_pose_files(config: Config, log: Callable[[str], None] = _to_stderr) -> Config:
     """With ``data.missing_pose_files = "procedural"``, ``config`` without the mixture sources whose files are not
     there (``data.bvh_files``, ``data.bank_files``, the held-out bank): their weight goes to the procedural prior,
-    said in one line per source. The returned config is the mixture a run draws (its config.toml). Otherwise, or
-    when every file is there, ``config`` itself."""
+    said in one line per source to ``log`` (default: stderr). The returned config is the mixture a run draws (its
+    config.toml). Otherwise, or when every file is there, ``config`` itself.
+
+    Every entry point that reads a config and builds its datasets calls this once, before
+    `cpm.runtime.build.build_datasets` (which builds the config as it stands): `cpm.training.loop.train`,
+    ``cpm eval``, ``cpm rf``, the benchmarks and the experiment drivers."""
     data = config.data
     weights = mixture_weights(data)
     if data.missing_pose_files != "procedural" or not any(weights.values()):

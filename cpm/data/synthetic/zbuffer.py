@@ -1,26 +1,30 @@
-"""The depth camera and the z-buffer of the synthetic frames: Kinect2-like intrinsics, ray casting of capsules,
-boxes, floor and wall, and the sensor's noise, quantisation and edge dropouts (conventions in
-`cpm.data.synthetic.render`)."""
+"""The z-buffer of the synthetic frames: a `cpm.data.synthetic.scene.Scene` seen by its
+`cpm.data.synthetic.camera.Camera`, capsules, boxes, floor and wall ray-cast analytically, then the sensor's noise,
+quantisation and edge dropouts (conventions in `cpm.data.synthetic.frames`)."""
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
-if TYPE_CHECKING:
-    from cpm.data.synthetic.render import Scene
+from cpm.data.synthetic.camera import (
+    CX,
+    CY,
+    FOCAL,
+    FRAME_HEIGHT,
+    FRAME_WIDTH,
+    MAX_RANGE,
+    MIN_RANGE,
+    Camera,
+    depth_to_gray,
+    project_points,
+)
 
-FRAME_WIDTH = 256
-FRAME_HEIGHT = 212
-NUM_JOINTS = 15
-# Kinect2 depth intrinsics (512 x 424, f ~ 365 px) halved.
-FOCAL = 182.5
-CX, CY = (FRAME_WIDTH - 1) / 2, (FRAME_HEIGHT - 1) / 2
-MIN_RANGE, MAX_RANGE = 0.5, 8.0  # metres; outside this the sensor returns nothing
+if TYPE_CHECKING:
+    from cpm.data.synthetic.scene import Scene
+
 VISIBILITY_MARGIN = 0.05  # metres added to a joint's body-part radius before calling it occluded
 _COLS = np.arange(FRAME_WIDTH, dtype=np.float32)
 _ROWS = np.arange(FRAME_HEIGHT, dtype=np.float32)[:, None]
@@ -29,31 +33,6 @@ _YN = (_ROWS - CY) / FOCAL
 # Fixed bank of standard normals; a sample reads a random window of it. Drawing 54k fresh normals
 # would cost about a fifth of a frame's render time, and the noise need not be independent across frames.
 _NOISE = np.random.default_rng(20160627).standard_normal(4 * FRAME_WIDTH * FRAME_HEIGHT, dtype=np.float32)
-
-
-@dataclass
-class Camera:
-    height: float = 1.2
-    pitch: float = 0.0  # radians, positive looks down
-
-    def rotation(self) -> np.ndarray:
-        """World -> camera rotation: mirror x and y (camera x right / y down), then pitch."""
-        c, s = math.cos(self.pitch), math.sin(self.pitch)
-        return np.array([[-1.0, 0.0, 0.0], [0.0, -c, -s], [0.0, -s, c]])
-
-    def to_camera(self, points: np.ndarray) -> np.ndarray:
-        return (points - (0.0, self.height, 0.0)) @ self.rotation().T
-
-
-def project_points(points_cam: np.ndarray) -> np.ndarray:
-    """Camera-frame points (N, 3) -> pixel coordinates (N, 2)."""
-    z = points_cam[:, 2:3]
-    return points_cam[:, :2] * (FOCAL / z) + (CX, CY)
-
-
-def depth_to_gray(z: np.ndarray | float) -> np.ndarray:
-    """Depth in metres -> gray level (float, not yet quantised); invalid depths are not handled here."""
-    return np.clip(255.0 * (1.0 - (np.asarray(z) - 0.5) / 7.0), 1.0, 255.0)
 
 
 def _render_capsules(zbuf: np.ndarray, caps: np.ndarray) -> None:

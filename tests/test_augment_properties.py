@@ -13,7 +13,10 @@ from hypothesis import strategies as st
 
 from cpm.data.dataset import PIXEL_MEAN, PIXEL_STD, PoseDataset
 from cpm.data.datasets.samples import person_box
-from cpm.data.synthetic import render, zbuffer
+from cpm.data.synthetic import zbuffer
+from cpm.data.synthetic.camera import FRAME_HEIGHT, FRAME_WIDTH
+from cpm.data.synthetic.frames import render_sample
+from cpm.data.synthetic.scene import sample_scene
 from cpm.data.transforms import apply_affine, crop_matrix, invert_affine, transform_keypoints, warp_image
 from cpm.skeleton import ITOP_15, SKELETONS
 from tests.test_skeleton_names import mirror_name
@@ -171,7 +174,7 @@ boxes = st.fixed_dictionaries({
 @PROPERTY
 @given(seed=seeds, index=st.integers(0, 10**6), box=boxes)
 def test_an_occluding_box_moves_no_keypoint_and_hides_only_joints_it_covers(seed, index, box):
-    scene = render.sample_scene(np.random.default_rng([seed, index]))
+    scene = sample_scene(np.random.default_rng([seed, index]))
     _, caps, radius = scene.geometry
     z_front = float(np.min(np.concatenate([caps[:, 2] - caps[:, 6], caps[:, 5] - caps[:, 7]])))
     x, distance = scene.position
@@ -184,7 +187,7 @@ def test_an_occluding_box_moves_no_keypoint_and_hides_only_joints_it_covers(seed
     np.testing.assert_array_equal(after["center"], before["center"])
     assert after["scale"] == before["scale"]
 
-    cover = np.full((zbuffer.FRAME_HEIGHT, zbuffer.FRAME_WIDTH), np.inf, np.float32)
+    cover = np.full((FRAME_HEIGHT, FRAME_WIDTH), np.inf, np.float32)
     zbuffer._render_box(cover, scene.camera, front)  # the box alone: its depth where it covers a pixel
     v0, v1 = before["keypoints"][:, 2], after["keypoints"][:, 2]
     changed = np.flatnonzero(v0 != v1)
@@ -204,7 +207,7 @@ def test_an_occluding_box_moves_no_keypoint_and_hides_only_joints_it_covers(seed
 @PROPERTY
 @given(seed=seeds, index=st.integers(0, 7))
 def test_occluding_patches_move_no_keypoint_and_hide_only_what_they_cover(seed, index):
-    source = [render.render_sample(5, i) for i in range(8)]
+    source = [render_sample(5, i) for i in range(8)]
     common = {"input_size": 64, "flip_permutation": ITOP_15.flip_permutation, "augment": True,
               "scale_range": (0.8, 1.2), "rotation": 30.0, "flip": True, "shift": 0.05, "seed": seed}
     plain = PoseDataset(source, **common)[index]
@@ -229,7 +232,7 @@ def test_occluding_patches_move_no_keypoint_and_hide_only_what_they_cover(seed, 
 
 
 def test_no_occlusion_leaves_the_training_stream_unchanged():
-    source = [render.render_sample(5, i) for i in range(2)]
+    source = [render_sample(5, i) for i in range(2)]
     common = {"input_size": 64, "flip_permutation": ITOP_15.flip_permutation, "augment": True,
               "rotation": 30.0, "flip": True, "shift": 0.05, "seed": 3}
     for a, b in zip(PoseDataset(source, **common), PoseDataset(source, **common, occlusion=0.0), strict=True):

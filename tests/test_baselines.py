@@ -8,7 +8,7 @@ import torch
 
 from cpm.config import load_config
 from cpm.errors import CPMError
-from cpm.experiments.baselines import _to_source, baseline_scores, main, mean_pose
+from cpm.experiments.baselines import baseline_scores, main, mean_pose
 
 
 def test_mean_pose_averages_labelled_joints_only():
@@ -18,16 +18,6 @@ def test_mean_pose_averages_labelled_joints_only():
     assert np.allclose(mean_pose(items[::-1], 1), [[4.0, 8.0], [6.0, 2.0]])  # only the first crop
     with pytest.raises(CPMError, match="never labelled"):
         mean_pose(items, 1)
-
-
-def test_to_source_inverts_the_crop_affine():
-    rng = np.random.default_rng(0)
-    angle, scale = 0.4, 1.7
-    matrix = np.array([[scale * np.cos(angle), -scale * np.sin(angle), 12.0],
-                       [scale * np.sin(angle), scale * np.cos(angle), -5.0]])
-    source = rng.uniform(0, 200, size=(15, 2))
-    crop = source @ matrix[:, :2].T + matrix[:, 2]
-    assert np.allclose(_to_source(crop, matrix), source)
 
 
 def test_baselines_on_synthetic_frames(tmp_path):

@@ -18,9 +18,13 @@ are renamed with the skeleton's flip permutation to keep "left" meaning the pers
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
+
+if TYPE_CHECKING:
+    import torch
 
 
 def crop_matrix(center: np.ndarray, crop_side: float, output_size: int, *, rotation: float = 0.0,
@@ -43,15 +47,20 @@ def crop_matrix(center: np.ndarray, crop_side: float, output_size: int, *, rotat
     return matrix
 
 
-def invert_affine(matrix: np.ndarray) -> np.ndarray:
-    """Inverse of a 2x3 affine matrix, also 2x3 (works on stacks (..., 2, 3))."""
-    linear = np.linalg.inv(matrix[..., :2])
-    return np.concatenate([linear, -linear @ matrix[..., 2:]], axis=-1)
+def invert_affine(matrix: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
+    """Inverse of a 2x3 affine matrix, also 2x3 (works on stacks (..., 2, 3)): a numpy array, or a torch tensor
+    inverted where it lies (evaluation maps a batch's keypoints back on the device)."""
+    if isinstance(matrix, np.ndarray):
+        xp = np
+    else:
+        import torch as xp
+    linear = xp.linalg.inv(matrix[..., :2])
+    return xp.concatenate([linear, -linear @ matrix[..., 2:]], axis=-1)
 
 
-def apply_affine(points: np.ndarray, matrix: np.ndarray) -> np.ndarray:
-    """points (..., K, 2), matrix (..., 2, 3) -> transformed points (..., K, 2)."""
-    return points @ np.swapaxes(matrix[..., :2], -1, -2) + matrix[..., None, :, 2]
+def apply_affine(points: np.ndarray | torch.Tensor, matrix: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
+    """points (..., K, 2), matrix (..., 2, 3) -> transformed points (..., K, 2); numpy arrays or torch tensors."""
+    return points @ matrix[..., :2].swapaxes(-1, -2) + matrix[..., None, :, 2]
 
 
 def warp_image(image: np.ndarray, matrix: np.ndarray, output_size: int, *, fill: float = 0) -> np.ndarray:

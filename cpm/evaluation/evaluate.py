@@ -17,6 +17,7 @@ from tqdm import tqdm
 from cpm.config import apply, validate
 from cpm.data.loader import make_loader
 from cpm.data.synthetic.sources import drop_missing_pose_files
+from cpm.data.transforms import apply_affine, invert_affine
 from cpm.device import autocast, resolve_amp, resolve_device
 from cpm.evaluation.metrics import pck, torso_size
 from cpm.runtime.batch import prepare_batch
@@ -25,6 +26,7 @@ from cpm.runtime.checkpoint import load_model
 from cpm.skeleton import get_skeleton
 from cpm.targets.codecs import HeatmapCodec
 from cpm.targets.losses import staged_loss
+from cpm.targets.multiscale import predict_scales
 
 
 @torch.no_grad()
@@ -57,17 +59,16 @@ def evaluate(
             beliefs = model(image, center_map)
         losses = loss_fn(beliefs, targets, weights, [1.0] * len(beliefs))
         stage_losses.append(torch.stack([losses[f"loss/stage{t}"] for t in range(1, len(beliefs) + 1)]))
-        inverse = _invert_affine(batch["matrix"].to(device).double())  # (B, 2, 3) crop -> source
+        inverse = invert_affine(batch["matrix"].to(device).double())  # (B, 2, 3) crop -> source
         per_stage_points, per_stage_confidence = [], []
         if "scale_images" in batch:  # eval.scales: every scale's maps averaged on the base crop's grid, decoded
-            points_all, confidence_all, _ = decode_batch_scales(model, batch, codec, decoder, device=device,
-                                                                amp_dtype=amp_dtype, channels_last=channels_last)
+            points_all, confidence_all, _ = _predict_batch_scales(model, batch, codec, decoder, device=device,
+                                                                  amp_dtype=amp_dtype, channels_last=channels_last)
             decoded = zip(points_all.unbind(1), confidence_all.unbind(1), strict=True)
         else:
             decoded = (codec.decode(stage_beliefs, method=decoder) for stage_beliefs in beliefs)
         for points, confidence in decoded:  # (B, K, 2) crop pixels, (B, K)
-            points = points.double() @ inverse[:, :, :2].transpose(1, 2) + inverse[:, None, :, 2]
-            per_stage_points.append(points)
+            per_stage_points.append(apply_affine(points.double(), inverse))
             per_stage_confidence.append(confidence)
         predictions.append(torch.stack(per_stage_points, dim=1).cpu())  # (B, T, K, 2)
         confidences.append(torch.stack(per_stage_confidence, dim=1).cpu())
@@ -89,26 +90,16 @@ def evaluate(
     return results
 
 
-def decode_batch_scales(model: torch.nn.Module, batch: dict[str, torch.Tensor], codec: HeatmapCodec, decoder: str, *,
-                        device: torch.device, amp_dtype: torch.dtype | None = None, channels_last: bool = False):
-    """A `cpm.data.multiscale.MultiScaleDataset` batch -> keypoints (B, T, K, 2) in base crop pixels, confidence
-    (B, T, K) and the averaged maps T x (B, K[+1], h, w) (`cpm.targets.multiscale.decode_scales`)."""
-    from cpm.targets.multiscale import decode_scales, relative_affines
-
-    outputs = []
-    for s in range(batch["scale_images"].shape[1]):
-        image = batch["scale_images"][:, s].to(device)
-        if channels_last:
-            image = image.contiguous(memory_format=torch.channels_last)
-        with autocast(device, amp_dtype):
-            outputs.append([o.float() for o in model(image, codec.center_map(batch["scale_centers"][:, s].to(device)))])
-    relative = relative_affines(batch["matrix"].to(device), batch["scale_matrices"].to(device))
-    return decode_scales(codec, outputs, relative, decoder)
-
-
-def _invert_affine(matrix: torch.Tensor) -> torch.Tensor:
-    linear = torch.linalg.inv(matrix[:, :, :2])
-    return torch.cat([linear, -linear @ matrix[:, :, 2:]], dim=2)
+def _predict_batch_scales(model: torch.nn.Module, batch: dict[str, torch.Tensor], codec: HeatmapCodec, decoder: str,
+                          **run) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+    """`cpm.targets.multiscale.predict_scales` of a `cpm.data.multiscale.MultiScaleDataset` batch: keypoints
+    (B, T, K, 2) in base crop pixels, confidence (B, T, K), the averaged maps. ``run``: device, amp_dtype,
+    channels_last."""
+    device, scales = run["device"], range(batch["scale_images"].shape[1])
+    images = [batch["scale_images"][:, s].to(device) for s in scales]
+    center_maps = [codec.center_map(batch["scale_centers"][:, s].to(device)) for s in scales]
+    return predict_scales(model, images, center_maps, batch["matrix"].to(device), batch["scale_matrices"].to(device),
+                          codec, decoder, **run)
 
 
 def evaluate_checkpoint(path: str | Path, *, overrides: dict[str, Any] | None = None, progress: bool = True,

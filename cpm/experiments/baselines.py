@@ -22,18 +22,13 @@ import numpy as np
 from tqdm import tqdm
 
 from cpm.config import Config, load_config
+from cpm.data.transforms import apply_affine, invert_affine
 from cpm.errors import CPMError
 from cpm.evaluation.metrics import pck, torso_size
 from cpm.io import write_text_atomic
 from cpm.skeleton import get_skeleton
 
 TRAIN_FRAMES = 2000  # training crops averaged into the mean pose
-
-
-def _to_source(points: np.ndarray, matrix: np.ndarray) -> np.ndarray:
-    """Crop pixels (K, 2) -> source pixels through the inverse of the 2 x 3 source -> crop affine ``matrix``."""
-    linear = np.linalg.inv(matrix[:, :2])
-    return (points - matrix[:, 2]) @ linear.T
 
 
 def mean_pose(train_set, frames: int, progress: bool = False) -> np.ndarray:
@@ -66,8 +61,9 @@ def baseline_scores(config: Config, *, train_frames: int = TRAIN_FRAMES, progres
         item = val_set[index]
         matrix = item["matrix"].numpy().astype(np.float64)
         centre = item["center"].numpy().astype(np.float64)
-        predicted["mean_pose"].append(_to_source(average, matrix))
-        predicted["crop_centre"].append(_to_source(np.repeat(centre[None], len(average), axis=0), matrix))
+        to_source = invert_affine(matrix)  # crop pixels -> source pixels
+        predicted["mean_pose"].append(apply_affine(average, to_source))
+        predicted["crop_centre"].append(apply_affine(np.repeat(centre[None], len(average), axis=0), to_source))
         truths.append(item["source_keypoints"].numpy().astype(np.float64))
     ground_truth = np.stack(truths)
     normaliser = torso_size(ground_truth, get_skeleton(config.data.skeleton).torso)

@@ -24,15 +24,16 @@ Glossary: B batch, S scales, T stages, K joints, C = K[+1] channels, h x w cells
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F  # noqa: N812 - the usual name
 
+from cpm.device import autocast
 from cpm.targets.codecs import HeatmapCodec
 from cpm.targets.decoders import pixel_argmax, upsample_bicubic
 
-__all__ = ["average_scales", "decode_scales", "relative_affines", "resample"]
+__all__ = ["average_scales", "decode_scales", "predict_scales", "relative_affines", "resample"]
 
 
 def _homogeneous(matrix: torch.Tensor) -> torch.Tensor:
@@ -106,6 +107,26 @@ def decode_scales(codec: HeatmapCodec, outputs: Sequence[Sequence[torch.Tensor]]
         points.append(decoded)
         confidence.append(peak)
     return torch.stack(points, dim=1), torch.stack(confidence, dim=1), averaged
+
+
+def predict_scales(model: Callable[[torch.Tensor, torch.Tensor], Sequence[torch.Tensor]],
+                   images: Sequence[torch.Tensor], center_maps: Sequence[torch.Tensor], base: torch.Tensor,
+                   matrices: torch.Tensor, codec: HeatmapCodec, method: str, *, device: torch.device,
+                   amp_dtype: torch.dtype | None = None, channels_last: bool = False,
+                   ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+    """Multi-scale testing of ``model`` on the crops of every scale: images[s] (B, C, N, N) with their centre maps
+    center_maps[s], base (B, 2, 3) the base crop's and matrices (B, S, 2, 3) crop s's source -> crop matrices. Each
+    scale's outputs (under autocast to ``amp_dtype``) go to `decode_scales`: keypoints (B, T, K, 2) in base crop
+    pixels, confidence (B, T, K) and the averaged maps T x (B, C, h, w). ``cpm eval`` and
+    `cpm.inference.predictor.predict_images` both decode their scales here."""
+    outputs = []
+    for image, center_map in zip(images, center_maps, strict=True):
+        if channels_last:
+            image = image.contiguous(memory_format=torch.channels_last)
+        with autocast(device, amp_dtype):
+            outputs.append([o.float() for o in model(image, center_map)])
+    relative = relative_affines(base, matrices).to(outputs[0][0].device)
+    return decode_scales(codec, outputs, relative, method)
 
 
 def _paper_points(codec: HeatmapCodec, maps: Sequence[torch.Tensor], relative: torch.Tensor) -> torch.Tensor:

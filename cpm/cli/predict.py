@@ -22,14 +22,13 @@ into place only when every input has succeeded, so a bad input leaves nothing ha
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
 import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -37,8 +36,10 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from cpm.data.datasets.json_readers import is_number
+from cpm.config import DEPTH_ENCODINGS
 from cpm.errors import CPMError
+from cpm.inference.boxes import box_for, read_boxes
+from cpm.inference.images import captured_stderr, first_message
 from cpm.skeleton import Skeleton
 
 if TYPE_CHECKING:
@@ -50,7 +51,6 @@ if TYPE_CHECKING:
 __all__ = ["collect_inputs", "predict_paths", "add_predict_parser", "run_predict"]
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pbm", ".npy"}
-DEPTH_ENCODINGS = ("nearness8", "millimetres16", "metres32")  # cpm.data.depth.ENCODINGS
 SQUARE = 0.1  # an image whose sides differ by more than this fraction is not a person crop
 VIDEO_EXTENSIONS = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"}
 VIDEO_BATCH = 8  # frames per forward pass
@@ -98,45 +98,9 @@ def _to_model_pixels(frame_bgr: np.ndarray, channels: int) -> np.ndarray:
     return cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2RGB)
 
 
-@contextlib.contextmanager
-def _captured_stderr() -> Iterator[list[str]]:
-    """Catch what C libraries (libpng, libjpeg, FFmpeg, OpenCV's log) print straight to file descriptor 2, so a
-    bad file gives one clear line; the list holds those lines once the block has ended."""
-    messages: list[str] = []
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as sink:
-        os.dup2(sink.fileno(), 2)
-        try:
-            yield messages
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            sink.seek(0)
-            messages += [line.strip() for line in sink.read().decode(errors="replace").splitlines() if line.strip()]
-
-
-def _why(messages: list[str]) -> str:
-    return f" ({messages[0][:200]})" if messages else ""
-
-
-def _read_image(path: Path, predictor: Predictor, depth: str | None = None) -> np.ndarray:
-    """-> (H, W) gray / nearness for a 1-channel model, (H, W, 3) RGB for a 3-channel one
-    (`cpm.inference.predictor.to_model_pixels`: 16-bit and float depth become nearness gray)."""
-    from cpm.inference.predictor import to_model_pixels
-
-    if path.suffix.lower() == ".npy":
-        return predictor.read_image(path, depth=depth)
-    with _captured_stderr() as messages:
-        image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if image is None:
-        raise CPMError(f"{path}: not an image that OpenCV can decode{_why(messages)}")
-    if messages:  # decoded, but the library complained (a truncated JPEG decodes with a grey bottom)
-        tqdm.write(f"warning: {path}: {messages[0][:200]}", file=sys.stderr)
-    if image.ndim == 3 and image.shape[2] in (3, 4):
-        image = cv2.cvtColor(image, cv2.COLOR_BGRA2RGB if image.shape[2] == 4 else cv2.COLOR_BGR2RGB)
-    return to_model_pixels(image, channels=predictor.in_channels, depth=predictor.depth, encoding=depth,
-                           where=str(path), key="--depth")
+def _warn(line: str) -> None:
+    """A decoder's complaint about a file it could read (a truncated JPEG decodes with a grey bottom)."""
+    tqdm.write(f"warning: {line}", file=sys.stderr)
 
 
 def is_crop(shape: tuple[int, ...]) -> bool:
@@ -145,84 +109,12 @@ def is_crop(shape: tuple[int, ...]) -> bool:
     return abs(width - height) <= SQUARE * max(width, height)
 
 
-def read_boxes(path: str | Path) -> dict[str, tuple[float, float, float, float]]:
-    """A ``--boxes`` file -> {image name: (x, y, width, height)} in image pixels.
-
-    JSON: ``{"a.png": [x, y, w, h], ...}``, ``[{"image": "a.png", "bbox": [x, y, w, h]}, ...]`` or COCO's
-    ``{"images": [{"id", "file_name"}], "annotations": [{"image_id", "bbox"}]}`` (per image the annotation with the
-    highest ``score``, else the largest box). CSV: ``image, x, y, w, h`` rows (a header row is skipped). Bad input
-    raises `CPMError` naming the file and the entry."""
-    import csv
-
-    from cpm.inference.predictor import check_box
-
-    path = Path(path)
-    if not path.is_file():
-        raise CPMError(f"--boxes {path}: no such file")
-    boxes: dict[str, tuple] = {}
-    if path.suffix.lower() == ".json":
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise CPMError(f"--boxes {path}: invalid JSON ({error})") from None
-        if isinstance(data, dict) and "annotations" in data and "images" in data:
-            names = {image.get("id"): image.get("file_name") for image in data["images"] if isinstance(image, dict)}
-            best: dict[str, tuple[float, tuple]] = {}
-            for n, annotation in enumerate(data["annotations"]):
-                where = f"--boxes {path}: annotations[{n}]"
-                if not isinstance(annotation, dict) or "bbox" not in annotation or "image_id" not in annotation:
-                    raise CPMError(f"{where}: expected image_id and bbox")
-                name = names.get(annotation["image_id"])
-                if name is None:
-                    raise CPMError(f"{where}: image_id {annotation['image_id']!r} is not in images")
-                box = check_box(annotation["bbox"], where)
-                rank = float(annotation.get("score", box[2] * box[3]))
-                if name not in best or rank > best[name][0]:
-                    best[name] = (rank, box)
-            boxes = {name: box for name, (_, box) in best.items()}
-        elif isinstance(data, dict):
-            for name, value in data.items():
-                value = value.get("bbox") if isinstance(value, dict) else value
-                boxes[str(name)] = check_box(value, f"--boxes {path}: {name}")
-        elif isinstance(data, list):
-            for n, entry in enumerate(data):
-                where = f"--boxes {path}: entry {n}"
-                name = entry.get("image", entry.get("file_name")) if isinstance(entry, dict) else None
-                if name is None or "bbox" not in entry:
-                    raise CPMError(f"{where}: expected image and bbox")
-                boxes[str(name)] = check_box(entry["bbox"], where)
-        else:
-            raise CPMError(f"--boxes {path}: expected a JSON object or list of boxes")
-    else:
-        with path.open(newline="", encoding="utf-8") as file:
-            for line, row in enumerate(csv.reader(file), start=1):
-                if not row or (line == 1 and len(row) > 1 and not is_number(row[1])):
-                    continue
-                if len(row) != 5:
-                    raise CPMError(f"--boxes {path}: line {line}: expected image, x, y, width, height")
-                boxes[row[0].strip()] = check_box(row[1:], f"--boxes {path}: line {line}")
-    if not boxes:
-        raise CPMError(f"--boxes {path}: no boxes")
-    return boxes
-
-
-def box_for(boxes: dict[str, tuple], path: Path, source: str | Path) -> tuple:
-    """The box of input ``path``: by the path as given, else by its file name."""
-    for key in (str(path), path.as_posix(), path.name):
-        if key in boxes:
-            return boxes[key]
-    by_name = {Path(key).name: box for key, box in boxes.items()}
-    if path.name in by_name:
-        return by_name[path.name]
-    raise CPMError(f"--boxes {source}: no box for {path.name}")
-
-
 def _open_video(path: Path) -> cv2.VideoCapture:
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # quiet FFmpeg while frames are read, too
-    with _captured_stderr() as messages:
+    with captured_stderr() as messages:
         capture = cv2.VideoCapture(str(path))
     if not capture.isOpened():
-        raise CPMError(f"{path}: not a readable video, OpenCV cannot open it{_why(messages)}")
+        raise CPMError(f"{path}: not a readable video, OpenCV cannot open it{first_message(messages)}")
     return capture
 
 
@@ -231,11 +123,11 @@ def _classify(path: Path, *, in_folder: bool) -> str | None:
     suffix = path.suffix.lower()
     if suffix in VIDEO_EXTENSIONS:
         capture = _open_video(path)
-        with _captured_stderr() as messages:
+        with captured_stderr() as messages:
             readable = capture.read()[0]
         capture.release()
         if not readable:
-            raise CPMError(f"{path}: not a readable video, no frame could be decoded{_why(messages)}")
+            raise CPMError(f"{path}: not a readable video, no frame could be decoded{first_message(messages)}")
         return "video"
     if suffix == ".npy":
         return "image"
@@ -275,7 +167,7 @@ def _predict_image(predictor: Predictor, path: Path, staging: Path, *, stages: b
     from cpm.inference.predictor import predict_images
     from cpm.viz import draw_skeleton
 
-    image = _read_image(path, predictor, depth)
+    image = predictor.read_image(path, depth=depth, warn=_warn)
     result = predict_images(predictor, [image], **crop)
     record = {"input": str(path), **_header(predictor), "width": image.shape[1], "height": image.shape[0],
               "crop": _crop(result, 0), **_entry(predictor, result, 0, stages)}

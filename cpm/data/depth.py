@@ -1,8 +1,9 @@
 """Depth frames in, nearness gray out: the one picture of depth every model of this project sees.
 
 The synthetic renderer draws depth as *nearness*: gray = 255 at ``near`` metres, falling linearly to 1 at ``far``
-metres (and beyond), 0 where the camera has no reading (`cpm.data.synthetic.zbuffer.depth_to_gray`: near 0.5 m,
-far 7.5 m). Real depth comes in other encodings; config ``data.depth = {encoding, near, far}`` says which::
+metres (and beyond), 0 where the camera has no reading (`cpm.data.synthetic.camera.depth_to_gray`: near 0.5 m,
+far 7.5 m). Real depth comes in other encodings (`cpm.config.DEPTH_ENCODINGS`); config
+``data.depth = {encoding, near, far}`` says which::
 
     encoding        stored as                                   becomes
     nearness8       8-bit gray, near = bright, 0 = no reading    itself
@@ -22,7 +23,6 @@ import numpy as np
 
 from cpm.errors import CPMError
 
-ENCODINGS = ("nearness8", "millimetres16", "metres32")
 _STORED_AS = {"nearness8": "8-bit", "millimetres16": "16-bit", "metres32": "floating-point"}
 
 

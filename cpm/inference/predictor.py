@@ -34,18 +34,16 @@ import numpy as np
 import torch
 
 from cpm.data.dataset import normalize_pixels
-from cpm.data.depth import DepthSpec, load_npy, to_nearness
+from cpm.data.depth import DepthSpec
 from cpm.data.transforms import apply_affine, crop_matrix, invert_affine, warp_image
 from cpm.errors import CheckpointError, CPMError
+from cpm.inference.boxes import Box, check_box
+from cpm.inference.images import DEFAULT_DEPTH, read_image, to_model_pixels
 from cpm.runtime.checkpoint import load_model
 from cpm.skeleton import Skeleton
 from cpm.targets.codecs import EVAL_DECODERS, HeatmapCodec, RegressionCodec
 
-__all__ = ["Prediction", "Predictor", "load_predictor", "person_crop", "predict_images", "read_image",
-           "to_model_pixels"]
-
-Box = Sequence[float]  # (x, y, width, height) in image pixels
-DEFAULT_DEPTH = DepthSpec()  # the synthetic frames' nearness8, 0.5 - 7.5 m
+__all__ = ["Prediction", "Predictor", "load_predictor", "person_crop", "predict_images"]
 
 
 @dataclass
@@ -141,49 +139,10 @@ class Predictor:
         images = [self.read_image(path, depth=depth) for path in paths]
         return self.predict(images, boxes=boxes, centers=centers, decoder=decoder)
 
-    def read_image(self, path: str | Path, *, depth: str | None = None) -> np.ndarray:
+    def read_image(self, path: str | Path, *, depth: str | None = None, **warn) -> np.ndarray:
         """A file as this model reads it: (H, W) uint8 nearness / gray for a one-channel model, (H, W, 3) RGB
-        otherwise (`read_image`)."""
-        return read_image(path, channels=self.in_channels, depth=self.depth, encoding=depth)
-
-
-def read_image(path: str | Path, *, channels: int, depth: DepthSpec = DEFAULT_DEPTH, encoding: str | None = None,
-               key: str = "--depth") -> np.ndarray:
-    """An image or ``.npy`` file -> `to_model_pixels` of it; `CPMError` names an unreadable file."""
-    import cv2
-
-    path = Path(path)
-    if path.suffix.lower() == ".npy":
-        image = load_npy(path)
-    else:
-        image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-        if image is None:
-            raise CPMError(f"{path}: not an image that OpenCV can decode")
-        if image.ndim == 3 and image.shape[2] in (3, 4):  # OpenCV's BGR(A) -> RGB
-            image = cv2.cvtColor(image, cv2.COLOR_BGRA2RGB if image.shape[2] == 4 else cv2.COLOR_BGR2RGB)
-    return to_model_pixels(image, channels=channels, depth=depth, encoding=encoding, where=str(path), key=key)
-
-
-def to_model_pixels(image: np.ndarray, *, channels: int, depth: DepthSpec = DEFAULT_DEPTH, encoding: str | None = None,
-                    where: str = "image", key: str = "--depth") -> np.ndarray:
-    """An array -> what the model's crops are cut from: uint8 (H, W) for a one-channel model, (H, W) or (H, W, 3)
-    for an RGB one. One-channel arrays are depth (`cpm.data.depth.to_nearness`: uint8 nearness as it is, uint16
-    millimetres, float metres, over ``depth``'s near / far; ``encoding`` the one they must be in); colour arrays are
-    RGB, 16-bit ones scaled to 8 bits, made gray for a one-channel model."""
-    import cv2
-
-    image = np.asarray(image)
-    if image.ndim == 3 and image.shape[2] == 1:
-        image = image[:, :, 0]
-    if image.ndim == 2:
-        return to_nearness(image, near=depth.near, far=depth.far, encoding=encoding, where=where, key=key)
-    if image.ndim != 3 or image.shape[2] != 3:
-        raise CPMError(f"{where}: an image of shape {image.shape}; expected (H, W) depth or gray, or (H, W, 3) RGB")
-    if image.dtype == np.uint16:
-        image = (image >> 8).astype(np.uint8)
-    elif image.dtype != np.uint8:
-        raise CPMError(f"{where}: a {image.dtype} colour image; expected 8 or 16 bits per channel")
-    return cv2.cvtColor(image, cv2.COLOR_RGB2GRAY) if channels == 1 else image
+        otherwise (`cpm.inference.images.read_image`; ``warn``: where a decoder's complaint goes)."""
+        return read_image(path, channels=self.in_channels, depth=self.depth, encoding=depth, **warn)
 
 
 def load_predictor(path: str | Path, device: str | None = None, *, device_name: str = "auto",
@@ -240,17 +199,6 @@ def person_crop(image_shape: tuple[int, ...], *, crop_padding: float, center: Se
     if center is None:
         center = ((width - 1) / 2, (height - 1) / 2)
     return np.asarray(center, dtype=np.float64), float(max(height, width))
-
-
-def check_box(box: Box, where: str) -> tuple[float, float, float, float]:
-    """(x, y, width, height) of finite numbers with a positive width or height, or `CPMError` naming ``where``."""
-    try:
-        values = tuple(float(v) for v in box)
-    except (TypeError, ValueError):
-        values = ()
-    if len(values) != 4 or not np.isfinite(values).all() or min(values[2:]) < 0 or max(values[2:]) <= 0:
-        raise CPMError(f"{where}: expected [x, y, width, height] with a positive width or height, got {box!r}")
-    return values  # type: ignore[return-value]
 
 
 def _model_input(predictor: Predictor, crops: Sequence[np.ndarray]) -> torch.Tensor:

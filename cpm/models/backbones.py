@@ -13,7 +13,8 @@ attributes: ``out_channels`` and ``stride``; ``forward(image (B, C, H, W)) -> fe
 * ``vgg19``: torchvision's ``vgg19`` feature layers conv1_1 .. conv4_2 (stride 8, 512 channels), then
   the CPM-specific 3x3 convs ``conv4_3_CPM``, ``conv4_4_CPM``, ... of ``cpm_widths`` channels: the
   trunk of the released MPII model (_trained_MPI, ``cpm_widths = (256, 256, 256, 256, 128)``) and of
-  the later OpenPose-style CPMs (``(256, 128)``).
+  the later OpenPose-style CPMs (``(256, 128)``). ``caffe_pooling`` rounds its 2x2/2 pools up, as Caffe does
+  (the released net runs at any input size whose centre map pools to the same grid: 36 -> 18 -> 9 -> 5).
 * ``vgg16``: torchvision's ``vgg16`` feature layers conv1_1 .. conv4_3 (stride 8, 512 channels), the
   regression baseline's backbone, plus optional ``cpm_widths`` convs.
 * ``fourconv``: the baseline small network: conv 5x5/96 + max-pool 3/2, conv 3x3/128, dropout
@@ -84,10 +85,14 @@ class _VGGBackbone(nn.Sequential):
     num_layers = 23  # features[:23]: through conv4_2 + ReLU (vgg19) or conv4_3 + ReLU (vgg16)
     stride = 8
 
-    def __init__(self, in_channels: int = 3, *, cpm_widths: Sequence[int] = (), batch_norm: bool = False) -> None:
+    def __init__(self, in_channels: int = 3, *, cpm_widths: Sequence[int] = (), batch_norm: bool = False,
+                 caffe_pooling: bool = False) -> None:
         from torchvision.models.vgg import cfgs, make_layers  # imported late: torchvision is slow to import
 
         layers = list(make_layers(cfgs[self.config], batch_norm=False)[: self.num_layers])
+        if caffe_pooling:  # Caffe's pooling output is ceil((H - 2) / 2) + 1; torchvision's floors
+            layers = [nn.MaxPool2d(2, stride=2, ceil_mode=True) if isinstance(layer, nn.MaxPool2d) else layer
+                      for layer in layers]
         if in_channels != 3:
             layers[0] = nn.Conv2d(in_channels, layers[0].out_channels, 3, padding=1)
         channels = 512
@@ -178,7 +183,8 @@ def build_backbone(name: str, *, in_channels: int, stride: int, trunk_widths: in
         backbone: nn.Module = CPMTrunk(in_channels, widths=trunk_widths_for(trunk_widths, stride),
                                        kernel=trunk_kernel, batch_norm=batch_norm, caffe_pooling=caffe_pooling)
     elif name in ("vgg16", "vgg19"):
-        backbone = BACKBONES[name](in_channels, cpm_widths=tuple(vgg_cpm_widths), batch_norm=batch_norm)
+        backbone = BACKBONES[name](in_channels, cpm_widths=tuple(vgg_cpm_widths), batch_norm=batch_norm,
+                                   caffe_pooling=caffe_pooling)
     else:
         backbone = BACKBONES[name](in_channels)
     if backbone.stride != stride:

@@ -123,7 +123,7 @@ class ConvolutionalPoseMachine(nn.Module):
         else:
             # One trunk shared by every stage, stage 1 included (the released VGG-based MPII model).
             shared = build_backbone(backbone, in_channels=in_channels, stride=stride,
-                                    vgg_cpm_widths=c.vgg_cpm_widths, batch_norm=bn)
+                                    vgg_cpm_widths=c.vgg_cpm_widths, batch_norm=bn, caffe_pooling=c.caffe_pooling)
             self.image_features_stage1 = None
             self.image_features = shared
             trunk_channels = shared.out_channels

@@ -117,6 +117,10 @@ class DataConfig:
     occlusion: float = 0.0  # probability of a random occluding rectangle per training crop (covered joints: v = 1)
     workers: int = -1  # DataLoader workers; -1: 1 on a CPU (the cores train), the CPU cores (up to 8) on CUDA
     input_scale: str = "unit"  # pixels -> model input: unit (p/255 - 0.5)/0.5 | caffe (p - 128)/256 | imagenet
+    # pixel value (0-255, every channel) of crop pixels outside the image, in training, evaluation and prediction
+    # crops; the released CPM fills with 128, 0 after (p - 128) / 256 (testing/config.m's padValue, its data
+    # transformer)
+    pad_value: float = 0.0
 
 
 @dataclass
@@ -217,6 +221,12 @@ class EvalConfig:
     pck_thresholds: list[float] = field(default_factory=lambda: [0.1, 0.2])  # PCK@A thresholds, fractions of the torso
     batch_size: int = 64  # held-out samples per evaluation batch
     scales: list[float] = field(default_factory=lambda: [1.0])  # cpm eval / predict: maps averaged over these crops
+    # what cpm eval crops a held-out sample around (its scale 1 of eval.scales): person (as training: the person's
+    # centre, side data.crop_padding x its extent) | image (the LSP benchmark, run_benchmark.m: the image centre, side
+    # image height / eval.image_fraction) | annotated (the MPII benchmark: the annotated objpos, side
+    # data.crop_padding x 200 x the annotated scale; data.source mpii or mpii_mat)
+    crop: str = "person"
+    image_fraction: float = 0.8  # eval.crop = "image": the image height as a fraction of the crop side
 
 
 @dataclass
@@ -273,6 +283,7 @@ CHOICES = {
     "train.schedule": ("cosine", "linear", "step", "constant"),
     "train.amp": ("auto", "bf16", "fp16", "off"),
     "eval.decoder": EVAL_DECODER_NAMES,
+    "eval.crop": ("person", "image", "annotated"),
 }
 
 # (minimum, maximum), inclusive; None = unbounded
@@ -293,7 +304,7 @@ RANGES = {
     "train.grad_clip": (0, None), "train.threads": (0, None), "train.ema": (0, 0.999999),
     "train.stage1_lr_mult": (0, None), "train.refinement_lr_mult": (0, None), "train.bias_lr_mult": (0, None),
     "train.lr_step_size": (0, None), "train.lr_gamma": (0, 1), "train.target_cutoff": (0, 0.99),
-    "eval.batch_size": (1, None),
+    "eval.batch_size": (1, None), "data.pad_value": (0, 255), "eval.image_fraction": (1e-3, None),
 }
 
 
@@ -443,6 +454,9 @@ def validate(config: Config) -> Config:
         raise ConfigError("eval.pck_thresholds: expected a non-empty list of values in (0, 1]")
     if not config.eval.scales or any(s <= 0 for s in config.eval.scales):
         raise ConfigError(f"eval.scales: expected a non-empty list of crop scales > 0, got {config.eval.scales}")
+    if config.eval.crop == "annotated" and data.source not in ("mpii", "mpii_mat"):
+        raise ConfigError(f"eval.crop: 'annotated' crops around MPII's objpos and scale; data.source = "
+                          f"{data.source!r} has none")
     if any(m <= 0 for m in train.lr_milestones) or train.lr_milestones != sorted(train.lr_milestones):
         raise ConfigError(f"train.lr_milestones: expected increasing epochs > 0, got {train.lr_milestones}")
     _validate_depth(data)

@@ -78,6 +78,7 @@ class PoseDataset(Dataset):
         channels: int | None = None,
         input_scale: str = "unit",
         epoch_input_sizes: Sequence[int] = (),
+        pad_value: float = 0.0,
     ) -> None:
         """``length`` samples per epoch (default: all of ``source``). With ``resample_each_epoch``,
         epoch e reads source items e*length .. e*length + length - 1, so an unbounded source (the
@@ -85,7 +86,8 @@ class PoseDataset(Dataset):
         read the same items (block e // n), each epoch under its own augmentation, and a process keeps the items
         of the current block it has read (up to ``length`` of them) instead of rendering them again.
         ``epoch_input_sizes``: the crop side of each epoch (the last one for any later epoch) instead of
-        ``input_size`` (progressive resizing)."""
+        ``input_size`` (progressive resizing). ``pad_value``: the pixel value (0-255) of crop pixels outside the
+        image (``data.pad_value``)."""
         self.source = source
         self.length = len(source) if length is None else length
         self.input_size = input_size
@@ -101,6 +103,7 @@ class PoseDataset(Dataset):
         self._kept: dict[int, dict] = {}  # reuse_epochs > 1: source items of the current block, by source index
         self.channels = channels
         self.input_scale = input_scale
+        self.pad_value = pad_value
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -162,7 +165,7 @@ class PoseDataset(Dataset):
         else:
             matrix = crop_matrix(sample["center"], crop_side, size)
             flipped = False
-        image = warp_image(sample["image"], matrix, size)
+        image = warp_image(sample["image"], matrix, size, fill=self.pad_value)
         if image.ndim == 2:
             image = image[:, :, None]
         if self.channels is not None and image.shape[2] != self.channels:

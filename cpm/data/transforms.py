@@ -64,9 +64,10 @@ def apply_affine(points: np.ndarray | torch.Tensor, matrix: np.ndarray | torch.T
 
 
 def warp_image(image: np.ndarray, matrix: np.ndarray, output_size: int, *, fill: float = 0) -> np.ndarray:
-    """Resample ``image`` (H, W[, C]) into the (N, N[, C]) crop; outside the frame reads ``fill``."""
+    """Resample ``image`` (H, W[, C]) into the (N, N[, C]) crop; outside the frame reads ``fill`` in every channel
+    (``data.pad_value``; OpenCV fills a scalar ``borderValue`` into channel 0 alone)."""
     return cv2.warpAffine(image, matrix, (output_size, output_size), flags=cv2.INTER_LINEAR,
-                          borderMode=cv2.BORDER_CONSTANT, borderValue=fill)
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=(float(fill),) * 4)
 
 
 def transform_keypoints(keypoints: np.ndarray, matrix: np.ndarray, flip_permutation: tuple[int, ...] | None,

@@ -1,8 +1,9 @@
 """Held-out evaluation: every stage's outputs decoded, mapped back to source pixels and scored (PCK per stage).
 
 With ``eval.scales`` other than [1.0], `evaluate_checkpoint` (``cpm eval``) crops every held-out person at each
-scale and decodes the maps averaged over scales (`cpm.targets.multiscale`); the per-epoch evaluation of training
-decodes the one training-size crop."""
+scale and decodes the maps averaged over scales (`cpm.targets.multiscale`), around what ``eval.crop`` names (the
+person, or the released benchmark's image-centred or MPII objpos crops: `cpm.data.benchmark`); the per-epoch
+evaluation of training decodes the one training-size crop."""
 
 from __future__ import annotations
 
@@ -117,6 +118,11 @@ def evaluate_checkpoint(path: str | Path, *, overrides: dict[str, Any] | None = 
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     _, val_set = build_datasets(drop_missing_pose_files(config))
+    if config.eval.crop != "person":  # the released benchmark's crops: around the image or MPII's objpos
+        from cpm.data.benchmark import BenchmarkCrops
+
+        val_set.source = BenchmarkCrops(val_set.source, crop=config.eval.crop, crop_padding=config.data.crop_padding,
+                                        image_fraction=config.eval.image_fraction)
     if config.eval.scales != [1.0]:  # the released CPM's search over scales (cpm.targets.multiscale)
         from cpm.data.multiscale import MultiScaleDataset
 

@@ -18,14 +18,19 @@ nets differ from this project's conventions, not its layers:
 
 * the first convolution's input channels are reversed: Caffe's data layer feeds OpenCV's BGR images, this project RGB;
 * the belief channels (the output of every stage and the belief input of every refinement stage) are reordered from
-  the released nets' part order (``CAFFE_PARTS``: head, neck, right shoulder ... left ankle, background last) into
-  that of ``data.skeleton``; every part must be a joint of it (``lsp14`` has all 14);
+  the released nets' part order into that of ``data.skeleton``, background last: ``CAFFE_PARTS`` (head, neck, right
+  shoulder ... left ankle) for the 14-part LSP and MPII nets, whose parts ``lsp14`` has; ``FLIC_PARTS`` (left
+  shoulder ... right hip, head: FLIC's nose) for the 9-part FLIC net, whose parts experiments/caffe_flic.toml's
+  ``flic9`` skeleton has;
 * nothing else: the stage inputs' concatenation order is the config's (``model.beliefs_first``), which must be the
   released net's, [features, beliefs, centre] for the LSP/FLIC nets and [beliefs, features, centre] for the VGG MPII
   net, and is checked here.
 
-The released nets read (pixel - 128) / 256 (``data.input_scale = "caffe"``): `experiments/caffe_lsp.toml` and
-`experiments/caffe_mpii.toml` are their configs.
+The released nets read (pixel - 128) / 256 (``data.input_scale = "caffe"``) and round their pools up
+(``model.caffe_pooling``). One config per released definition (testing/config.m pairs the weights with them):
+`experiments/caffe_lsp.toml` the 9x9 centre-map net (LEEDS_PC pose_iter_395000, MPI pose_iter_630000 and
+pose_iter_985000_addLEEDS), `experiments/caffe_mpii.toml` the VGG-19 net (MPI pose_iter_320000),
+`experiments/caffe_flic.toml` the FLIC net (pose_iter_40000).
 """
 
 from __future__ import annotations
@@ -43,12 +48,16 @@ from cpm.config import Config
 from cpm.errors import CPMError, first_line
 from cpm.skeleton import get_skeleton
 
-__all__ = ["CAFFE_PARTS", "caffe_layer_names", "caffe_messages", "convert_caffemodel", "read_caffemodel",
-           "write_caffemodel"]
+__all__ = ["CAFFE_PARTS", "FLIC_PARTS", "caffe_layer_names", "caffe_messages", "convert_caffemodel",
+           "read_caffemodel", "write_caffemodel"]
 
 # The part order of the released 14-part nets (testing/config.m, part_str), as this project's joint names.
 CAFFE_PARTS = ("head_top", "neck", "right_shoulder", "right_elbow", "right_wrist", "left_shoulder", "left_elbow",
                "left_wrist", "right_hip", "right_knee", "right_ankle", "left_hip", "left_knee", "left_ankle")
+# The FLIC net's 9 parts (config.m model 4: Lsho, Lelb, Lwri, Rsho, Relb, Rwri, Lhip, Rhip, head; run_benchmark.m
+# scores "head" against FLIC's nose).
+FLIC_PARTS = ("left_shoulder", "left_elbow", "left_wrist", "right_shoulder", "right_elbow", "right_wrist", "left_hip",
+              "right_hip", "nose")
 _INSTALL = "the protobuf package reads .caffemodel files: pip install 'cpm[caffe]'"
 _MESSAGES: dict[str, Any] = {}
 
@@ -230,21 +239,23 @@ def _check_released_design(config: Config) -> None:
     wanted = {"model.in_channels": (m.in_channels, 3), "model.batch_norm": (m.batch_norm, False),
               "model.center_map": (m.center_map, True), "model.center_pool": (m.center_pool, True),
               "model.background": (m.background, True),
-              "model.beliefs_first": (m.beliefs_first, m.backbone == "vgg19")}
-    if m.backbone == "cpm":
-        wanted["model.caffe_pooling"] = (m.caffe_pooling, True)
+              "model.beliefs_first": (m.beliefs_first, m.backbone == "vgg19"),
+              "model.caffe_pooling": (m.caffe_pooling, True)}
     for key, (value, expected) in wanted.items():
         if value != expected:
             raise CPMError(f"{key} = {value!r}: the released {m.backbone} net has {expected!r}")
 
 
 def _belief_order(skeleton_name: str) -> np.ndarray:
-    """Caffe belief channel c -> this model's channel ``order[c]``; the background stays last."""
+    """Caffe belief channel c -> this model's channel ``order[c]``; the background stays last. The released part
+    order is the one (`CAFFE_PARTS`, `FLIC_PARTS`) whose parts are exactly the skeleton's joints."""
     skeleton = get_skeleton(skeleton_name)
-    if skeleton.num_joints != len(CAFFE_PARTS) or any(name not in skeleton.joint_names for name in CAFFE_PARTS):
-        raise CPMError(f"data.skeleton = {skeleton_name!r}: the released nets predict {', '.join(CAFFE_PARTS)}; "
-                       "use data.skeleton = 'lsp14'")
-    return np.array([*(skeleton.index(name) for name in CAFFE_PARTS), len(CAFFE_PARTS)])
+    for parts in (CAFFE_PARTS, FLIC_PARTS):
+        if skeleton.num_joints == len(parts) and set(parts) <= set(skeleton.joint_names):
+            return np.array([*(skeleton.index(name) for name in parts), len(parts)])
+    raise CPMError(f"data.skeleton = {skeleton_name!r}: the released LSP and MPII nets predict "
+                   f"{', '.join(CAFFE_PARTS)} (data.skeleton = 'lsp14'), the FLIC net {', '.join(FLIC_PARTS)} "
+                   "(experiments/caffe_flic.toml's skeleton)")
 
 
 def convert_caffemodel(path: str | Path, config: Config, out: str | Path) -> dict[str, Any]:
@@ -272,8 +283,10 @@ def convert_caffemodel(path: str | Path, config: Config, out: str | Path) -> dic
             raise CPMError(f"{path}: layer {caffe_name!r} has {len(blobs)} blobs, a convolution with bias has 2")
         expected = tuple(state[f"{module_name}.weight"].shape)
         if role == "beliefs" and blobs[0].shape[:1] != expected[:1]:
-            raise CPMError(f"{path}: layer {caffe_name!r} predicts {blobs[0].shape[0] - 1} parts + background; only "
-                           f"the released {len(CAFFE_PARTS)}-part nets (LSP, MPII) are mapped")
+            raise CPMError(f"{path}: layer {caffe_name!r} predicts {blobs[0].shape[0] - 1} parts + background; "
+                           f"data.skeleton = {config.data.skeleton!r} has {expected[0] - 1} (the released nets: "
+                           f"{len(CAFFE_PARTS)} parts for LSP and MPII: experiments/caffe_lsp.toml, caffe_mpii.toml; "
+                           f"{len(FLIC_PARTS)} for FLIC, experiments/caffe_flic.toml)")
         weight, bias = _fitted(blobs[0], expected), _fitted(blobs[1], expected[:1])
         if weight is None or bias is None:
             raise CPMError(f"{path}: layer {caffe_name!r} has weights {blobs[0].shape} and bias {blobs[1].shape}, "

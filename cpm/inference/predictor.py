@@ -95,6 +95,7 @@ class Predictor:
     input_scale: str = "unit"  # data.input_scale of the checkpoint's config
     scales: tuple[float, ...] = (1.0,)  # eval.scales: the maps of these crops are averaged (cpm.targets.multiscale)
     depth: DepthSpec = DEFAULT_DEPTH  # data.depth of the checkpoint: the near / far range of its nearness gray
+    pad_value: float = 0.0  # data.pad_value: crop pixels outside the image (128 for the released Caffe nets)
 
     @property
     def has_beliefs(self) -> bool:
@@ -180,7 +181,7 @@ def load_predictor(path: str | Path, device: str | None = None, *, device_name: 
                      input_size=config.data.input_size, in_channels=model.in_channels,
                      crop_padding=config.data.crop_padding, decoder=decoder, device=device,
                      checkpoint=Path(path), input_scale=config.data.input_scale, scales=scales,
-                     depth=DepthSpec.of(config.data.depth))
+                     depth=DepthSpec.of(config.data.depth), pad_value=config.data.pad_value)
 
 
 def person_crop(image_shape: tuple[int, ...], *, crop_padding: float, center: Sequence[float] | None = None,
@@ -243,7 +244,7 @@ def predict_images(predictor: Predictor, images: Sequence[np.ndarray], *, center
         if side <= 0:
             raise CPMError(f"--bbox {box}: the box has no extent")
         matrix = crop_matrix(crop_center, side, size)
-        crops.append(warp_image(image, matrix, size))
+        crops.append(warp_image(image, matrix, size, fill=predictor.pad_value))
         matrices.append(matrix)
         crop_centers.append(crop_center)
         sides.append(side)
@@ -258,8 +259,8 @@ def predict_images(predictor: Predictor, images: Sequence[np.ndarray], *, center
         outputs, scale_matrices = [], []
         for scale in predictor.scales:
             scaled = [crop_matrix(c, side / scale, size) for c, side in zip(crop_centers, sides, strict=True)]
-            inputs = _model_input(predictor, [warp_image(image, m, size) for image, m in zip(images, scaled,
-                                                                                             strict=True)])
+            inputs = _model_input(predictor, [warp_image(image, m, size, fill=predictor.pad_value)
+                                              for image, m in zip(images, scaled, strict=True)])
             outputs.append([o.float() for o in model(inputs, center_map)])
             scale_matrices.append(np.stack(scaled))
         relative = relative_affines(torch.from_numpy(np.stack(matrices)),

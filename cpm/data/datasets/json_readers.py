@@ -71,23 +71,26 @@ def is_number(text: str) -> bool:
 
 def read_mpii_json(path: str | Path, *, image_root: str | Path | None = None) -> ImageSamples:
     """HRNet's / mmpose's MPII list ``[{"image", "center", "scale", "joints": 16x[x, y], "joints_vis": 16}]``,
-    1-based MATLAB pixels. ``joints_vis`` 1 -> v = 2, 0 -> unlabeled (the list keeps no occlusion flag)."""
+    1-based MATLAB pixels. ``joints_vis`` 1 -> v = 2, 0 -> unlabeled (the list keeps no occlusion flag). ``center``
+    and ``scale`` (MPII's objpos and scale) are kept as the samples' annotated position."""
     path = Path(path)
     entries = read_json(path)
     if not isinstance(entries, list):
         raise CPMError(f"{path}: expected a JSON list of MPII entries")
     root = image_folder(path, image_root)
-    images, keypoints = [], []
+    images, keypoints, annotated = [], [], []
     for n, entry in enumerate(entries):
         where = f"{path}: entry {n}"
         images.append(resolve_image(root, str(json_key(entry, "image", where)), where))
+        center = np.asarray(entry.get("center", [np.nan, np.nan]), dtype=np.float64).reshape(-1)
+        annotated.append([*(center[:2] - 1), float(entry.get("scale", np.nan))] if center.size == 2 else [np.nan] * 3)
         joints = np.asarray(json_key(entry, "joints", where), dtype=np.float64)
         visible = np.asarray(json_key(entry, "joints_vis", where), dtype=np.float64).reshape(-1)
         if joints.shape != (16, 2) or visible.shape != (16,):
             raise CPMError(f"{where}: joints must be 16 x [x, y] with 16 joints_vis, got {joints.shape}")
         keypoints.append(np.concatenate([joints - 1, 2.0 * (visible[:, None] > 0)], axis=1))
     return ImageSamples(images, np.array(keypoints).reshape(-1, 16, 3), skeleton=MPII_16.name, where=str(path),
-                        num_joints=16)
+                        num_joints=16, annotated=np.array(annotated))
 
 
 def read_coco(path: str | Path, *, image_root: str | Path | None = None) -> ImageSamples:

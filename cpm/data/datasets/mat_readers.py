@@ -36,7 +36,8 @@ def read_lsp(root: str | Path, *, joints: str = "joints.mat") -> ImageSamples:
 
 def read_mpii_mat(path: str | Path, *, image_root: str | Path, train_only: bool = True) -> ImageSamples:
     """The official ``mpii_human_pose_v1_u12_1.mat``: ``RELEASE.annolist`` (image.name, annorect with
-    annopoints.point x, y, id, is_visible) and ``RELEASE.img_train``; one sample per annotated person."""
+    annopoints.point x, y, id, is_visible, objpos and scale) and ``RELEASE.img_train``; one sample per annotated
+    person, its objpos and scale kept as the annotated position."""
     path = Path(path)
     mat = load_mat(path)
     if "RELEASE" not in mat:
@@ -47,7 +48,7 @@ def read_mpii_mat(path: str | Path, *, image_root: str | Path, train_only: bool 
     except (ValueError, KeyError):
         raise CPMError(f"{path}: RELEASE has no annolist or img_train") from None
     root = Path(image_root)
-    images, keypoints = [], []
+    images, keypoints, annotated = [], [], []
     for n, entry in enumerate(annolist):
         if train_only and not (n < len(train) and train[n] == 1):
             continue
@@ -67,9 +68,22 @@ def read_mpii_mat(path: str | Path, *, image_root: str | Path, train_only: bool 
                 person[joint] = [x - 1, y - 1, 1.0 if occluded else 2.0]
             images.append(resolve_image(root, name, f"{path}: annolist entry {n + 1}"))
             keypoints.append(person)
+            annotated.append(_objpos_scale(rect))
     if not keypoints:
         raise CPMError(f"{path}: no annotated people")
-    return ImageSamples(images, np.array(keypoints), skeleton=MPII_16.name, where=str(path), num_joints=16)
+    return ImageSamples(images, np.array(keypoints), skeleton=MPII_16.name, where=str(path), num_joints=16,
+                        annotated=np.array(annotated))
+
+
+def _objpos_scale(rect) -> list[float]:
+    """An MPII annorect's objpos (0-based) and scale, NaN where it has none."""
+    names = rect.dtype.names or ()
+    try:
+        objpos = rect["objpos"].ravel()[0]
+        x, y = (float(np.asarray(objpos[key]).ravel()[0]) - 1 for key in ("x", "y"))
+        return [x, y, float(np.asarray(rect["scale"]).ravel()[0])] if "scale" in names else [x, y, np.nan]
+    except (KeyError, IndexError, ValueError, TypeError):
+        return [np.nan] * 3
 
 
 # FLIC's 29 landmarks in examples.mat ``coords`` (2 x 29, NaN where absent) -> the 10 of FLIC_10.

@@ -9,7 +9,10 @@ A sample is::
 x, y are 0-based pixels; v is 0 unlabeled, 1 labeled but occluded, 2 labeled and visible. ``center`` and
 ``scale`` are the centre and the longer side of the labeled joints' bounding box, as the synthetic renderer
 gives them, so ``data.crop_padding`` means the same for every source. ``index`` is the sample's dataset index:
-its position in the reader's full list, kept by slices, `ImageSamples.subset` and `ImageSamples.exclude`.
+its position in the reader's full list, kept by slices, `ImageSamples.subset` and `ImageSamples.exclude`. A reader
+whose file annotates the person's position and size (MPII's ``objpos`` and ``scale``, 0-based pixels and height / 200)
+passes them as ``annotated``; its samples then also have ``"objpos"`` (2,) and ``"annotated_scale"``
+(`cpm.data.benchmark`, ``eval.crop = "annotated"``).
 
 One-channel images are depth frames and reach the model as nearness gray (`cpm.data.depth`): 8-bit files as they
 are, 16-bit files (and integer ``.npy``) as millimetres, float ``.npy`` / TIFF as metres; ``ImageSamples.depth``
@@ -96,7 +99,8 @@ class ImageSamples(Sequence):
     """Images (read lazily) with keypoints ``(N, K, 3)`` of ``skeleton``. ``to_default()`` maps them to ITOP_15."""
 
     def __init__(self, images: Sequence[Path], keypoints: np.ndarray, *, skeleton: str, where: str,
-                 num_joints: int | None = None, indices: Sequence[int] | None = None) -> None:
+                 num_joints: int | None = None, indices: Sequence[int] | None = None,
+                 annotated: np.ndarray | None = None) -> None:
         if len(images) == 0:
             raise CPMError(f"{where}: no samples")
         self.keypoints = check_keypoints(keypoints, num_joints or np.shape(keypoints)[1], where)
@@ -107,6 +111,10 @@ class ImageSamples(Sequence):
         self.where = where
         self.indices = list(range(len(self.images))) if indices is None else list(indices)
         self.depth: DepthSpec | None = None  # data.depth; None: a one-channel file's dtype tells its encoding
+        # (N, 3) objpos x, y and scale as annotated (NaN where a person has none), or None
+        self.annotated = None if annotated is None else np.asarray(annotated, dtype=np.float64).reshape(-1, 3)
+        if self.annotated is not None and len(self.annotated) != len(self.keypoints):
+            raise CPMError(f"{where}: {len(self.annotated)} annotated positions for {len(self.keypoints)} people")
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -117,8 +125,11 @@ class ImageSamples(Sequence):
         n = self.indices[i]
         keypoints = self.keypoints[n]
         center, scale = person_box(keypoints)
-        return {"image": load_image(self.images[n], self.depth), "keypoints": keypoints, "center": center,
-                "scale": scale, "index": n}
+        sample = {"image": load_image(self.images[n], self.depth), "keypoints": keypoints, "center": center,
+                  "scale": scale, "index": n}
+        if self.annotated is not None and np.isfinite(self.annotated[n]).all():
+            sample["objpos"], sample["annotated_scale"] = self.annotated[n, :2].astype(np.float32), self.annotated[n, 2]
+        return sample
 
     def subset(self, positions: Sequence[int]) -> ImageSamples:
         """The samples at ``positions`` (of this sequence), sharing the arrays."""

@@ -18,6 +18,7 @@ from cpm.evaluation.metrics import (
     pdj_curve,
     plot_curves,
 )
+from cpm.evaluation.protocols import PCP_PARTS, pcp_parts
 from cpm.skeleton import ITOP_15, LSP_14
 
 
@@ -156,6 +157,45 @@ def test_pcp_skips_unlabeled_limbs_and_excludes_zero_length_ones():
     assert result.per_limb[0] == 1.0 and np.isnan(result.per_limb[1])
     with pytest.raises(ValueError, match="PCP kind"):
         pcp(truth[..., :2], truth, [(0, 1)], kind="medium")
+
+
+def test_strict_pcp_of_the_lsp_sticks_by_hand():
+    """Two people in LSP order, standing: legs 40 px per bone, upper arms 30, forearms 20, head 20, torso (hips'
+    midpoint to shoulders' midpoint) 60. A part is correct when both predicted ends are within half its length."""
+    joints = {"right_ankle": (0, 100), "right_knee": (0, 60), "right_hip": (0, 20), "left_hip": (20, 20),
+              "left_knee": (20, 60), "left_ankle": (20, 100), "right_wrist": (-10, 10), "right_elbow": (-10, -10),
+              "right_shoulder": (-10, -40), "left_shoulder": (30, -40), "left_elbow": (30, -10),
+              "left_wrist": (30, 10), "neck": (10, -50), "head_top": (10, -70)}
+    truth = labeled([[joints[name] for name in LSP_14.joint_names]] * 2)
+    predictions = truth[..., :2].copy()
+    moved = {"right_ankle": (19, 0),  # right lower leg: 19 <= 20, correct
+             "right_hip": (0, 21),  # right upper leg: 21 > 20, wrong (the torso's end moves 10.5 <= 30)
+             "left_ankle": (20, 0),  # left lower leg: exactly half its length, correct
+             "right_wrist": (10, 0),  # right forearm: 10 <= 10, correct
+             "right_shoulder": (0, 16),  # right upper arm: 16 > 15, wrong (the torso's end moves 8)
+             "head_top": (11, 0)}  # head: 11 > 10, wrong
+    for name, offset in moved.items():
+        predictions[0, LSP_14.joint_names.index(name)] += offset
+    # person 2, predicted exactly: a head of zero length (excluded) and an unlabeled left wrist (not counted)
+    truth[1, LSP_14.joint_names.index("head_top"), :2] = joints["neck"]
+    predictions[1, LSP_14.joint_names.index("head_top")] = joints["neck"]
+    truth[1, LSP_14.joint_names.index("left_wrist"), 2] = 0
+    result = pcp_parts(predictions, truth, LSP_14.joint_names, PCP_PARTS["lsp"])
+    assert result["parts"] == {"lower legs": 100.0, "upper legs": 75.0, "lower arms": 100.0, "upper arms": 75.0,
+                               "head": 0.0, "torso": 100.0}
+    assert (result["counted"], result["excluded"]) == (10 + 8, 1)
+    assert result["mean"] == pytest.approx(100 * (7 + 8) / 18)
+
+
+def test_pcp_parts_are_those_whose_joints_are_scored():
+    cpm_flic_9 = ("left_shoulder", "left_elbow", "left_wrist", "right_shoulder", "right_elbow", "right_wrist",
+                  "left_hip", "right_hip", "nose")  # no neck: FLIC's head and torso sticks cannot be formed
+    truth = labeled(np.arange(18, dtype=float).reshape(1, 9, 2) * [1, 7])
+    result = pcp_parts(truth[..., :2], truth, cpm_flic_9, PCP_PARTS["flic"])
+    assert list(result["parts"]) == ["lower arms", "upper arms"] and result["mean"] == 100.0
+    assert pcp_parts(truth[..., :2], truth, ("nose", "neck"), PCP_PARTS["lsp"]) is None
+    assert [part for part, _, _ in PCP_PARTS["mpii"]][-2:] == ["head", "torso"]
+    assert PCP_PARTS["mpii"][-2][1] == ("upper_neck",)
 
 
 def test_epe_is_the_mean_pixel_distance_over_labeled_finite_joints():

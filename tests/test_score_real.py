@@ -80,6 +80,7 @@ def test_mpii_ground_truth_scored_against_itself_is_100_percent(shared_data, tmp
     result = score(gt, tmp_path / "self.mat", "mpii")
     assert (result["mean"], result["excluded"]) == (100.0, 0)
     assert result["not_in_mean"] == ["pelvis", "thorax"]
+    assert result["pcp"]["mean"] == 100.0 and set(result["pcp"]["parts"].values()) == {100.0}
 
 
 @pytest.mark.parametrize("fraction, expected", [(0.3, 100.0), (0.7, 0.0)])
@@ -207,6 +208,7 @@ def test_cpm_score_command_prints_markdown_or_json(shared_data, capsys):
     assert run_score(parser.parse_args(argv)) == 0
     table = capsys.readouterr().out
     assert "| 97.59 | 95.03 |" in table and "| nose | 99.41 |" in table
+    assert "strict PCP" in table and "| lower arms | upper arms | mean |" in table  # the 9 joints have no neck
     assert run_score(parser.parse_args(argv + ["--json"])) == 0
     assert json.loads(capsys.readouterr().out)["groups"]["wrists"] == pytest.approx(95.03, abs=0.005)
 

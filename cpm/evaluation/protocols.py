@@ -19,6 +19,13 @@ Protocols (all pooled over the counted joints; distances compared with ``<=``):
   or Tompson's own ``keypointsAll`` detections.
 - ``pdj``: the PDJ curve (fraction within a x torso, a in 0..0.5), its AUC, and a table at a = 0.1..0.5.
 
+Every protocol also reports strict PCP (percentage of correct parts; Ferrari et al. 2008, Eichner et al. 2012): a
+part is correct when both its predicted endpoints lie within half the part's ground-truth length of its true ones.
+The parts are eval_pose's sticks (``keypoints2sticks.m``, `PCP_PARTS`): on LSP the lower and upper legs and arms,
+the head (neck - head top) and the torso (hips' midpoint - shoulders' midpoint); on FLIC the arms, the head (nose -
+neck) and the torso (neck - hips' midpoint); on MPII the LSP parts with its upper neck for the neck. A part counts
+where all of its joints are labeled and it has a length; left and right parts are pooled, as the joints of a group.
+
 Groups (``metrics.joint_groups``) pool their joints: the LSP head is neck + head top, which reproduces the
 CPM paper's LSP table; on MPII the head is the head top alone and pelvis and thorax stay out of the mean, as in
 HRNet's and mmpose's MPII tables (whose groups average left and right instead of pooling: equal when the counts
@@ -29,6 +36,7 @@ pixels (over labeled joints with finite predictions).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,10 +57,11 @@ from cpm.evaluation.metrics import (
     normaliser_size,
     pck_curve,
     pck_table,
+    pcp,
     plot_curves,
 )
 
-__all__ = ["PROTOCOLS", "score", "format_table"]
+__all__ = ["PCP_PARTS", "PROTOCOLS", "format_table", "pcp_parts", "score"]
 
 LSP_TEST = slice(1000, 2000)  # LSP images 1001-2000 are the test set
 
@@ -77,6 +86,26 @@ PROTOCOLS = {
 }
 PDJ_TABLE = (0.1, 0.2, 0.3, 0.4, 0.5)
 MPII_NOT_IN_MEAN = ("pelvis", "thorax")
+PCP_ALPHA = 0.5  # strict PCP: both endpoints within half the part's length
+
+
+def _limbs(side: str) -> tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...]:
+    """The lower and upper legs and arms of one side (``right`` or ``left``), each from its outer joint."""
+    limbs = (("lower legs", "ankle", "knee"), ("upper legs", "knee", "hip"), ("lower arms", "wrist", "elbow"),
+             ("upper arms", "elbow", "shoulder"))
+    return tuple((part, (f"{side}_{a}",), (f"{side}_{b}",)) for part, a, b in limbs)
+
+
+_LSP_PARTS = (*_limbs("right"), *_limbs("left"), ("head", ("neck",), ("head_top",)),
+              ("torso", ("right_hip", "left_hip"), ("right_shoulder", "left_shoulder")))
+# PCP's parts per ground-truth layout: (part, the joints averaged into one end, those of the other).
+PCP_PARTS: dict[str, tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...]] = {
+    "lsp": _LSP_PARTS,
+    "lspet": _LSP_PARTS,
+    "flic": (*(limb for limb in _LSP_PARTS if "arms" in limb[0]), ("head", ("nose",), ("neck",)),
+             ("torso", ("neck",), ("right_hip", "left_hip"))),
+    "mpii": tuple((part, tuple("upper_neck" if j == "neck" else j for j in a), b) for part, a, b in _LSP_PARTS),
+}
 
 
 def _align(gt: GroundTruth, predictions: np.ndarray, gt_path, pred_path):
@@ -116,16 +145,11 @@ def score(gt_path: str | Path, pred_path: str | Path, protocol: str, *, threshol
     """Score a prediction file against a ground-truth file. Percentages; None where nothing was counted.
 
     Returns {"protocol", "description", "gt", "pred", "samples", "metric", "threshold", "normaliser", "mean",
-    "groups": {group: %}, "joints": {name: %}, "counted", "excluded", "auc", "epe_px"}, and for ``pdj`` also
-    "curve": {"thresholds", group: [%]...} and "table": {a: {group: %}}. ``plot``: write the curves per group
-    (over [0, threshold], or 0..0.5 for ``pdj``) to this PNG and add its path as "plot".
+    "groups": {group: %}, "joints": {name: %}, "counted", "excluded", "auc", "epe_px", "pcp"} ("pcp": `pcp_parts`),
+    and for ``pdj`` also "curve": {"thresholds", group: [%]...} and "table": {a: {group: %}}. ``plot``: write the
+    curves per group (over [0, threshold], or 0..0.5 for ``pdj``) to this PNG and add its path as "plot".
     """
-    if protocol not in PROTOCOLS:
-        raise CPMError(f"unknown protocol {protocol!r}; known: {', '.join(PROTOCOLS)}")
-    spec = PROTOCOLS[protocol]
-    threshold = spec.threshold if threshold is None else float(threshold)
-    if not 0 < threshold <= 1:
-        raise CPMError(f"threshold {threshold} must lie in (0, 1]")
+    spec, threshold = _protocol(protocol, threshold)
     if plot is not None and not Path(plot).parent.is_dir():
         raise CPMError(f"{plot}: the folder for the plot does not exist")
     gt = read_ground_truth(gt_path)
@@ -134,20 +158,9 @@ def score(gt_path: str | Path, pred_path: str | Path, protocol: str, *, threshol
                        f"(it takes {', '.join(spec.layouts)})")
     predictions = read_predictions(pred_path)
     joints, samples = _align(gt, predictions, gt_path, pred_path)
-
-    if spec.normaliser == "torso":
-        torso = (gt.joint_names.index("left_shoulder"), gt.joint_names.index("right_hip"))
-        normaliser = normaliser_size("torso", gt.keypoints, torso=torso)  # on all ground-truth joints
-    else:
-        normaliser = normaliser_size("head", gt.keypoints, head_boxes=gt.head_boxes)
-    keypoints, normaliser = gt.keypoints[samples][:, joints], normaliser[samples]  # (N, K, 3), (N,)
+    keypoints, normaliser = gt.keypoints[samples][:, joints], _normaliser(gt, spec)[samples]  # (N, K, 3), (N,)
     names = tuple(gt.joint_names[j] for j in joints)
-    groups = joint_groups(names)
-    keep = list(range(len(names)))
-    if gt.layout == "mpii":  # as the MPII tables of HRNet and mmpose: head = head top, no pelvis/thorax in the mean
-        groups["head"] = [names.index("head_top")]
-        keep = [k for k, name in enumerate(names) if name not in MPII_NOT_IN_MEAN]
-
+    groups, keep = _groups(names, gt.layout)
     table = pck_table(predictions, keypoints, normaliser, threshold, names, mean_joints=keep, groups=groups)
     thresholds = PDJ_THRESHOLDS if spec.curve else np.linspace(0, threshold, 21)
     curves = _group_curves(pck_curve(predictions, keypoints, normaliser, thresholds).per_joint,
@@ -163,6 +176,7 @@ def score(gt_path: str | Path, pred_path: str | Path, protocol: str, *, threshol
         "counted": table.counted, "excluded": table.excluded,
         "auc": _percent(auc(thresholds, [np.nan if v is None else v / 100 for v in curves["mean"]])),
         "epe_px": None if math.isnan(end_point_error) else end_point_error,
+        "pcp": pcp_parts(predictions, keypoints, names, PCP_PARTS[gt.layout]),
     }
     if spec.curve:
         result["metric"] = f"PDJ@{threshold:g}"
@@ -174,6 +188,59 @@ def score(gt_path: str | Path, pred_path: str | Path, protocol: str, *, threshol
         title = f"{'PDJ' if spec.curve else result['metric']} curve, {Path(pred_path).name}"
         result["plot"] = str(plot_curves(thresholds, fractions, plot, title=title))
     return result
+
+
+def _protocol(protocol: str, threshold: float | None) -> tuple[Protocol, float]:
+    """The protocol named ``protocol`` and the threshold to score at (its own unless given)."""
+    if protocol not in PROTOCOLS:
+        raise CPMError(f"unknown protocol {protocol!r}; known: {', '.join(PROTOCOLS)}")
+    spec = PROTOCOLS[protocol]
+    threshold = spec.threshold if threshold is None else float(threshold)
+    if not 0 < threshold <= 1:
+        raise CPMError(f"threshold {threshold} must lie in (0, 1]")
+    return spec, threshold
+
+
+def _normaliser(gt: GroundTruth, spec: Protocol) -> np.ndarray:
+    """(N,) the torso (left shoulder - right hip) or head size of every ground-truth sample, on all its joints."""
+    if spec.normaliser == "torso":
+        torso = (gt.joint_names.index("left_shoulder"), gt.joint_names.index("right_hip"))
+        return normaliser_size("torso", gt.keypoints, torso=torso)
+    return normaliser_size("head", gt.keypoints, head_boxes=gt.head_boxes)
+
+
+def _groups(names: tuple[str, ...], layout: str) -> tuple[dict[str, list[int]], list[int]]:
+    """The joint groups of ``names`` and the joints of the mean: on MPII, as the tables of HRNet and mmpose, the
+    head is the head top and pelvis and thorax stay out of the mean."""
+    groups = joint_groups(names)
+    keep = list(range(len(names)))
+    if layout == "mpii":
+        groups["head"] = [names.index("head_top")]
+        keep = [k for k, name in enumerate(names) if name not in MPII_NOT_IN_MEAN]
+    return groups, keep
+
+
+def pcp_parts(predictions: np.ndarray, keypoints: np.ndarray, names: Sequence[str],
+              parts: Sequence[tuple[str, tuple[str, ...], tuple[str, ...]]]) -> dict | None:
+    """Strict PCP of ``predictions`` (N, K, 2) against ``keypoints`` (N, K, 3) whose joints are ``names``, on the
+    ``parts`` (`PCP_PARTS`) whose joints are all there: {"mean": %, "parts": {part: %} pooled over left and right,
+    "counted": parts counted, "excluded": labeled parts of zero length}; None when no part can be formed. An end of
+    several joints is their midpoint, labeled where all of them are."""
+    index = {name: k for k, name in enumerate(names)}
+    usable = [part for part in parts if all(j in index for j in (*part[1], *part[2]))]
+    if not usable:
+        return None
+    ends = [[index[j] for j in end] for _, *pair in usable for end in pair]  # 2P ends, each a list of joints
+    truth = np.stack([np.concatenate([keypoints[:, end, :2].mean(axis=1), keypoints[:, end, 2:].min(axis=1)], axis=-1)
+                      for end in ends], axis=1)  # (N, 2P, 3)
+    predicted = np.stack([np.asarray(predictions, dtype=np.float64)[:, end, :2].mean(axis=1) for end in ends], axis=1)
+    limbs = [(2 * p, 2 * p + 1) for p in range(len(usable))]
+    overall = pcp(predicted, truth, limbs, alpha=PCP_ALPHA)
+    names_in_order = list(dict.fromkeys(part for part, _, _ in usable))
+    by_part = {name: pcp(predicted, truth, [limbs[p] for p, part in enumerate(usable) if part[0] == name],
+                         alpha=PCP_ALPHA).mean for name in names_in_order}
+    return {"mean": _percent(overall.mean), "parts": {name: _percent(value) for name, value in by_part.items()},
+            "counted": overall.counted, "excluded": overall.excluded}
 
 
 def _cell(value) -> str:
@@ -196,6 +263,11 @@ def format_table(result: dict) -> str:
                   "| " + " | ".join(_cell(v) for v in values) + " |", "",
                   f"{result['metric']} mean {_cell(result['mean'])} %, AUC over [0, {result['threshold']:g}] "
                   f"{_cell(result['auc'])} %, EPE {_cell(result['epe_px'])} px"]
+    if result.get("pcp"):
+        parts = result["pcp"]["parts"]
+        lines += ["", f"strict PCP (both ends within {PCP_ALPHA:g} x the part's length), {result['pcp']['counted']} "
+                  "parts counted:", "", "| " + " | ".join([*parts, "mean"]) + " |", "|" + "---:|" * (len(parts) + 1),
+                  "| " + " | ".join(_cell(v) for v in [*parts.values(), result["pcp"]["mean"]]) + " |"]
     lines += ["", f"| joint | {result['metric']} (%) |", "|---|---:|"]
     lines += [f"| {name}{' (not in mean)' if name in result['not_in_mean'] else ''} | {_cell(value)} |"
               for name, value in result["joints"].items()]

@@ -171,36 +171,61 @@ def _paired(a: list[RunRecord], b: list[RunRecord], threshold: str, a_stage: int
     return paired_difference([left[s] for s in seeds], [right[s] for s in seeds])
 
 
+def _runs_of(cells: dict[str, list[RunRecord]], stages: int, supervised: bool) -> list[RunRecord]:
+    """The runs of the T = ``stages`` cell with or without intermediate supervision (one stage: the same runs)."""
+    return cells.get(f"T{stages}-{'is' if supervised or stages == 1 else 'nois'}", [])
+
+
 def ablate_supervision_report(cells: dict[str, list[RunRecord]], note: dict, out: Path, setting: str, *,
                               extra_folder: Path, cells_config: list | None = None, **_: object) -> Path:
     stem = f"ablate-supervision-{setting}" if setting else "ablate-supervision"
     everything = [r for runs in cells.values() for r in runs]
     top, bottom = _header(note, "ablate-supervision: intermediate supervision and the number of stages", everything)
     stage_counts = sorted({int(c[1:].split("-")[0]) for c in cells if c.startswith("T")})
+    lines = top + _receptive_field_note(cells) + _supervision_table(cells, stage_counts)
+    lines += ["", "What the intervals say (generated from the table):", ""]
+    lines += [f"- {s}" for s in _supervision_sentences(cells, stage_counts)]
+    lines += _regimes_table(cells) + _stage_table(cells, [t for t in stage_counts if t > 1])
+    plt = _pyplot()
+    plots = [_plot_stages(cells, stage_counts, out / f"{stem}.png", plt),
+             _plot_learning_curves(cells, out / f"{stem}-curves.png", plt)]
+    gradients = _json_file(extra_folder / "figure5.json")
+    if gradients:
+        _plot_gradients(gradients, out / f"{stem}-gradients.png", plt)
+        plots.append(f"{stem}-gradients.png")
+        lines += ["", "Mean |gradient| of each layer's weights early in training, with and without intermediate "
+                  "supervision, under each init (the paper's Fig. 5): " + _gradient_sentence(gradients)]
+    lines += [""] + [f"![{name}]({name})" for name in plots]
+    return _write(out / f"{stem}.md", lines + bottom)
 
-    def runs_of(stages: int, supervised: bool) -> list[RunRecord]:
-        return cells.get(f"T{stages}-{'is' if supervised or stages == 1 else 'nois'}", [])
 
-    lines = top + _receptive_field_note(cells) + [
+def _supervision_table(cells: dict[str, list[RunRecord]], stage_counts: list[int]) -> list[str]:
+    """Final PCK of the last stage per T, with and without intermediate supervision, and their paired difference."""
+    lines = [
         "Final held-out PCK of the last stage, with (IS) and without (last stage only) intermediate supervision; "
         "with one stage the two are the same runs. IS − last only: the paired difference (points).", "",
         "| stages | PCK@0.2 IS | PCK@0.2 last only | IS − last only @0.2 | PCK@0.1 IS | PCK@0.1 last only | "
         "IS − last only @0.1 | n |", "|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    sentences = []
     for stages in stage_counts:
-        on, off = runs_of(stages, True), runs_of(stages, False)
+        on, off = _runs_of(cells, stages, True), _runs_of(cells, stages, False)
         row = [f"| {stages}"]
         for a in ("0.2", "0.1"):
             row += [format_mean_std([final_pck(r, a) for r in on]), format_mean_std([final_pck(r, a) for r in off])]
             row.append(format_difference(_paired(on, off, a)) if stages > 1 else "–")
         lines.append(" | ".join(row) + f" | {len(on)} / {len(off)} |")
-        if stages > 1:
-            sentences.append(conclusion("IS", "last only", _paired(on, off, "0.2"), what=f"PCK@0.2, T = {stages}"))
-    one = runs_of(1, True)
+    return lines
+
+
+def _supervision_sentences(cells: dict[str, list[RunRecord]], stage_counts: list[int]) -> list[str]:
+    """What the paired intervals say: IS against last only per T, each T against one stage, the AdamW pair and
+    the stage-wise regimes against joint IS (PCK@0.2)."""
+    sentences = [conclusion("IS", "last only", _paired(_runs_of(cells, t, True), _runs_of(cells, t, False), "0.2"),
+                            what=f"PCK@0.2, T = {t}") for t in stage_counts if t > 1]
+    one = _runs_of(cells, 1, True)
     for stages in stage_counts[1:]:
         for supervised, label in ((True, "IS"), (False, "last only")):
-            sentences.append(conclusion(f"T = {stages} ({label})", "T = 1", _paired(runs_of(stages, supervised), one,
-                                                                                    "0.2"), what="PCK@0.2"))
+            sentences.append(conclusion(f"T = {stages} ({label})", "T = 1",
+                                        _paired(_runs_of(cells, stages, supervised), one, "0.2"), what="PCK@0.2"))
     if cells.get("T4-is-adamw"):
         sentences.append(conclusion("IS", "last only", _paired(cells["T4-is-adamw"], cells.get("T4-nois-adamw", []),
                                                                "0.2"), what="PCK@0.2, T = 4, AdamW"))
@@ -208,48 +233,64 @@ def ablate_supervision_report(cells: dict[str, list[RunRecord]], note: dict, out
         if cells.get(regime):
             sentences.append(conclusion(REGIMES[regime], "joint IS", _paired(cells[regime], cells.get("T4-is", []),
                                                                              "0.2"), what="PCK@0.2, T = 4"))
-    lines += ["", "What the intervals say (generated from the table):", ""] + [f"- {s}" for s in sentences]
+    return sentences
+
+
+def _regimes_table(cells: dict[str, list[RunRecord]]) -> list[str]:
+    """The four-stage training regimes of `REGIMES` that ran: final PCK of the last stage."""
     regimes = {label: cells.get(cell, []) for cell, label in REGIMES.items()}
-    lines += ["", "Four stages, the paper's training regimes at equal images (stage-wise phases each train on an "
-              "equal share of the joint run's frames) and the optimiser (final PCK of the last stage):", "",
-              "| regime | PCK@0.2 | PCK@0.1 | n |", "|---|---:|---:|---:|"]
-    lines += [f"| {label} | {format_mean_std([final_pck(r, '0.2') for r in runs])} | "
-              f"{format_mean_std([final_pck(r, '0.1') for r in runs])} | {len(runs)} |"
-              for label, runs in regimes.items() if runs]
-    multi = [t for t in stage_counts if t > 1]
-    if multi:
-        lines += ["", "PCK@0.2 of every stage of each multi-stage model (IS / last only):", "",
-                  "| stage | " + " | ".join(f"T = {t} IS | T = {t} last only" for t in multi) + " |",
-                  "|---:|" + "---:|---:|" * len(multi)]
-        for stage in range(1, max(multi) + 1):
-            row = []
-            for t in multi:
-                for supervised in (True, False):
-                    row.append(format_mean_std([final_pck(r, "0.2", stage) for r in runs_of(t, supervised)])
-                               if stage <= t else "")
-            lines.append(f"| {stage} | " + " | ".join(row) + " |")
-    plt = _pyplot()
+    lines = ["", "Four stages, the paper's training regimes at equal images (stage-wise phases each train on an "
+             "equal share of the joint run's frames) and the optimiser (final PCK of the last stage):", "",
+             "| regime | PCK@0.2 | PCK@0.1 | n |", "|---|---:|---:|---:|"]
+    return lines + [f"| {label} | {format_mean_std([final_pck(r, '0.2') for r in runs])} | "
+                    f"{format_mean_std([final_pck(r, '0.1') for r in runs])} | {len(runs)} |"
+                    for label, runs in regimes.items() if runs]
+
+
+def _stage_table(cells: dict[str, list[RunRecord]], multi: list[int]) -> list[str]:
+    """PCK@0.2 of every stage of each multi-stage model (T in ``multi``), with and without IS."""
+    if not multi:
+        return []
+    lines = ["", "PCK@0.2 of every stage of each multi-stage model (IS / last only):", "",
+             "| stage | " + " | ".join(f"T = {t} IS | T = {t} last only" for t in multi) + " |",
+             "|---:|" + "---:|---:|" * len(multi)]
+    for stage in range(1, max(multi) + 1):
+        row = []
+        for t in multi:
+            for supervised in (True, False):
+                row.append(format_mean_std([final_pck(r, "0.2", stage) for r in _runs_of(cells, t, supervised)])
+                           if stage <= t else "")
+        lines.append(f"| {stage} | " + " | ".join(row) + " |")
+    return lines
+
+
+def _plot_stages(cells: dict[str, list[RunRecord]], stage_counts: list[int], path: Path, plt) -> str:
+    """Final-stage PCK@0.2 against T (left) and every stage's PCK@0.2 of each multi-stage model (right)."""
     figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     for supervised, label in ((True, "intermediate supervision"), (False, "last stage only")):
-        stats = [(t, *mean_std([final_pck(r, "0.2") for r in runs_of(t, supervised)])) for t in stage_counts]
+        stats = [(t, *mean_std([final_pck(r, "0.2") for r in _runs_of(cells, t, supervised)])) for t in stage_counts]
         stats = [s for s in stats if s[3]]
         if stats:
             t, mean, std, _ = map(np.array, zip(*stats, strict=True))
             left.errorbar(t, 100 * mean, yerr=100 * std, marker="o", capsize=3, label=label)
     left.set(xlabel="stages T", ylabel="PCK@0.2 (%)", title="final stage")
     _legend(left)
-    for t in multi:
+    for t in (t for t in stage_counts if t > 1):
         for supervised, style in ((True, "-"), (False, ":")):
-            runs = runs_of(t, supervised)
+            runs = _runs_of(cells, t, supervised)
             if runs:
                 means = [100 * mean_std([final_pck(r, "0.2", s) for r in runs])[0] for s in range(1, t + 1)]
                 right.plot(range(1, t + 1), means, style, marker="o", label=f"T = {t} {'IS' if supervised else 'last'}")
     right.set(xlabel="stage", ylabel="PCK@0.2 (%)", title="per stage")
     _legend(right, fontsize=7)
     figure.tight_layout()
-    figure.savefig(out / f"{stem}.png", dpi=110)
+    figure.savefig(path, dpi=110)
     plt.close(figure)
-    plots = [f"{stem}.png"]
+    return path.name
+
+
+def _plot_learning_curves(cells: dict[str, list[RunRecord]], path: Path, plt) -> str:
+    """Held-out PCK@0.2 per epoch of the T = 4 runs: IS, last only, stage-wise then joint."""
     figure, axes = plt.subplots(figsize=(6, 4))
     for cell, style in (("T4-is", "-"), ("T4-nois", ":"), ("stagewise-joint", "--")):
         for r in cells.get(cell, []):
@@ -260,17 +301,9 @@ def ablate_supervision_report(cells: dict[str, list[RunRecord]], note: dict, out
     axes.set(xlabel="epoch", ylabel="held-out PCK@0.2 (%)", title="learning curves, T = 4")
     _legend(axes, fontsize=6)
     figure.tight_layout()
-    figure.savefig(out / f"{stem}-curves.png", dpi=110)
+    figure.savefig(path, dpi=110)
     plt.close(figure)
-    plots.append(f"{stem}-curves.png")
-    gradients = _json_file(extra_folder / "figure5.json")
-    if gradients:
-        _plot_gradients(gradients, out / f"{stem}-gradients.png", plt)
-        plots.append(f"{stem}-gradients.png")
-        lines += ["", "Mean |gradient| of each layer's weights early in training, with and without intermediate "
-                  "supervision, under each init (the paper's Fig. 5): " + _gradient_sentence(gradients)]
-    lines += [""] + [f"![{name}]({name})" for name in plots]
-    return _write(out / f"{stem}.md", lines + bottom)
+    return path.name
 
 
 def _gradient_sentence(data: dict) -> str:

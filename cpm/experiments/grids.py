@@ -11,6 +11,8 @@ Targets (also make targets of the same names):
   integral (soft-argmax) heads on the CPM trunk, VGG16 and the baseline 4-conv backbone.
 * ``compare-decoders``: every decoder of `cpm.targets.decoders` on the same trained heatmap models.
 * ``report``: the tables and plots of all three from the run directories, without training.
+* ``repair-records``: a one-off for cell summaries written before resumed runs cut their logs back to their
+  checkpoint: each epoch of the per-epoch metrics and each step of the loss curve kept once (the last written).
 
 Each cell of a grid is one `cpm.training.loop.train` call with config overrides, into ``runs/<target>/<name>``
 (``name`` ends in ``-seed<s>``). A run whose ``metrics.jsonl`` already has its final epoch is skipped, an
@@ -55,7 +57,7 @@ from cpm.experiments.runs import (
     resolve_cells,
     run_cells,
 )
-from cpm.io import write_text_atomic
+from cpm.io import fault_point, write_text_atomic
 
 TARGETS = ("ablate-supervision", "compare-heads", "compare-decoders")
 MAX_STAGES = 6
@@ -430,6 +432,7 @@ def run_target(request: GridRequest, *, runs_root: Path = Path("runs"),
         every = grid_cells(request, runs_root=runs_root, results_root=results_root, device=device, only="*")
         if figure5_cell(every) in {cell.name for cell in cells}:
             figure5(results_root / "runs" / request.target / request.setting, every, steps, device=device, log=log)
+    fault_point("report")
     return write_target_report(request, results_root=results_root, runs_root=runs_root)
 
 
@@ -456,7 +459,7 @@ def _parse_cell_sets(texts: Sequence[str]) -> dict[str, dict[str, Any]]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m cpm.experiments", description=__doc__.splitlines()[0])
-    parser.add_argument("target", choices=[*TARGETS, "report"])
+    parser.add_argument("target", choices=[*TARGETS, "report", "repair-records"])
     parser.add_argument("--config", help="TOML config the grid's cells are applied on top of (default: the defaults)")
     parser.add_argument("--set", dest="sets", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override a config value in every cell (repeatable); a cell's own factor wins")
@@ -494,6 +497,11 @@ def main(argv: list[str] | None = None) -> int:
             out = sweep_table(args.results, args.target, args.sweep, only=args.only, config=args.config,
                               where=sets, command=command)
             print(f"wrote {out}")
+            return 0
+        if args.target == "repair-records":
+            from cpm.experiments.runs import repair_summaries
+
+            repair_summaries(args.results)
             return 0
         if args.target == "report":
             wrote = 0

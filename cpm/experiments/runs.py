@@ -6,8 +6,10 @@ machines.
     runs/<target>/<setting>/<cell>-<hash>/              the training run (not committed)
     experiments/results/runs/<target>/<setting>/<cell>-<hash>.json   its summary (committed)
 
-A cell whose summary exists is done; one with a run directory resumes from its ``last.pt``; a run directory whose
-saved config has another hash is never resumed into.
+A cell whose summary exists is done; one whose ``last.pt`` holds its final epoch is summarised (its records cut
+back to that checkpoint first); one with a run directory resumes from its ``last.pt``; a run directory whose saved
+config has another hash is never resumed into. A summary is written whole or not at all, so a grid killed at any
+moment and started again trains and summarises each cell once, with the records of one uninterrupted run.
 """
 
 from __future__ import annotations
@@ -25,8 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from cpm.config import Config, apply, config_from_dict, load_config, validate
-from cpm.errors import CPMError
-from cpm.io import read_jsonl, write_text_atomic
+from cpm.errors import CheckpointError, CPMError
+from cpm.io import fault_point, last_of_each, read_jsonl, remove_orphaned_temporaries, write_text_atomic
 
 REPORT_THRESHOLDS = [0.05, 0.1, 0.2]
 # Keys that say where or how a run executes, not what it computes: left out of a cell's hash.
@@ -120,15 +122,19 @@ def resolve_cells(runs: Sequence[Run], *, base: Config, layers: Sequence[dict[st
 
 
 def is_finished(run_dir: Path, epochs: int) -> bool:
-    """True when ``metrics.jsonl`` holds the final epoch."""
-    path = run_dir / "metrics.jsonl"
+    """True when ``last.pt`` holds the final epoch (the checkpoint, not the logs, says what was trained: a row of
+    metrics.jsonl may be ahead of it or, for a moment, behind). A last.pt that cannot be read is a `CPMError`
+    naming it."""
+    from cpm.runtime.checkpoint import load_checkpoint
+
+    path = run_dir / "last.pt"
     if not path.is_file():
         return False
     try:
-        lines = read_jsonl(path)
-    except ValueError:
-        return False
-    return bool(lines) and lines[-1].get("epoch") == epochs
+        checkpoint = load_checkpoint(path)
+    except CheckpointError as error:
+        raise CPMError(f"{error}; remove {run_dir} to train the cell again") from None
+    return checkpoint["epoch"] >= epochs and not checkpoint.get("data_order", {}).get("batches", 0)
 
 
 def summarize(results: dict, *, torso: tuple[int, int], state: dict) -> dict:
@@ -190,11 +196,14 @@ def write_summary(cell: Cell, *, target: str, setting: str, wall_seconds: float,
     """The committed summary of a finished cell: resolved config, revision, per-epoch metrics, training-loss points,
     the `summarize` scores (and under each decoder of ``decoders``), wall time and machine. The wall time is the
     run's own ``run_seconds`` (all its sittings, each to its last checkpoint: a cell stopped and resumed counts what
-    one sitting would have taken), or ``wall_seconds`` for a run from before checkpoints carried it."""
+    one sitting would have taken), or ``wall_seconds`` for a run from before checkpoints carried it. The run's
+    records are first cut back to its last.pt (`cpm.training.loop.align_records`)."""
     from cpm.runtime.checkpoint import load_checkpoint
+    from cpm.training.loop import align_records
 
     run_dir = cell.run_dir
     checkpoint = load_checkpoint(run_dir / "last.pt")
+    align_records(run_dir, checkpoint)
     steps_path = run_dir / "steps.jsonl"
     data = {
         "target": target, "setting": setting, "cell": cell.name, "hash": cell.hash,
@@ -218,10 +227,49 @@ def is_cell_summary(path: Path) -> bool:
 
 
 def read_summary(path: Path) -> dict:
+    """A cell summary; one that is not whole JSON (cut short) is a `CPMError` naming it and what to do."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as error:
-        raise CPMError(f"{path}: not a readable cell summary ({error})") from None
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise CPMError(f"{path}: not a readable cell summary ({error}); restore it (git checkout), or remove it to "
+                       "summarise or train the cell again") from None
+    if not isinstance(data, dict):
+        raise CPMError(f"{path}: not a cell summary (a JSON {type(data).__name__}, not an object)")
+    return data
+
+
+def dedupe_summary(data: dict, path: Path | str = "summary") -> tuple[dict, int, int]:
+    """A cell summary with each epoch of its per-epoch metrics and each step of its loss curve once, the last one
+    written (`cpm.io.last_of_each`): a sitting killed after its last checkpoint had logged work that the resumed
+    sitting did again from that checkpoint, and only the resumed rows lead to the final weights. Returns
+    ``(summary, epochs dropped, steps dropped)``; ``train_seconds`` is summed again over the epochs kept."""
+    metrics = last_of_each(data.get("metrics", []), "epoch", path=path)
+    steps = last_of_each(data.get("steps", []), "step", path=path)
+    dropped = (len(data.get("metrics", [])) - len(metrics), len(data.get("steps", [])) - len(steps))
+    repaired = dict(data)
+    if metrics != data.get("metrics", []):
+        repaired["metrics"] = metrics
+        repaired["train_seconds"] = round(sum(line.get("train_seconds", 0.0) for line in metrics), 1)
+    if steps != data.get("steps", []):
+        repaired["steps"] = steps
+    return repaired, *dropped
+
+
+def repair_summaries(results_root: Path, log: Callable[[str], None] = print) -> list[tuple[Path, int, int]]:
+    """`dedupe_summary` on every cell summary under ``<results_root>/runs/``, rewriting those it changes (a one-off
+    for summaries written before resumed runs cut their logs back). Returns (path, epochs, steps dropped) of each."""
+    changed = []
+    for path in sorted((results_root / "runs").rglob("*.json")):
+        if not is_cell_summary(path):
+            continue
+        data = read_summary(path)
+        repaired, epochs, steps = dedupe_summary(data, path)
+        if repaired != data:
+            write_text_atomic(path, json.dumps(repaired, indent=1, sort_keys=True) + "\n")
+            log(f"{path}: {epochs} duplicated epochs and {steps} duplicated loss-curve steps removed")
+            changed.append((path, epochs, steps))
+    log(f"{len(changed)} cell summaries repaired under {results_root / 'runs'}")
+    return changed
 
 
 def _saved_hash(run_dir: Path) -> str | None:
@@ -237,10 +285,17 @@ def run_cells(cells: Sequence[Cell], *, target: str, setting: str, device: str, 
     do and an ETA from the cells measured in this sitting. Returns the summaries of all cells."""
     from cpm.training.loop import train
 
+    for folder in sorted({cell.summary_path.parent for cell in cells}):
+        for orphan in remove_orphaned_temporaries(folder) if folder.is_dir() else []:
+            log(f"{orphan}: removed (a write cut short by a stopped process)")
     todo = [cell for cell in cells if not cell.summary_path.is_file()]
+    for cell in cells:  # a summary cut short is named before anything trains
+        if cell.summary_path.is_file():
+            read_summary(cell.summary_path)
     log(f"{target} / {setting}: {len(cells) - len(todo)} of {len(cells)} cells done, {len(todo)} to do")
     durations: list[float] = []
     for index, cell in enumerate(todo, start=1):
+        fault_point("cell")
         eta = ""
         if durations:
             eta = f", about {sum(durations) / len(durations) * (len(todo) - index + 1) / 60:.0f} min left"
@@ -271,6 +326,7 @@ def run_cells(cells: Sequence[Cell], *, target: str, setting: str, device: str, 
                 train(cell.config, progress=progress, log=cell_log)
         seconds = time.perf_counter() - started
         durations.append(seconds)
+        fault_point("cell-trained")
         write_summary(cell, target=target, setting=setting, wall_seconds=seconds, device=device, decoders=decoders)
         log(f"    {cell.name}: done in {seconds / 60:.1f} min -> {cell.summary_path}")
     return [read_summary(cell.summary_path) for cell in cells if cell.summary_path.is_file()]

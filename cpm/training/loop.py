@@ -8,6 +8,13 @@ loss terms and lr every ``train.log_every`` steps), TensorBoard events, ``last.p
 stop signal ended a run) and ``best.pt`` (the epoch with the best ``train.best_metric``, by default final-stage
 PCK@0.2 when it is measured, else at the first threshold; written after the first evaluation whatever its score,
 and naming its metric under ``best``).
+
+The checkpoint is the record of what was trained, and the logs follow it: rows are written as the work is done, the
+rows up to a checkpoint reach the disk before it, and a resumed run first cuts every log back to the checkpoint it
+goes on from (`align_records`: metrics.jsonl, steps.jsonl, a grid cell's train.log; TensorBoard's ``purge_step``),
+so that a run killed anywhere (SIGKILL, a power cut) and resumed has the records of one uninterrupted run. An
+epoch's metrics.jsonl row is written after the epoch's checkpoint, which carries it (``metrics_row``) for a kill
+between the two.
 """
 
 from __future__ import annotations
@@ -15,10 +22,12 @@ from __future__ import annotations
 import functools
 import math
 import os
+import re
+import shutil
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +42,16 @@ from cpm.device import compile_model, resolve_amp, resolve_device
 from cpm.errors import CheckpointError, CPMError
 from cpm.evaluation.evaluate import evaluate
 from cpm.evaluation.report import flatten_metrics
-from cpm.io import append_jsonl
+from cpm.io import (
+    append_jsonl,
+    atomic_write,
+    fault_point,
+    last_of_each,
+    read_log,
+    remove_orphaned_temporaries,
+    sync_file,
+    write_jsonl,
+)
 from cpm.models import set_trainable_stages
 from cpm.runtime.batch import prepare_batch
 from cpm.runtime.build import (
@@ -95,6 +113,61 @@ def new_run_dir(runs_dir: str, name: str) -> Path:
         n += 1
         candidate = base / f"{name}-{n}"
     return candidate
+
+
+def _ends_with_newline(path: Path) -> bool:
+    with open(path, "rb") as file:
+        file.seek(0, os.SEEK_END)
+        if file.tell() == 0:
+            return True
+        file.seek(-1, os.SEEK_END)
+        return file.read(1) == b"\n"
+
+
+_EPOCH_LINE = re.compile(r"epoch (\d+)/\d+ \|")
+
+
+def align_records(run_dir: str | Path, checkpoint: dict, log: Callable[[str], None] = print) -> None:
+    """Cut the records of the run in ``run_dir`` back to ``checkpoint`` (the last.pt it goes on from): metrics.jsonl
+    to the epochs it completed, steps.jsonl to the steps it trained, ``train.log`` (a grid cell's log) to the lines
+    before its next epoch's. The rows of work done after the checkpoint by a sitting that was then killed go: the
+    resumed run does that work again and writes them again. A last line cut short is dropped, an epoch row that a
+    kill between the checkpoint and metrics.jsonl left out is written from the checkpoint (``metrics_row``), and the
+    temporary files of writes a killed process cut short are removed, each said in one line to ``log``; files that
+    already match are left alone."""
+    run_dir = Path(run_dir)
+    for orphan in remove_orphaned_temporaries(run_dir):
+        log(f"{orphan}: removed (a write cut short by a stopped process)")
+    epoch, step = int(checkpoint["epoch"]), int(checkpoint["step"])
+    carried = checkpoint.get("metrics_row") or {}
+    for name, key, upto in (("metrics.jsonl", "epoch", epoch), ("steps.jsonl", "step", step)):
+        path = run_dir / name
+        rows, cut = read_log(path) if path.is_file() else ([], None)
+        kept = last_of_each(rows, key, upto=upto, path=path)
+        restored = key == "epoch" and carried.get("epoch") == epoch > 0 and (not kept or kept[-1]["epoch"] < epoch)
+        if restored:
+            kept.append(carried)
+        if cut:
+            log(cut)
+        dropped = len(rows) - (len(kept) - restored)
+        if dropped:
+            log(f"{path}: cut back to the checkpoint (epoch {epoch}, step {step}): {dropped} rows of work done "
+                "after it dropped, to be done again")
+        if restored:
+            log(f"{path}: the row of epoch {epoch} written from its checkpoint (a stop before it was written)")
+        if kept != rows or cut or (path.is_file() and not _ends_with_newline(path)):
+            write_jsonl(path, kept)
+    path = run_dir / "train.log"
+    if path.is_file():
+        text = path.read_text(encoding="utf-8", errors="replace")
+        lines = text.splitlines()
+        if lines and not text.endswith("\n"):
+            lines.pop()  # a line cut short
+        later = [i for i, line in enumerate(lines) if (m := _EPOCH_LINE.match(line)) and int(m[1]) > epoch]
+        kept_lines = lines[:later[0]] if later else lines
+        if kept_lines != text.splitlines():
+            with atomic_write(path, "w") as file:
+                file.write("".join(line + "\n" for line in kept_lines))
 
 
 class TrainingInterrupted(Exception):  # noqa: N818 - a stop the user asked for, not an error
@@ -185,6 +258,36 @@ class RunState:
     seconds: float = 0.0
 
 
+@dataclass
+class EpochSums:
+    """The loss terms summed over the epoch in progress (``epoch``, ``steps``: its mean train/ terms in
+    metrics.jsonl) and over the steps since the last steps.jsonl row (``pending``, ``pending_steps``). A mid-epoch
+    last.pt of a one-process run holds them, so that the resumed epoch logs what one sitting would have."""
+
+    epoch: dict[str, torch.Tensor] = field(default_factory=dict)
+    steps: int = 0
+    pending: dict[str, torch.Tensor] = field(default_factory=dict)
+    pending_steps: int = 0
+
+    def add(self, losses: dict[str, torch.Tensor]) -> None:
+        for name, value in losses.items():
+            detached = value.detach()
+            self.epoch[name] = self.epoch.get(name, 0) + detached
+            self.pending[name] = self.pending.get(name, 0) + detached
+        self.steps += 1
+        self.pending_steps += 1
+
+    def state(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "steps": self.steps, "pending": self.pending, "pending_steps": self.pending_steps}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any] | None, device: torch.device) -> EpochSums:
+        if not state:
+            return cls()
+        return cls({k: v.to(device) for k, v in state["epoch"].items()}, int(state["steps"]),
+                   {k: v.to(device) for k, v in state["pending"].items()}, int(state["pending_steps"]))
+
+
 class Trainer:
     """One training run of ``config`` on this process: the datasets and loaders, the network (wrapped for
     DistributedDataParallel / `torch.compile` as ``network``; ``model`` is the plain module that is evaluated
@@ -201,6 +304,8 @@ class Trainer:
         self.config, self.context, self.device, self.signals = config, context, device, signals
         self.progress, self.log, self.until = progress, log, until
         self.last_metrics: dict = {}  # the last epoch's metrics.jsonl line
+        self.sums = EpochSums()  # of the epoch in progress
+        self.resumed_step: int | None = None  # the step of the checkpoint this sitting goes on from
         self.render_seconds = 0.0  # data.prerender: the rendering ahead of this epoch (in its train_seconds)
         self.started = time.perf_counter()  # reset when `run` starts; checkpoints count from here until then
         self.rank_batch = t.batch_size // context.world_size
@@ -237,7 +342,7 @@ class Trainer:
         self.optimizer, self.scheduler = build_optimizer(model, config, self.steps_per_epoch * t.epochs)
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp_dtype == torch.float16)
         self.stage_weights = build_stage_weights(config)
-        self.loss_fn = build_loss(config)
+        self.loss_fn = build_loss(config, model)
         self.selection = best_metric(config)
         self.state = RunState()
         # train.ema: the average of the weights is what evaluations score and checkpoints hold as "model"
@@ -261,11 +366,13 @@ class Trainer:
         return self.average.average if self.average is not None else self.model
 
     def checkpoint(self, batches: int = 0) -> dict[str, Any]:
-        """The checkpoint of the run as it stands; ``batches`` of the next epoch already trained (mid-epoch).
-        With ``train.ema``, "model" is the average and "raw_model" the weights training goes on from."""
+        """The checkpoint of the run as it stands; ``batches`` of the next epoch already trained (mid-epoch, with
+        the epoch's `EpochSums` when one process trains). With ``train.ema``, "model" is the average and
+        "raw_model" the weights training goes on from. "metrics_row" is the last epoch's metrics.jsonl row."""
         s = self.state
         raw = {"raw_model": self.model.state_dict()} if self.average is not None else {}
-        return {
+        sums = {"epoch_sums": self.sums.state()} if batches and not self.context.enabled else {}
+        return {**sums, "metrics_row": self.last_metrics,
             "model": self.evaluated.state_dict(), **raw, "config": self.config.to_dict(),
             "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(), "epoch": s.epoch, "step": s.step, "best_metric": s.best,
@@ -279,8 +386,14 @@ class Trainer:
         return self.state.seconds + time.perf_counter() - self.started
 
     def restore(self, checkpoint: dict, path: str | Path) -> int:
-        """Load the weights, optimiser, schedule, scaler, `RunState` and random generators of ``checkpoint``.
+        """Load the weights, optimiser, schedule, scaler, `RunState`, `EpochSums` and random generators of
+        ``checkpoint``, after cutting the run's records back to it (`align_records`) and making best.pt whole.
         Returns the batches of its epoch already trained."""
+        batches = checkpoint.get("data_order", {}).get("batches", 0)
+        if self.context.is_main:
+            align_records(self.run_dir, checkpoint, self.log)
+        self.resumed_step, self.last_metrics = int(checkpoint["step"]), checkpoint.get("metrics_row") or {}
+        self.sums = EpochSums.from_state(checkpoint.get("epoch_sums") if batches else None, self.device)
         load_model_state(self.model, checkpoint.get("raw_model", checkpoint["model"]), path)
         if self.average is not None:
             load_model_state(self.average.average, checkpoint["model"], path)
@@ -293,13 +406,33 @@ class Trainer:
         if saved["metric"] == self.selection and saved["value"] >= 0:  # (before best was named: -1 or -step)
             self.state.best, self.state.best_epoch = float(saved["value"]), int(saved.get("epoch", 0))
         set_rng_state(checkpoint["rng"])
+        if self.context.is_main and not batches and self.state.best_epoch == self.state.epoch > 0:
+            self.complete_best(path)
         if self.state.epoch >= self.config.train.epochs:
             raise CPMError(f"{path}: this run already finished its {self.config.train.epochs} epochs")
-        return checkpoint.get("data_order", {}).get("batches", 0)
+        return batches
+
+    def complete_best(self, path: str | Path) -> None:
+        """best.pt is written after last.pt: a stop between the two leaves a last.pt whose epoch is the best and an
+        older best.pt. Copy ``path`` (that last.pt) over it then."""
+        best = self.run_dir / "best.pt"
+        try:
+            held = torch.load(best, map_location="cpu", weights_only=True, mmap=True)["step"]
+        except Exception:  # noqa: BLE001 - a best.pt that cannot be read is replaced like a stale one
+            held = None
+        if held != self.state.step:
+            with open(path, "rb") as source, atomic_write(best) as file:
+                shutil.copyfileobj(source, file)
+            self.log(f"{best}: behind {path} (a stop between the two writes): copied it from {Path(path).name}")
 
     def save(self, batches: int = 0, *, is_best: bool = False) -> Path:
-        """``last.pt`` (and ``best.pt`` when ``is_best``), written by rank 0 alone. Returns the path of last.pt."""
+        """``last.pt`` (and ``best.pt`` when ``is_best``), written by rank 0 alone, once the records of the work it
+        holds are on disk. Returns the path of last.pt."""
         if self.context.is_main:
+            if self.writer is not None:
+                self.writer.flush()
+            sync_file(self.run_dir / "steps.jsonl")
+            sync_file(self.run_dir / "metrics.jsonl")
             state = self.checkpoint(batches)
             save_checkpoint(state, self.run_dir / "last.pt")
             if is_best:
@@ -328,6 +461,7 @@ class Trainer:
         for name, value in values.items():
             self.writer.add_scalar(f"train/{name}", value, self.state.step)
         append_jsonl(self.run_dir / "steps.jsonl", {"step": self.state.step, **values})
+        fault_point("steps-row")
 
     def train_epoch(self, epoch: int, skipped: int = 0) -> dict[str, float]:
         """One pass over the training loader, one `train_step` per batch (``skipped`` batches of it were trained
@@ -336,10 +470,11 @@ class Trainer:
         ``last.pt`` resumes at the next batch."""
         t, s = self.config.train, self.state
         self.network.train()
-        sums: dict[str, torch.Tensor] = {}
-        pending: dict[str, torch.Tensor] = {}
+        if not skipped:
+            self.sums = EpochSums()  # a mid-epoch resume goes on with the checkpoint's
+        sums = self.sums
         batches = skipped  # of this epoch, the resumed ones included
-        pending_steps = epoch_steps = seen = 0
+        seen = 0
         codec = self.codec_at(epoch)
         bar = tqdm(self.train_loader, desc=f"epoch {epoch + 1}/{t.epochs}", disable=not self.progress,
                    dynamic_ncols=True, leave=False)
@@ -353,23 +488,20 @@ class Trainer:
             s.step += 1
             if self.average is not None:
                 self.average.update(s.step)
-            epoch_steps += 1
             batches += 1
             seen += image.shape[0]
-            for name, value in losses.items():
-                detached = value.detach()
-                sums[name] = sums.get(name, 0) + detached
-                pending[name] = pending.get(name, 0) + detached
-            pending_steps += 1
+            sums.add(losses)
+            fault_point("step")
             at_log_step = s.step % t.log_every == 0
             if at_log_step:
-                values = read_losses(self.reduce_losses(pending) if self.reduce_losses else pending, pending_steps,
-                                     s.step)
+                pending = sums.pending
+                values = read_losses(self.reduce_losses(pending) if self.reduce_losses else pending,
+                                     sums.pending_steps, s.step)
                 values["lr"] = self.optimizer.param_groups[0]["lr"]
                 values["images_per_second"] = seen / (time.perf_counter() - start)
                 bar.set_postfix(loss=f"{values['loss']:.5f}", img_s=f"{values['images_per_second']:.0f}")
+                sums.pending, sums.pending_steps = {}, 0
                 self.log_steps(values)
-                pending, pending_steps = {}, 0
             if t.checkpoint_every and s.step % t.checkpoint_every == 0 and batches < self.steps_per_epoch:
                 self.save(batches)
             if self.should_stop(at_log_step):
@@ -377,7 +509,8 @@ class Trainer:
         bar.close()
         if batches < self.steps_per_epoch:  # a stop signal ended the epoch early
             raise TrainingInterrupted(self.signals.received or signal.SIGTERM, s.step, self.save(batches))
-        return read_losses(self.reduce_losses(sums) if self.reduce_losses and sums else sums, epoch_steps, s.step)
+        totals = sums.epoch
+        return read_losses(self.reduce_losses(totals) if self.reduce_losses and totals else totals, sums.steps, s.step)
 
     # ---- the run --------------------------------------------------------------------------------------------
 
@@ -392,15 +525,19 @@ class Trainer:
             raise CPMError(f"train.runs_dir: cannot write the run folder {self.run_dir} ({error.strerror})") from None
         from torch.utils.tensorboard import SummaryWriter  # imported late: it is slow to import
 
-        self.writer = SummaryWriter(log_dir=str(self.run_dir))
+        # a resumed run: TensorBoard hides the events a killed sitting wrote after the checkpoint
+        purge = None if self.resumed_step is None else self.resumed_step + 1
+        self.writer = SummaryWriter(log_dir=str(self.run_dir), purge_step=purge)
 
     def end_of_epoch(self, epoch: int, train_losses: dict[str, float], train_seconds: float, steps: int) -> dict:
-        """Evaluate on the held-out split, write metrics.jsonl and the summaries, log one line, keep best.pt."""
+        """Evaluate on the held-out split, write the summaries, log one line, write last.pt (and best.pt), then
+        metrics.jsonl (the checkpoint carries the row: `align_records` writes it where a stop came between)."""
         t, s = self.config.train, self.state
         results = evaluate(self.evaluated, self.val_loader, self.codec, torso=self.skeleton.torso,
                            thresholds=self.config.eval.pck_thresholds, decoder=self.config.eval.decoder,
                            device=self.device, amp_dtype=self.amp_dtype, channels_last=t.channels_last,
                            progress=self.progress, loss_fn=self.loss_fn)
+        fault_point("evaluated")
         metrics = {"epoch": epoch + 1, "step": s.step, "train_seconds": round(train_seconds, 2),
                    "elapsed_seconds": round(time.perf_counter() - self.started, 2),
                    "run_seconds": round(self.run_seconds(), 2),
@@ -411,7 +548,6 @@ class Trainer:
             for name, value in metrics.items():
                 if name.startswith(("train/", "val/")) or name == "images_per_second":
                     self.writer.add_scalar(name, value, s.step)
-            append_jsonl(self.run_dir / "metrics.jsonl", metrics)
             write_evaluation_summaries(self.writer, self.model, self.optimizer, step=s.step, results=results,
                                        val_set=self.val_set, codec=self.codec, skeleton=self.skeleton,
                                        device=self.device)
@@ -426,6 +562,10 @@ class Trainer:
         if is_best:
             s.best, s.best_epoch = score, epoch + 1
         self.save(is_best=is_best)
+        fault_point("saved")
+        if self.writer is not None:
+            append_jsonl(self.run_dir / "metrics.jsonl", metrics)
+            fault_point("metrics-row")
         return results
 
     def render_block(self, epoch: int) -> None:
@@ -433,6 +573,7 @@ class Trainer:
         training loader whose worker starts with them (the last one's worker holds the last block's frames)."""
         self.train_loader = None  # its worker ends (and frees the last block's frames) before the rendering
         started = time.perf_counter()
+        fault_point("prerender")
         # the processes of one machine (torchrun's LOCAL_WORLD_SIZE) share its cores; each renders the whole block
         sharing = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
         self.train_set.prerender(epoch, processes=max(1, usable_cores() // sharing), progress=self.progress)

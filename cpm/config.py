@@ -34,7 +34,7 @@ from cpm.skeleton import SKELETONS, load_skeleton_file, register_skeleton, skele
 HEAD_NAMES = ("heatmap", "regression", "integral")
 BACKBONE_NAMES = ("cpm", "vgg19", "vgg16", "fourconv")
 FIXED_STRIDES = {"vgg19": 8, "vgg16": 8, "fourconv": 2}  # the cpm trunk's stride follows model.trunk_widths
-REGRESSION_LOSS_NAMES = ("l2", "l1", "smooth_l1")
+REGRESSION_LOSS_NAMES = ("l2", "l1", "smooth_l1", "rle")
 DECODER_NAMES = ("argmax", "quarter", "parabola", "bicubic", "dark", "soft_argmax")
 EVAL_DECODER_NAMES = (*DECODER_NAMES, "paper")  # `cpm.targets.codecs.EVAL_DECODERS`: what eval.decoder accepts
 INIT_NAMES = ("kaiming", "caffe", "mmpose")  # `cpm.models.pose_machine.INITS`
@@ -129,7 +129,9 @@ class ModelConfig:
     (`cpm.models.build_model` builds every variant from this one section)."""
 
     head: str = "heatmap"  # heatmap (CPM belief maps) | regression (FC to K x 2) | integral (soft-argmax of each stage)
-    regression_loss: str = "l2"  # coordinate loss of the regression and integral heads: l2 | l1 | smooth_l1
+    # coordinate loss of the regression and integral heads: l2 | l1 | smooth_l1 | rle (regression head only: RLE's
+    # likelihood with a learned residual flow, Li et al. 2021; the head then also outputs a scale per joint)
+    regression_loss: str = "l2"
     regression_hidden: int = 256  # regression head: width of the hidden fully connected layer
     regression_pool: int = 4  # regression head: features average-pooled to N x N, then flattened (1 = global pool)
     # regression head's features: "backbone" (the trunk alone) or "stage1" (the trunk and stage 1 of the heatmap
@@ -439,6 +441,8 @@ def validate(config: Config) -> Config:
     if model.shared_trunk and model.backbone != "cpm":
         raise ConfigError(f"model.shared_trunk: only the cpm backbone has two trunks to share; the "
                           f"{model.backbone} backbone has one")
+    if model.regression_loss == "rle" and model.head == "integral":
+        raise ConfigError("model.regression_loss: rle needs the scale that only the regression head outputs")
     if model.backbone_weights and model.backbone not in ("vgg16", "vgg19"):
         raise ConfigError(f"model.backbone_weights: only vgg16 and vgg19 load weights, not {model.backbone!r}")
     stages = output_stages(config)

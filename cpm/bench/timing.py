@@ -93,7 +93,7 @@ class TrainStep:
         self.targets, self.weights = self.codec.encode(keypoints)
         self.center_map = self.codec.center_map(torch.full((batch, 2), (size - 1) / 2, device=device))
         self.stage_weights = build_stage_weights(config)
-        self.loss_fn = build_loss(config)
+        self.loss_fn = build_loss(config, self.model)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=1e-5)
         self.scaler = torch.amp.GradScaler(device.type, enabled=False)
         self.parameters = sum(p.numel() for p in self.model.parameters())

@@ -30,6 +30,8 @@ def run_export(args: argparse.Namespace) -> int:
     if result.get("notes"):  # what a caller feeds and reads, also in the file's metadata_props
         print(f"  input:   {result['notes']['cpm.input']}")
         print(f"  joints:  {result['notes']['cpm.joint_names']} ({result['notes']['cpm.skeleton']})")
+        if "cpm.outputs" in result["notes"]:  # an RLE head's (K, 4) outputs
+            print(f"  stages:  {result['notes']['cpm.outputs']}")
     print(f"ONNX Runtime vs PyTorch (fp32, batch of {result['check_batch']}): max abs difference "
           f"{result['max_abs_difference']:.3g} (tolerance {TOLERANCE:g})")
     return 0

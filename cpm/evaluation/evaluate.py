@@ -132,7 +132,7 @@ def evaluate_checkpoint(path: str | Path, *, overrides: dict[str, Any] | None = 
     results = evaluate(model, loader, build_codec(config), torso=get_skeleton(config.data.skeleton).torso,
                        thresholds=config.eval.pck_thresholds, decoder=config.eval.decoder, device=device,
                        amp_dtype=resolve_amp(config.train.amp, device), channels_last=channels_last,
-                       progress=progress, loss_fn=build_loss(config))
+                       progress=progress, loss_fn=build_loss(config, model))
     results["best"] = best
     return results
 

@@ -30,7 +30,7 @@ def gradient_magnitudes(overrides: dict[str, Any] | Config, *, steps: int, recor
     device = resolve_device(config.train.device)
     torch.manual_seed(config.train.seed)
     model = build_network(config).to(device)
-    codec, loss_fn = build_codec(config), build_loss(config)
+    codec, loss_fn = build_codec(config), build_loss(config, model)
     train_set, _ = build_datasets(drop_missing_pose_files(config))
     loader = make_loader(train_set, batch_size=config.train.batch_size, shuffle=True, workers=0, device=device,
                          seed=config.train.seed, drop_last=True)

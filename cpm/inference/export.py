@@ -7,7 +7,9 @@ The graph has a dynamic batch axis. Inputs: ``image`` (batch, C, N, N), normalis
 (batch, 1, N, N) for a ``center_pool`` model — a Gaussian at the person centre (`cpm.runtime.build.build_codec`'s
 ``center_map`` makes it). Outputs: ``stage1`` .. ``stageT``, every stage's belief maps (batch, K[+1], h, w);
 for a coordinate head (``model.head`` = regression or integral) every stage's (batch, K, 2) coordinates,
-normalised to the crop as `cpm.targets.codecs.RegressionCodec` decodes them.
+normalised to the crop as `cpm.targets.codecs.RegressionCodec` decodes them; an RLE head
+(``model.regression_loss = "rle"``) outputs (batch, K, 4): those coordinates, then its scale σx, σy in (0, 1)
+(normalised units; a joint's confidence is 1 - mean σ). The RLE flow trains the head and is not in the graph.
 
 The export traces the model with `torch.onnx.export` (the torch.export-based exporter, `onnxscript`), runs
 the result in ONNX Runtime on a batch of another size than the traced one (so the batch axis is shown to be
@@ -143,5 +145,9 @@ def export_notes(config, in_channels: int) -> dict[str, str]:
     scale = getattr(config.data, "input_scale", "unit")
     pixels = "(pixel / 255 - 0.5) / 0.5" if scale == "unit" else f"data.input_scale = {scale!r}"
     what = DepthSpec.of(config.data.depth).describe() if in_channels == 1 else "RGB"
-    return {"cpm.skeleton": skeleton.name, "cpm.joint_names": ",".join(skeleton.joint_names),
-            "cpm.input": f"{what}; image = {pixels}", "cpm.crop_padding": f"{config.data.crop_padding:g}"}
+    notes = {"cpm.skeleton": skeleton.name, "cpm.joint_names": ",".join(skeleton.joint_names),
+             "cpm.input": f"{what}; image = {pixels}", "cpm.crop_padding": f"{config.data.crop_padding:g}"}
+    if config.model.head == "regression" and config.model.regression_loss == "rle":
+        notes["cpm.outputs"] = ("(batch, K, 4): x, y normalised to the crop ((2 * pixel + 1) / N - 1), then RLE's "
+                                "scale sigma_x, sigma_y; confidence = 1 - mean(sigma)")
+    return notes

@@ -52,7 +52,7 @@ class Prediction:
 
     joint_names: tuple[str, ...]
     stage_keypoints: np.ndarray  # (B, T, K, 2) every stage
-    stage_confidence: np.ndarray  # (B, T, K) peak belief (1 for a coordinate head)
+    stage_confidence: np.ndarray  # (B, T, K) peak belief (1 for a coordinate head; RLE: 1 - mean σ)
     beliefs: np.ndarray | None  # (B, T, K[+1], h, w); None for direct regression
     crops: np.ndarray  # (B, N, N[, 3]) uint8, what the model saw
     matrices: np.ndarray  # (B, 2, 3) image -> crop
@@ -223,8 +223,8 @@ def predict_images(predictor: Predictor, images: Sequence[np.ndarray], *, center
     The crop of image b is centred on ``boxes[b]`` (x, y, width, height), else on ``centers[b]``, else on the
     ``bbox`` or ``center`` given for all of them, else on the image centre (`person_crop`).
 
-    Returns {"keypoints": (B, T, K, 2), "confidence": (B, T, K) peak belief (1 for a coordinate head), "beliefs":
-    (B, T, K[+1], h, w) (an integral head: each joint's soft-argmax distribution scaled to peak 1; direct
+    Returns {"keypoints": (B, T, K, 2), "confidence": (B, T, K) peak belief (1 for a coordinate head; RLE: 1 - mean σ),
+    "beliefs": (B, T, K[+1], h, w) (an integral head: each joint's soft-argmax distribution scaled to peak 1; direct
     regression: None),
     "crops": (B, N, N[, 3]) uint8 (what the model saw), "matrices": (B, 2, 3) image -> crop, "centers": (B, 2)
     and "crop_sides": (B,) in image pixels}.

@@ -11,7 +11,10 @@ all of them the same way:
   `cpm.targets.codecs.RegressionCodec` encodes them. The baseline regressor: a backbone (VGG16, its 4-conv
   net, or the CPM trunk), then average pooling to a ``pool_size`` x ``pool_size`` grid, flatten and two
   fully connected layers (``pool_size = 1`` is global average pooling; larger grids keep the layout that
-  a flatten of the feature map keeps, at any input size);
+  a flatten of the feature map keeps, at any input size); with ``model.regression_loss = "rle"`` (RLE, Li et al.
+  2021) it outputs (B, K, 4): the coordinates and a scale σ per joint and axis, in (0, 1) through a sigmoid, and owns
+  the flow (`cpm.models.realnvp.RealNVP`) that the RLE loss trains with it; the codec decodes the coordinates and
+  scores a joint 1 - mean(σ);
 * ``integral`` (`IntegralHead`): the CPM's stages, each followed by a soft-argmax (integral regression,
   Sun et al. 2018) that turns its K maps into normalised coordinates (B, K, 2), trained end to end with a
   coordinate loss: the bridge between the two. The maps are logits of a spatial softmax (no background).
@@ -37,6 +40,7 @@ from torch import nn
 from cpm.config import ModelConfig
 from cpm.models.backbones import build_backbone
 from cpm.models.pose_machine import ConvolutionalPoseMachine
+from cpm.models.realnvp import RealNVP
 from cpm.targets.decoders import soft_argmax
 
 __all__ = ["IntegralHead", "RegressionHead", "set_trainable_stages"]
@@ -66,6 +70,11 @@ class RegressionHead(nn.Module):
 
     ``forward(image, center_map=None)`` returns ``[coordinates (B, K, 2)]`` normalised to [-1, 1) over the
     crop (one stage; the centre map is not used: the crop is already centred on the person).
+
+    ``regression_loss = "rle"``: the last FC layer has 4 outputs per joint and ``forward`` returns ``[(B, K, 4)]``,
+    [μx, μy, σx, σy]: μ the coordinates as above, σ = sigmoid of the other two (RLE's scale, in normalised units;
+    1/2 at the start). ``flow`` is the RLE loss's residual density (None for the other losses); only the loss reads
+    it (`cpm.targets.losses.rle_nll`).
     """
 
     def __init__(self, config: ModelConfig | None = None, num_joints: int = 15) -> None:
@@ -83,6 +92,7 @@ class RegressionHead(nn.Module):
         self.in_channels = c.in_channels
         self.stride = c.stride
         self.out_channels = num_joints  # K coordinate pairs
+        outputs = 4 if c.regression_loss == "rle" else 2  # per joint: x, y [, σx, σy]
         if features == "stage1":
             cpm = ConvolutionalPoseMachine(replace(c, stages=1, center_map=False, center_pool=False,
                                                    checkpoint_stages=False), num_joints)
@@ -95,7 +105,7 @@ class RegressionHead(nn.Module):
         flat = self.image_features.out_channels * pool_size * pool_size
         hidden_layers = [nn.Linear(flat, hidden), nn.ReLU(inplace=True),
                          *([nn.Dropout(c.dropout)] if c.dropout > 0 else [])] if hidden else []
-        self.regressor = nn.Sequential(nn.Flatten(), *hidden_layers, nn.Linear(hidden or flat, 2 * num_joints))
+        self.regressor = nn.Sequential(nn.Flatten(), *hidden_layers, nn.Linear(hidden or flat, outputs * num_joints))
         for module in self.modules() if features == "backbone" else ():  # stage 1 keeps the CPM's own init
             if isinstance(module, nn.Conv2d):
                 nn.init.kaiming_normal_(module.weight, mode="fan_in", nonlinearity="relu")
@@ -105,6 +115,7 @@ class RegressionHead(nn.Module):
         # layer gets a gradient from the first step.
         nn.init.normal_(self.regressor[-1].weight, std=1e-3)
         nn.init.zeros_(self.regressor[-1].bias)
+        self.flow = RealNVP() if c.regression_loss == "rle" else None
 
     @property
     def num_stages(self) -> int:
@@ -112,8 +123,11 @@ class RegressionHead(nn.Module):
 
     def forward(self, image: torch.Tensor, center_map: torch.Tensor | None = None) -> list[torch.Tensor]:
         features = self.pool(self.image_features(image))  # (B, F, pool_size, pool_size)
-        coordinates = self.regressor(features).float()  # (B, 2K)
-        return [coordinates.view(-1, self.num_joints, 2)]
+        outputs = self.regressor(features).float()  # (B, 2K), or (B, 4K) with σ
+        if self.flow is None:
+            return [outputs.view(-1, self.num_joints, 2)]
+        outputs = outputs.view(-1, self.num_joints, 4)
+        return [torch.cat([outputs[..., :2], outputs[..., 2:].sigmoid()], dim=-1)]
 
 
 class IntegralHead(ConvolutionalPoseMachine):

@@ -38,10 +38,15 @@ def build_codec(config: Config, input_size: int | None = None) -> HeatmapCodec |
     return heatmaps
 
 
-def build_loss(config: Config):
+def build_loss(config: Config, model: torch.nn.Module | None = None):
     """``loss_fn(outputs, targets, weights, stage_weights)`` of `cpm.training.step`: `staged_loss`, which reads
-    belief maps or coordinates, with the config's ``model.regression_loss``."""
-    return functools.partial(staged_loss, regression_loss=config.model.regression_loss)
+    belief maps or coordinates, with the config's ``model.regression_loss``. ``rle`` trains the flow of ``model``
+    (the network `build_network` made, whose parameters the optimiser holds) with it."""
+    if config.model.regression_loss != "rle":
+        return functools.partial(staged_loss, regression_loss=config.model.regression_loss)
+    if getattr(model, "flow", None) is None:
+        raise ValueError("model.regression_loss = 'rle': build_loss needs the model, whose flow the loss trains")
+    return functools.partial(staged_loss, regression_loss="rle", flow=model.flow)
 
 
 def build_stage_weights(config: Config) -> list[float]:

@@ -223,13 +223,20 @@ class RegressionCodec:
     def decode(self, outputs: torch.Tensor, method: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """outputs (B, K, 2) normalised -> keypoints (B, K, 2) in input pixels, confidence (B, K) of ones.
 
+        Outputs (B, K, 4) [x, y, σx, σy] (an RLE head, ``model.regression_loss = "rle"``): the keypoints of x, y,
+        and confidence 1 - mean(σx, σy), as mmpose scores RLE (σ in (0, 1): the sharper, the more confident).
+
         ``method`` is ignored (a regression head has one decoding); it is accepted so that evaluation code
         can call either codec the same way.
         """
         dtype = outputs.dtype if outputs.is_floating_point() else torch.float32
-        normalised, size = self._exact(outputs)
+        normalised, size = self._exact(outputs[..., :2])
         keypoints = ((normalised + 1) * size - 1) / 2
-        return keypoints.to(dtype), torch.ones(outputs.shape[:-1], dtype=dtype, device=outputs.device)
+        if outputs.shape[-1] == 4:
+            confidence = 1 - outputs[..., 2:].to(dtype).mean(dim=-1)
+        else:
+            confidence = torch.ones(outputs.shape[:-1], dtype=dtype, device=outputs.device)
+        return keypoints.to(dtype), confidence
 
 
 class InputResolutionCenterCodec(HeatmapCodec):

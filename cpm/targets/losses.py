@@ -8,16 +8,21 @@ learn only through the gradient that flows back from the last one.
 
 Heads that output coordinates (B, K, 2) (`cpm.models.heads`) are trained with a per-joint coordinate loss
 on the normalised coordinates of `cpm.targets.codecs.RegressionCodec`, summed over x and y, weighted by the target
-weights and averaged over B x K (``REGRESSION_LOSSES``: ``l2``, the baseline; ``l1``; ``smooth_l1``).
+weights and averaged over B x K (``REGRESSION_LOSSES``: ``l2``, the baseline; ``l1``; ``smooth_l1``; ``rle``, the
+negative log-likelihood of `rle_nll` for a head that also outputs a scale σ per joint, (B, K, 4)).
 `staged_loss` reads either kind of output by its shape, so the training loop has one loss call.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F  # noqa: N812 - the usual name
 
 SMOOTH_L1_BETA = 0.05  # normalised units: quadratic within ~3 px of the truth on a 128 px crop, linear beyond
+SIGMA_EPSILON = 1e-9  # added to σ where RLE divides by it (the paper's code's guard against a scale of 0)
 
 
 def stage_weights_for(stages: int, *, intermediate_supervision: bool = True,
@@ -67,29 +72,70 @@ def _smooth_l1(error: torch.Tensor) -> torch.Tensor:
     return F.smooth_l1_loss(error, torch.zeros_like(error), reduction="none", beta=SMOOTH_L1_BETA)
 
 
-REGRESSION_LOSSES = {"l2": _squared, "l1": torch.abs, "smooth_l1": _smooth_l1}
+def _summed_over_xy(elementwise: Callable[[torch.Tensor], torch.Tensor]):
+    """A loss of the error -> per_joint(prediction, target, flow=None) (B, K): the loss summed over x and y."""
+    def per_joint(prediction: torch.Tensor, target: torch.Tensor, flow: torch.nn.Module | None = None) -> torch.Tensor:
+        return elementwise(prediction.float() - target.float()).sum(dim=-1)
+
+    return per_joint
 
 
-def coordinate_loss(prediction: torch.Tensor, target: torch.Tensor, weights: torch.Tensor, kind: str = "l2"
-                    ) -> torch.Tensor:
-    """prediction, target (B, K, 2) normalised; weights (B, K) -> mean over B x K of w_bk * sum_xy loss(error)."""
+# -log of RLE's unit density Q in one dimension at the residual r (the flow learns the rest, `rle_nll`)
+RLE_DISTRIBUTIONS = {
+    "laplace": lambda r: r.abs() + math.log(2),  # density exp(-|r|) / 2
+    "gaussian": lambda r: r.square() / 2 + math.log(2 * math.pi) / 2,  # density exp(-r^2 / 2) / sqrt(2 pi)
+}
+
+
+def rle_nll(prediction: torch.Tensor, target: torch.Tensor, flow: torch.nn.Module | None,
+            distribution: str = "laplace") -> torch.Tensor:
+    """RLE's negative log-likelihood of the targets (Li et al. 2021, "Human Pose Regression with Residual
+    Log-likelihood Estimation", the residual form): prediction (B, K, 4) = [μx, μy, σx, σy] with σ > 0, target
+    (B, K, 2), both normalised -> (B, K)::
+
+        x̄ = (target - μ) / σ
+        -log p(target) = -log Q(x̄) - log G(x̄) + log σx + log σy
+
+    with the paper's names: Q the unit ``distribution`` (Laplace or Gaussian) in each of x and y, G the learned
+    density of the 2-vector x̄ that fits what Q misses (``flow.log_prob``, `cpm.models.realnvp.RealNVP`); log σ is
+    the change of variables from x̄ back to the target. The normalising constant of Q·G is left out, as in the paper.
+    The paper's code (and mmpose's ``RLELoss``) adds G's term and a second log σ to each of x and y; here each
+    appears once, as the likelihood has them."""
+    if flow is None:
+        raise ValueError("the rle loss needs the flow of the model it trains (build_loss(config, model))")
+    if prediction.shape[-1] != 4:
+        raise ValueError(f"the rle loss reads μ and σ (B, K, 4); got outputs of shape {tuple(prediction.shape)}")
+    mu, sigma = prediction[..., :2].float(), prediction[..., 2:].float()
+    residual = (target.float() - mu) / (sigma + SIGMA_EPSILON)  # (B, K, 2)
+    unit = RLE_DISTRIBUTIONS[distribution](residual).sum(dim=-1)  # -log Q(x̄)
+    return -flow.log_prob(residual) + unit + sigma.log().sum(dim=-1)
+
+
+REGRESSION_LOSSES = {"l2": _summed_over_xy(_squared), "l1": _summed_over_xy(torch.abs),
+                     "smooth_l1": _summed_over_xy(_smooth_l1), "rle": rle_nll}
+
+
+def coordinate_loss(prediction: torch.Tensor, target: torch.Tensor, weights: torch.Tensor, kind: str = "l2",
+                    flow: torch.nn.Module | None = None) -> torch.Tensor:
+    """prediction, target (B, K, 2) normalised (prediction (B, K, 4) with σ for ``rle``); weights (B, K) -> mean over
+    B x K of w_bk * the joint's loss (summed over x and y; ``rle``: `rle_nll`, which reads the model's ``flow``)."""
     try:
-        elementwise = REGRESSION_LOSSES[kind]
+        per_joint = REGRESSION_LOSSES[kind]
     except KeyError:
         raise ValueError(f"unknown regression loss {kind!r}; known: {', '.join(REGRESSION_LOSSES)}") from None
-    per_joint = elementwise(prediction.float() - target.float()).sum(dim=-1)  # (B, K)
-    return (per_joint * weights).mean()
+    return (per_joint(prediction, target, flow) * weights).mean()
 
 
 def staged_loss(outputs: list[torch.Tensor], target: torch.Tensor, weights: torch.Tensor,
-                stage_weights: list[float], *, regression_loss: str = "l2") -> dict[str, torch.Tensor]:
-    """`staged_heatmap_loss` for belief maps (B, C, h, w); for coordinates (B, K, 2) the same per-stage
-    terms with `coordinate_loss` of kind ``regression_loss``."""
+                stage_weights: list[float], *, regression_loss: str = "l2",
+                flow: torch.nn.Module | None = None) -> dict[str, torch.Tensor]:
+    """`staged_heatmap_loss` for belief maps (B, C, h, w); for coordinates (B, K, 2) (or (B, K, 4) with σ) the same
+    per-stage terms with `coordinate_loss` of kind ``regression_loss`` (``rle`` reads the model's ``flow``)."""
     if target.ndim == 4:
         return staged_heatmap_loss(outputs, target, weights, stage_weights)
     if len(outputs) != len(stage_weights):
         raise ValueError(f"{len(outputs)} stages of outputs but {len(stage_weights)} stage weights")
-    terms = {f"loss/stage{t}": coordinate_loss(o, target, weights, regression_loss)
+    terms = {f"loss/stage{t}": coordinate_loss(o, target, weights, regression_loss, flow)
              for t, o in enumerate(outputs, start=1)}
     total = sum(w * term for w, term in zip(stage_weights, terms.values(), strict=True))
     return {"loss": total, **terms}

@@ -180,70 +180,11 @@ def compare_heads_report(cells: dict[str, list[RunRecord]], note: dict, out: Pat
     stem = f"compare-heads-{setting}"
     everything = [r for runs in cells.values() for r in runs]
     top, bottom = _header(note, "compare-heads: heatmap, regression and integral heads", everything)
-    lines = top + ["Rows `<head>-s<stride>`: one-stage heads on the same trunk and stage 1, differing only in the "
-                   "last layer and loss (`grids.HEAD_VARIANTS`), at map strides 4, 8 and 16; rows `<head>-vgg16` "
-                   "and `-fourconv`: the baseline FC regressor (L2) and a heatmap head on its backbones "
-                   "(`grids.SEED_CELLS`; VGG16 at lr 2e-4).",
-                   "Last-stage held-out scores. EPE: mean end-point error in source-frame pixels (256 x 212 "
-                   "frames). AUC: area under the PDJ curve (detection rate against the normalised distance), "
-                   "normalised to its threshold range. Zero fraction: the mean over layers of the fraction of "
-                   "weights with |w| <= 1 % of the layer's largest (`cpm.training.summaries.zero_fractions`). "
-                   "Last-quarter gain: PCK@0.2 of the final evaluation minus the one at three quarters of the images "
-                   "(points; epoch 4 minus 3 of a 4-epoch run, 16 minus 12 of a 16-epoch one): a head still gaining "
-                   "several points over the last quarter had not flattened at this budget.", "",
-                   "| head | backbone | maps of the crop | PCK@0.05 | PCK@0.1 | PCK@0.2 | last-quarter gain @0.2 | "
-                   "EPE (px) | PDJ AUC (%) | parameters | images | lr | zero fraction (%) | n |",
-                   "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for cell, runs in cells.items():
-        head, backbone = _split_heads_cell(cell)
-        lrs = sorted({r.data["config"]["train"]["lr"] for r in runs})
-        images = sorted({_images(r) for r in runs})
-        lines.append(f"| {head} | {backbone} | {_maps(runs[0])} of {_crop(runs[0])} px | " + " | ".join([
-            format_mean_std([_summary_value(r, "pck", "0.05") for r in runs]),
-            format_mean_std([_summary_value(r, "pck", "0.1") for r in runs]),
-            format_mean_std([_summary_value(r, "pck", "0.2") for r in runs]),
-            format_mean_std([_last_gain(r) for r in runs]),
-            format_mean_std([_summary_value(r, "epe") for r in runs], scale=1.0),
-            format_mean_std([_pdj_auc(r) for r in runs]),
-            f"{_parameters(runs[0]):,}",
-            ", ".join(f"{n:,}" for n in images),
-            ", ".join(f"{lr:g}" for lr in lrs),
-            format_mean_std([_summary_value(r, "zero") for r in runs]),
-        ]) + f" | {len(runs)} |")
-    lines += _heads_differences(cells)
+    lines = top + _HEADS_INTRO + [_heads_row(cell, runs) for cell, runs in cells.items()] + _heads_differences(cells)
     plt = _pyplot()
-    backbones = sorted({_split_heads_cell(c)[1] for c in cells})
     plots = []
-    if backbones:
-        plots = [f"{stem}-pdj.png", f"{stem}-loss.png", f"{stem}-sparsity.png"]
-        pdj, losses, sparsity = (plt.subplots(1, len(backbones), figsize=(5 * len(backbones), 4), squeeze=False)
-                                 for _ in range(3))
-        for column, backbone in enumerate(backbones):
-            for cell, runs in cells.items():
-                head, cell_backbone = _split_heads_cell(cell)
-                if cell_backbone != backbone:
-                    continue
-                with_summary = [r.summary for r in runs if r.summary]
-                if with_summary:
-                    rate = np.mean([s["pdj"]["rate"] for s in with_summary], axis=0)
-                    pdj[1][0, column].plot(with_summary[0]["pdj"]["thresholds"], 100 * rate, label=head)
-                    layers = np.mean([list(s["zero_fraction"].values()) for s in with_summary], axis=0)
-                    sparsity[1][0, column].plot(100 * layers, marker=".", label=head)
-                steps, values = _mean_curve(runs, "loss")
-                if len(steps):
-                    losses[1][0, column].plot(steps, values, label=head)
-            pdj[1][0, column].set(xlabel="normalised distance a (x torso)", ylabel="detection rate (%)",
-                                  title=f"PDJ, {backbone}", ylim=(0, 100))
-            losses[1][0, column].set(xlabel="step", ylabel="training loss (own units)", yscale="log",
-                                     title=f"training loss, {backbone}")
-            sparsity[1][0, column].set(xlabel="layer (input to output)", ylabel="zero fraction (%)",
-                                       title=f"weight sparsity, {backbone}")
-        for (figure, axes), name in zip((pdj, losses, sparsity), plots, strict=True):
-            for ax in axes[0]:
-                _legend(ax, fontsize=7)
-            figure.tight_layout()
-            figure.savefig(out / name, dpi=110)
-            plt.close(figure)
+    if cells:
+        plots = _plot_heads(cells, out, stem, plt)
         _plot_learning_curves(cells, out / f"{stem}-curves.png", plt)
         plots.append(f"{stem}-curves.png")
         if _plot_resolution(cells, out / f"{stem}-resolution.png", plt):
@@ -251,6 +192,75 @@ def compare_heads_report(cells: dict[str, list[RunRecord]], note: dict, out: Pat
     lines += [""] + [f"![{name}]({name})" for name in plots]
     _write_heads_json(note, cells, out / f"{stem}.json")
     return _write(out / f"{stem}.md", lines + bottom)
+
+
+_HEADS_INTRO = [
+    "Rows `<head>-s<stride>`: one-stage heads on the same trunk and stage 1, differing only in the last layer and "
+    "loss (`grids.HEAD_VARIANTS`), at map strides 4, 8 and 16; rows `<head>-vgg16` and `-fourconv`: the baseline FC "
+    "regressor (L2) and a heatmap head on its backbones (`grids.SEED_CELLS`; VGG16 at lr 2e-4).",
+    "Last-stage held-out scores. EPE: mean end-point error in source-frame pixels (256 x 212 frames). AUC: area "
+    "under the PDJ curve (detection rate against the normalised distance), normalised to its threshold range. Zero "
+    "fraction: the mean over layers of the fraction of weights with |w| <= 1 % of the layer's largest "
+    "(`cpm.training.summaries.zero_fractions`). Last-quarter gain: PCK@0.2 of the final evaluation minus the one at "
+    "three quarters of the images (points; epoch 4 minus 3 of a 4-epoch run, 16 minus 12 of a 16-epoch one): a head "
+    "still gaining several points over the last quarter had not flattened at this budget.", "",
+    "| head | backbone | maps of the crop | PCK@0.05 | PCK@0.1 | PCK@0.2 | last-quarter gain @0.2 | "
+    "EPE (px) | PDJ AUC (%) | parameters | images | lr | zero fraction (%) | n |",
+    "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+
+
+def _heads_row(cell: str, runs: list[RunRecord]) -> str:
+    """One cell's row of the compare-heads table: its scores over seeds, size, images and learning rates."""
+    head, backbone = _split_heads_cell(cell)
+    lrs = sorted({r.data["config"]["train"]["lr"] for r in runs})
+    images = sorted({_images(r) for r in runs})
+    return f"| {head} | {backbone} | {_maps(runs[0])} of {_crop(runs[0])} px | " + " | ".join([
+        format_mean_std([_summary_value(r, "pck", "0.05") for r in runs]),
+        format_mean_std([_summary_value(r, "pck", "0.1") for r in runs]),
+        format_mean_std([_summary_value(r, "pck", "0.2") for r in runs]),
+        format_mean_std([_last_gain(r) for r in runs]),
+        format_mean_std([_summary_value(r, "epe") for r in runs], scale=1.0),
+        format_mean_std([_pdj_auc(r) for r in runs]),
+        f"{_parameters(runs[0]):,}",
+        ", ".join(f"{n:,}" for n in images),
+        ", ".join(f"{lr:g}" for lr in lrs),
+        format_mean_std([_summary_value(r, "zero") for r in runs]),
+    ]) + f" | {len(runs)} |"
+
+
+def _plot_heads(cells: dict[str, list[RunRecord]], out: Path, stem: str, plt) -> list[str]:
+    """PDJ curves, training loss and per-layer weight sparsity of every head, one panel per backbone; the files."""
+    backbones = sorted({_split_heads_cell(c)[1] for c in cells})
+    plots = [f"{stem}-pdj.png", f"{stem}-loss.png", f"{stem}-sparsity.png"]
+    pdj, losses, sparsity = (plt.subplots(1, len(backbones), figsize=(5 * len(backbones), 4), squeeze=False)
+                             for _ in range(3))
+    for column, backbone in enumerate(backbones):
+        for cell, runs in cells.items():
+            head, cell_backbone = _split_heads_cell(cell)
+            if cell_backbone != backbone:
+                continue
+            with_summary = [r.summary for r in runs if r.summary]
+            if with_summary:
+                rate = np.mean([s["pdj"]["rate"] for s in with_summary], axis=0)
+                pdj[1][0, column].plot(with_summary[0]["pdj"]["thresholds"], 100 * rate, label=head)
+                layers = np.mean([list(s["zero_fraction"].values()) for s in with_summary], axis=0)
+                sparsity[1][0, column].plot(100 * layers, marker=".", label=head)
+            steps, values = _mean_curve(runs, "loss")
+            if len(steps):
+                losses[1][0, column].plot(steps, values, label=head)
+        pdj[1][0, column].set(xlabel="normalised distance a (x torso)", ylabel="detection rate (%)",
+                              title=f"PDJ, {backbone}", ylim=(0, 100))
+        losses[1][0, column].set(xlabel="step", ylabel="training loss (own units)", yscale="log",
+                                 title=f"training loss, {backbone}")
+        sparsity[1][0, column].set(xlabel="layer (input to output)", ylabel="zero fraction (%)",
+                                   title=f"weight sparsity, {backbone}")
+    for (figure, axes), name in zip((pdj, losses, sparsity), plots, strict=True):
+        for ax in axes[0]:
+            _legend(ax, fontsize=7)
+        figure.tight_layout()
+        figure.savefig(out / name, dpi=110)
+        plt.close(figure)
+    return plots
 
 
 def _write_heads_json(note: dict, cells: dict[str, list[RunRecord]], path: Path) -> None:

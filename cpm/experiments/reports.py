@@ -188,7 +188,7 @@ def ablate_supervision_report(cells: dict[str, list[RunRecord]], note: dict, out
     lines += _regimes_table(cells) + _stage_table(cells, [t for t in stage_counts if t > 1])
     plt = _pyplot()
     plots = [_plot_stages(cells, stage_counts, out / f"{stem}.png", plt),
-             _plot_learning_curves(cells, out / f"{stem}-curves.png", plt)]
+             _plot_supervision_curves(cells, out / f"{stem}-curves.png", plt)]
     gradients = _json_file(extra_folder / "figure5.json")
     if gradients:
         _plot_gradients(gradients, out / f"{stem}-gradients.png", plt)
@@ -289,7 +289,7 @@ def _plot_stages(cells: dict[str, list[RunRecord]], stage_counts: list[int], pat
     return path.name
 
 
-def _plot_learning_curves(cells: dict[str, list[RunRecord]], path: Path, plt) -> str:
+def _plot_supervision_curves(cells: dict[str, list[RunRecord]], path: Path, plt) -> str:
     """Held-out PCK@0.2 per epoch of the T = 4 runs: IS, last only, stage-wise then joint."""
     figure, axes = plt.subplots(figsize=(6, 4))
     for cell, style in (("T4-is", "-"), ("T4-nois", ":"), ("stagewise-joint", "--")):

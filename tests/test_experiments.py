@@ -150,7 +150,7 @@ def test_last_quarter_gain_compares_the_same_share_of_any_budget():
 
 
 def test_grids_name_every_cell_once():
-    seeds = BUDGETS["default"][1]
+    seeds = BUDGETS["default"].seeds
     ablation = [run.name for run in GRIDS["ablate-supervision"](seeds)]
     # T = 1 once, T = 2, 3, 4, 6 with and without IS, the AdamW pair, 4 stage-wise cells, 4 + 1 stage-wise + joint.
     assert len(ablation) == len(set(ablation)) == len(seeds) * (1 + 8 + 2 + 4 + 5)
@@ -165,7 +165,7 @@ def test_grids_name_every_cell_once():
 
 
 def test_gradients_of_stage_one_are_larger_with_intermediate_supervision():
-    budget = BUDGETS["smoke"][0] | {"model.stages": 6, "train.device": "cpu"}
+    budget = BUDGETS["smoke"].overrides | {"model.stages": 6, "train.device": "cpu"}
     with_is = gradient_magnitudes(budget | {"train.intermediate_supervision": True}, steps=1, record=[1])
     without = gradient_magnitudes(budget | {"train.intermediate_supervision": False}, steps=1, record=[1])
     stage1 = [i for i, stage in enumerate(with_is["stages"]) if stage == "1"]

@@ -30,6 +30,7 @@ paper's network (`experiments/paper_lsp.toml`) at 368 px (both for GPUs).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import shlex
@@ -40,6 +41,8 @@ from dataclasses import dataclass, field
 from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
+
+import tomllib
 
 from cpm.config import cell_overrides, toml_value
 from cpm.errors import CPMError
@@ -72,47 +75,68 @@ SMOKE_MODEL = {  # the smoke budget's CPM: seconds per run (the test suite train
     "model.stage1_width": 8, "model.stage1_kernel": 3, "model.stage_width": 8, "model.stage_kernel": 3,
     "model.vgg_cpm_widths": [8], "model.regression_hidden": 16,
 }
-PAPER_CONFIG = Path(__file__).resolve().parents[2] / "experiments" / "paper_lsp.toml"
+EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"  # the repository's experiments/
+PAPER_CONFIG = EXPERIMENTS / "paper_lsp.toml"
 _COMMON = {"data.workers": 0, "eval.pck_thresholds": REPORT_THRESHOLDS, "train.log_every": 10}
 
-# name -> (config overrides for every run, seeds, steps of the Fig. 5 gradient record, a sentence for the tables)
-BUDGETS: dict[str, tuple[dict[str, Any], tuple[int, ...], int, str]] = {
-    "smoke": (_COMMON | SMOKE_MODEL | {"data.train_samples": 32, "data.val_samples": 16, "train.batch_size": 8,
+
+@dataclass(frozen=True)
+class Budget:
+    """One ``--budget``: what every cell of a grid changes in the user's config, the seeds, the steps of the Fig. 5
+    gradient record, and the sentence the tables quote. ``overlay``: a TOML file of config sections whose values
+    every cell gets too (``overrides`` win over it); ``overrides`` are dotted keys, and ``config`` among them names
+    the base config file in place of the user's."""
+
+    description: str
+    overrides: dict[str, Any] = field(default_factory=dict)
+    seeds: tuple[int, ...] = (0, 1, 2)
+    figure5_steps: int = 50
+    overlay: Path | None = None
+
+    def config_overrides(self) -> dict[str, Any]:
+        """The overlay file's values and ``overrides``, as dotted keys."""
+        if self.overlay is None:
+            return dict(self.overrides)
+        try:
+            sections = tomllib.loads(self.overlay.read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError) as error:
+            raise CPMError(f"{self.overlay}: cannot read the budget's overlay ({error})") from None
+        flat = {f"{section}.{key}": value for section, values in sections.items() for key, value in values.items()}
+        return flat | self.overrides
+
+
+BUDGETS: dict[str, Budget] = {
+    "smoke": Budget(
+        "smoke budget: a tiny model, 1 epoch of 32 frames at 64 px, 16 held-out frames (tests only)",
+        _COMMON | SMOKE_MODEL | {"data.train_samples": 32, "data.val_samples": 16, "train.batch_size": 8,
                                  "train.epochs": 1, "train.warmup_steps": 2, "eval.batch_size": 16,
-                                 "train.log_every": 2}, (0,), 4,
-              "smoke budget: a tiny model, 1 epoch of 32 frames at 64 px, 16 held-out frames (tests only)"),
-    "default": (_COMMON | _SMALL | {"data.workers": 1, "data.train_samples": 4800, "data.val_samples": 2000,
-                                    "train.batch_size": 16, "train.epochs": 3, "train.warmup_steps": 50,
-                                    "eval.batch_size": 50}, (0, 1, 2), 50,
-                "default CPU budget: quarter-width CPM (0.15 M parameters with 6 stages), 64 px crops, 3 epochs of "
-                "4,800 frames at batch 16 (900 steps), AdamW lr 2e-3 cosine, 2,000 held-out frames"),
-    "none": ({}, (0, 1, 2), 50, "the config as given, with no budget overlay"),
-    "full": ({"data.train_samples": 15000, "train.batch_size": 16, "train.epochs": 3,
-              "eval.pck_thresholds": REPORT_THRESHOLDS}, (0, 1, 2), 200,
-             "full budget: the procedural recipe's 4-stage model and length (experiments/procedural.toml: 128 px, 3 "
-             "epochs of 15,000 frames at batch 16, 500 held-out frames)"),
-    "paper": ({"config": str(PAPER_CONFIG), "data.train_samples": 16000, "data.val_samples": 500, "data.workers": 8,
-               "train.epochs": 10, "train.batch_size": 16, "train.optimizer": "adamw", "train.caffe_lr": False,
-               "train.lr": 5e-4, "train.schedule": "cosine", "train.warmup_steps": 500, "train.stage1_lr_mult": 1.0,
-               "train.bias_lr_mult": 1.0, "train.amp": "auto", "eval.batch_size": 32,
-               "eval.pck_thresholds": REPORT_THRESHOLDS}, (0, 1, 2), 200,
-              "paper budget (a GPU): the released LSP network of experiments/paper_lsp.toml (368 px RGB input, "
-              "stride 8) trained with AdamW lr 5e-4 cosine, bf16 where the device has it, 10 epochs of 16,000 "
-              "frames at batch 16, 500 held-out frames"),
-    # For CONFIG=experiments/ablation.toml (or heads.toml): the same design at the paper's 368 px geometry, with the
-    # released network's layers and Caffe's solver units; the config keeps its optimiser, init and lr multipliers.
-    "gpu": ({"data.input_size": 368, "data.crop_padding": 1.57, "data.train_samples": 16000, "data.val_samples": 2000,
-             "data.workers": 8, "model.stride": 8, "model.trunk_widths": [128, 128, 128], "model.trunk_kernel": 9,
-             "model.caffe_pooling": True, "model.feature_channels": 32, "model.stage1_width": 512,
-             "model.stage1_kernel": 9, "model.stage1_layers": 1, "model.stage_width": 128, "model.stage_kernel": 11,
-             "model.stage_layers": 3, "model.center_pool": True, "model.sigma": 0.875, "model.center_sigma": 2.625,
-             "model.dropout": 0.5, "model.init": "caffe", "train.caffe_lr": True, "train.lr": 8e-5,
-             "train.lr_step_size": 0,
-             "train.epochs": 10, "train.batch_size": 16, "train.amp": "auto", "train.checkpoint_every": 500,
-             "eval.batch_size": 32, "eval.pck_thresholds": REPORT_THRESHOLDS}, (0, 1, 2), 50,
-            "gpu budget: the paper's 368 px geometry, released layers and Caffe init (stride 8, 46 x 46 maps, 11x11 "
-            "stages), Caffe's base lr 8e-5 in Caffe's units with step decay at 1/2 and 3/4, 10 epochs of 16,000 "
-            "frames at batch 16, bf16 where the device has it, 2,000 held-out frames"),
+                                 "train.log_every": 2}, seeds=(0,), figure5_steps=4),
+    "default": Budget(
+        "default CPU budget: quarter-width CPM (0.15 M parameters with 6 stages), 64 px crops, 3 epochs of 4,800 "
+        "frames at batch 16 (900 steps), AdamW lr 2e-3 cosine, 2,000 held-out frames",
+        _COMMON | _SMALL | {"data.workers": 1, "data.train_samples": 4800, "data.val_samples": 2000,
+                            "train.batch_size": 16, "train.epochs": 3, "train.warmup_steps": 50,
+                            "eval.batch_size": 50}),
+    "none": Budget("the config as given, with no budget overlay"),
+    "full": Budget(
+        "full budget: the procedural recipe's 4-stage model and length (experiments/procedural.toml: 128 px, 3 "
+        "epochs of 15,000 frames at batch 16, 500 held-out frames)",
+        {"data.train_samples": 15000, "train.batch_size": 16, "train.epochs": 3,
+         "eval.pck_thresholds": REPORT_THRESHOLDS}, figure5_steps=200),
+    "paper": Budget(
+        "paper budget (a GPU): the released LSP network of experiments/paper_lsp.toml (368 px RGB input, stride 8) "
+        "trained with AdamW lr 5e-4 cosine, bf16 where the device has it, 10 epochs of 16,000 frames at batch 16, 500 "
+        "held-out frames",
+        {"config": str(PAPER_CONFIG), "data.train_samples": 16000, "data.val_samples": 500, "data.workers": 8,
+         "train.epochs": 10, "train.batch_size": 16, "train.optimizer": "adamw", "train.caffe_lr": False,
+         "train.lr": 5e-4, "train.schedule": "cosine", "train.warmup_steps": 500, "train.stage1_lr_mult": 1.0,
+         "train.bias_lr_mult": 1.0, "train.amp": "auto", "eval.batch_size": 32,
+         "eval.pck_thresholds": REPORT_THRESHOLDS}, figure5_steps=200),
+    "gpu": Budget(
+        "gpu budget: the paper's 368 px geometry, released layers and Caffe init (stride 8, 46 x 46 maps, 11x11 "
+        "stages), Caffe's base lr 8e-5 in Caffe's units with step decay at 1/2 and 3/4, 10 epochs of 16,000 frames at "
+        "batch 16, bf16 where the device has it, 2,000 held-out frames",
+        {"eval.pck_thresholds": REPORT_THRESHOLDS}, overlay=EXPERIMENTS / "budgets" / "gpu.toml"),
 }
 
 # On top of a budget, per target: compare-heads trains VGG16 (8 M parameters, the slowest cells), so fewer steps.
@@ -254,23 +278,26 @@ class GridRequest:
                 "data": self.data, **({"cell_sets": self.cell_sets} if self.cell_sets else {})}
 
 
-def budget_for(budget_name: str, target: str) -> tuple[dict[str, Any], tuple[int, ...], int, str]:
-    """(overrides, seeds, Fig. 5 steps, description) of ``budget_name`` for ``target``."""
+def budget_for(budget_name: str, target: str) -> Budget:
+    """The budget ``budget_name`` as ``target`` runs it: the overlay file's values, its overrides and the target's own
+    (`TARGET_OVERRIDES`, said in the description) as dotted ``overrides``."""
     if budget_name not in BUDGETS:
         raise CPMError(f"--budget: unknown budget {budget_name!r}; known: {', '.join(BUDGETS)}")
-    overrides, seeds, steps, sentence = BUDGETS[budget_name]
+    budget = BUDGETS[budget_name]
     extra = TARGET_OVERRIDES.get(budget_name, {}).get(target, {})
+    description = budget.description
     if extra:
-        sentence += "; for this target " + ", ".join(f"{key} = {value}" for key, value in extra.items())
-    return overrides | extra, seeds, steps, sentence
+        description += "; for this target " + ", ".join(f"{key} = {value}" for key, value in extra.items())
+    return dataclasses.replace(budget, overrides=budget.config_overrides() | extra, description=description,
+                               overlay=None)
 
 
 def grid_cells(request: GridRequest, *, runs_root: Path, results_root: Path, device: str = "auto",
                only: str = "*") -> list[Cell]:
     """The cells of ``request`` whose name matches ``only``, resolved (config, hash, run directory, summary path).
     A cell that starts from another (stage-wise) is kept with the cells it needs."""
-    budget, seeds, _, _ = budget_for(request.budget, request.target)
-    budget = dict(budget)
+    chosen = budget_for(request.budget, request.target)
+    budget, seeds = dict(chosen.overrides), chosen.seeds
     base_path = budget.pop("config", None) if request.config is None else request.config
     base = make_config({}, base_path)
     user = dict(request.sets) | ({"data.root": request.data} if request.data else {})
@@ -329,7 +356,7 @@ def write_target_report(request: GridRequest, *, results_root: Path, runs_root: 
         raise CPMError(f"{folder}: no cell summaries of {request.target} / {request.setting} "
                        f"(run make {request.target} first)")
     note = _json_file(folder / "grid.json") or {}
-    note |= {"description": budget_for(request.budget, request.target)[3], "setting": request.setting}
+    note |= {"description": budget_for(request.budget, request.target).description, "setting": request.setting}
     out = results_root / request.target
     out.mkdir(parents=True, exist_ok=True)
     reports = {"ablate-supervision": ablate_supervision_report, "compare-heads": compare_heads_report,
@@ -428,7 +455,7 @@ def run_target(request: GridRequest, *, runs_root: Path = Path("runs"),
         if shard[1] > 1:
             return None
     if request.target == "ablate-supervision":  # once per grid, with the piece that holds its deepest IS model
-        _, _, steps, _ = budget_for(request.budget, request.target)
+        steps = budget_for(request.budget, request.target).figure5_steps
         every = grid_cells(request, runs_root=runs_root, results_root=results_root, device=device, only="*")
         if figure5_cell(every) in {cell.name for cell in cells}:
             figure5(results_root / "runs" / request.target / request.setting, every, steps, device=device, log=log)
@@ -457,7 +484,7 @@ def _parse_cell_sets(texts: Sequence[str]) -> dict[str, dict[str, Any]]:
     return cell_sets
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m cpm.experiments", description=__doc__.splitlines()[0])
     parser.add_argument("target", choices=[*TARGETS, "report", "repair-records"])
     parser.add_argument("--config", help="TOML config the grid's cells are applied on top of (default: the defaults)")
@@ -482,55 +509,30 @@ def main(argv: list[str] | None = None) -> int:
                         help="train N shards of the grid's seeds at once, in N processes (several small cells on "
                              "one GPU)")
     parser.add_argument("--shard", default="0/1", metavar="I/N", help="train only the cells whose seed is I mod N")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
     from cpm.training.loop import TrainingInterrupted
 
-    command = shlex.join(["python", "-m", "cpm.experiments", *(sys.argv[1:] if argv is None else argv)])
+    given = list(sys.argv[1:] if argv is None else argv)
     try:
-        sets = _parse_sets(args.sets)
-        cell_sets = _parse_cell_sets(args.cell_sets)
+        sets, cell_sets = _parse_sets(args.sets), _parse_cell_sets(args.cell_sets)
         if args.sweep:
-            from cpm.experiments.sweeps import sweep_table
-
-            if args.target == "report":
-                raise CPMError("--sweep: name the target whose cells were swept")
-            out = sweep_table(args.results, args.target, args.sweep, only=args.only, config=args.config,
-                              where=sets, command=command)
-            print(f"wrote {out}")
-            return 0
+            return _sweep(args, sets, command=shlex.join(["python", "-m", "cpm.experiments", *given]))
         if args.target == "repair-records":
             from cpm.experiments.runs import repair_summaries
 
             repair_summaries(args.results)
             return 0
         if args.target == "report":
-            wrote = 0
-            for note_path in sorted(args.results.glob("runs/*/*/grid.json")):
-                note = json.loads(note_path.read_text(encoding="utf-8"))
-                request = request_from_note(note)
-                if not any(is_cell_summary(p) for p in note_path.parent.glob("*.json")):
-                    print(f"skipped {note_path.parent}: no cell has finished yet")
-                    continue
-                print(f"wrote {write_target_report(request, results_root=args.results, runs_root=args.runs)}")
-                wrote += 1
-            if not wrote:
-                raise CPMError(f"{args.results}/runs: no grid summaries to report")
-            return 0
-        try:
-            shard = tuple(int(part) for part in args.shard.split("/"))
-            if len(shard) != 2 or not 0 <= shard[0] < shard[1]:
-                raise ValueError
-        except ValueError:
-            raise CPMError(f"--shard: expected I/N with 0 <= I < N, got {args.shard!r}") from None
-        if args.parallel < 1:
-            raise CPMError(f"--parallel: expected a positive number of processes, got {args.parallel}")
+            return _report_all(args.results, args.runs)
         request = GridRequest(args.target, args.budget, args.config, sets, args.data, cell_sets)
-        given = list(sys.argv[1:] if argv is None else argv)
-        forwarded = without_options(given, ["--parallel"])  # each shard's process runs the rest of the request
         path = run_target(request, runs_root=args.runs, results_root=args.results, device=args.device,
                           only=args.only, command=whole_grid_command(given), progress=not args.no_progress,
-                          shard=shard,
-                          parallel=args.parallel, argv=forwarded)
+                          shard=_parse_shard(args.shard), parallel=_parse_parallel(args.parallel),
+                          argv=without_options(given, ["--parallel"]))  # each shard's process runs the rest
         if path is not None:
             print(f"wrote {path}")
     except CPMError as error:
@@ -541,3 +543,48 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 128 + stop.signum
     return 0
+
+
+def _sweep(args: argparse.Namespace, sets: dict[str, Any], *, command: str) -> int:
+    """``--sweep KEY``: the committed cells of every request of the target tabulated by KEY; nothing trains."""
+    from cpm.experiments.sweeps import sweep_table
+
+    if args.target == "report":
+        raise CPMError("--sweep: name the target whose cells were swept")
+    out = sweep_table(args.results, args.target, args.sweep, only=args.only, config=args.config, where=sets,
+                      command=command)
+    print(f"wrote {out}")
+    return 0
+
+
+def _report_all(results: Path, runs: Path) -> int:
+    """``report``: every grid under ``<results>/runs/`` with a finished cell, its tables rebuilt from the summaries."""
+    wrote = 0
+    for note_path in sorted(results.glob("runs/*/*/grid.json")):
+        note = json.loads(note_path.read_text(encoding="utf-8"))
+        request = request_from_note(note)
+        if not any(is_cell_summary(p) for p in note_path.parent.glob("*.json")):
+            print(f"skipped {note_path.parent}: no cell has finished yet")
+            continue
+        print(f"wrote {write_target_report(request, results_root=results, runs_root=runs)}")
+        wrote += 1
+    if not wrote:
+        raise CPMError(f"{results}/runs: no grid summaries to report")
+    return 0
+
+
+def _parse_shard(text: str) -> tuple[int, int]:
+    """``--shard I/N`` -> (I, N) with 0 <= I < N."""
+    try:
+        shard = tuple(int(part) for part in text.split("/"))
+        if len(shard) != 2 or not 0 <= shard[0] < shard[1]:
+            raise ValueError
+    except ValueError:
+        raise CPMError(f"--shard: expected I/N with 0 <= I < N, got {text!r}") from None
+    return shard  # type: ignore[return-value]
+
+
+def _parse_parallel(processes: int) -> int:
+    if processes < 1:
+        raise CPMError(f"--parallel: expected a positive number of processes, got {processes}")
+    return processes

@@ -42,6 +42,7 @@ from cpm.inference.images import DEFAULT_DEPTH, read_image, to_model_pixels
 from cpm.runtime.checkpoint import load_model
 from cpm.skeleton import Skeleton
 from cpm.targets.codecs import EVAL_DECODERS, HeatmapCodec, RegressionCodec
+from cpm.targets.multiscale import predict_scales
 
 __all__ = ["Prediction", "Predictor", "load_predictor", "person_crop", "predict_images"]
 
@@ -229,6 +230,32 @@ def predict_images(predictor: Predictor, images: Sequence[np.ndarray], *, center
     "crops": (B, N, N[, 3]) uint8 (what the model saw), "matrices": (B, 2, 3) image -> crop, "centers": (B, 2)
     and "crop_sides": (B,) in image pixels}.
     """
+    crops, matrices, crop_centers, sides = _person_crops(predictor, images, center=center, bbox=bbox, boxes=boxes,
+                                                         centers=centers)
+    # crop_matrix puts the person centre in the middle of the crop; the centre map marks it there.
+    middle = torch.full((len(crops), 2), (predictor.input_size - 1) / 2, device=predictor.device)
+    center_map = predictor.codec.center_map(middle)
+    if predictor.scales != (1.0,):  # eval.scales: the maps of every scale's crop averaged on this crop's grid
+        points, confidence, beliefs = _predict_scales(predictor, images, center_map, matrices, crop_centers, sides)
+    else:
+        points, confidence, beliefs = _predict_crops(predictor, _model_input(predictor, crops), center_map)
+    inverse = invert_affine(np.stack(matrices))  # (B, 2, 3) crop -> image
+    return {
+        "keypoints": apply_affine(points, inverse[:, None]),  # (B, T, K, 2)
+        "confidence": confidence.float().cpu().numpy().reshape(*points.shape[:2], -1),
+        "beliefs": beliefs,
+        "crops": np.stack(crops),
+        "matrices": np.stack(matrices),
+        "centers": np.stack(crop_centers),
+        "crop_sides": np.array(sides),
+    }
+
+
+def _person_crops(predictor: Predictor, images: Sequence[np.ndarray], *, center: Sequence[float] | None,
+                  bbox: Sequence[float] | None, boxes: Sequence[Box | None] | None,
+                  centers: Sequence[Sequence[float] | None] | None) -> tuple[list, list, list, list]:
+    """Each image's crop as `predict_images` chooses it -> (crops (N, N[, 3]) uint8, matrices (2, 3) image -> crop,
+    crop centres (2,) and sides in image pixels), one of each per image."""
     size = predictor.input_size
     for name, per_image in (("boxes", boxes), ("centers", centers)):
         if per_image is not None and len(per_image) != len(images):
@@ -248,30 +275,16 @@ def predict_images(predictor: Predictor, images: Sequence[np.ndarray], *, center
         matrices.append(matrix)
         crop_centers.append(crop_center)
         sides.append(side)
-    tensor = _model_input(predictor, crops)  # (B, C, N, N)
-    # crop_matrix puts the person centre in the middle of the crop; the centre map marks it there.
-    centers = torch.full((len(crops), 2), (size - 1) / 2, device=predictor.device)
-    center_map = predictor.codec.center_map(centers)
-    model, beliefs = predictor.model, None
-    if predictor.scales != (1.0,):  # eval.scales: the maps of every scale's crop averaged on this crop's grid
-        from cpm.targets.multiscale import decode_scales, relative_affines
+    return crops, matrices, crop_centers, sides
 
-        outputs, scale_matrices = [], []
-        for scale in predictor.scales:
-            scaled = [crop_matrix(c, side / scale, size) for c, side in zip(crop_centers, sides, strict=True)]
-            inputs = _model_input(predictor, [warp_image(image, m, size, fill=predictor.pad_value)
-                                              for image, m in zip(images, scaled, strict=True)])
-            outputs.append([o.float() for o in model(inputs, center_map)])
-            scale_matrices.append(np.stack(scaled))
-        relative = relative_affines(torch.from_numpy(np.stack(matrices)),
-                                    torch.from_numpy(np.stack(scale_matrices, axis=1)))
-        points, confidence, averaged = decode_scales(predictor.codec, outputs, relative.to(predictor.device),
-                                                     predictor.decoder)
-        batch, stages = points.shape[:2]
-        points = points.double().cpu().numpy()
-        confidence = confidence.flatten(0, 1)
-        beliefs = torch.stack(averaged, dim=1).cpu().numpy()
-    elif isinstance(predictor.codec, RegressionCodec) and predictor.has_beliefs:  # integral head: one pass, its maps
+
+def _predict_crops(predictor: Predictor, tensor: torch.Tensor, center_map: torch.Tensor
+                   ) -> tuple[np.ndarray, torch.Tensor, np.ndarray | None]:
+    """The model on the crops ``tensor`` (B, C, N, N) -> keypoints (B, T, K, 2) in crop pixels, confidence
+    (B * T, K) and the belief maps to draw (an integral head: its soft-argmax distributions; direct regression:
+    None)."""
+    model, beliefs = predictor.model, None
+    if isinstance(predictor.codec, RegressionCodec) and predictor.has_beliefs:  # integral head: one pass, its maps
         logits = torch.stack(model.forward_beliefs(tensor, center_map), dim=1).float()  # (B, T, K, h, w)
         outputs = model.coordinates(logits.flatten(0, 1)).unflatten(0, logits.shape[:2])  # (B, T, K, 2)
         beliefs = model.probability_maps(logits).cpu().numpy()  # what its soft-argmax averages, peak 1
@@ -279,17 +292,24 @@ def predict_images(predictor: Predictor, images: Sequence[np.ndarray], *, center
         outputs = torch.stack(model(tensor, center_map), dim=1)  # (B, T, K[+1], h, w) or (B, T, K, 2)
         if isinstance(predictor.codec, HeatmapCodec):
             beliefs = outputs.float().cpu().numpy()
-    if predictor.scales == (1.0,):
-        batch, stages = outputs.shape[:2]
-        points, confidence = predictor.codec.decode(outputs.flatten(0, 1), method=predictor.decoder)  # (B*T, K, 2)
-        points = points.double().cpu().numpy().reshape(batch, stages, -1, 2)
-    inverse = invert_affine(np.stack(matrices))  # (B, 2, 3) crop -> image
-    return {
-        "keypoints": apply_affine(points, inverse[:, None]),  # (B, T, K, 2)
-        "confidence": confidence.float().cpu().numpy().reshape(batch, stages, -1),
-        "beliefs": beliefs,
-        "crops": np.stack(crops),
-        "matrices": np.stack(matrices),
-        "centers": np.stack(crop_centers),
-        "crop_sides": np.array(sides),
-    }
+    batch, stages = outputs.shape[:2]
+    points, confidence = predictor.codec.decode(outputs.flatten(0, 1), method=predictor.decoder)  # (B*T, K, 2)
+    return points.double().cpu().numpy().reshape(batch, stages, -1, 2), confidence, beliefs
+
+
+def _predict_scales(predictor: Predictor, images: Sequence[np.ndarray], center_map: torch.Tensor,
+                    matrices: list[np.ndarray], crop_centers: list[np.ndarray], sides: list[float]
+                    ) -> tuple[np.ndarray, torch.Tensor, np.ndarray]:
+    """``eval.scales``: each image cropped again at every scale around the same centre, the model run on each
+    scale's crops and their maps averaged on the base crop's grid (`cpm.targets.multiscale.predict_scales`) ->
+    keypoints (B, T, K, 2) in base crop pixels, confidence (B, T, K), the averaged maps (B, T, K[+1], h, w)."""
+    size, inputs, scale_matrices = predictor.input_size, [], []
+    for scale in predictor.scales:
+        scaled = [crop_matrix(c, side / scale, size) for c, side in zip(crop_centers, sides, strict=True)]
+        inputs.append(_model_input(predictor, [warp_image(image, m, size, fill=predictor.pad_value)
+                                               for image, m in zip(images, scaled, strict=True)]))
+        scale_matrices.append(np.stack(scaled))
+    points, confidence, averaged = predict_scales(
+        predictor.model, inputs, [center_map] * len(inputs), torch.from_numpy(np.stack(matrices)),
+        torch.from_numpy(np.stack(scale_matrices, axis=1)), predictor.codec, predictor.decoder, device=predictor.device)
+    return points.double().cpu().numpy(), confidence, torch.stack(averaged, dim=1).cpu().numpy()

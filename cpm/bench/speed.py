@@ -191,10 +191,28 @@ def machine_description(device: torch.device) -> str:
 
 
 def config_rows(config_path: str, *, device: torch.device, seconds: float, loader_steps: int) -> list[tuple[str, str]]:
+    """The table rows of one config: its training step (plain and fast), the step's memory, the data pipeline, target
+    encoding and decoding, and inference latency."""
     config = drop_missing_pose_files(load_config(config_path))
     name = Path(config_path).stem
     batch = 2 if config.data.input_size >= 256 else config.train.batch_size
-    rows: list[tuple[str, str]] = []
+    rows, fast_step, fast_rate = _step_rows(config, name, batch=batch, device=device, seconds=seconds)
+    for fast in (False, True):
+        memory = step_memory_in_new_process(config_path, batch=batch, device=device, fast=fast)
+        label = fast_step.label if fast else "plain fp32 NCHW"
+        where = "peak allocated" if device.type == "cuda" else "peak RSS"
+        rows.append((f"memory, {name}, batch {batch}, {label}: {where} of a step over weights + inputs",
+                     f"{memory / 2**20:.0f} MiB"))
+    rows += _data_rows(config, config_path, name, fast_step, fast_rate, seconds=seconds, loader_steps=loader_steps)
+    rows += _target_rows(config, name, fast_step, device=device, seconds=seconds)
+    del fast_step
+    return rows + _inference_rows(config, name, device=device, seconds=seconds)
+
+
+def _step_rows(config: Config, name: str, *, batch: int, device: torch.device, seconds: float
+               ) -> tuple[list[tuple[str, str]], TrainStep, float]:
+    """The plain and fast training steps timed alternately with the convolution ceilings -> (rows, the fast step,
+    its images per second)."""
     steps = {fast: TrainStep(config, batch=batch, device=device, fast=fast) for fast in (False, True)}
     flops = {fast: step.flops() for fast, step in steps.items()}  # also the first (warm-up) call
     # The ceilings are timed again in the same rotation, so each fraction compares figures of the same moments.
@@ -204,6 +222,7 @@ def config_rows(config_path: str, *, device: torch.device, seconds: float, loade
     ceilings = {False: CEILING_FLOPS / timings["fp32"], True: CEILING_FLOPS / timings["fast"]}
     images_per_second = {fast: batch / s for fast, s in seconds_per_step.items()}
     title = f"{name} ({steps[True].parameters / 1e6:.2f}M params, {config.data.input_size} px, batch {batch})"
+    rows = []
     for fast, step in steps.items():
         achieved = flops[fast] / seconds_per_step[fast]
         rows.append((f"train step, {title}, {step.label}",
@@ -212,43 +231,46 @@ def config_rows(config_path: str, *, device: torch.device, seconds: float, loade
     speed_up = images_per_second[True] / images_per_second[False]
     rows.append((f"train step, {name}: speed-up over plain", f"{speed_up:.2f}x"))
     rows.append((f"train step, {name}: FLOPs per image (forward + backward)", f"{flops[True] / batch / 1e9:.1f} GFLOP"))
-    fast_step = steps[True]
-    del steps
-    for fast in (False, True):
-        memory = step_memory_in_new_process(config_path, batch=batch, device=device, fast=fast)
-        label = fast_step.label if fast else "plain fp32 NCHW"
-        where = "peak allocated" if device.type == "cuda" else "peak RSS"
-        rows.append((f"memory, {name}, batch {batch}, {label}: {where} of a step over weights + inputs",
-                     f"{memory / 2**20:.0f} MiB"))
+    return rows, steps[True], images_per_second[True]
 
+
+def _data_rows(config: Config, config_path: str, name: str, fast_step: TrainStep, fast_rate: float, *,
+               seconds: float, loader_steps: int) -> list[tuple[str, str]]:
+    """One worker's samples per second against what the fast step consumes, the step time spent waiting for the
+    DataLoader, and (synthetic frames) the steps fed with frames rendered alongside or ahead."""
     samples = data_rate(config, seconds=seconds)
-    rows.append((f"data, {name}: render + crop + augment, one worker", f"{samples:.0f} samples/s"))
-    rows.append((f"data, {name}: one worker / what the fast step consumes",
-                 f"{samples / images_per_second[True]:.2f}x"))
+    rows = [(f"data, {name}: render + crop + augment, one worker", f"{samples:.0f} samples/s"),
+            (f"data, {name}: one worker / what the fast step consumes", f"{samples / fast_rate:.2f}x")]
     workers = resolve_workers(config.data.workers, fast_step.device)
     share, done, _ = loader_wait(config, fast_step, steps=loader_steps, seconds=4 * seconds)
     rows.append((f"data, {name}: step time waiting for data, DataLoader with {workers} worker"
                  f"{'s' if workers != 1 else ''}", f"{100 * share:.1f} % of {done} steps"))
     if config.data.source == "synthetic":  # the same steps, frames rendered alongside or ahead (data.prerender)
-        frames = drop_missing_pose_files(load_config(config_path,
-                                                     [f"data.train_samples={(4 * loader_steps + 1) * batch}"]))
+        samples_set = f"data.train_samples={(4 * loader_steps + 1) * fast_step.batch}"
+        frames = drop_missing_pose_files(load_config(config_path, [samples_set]))
         rates = [loader_wait(frames, fast_step, steps=4 * loader_steps, seconds=8 * seconds, ahead=ahead)[2]
                  for ahead in (False, True)]
         rows.append((f"data, {name}: fast steps fed by the DataLoader ({workers} worker{'s' if workers != 1 else ''}),"
                      " frames rendered as they train / ahead on every core (data.prerender)",
                      f"{rates[0]:.1f} / {rates[1]:.1f} img/s ({rates[1] / rates[0]:.2f}x)"))
+    return rows
 
-    codec = fast_step.codec
-    size = config.data.input_size
+
+def _target_rows(config: Config, name: str, fast_step: TrainStep, *, device: torch.device,
+                 seconds: float) -> list[tuple[str, str]]:
+    """Encoding a batch of random keypoints into targets and decoding the heatmaps (parabola)."""
+    codec, batch, size = fast_step.codec, fast_step.batch, config.data.input_size
     keypoints = torch.rand(batch, fast_step.weights.shape[1], 3, device=device) * (size - 1)  # (B, K, 3)
     keypoints[..., 2] = 2
     encode_s = timed(lambda: codec.encode(keypoints), seconds=seconds / 3, device=device)
     heatmaps, _ = codec.encode(keypoints)
     decode_s = timed(lambda: codec.decode(heatmaps), seconds=seconds / 3, device=device)
-    rows.append((f"targets, {name}: encode a batch of {batch}", f"{1e3 * encode_s:.2f} ms"))
-    rows.append((f"decode (parabola), {name}: a batch of {batch}", f"{1e3 * decode_s:.2f} ms"))
-    del fast_step
+    return [(f"targets, {name}: encode a batch of {batch}", f"{1e3 * encode_s:.2f} ms"),
+            (f"decode (parabola), {name}: a batch of {batch}", f"{1e3 * decode_s:.2f} ms")]
 
+
+def _inference_rows(config: Config, name: str, *, device: torch.device, seconds: float) -> list[tuple[str, str]]:
+    """Latency of one frame, eager plain and fast, and through ONNX Runtime (fp32, CPU) where it is installed."""
     inference = {fast: TrainStep(config, batch=1, device=device, fast=fast) for fast in (False, True)}
     calls = {}
     for fast, step in inference.items():
@@ -260,8 +282,8 @@ def config_rows(config_path: str, *, device: torch.device, seconds: float, loade
 
         calls[fast] = infer
     latency = timed_alternately(calls, seconds=seconds / 2, device=device)
-    for fast, step in inference.items():
-        rows.append((f"inference, {name}, batch 1, eager {step.label}", f"{1e3 * latency[fast]:.1f} ms"))
+    rows = [(f"inference, {name}, batch 1, eager {step.label}", f"{1e3 * latency[fast]:.1f} ms")
+            for fast, step in inference.items()]
     onnx_seconds = onnx_latency(config, inference[False].model, seconds=seconds / 2)
     rows.append((f"inference, {name}, batch 1, ONNX Runtime fp32 (CPU)",
                  "onnx extra not installed" if onnx_seconds is None else f"{1e3 * onnx_seconds:.1f} ms"))

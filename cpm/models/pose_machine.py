@@ -85,6 +85,27 @@ class RefinementStage(nn.Module):
         return self.layers(inputs)
 
 
+def _cpm_trunk(c: ModelConfig) -> CPMTrunk:
+    """The CPM image trunk of a ``[model]`` section."""
+    return CPMTrunk(c.in_channels, widths=trunk_widths_for(c.trunk_widths, c.stride), kernel=c.trunk_kernel,
+                    batch_norm=c.batch_norm, caffe_pooling=c.caffe_pooling)
+
+
+def stage1_head(channels: int, c: ModelConfig, out_channels: int) -> nn.Sequential:
+    """Stage 1's head on ``channels`` trunk features: [5x5 conv to feature_channels], stage1_layers x (kxk conv,
+    stage1_width), 1x1, then 1x1 to the K[+1] belief maps."""
+    head: list[nn.Module] = []
+    if c.feature_channels:
+        head.append(conv_block(channels, c.feature_channels, 5, batch_norm=c.batch_norm))
+        channels = c.feature_channels
+    for _ in range(c.stage1_layers):
+        head.append(conv_block(channels, c.stage1_width, c.stage1_kernel, batch_norm=c.batch_norm, dropout=c.dropout))
+        channels = c.stage1_width
+    head += [conv_block(channels, c.stage1_width, 1, batch_norm=c.batch_norm, dropout=c.dropout),
+             nn.Conv2d(c.stage1_width, out_channels, 1)]
+    return nn.Sequential(*head)
+
+
 class ConvolutionalPoseMachine(nn.Module):
     """A T-stage CPM. ``forward(image, center_map)`` returns the list of T belief-map tensors."""
 
@@ -99,64 +120,49 @@ class ConvolutionalPoseMachine(nn.Module):
             raise ValueError(f"init must be one of {', '.join(INITS)}, got {c.init!r}")
         self.config = c
         self.num_joints = num_joints
-        self.in_channels = in_channels = c.in_channels
+        self.in_channels = c.in_channels
         self.stride = stride = c.stride
         self.use_center_map = center_map = c.center_map
         self.checkpoint_stages = c.checkpoint_stages
         self.beliefs_first = c.beliefs_first
         self.out_channels = num_joints + int(c.background)
-        backbone, feature_channels, stage1_width = c.backbone, c.feature_channels, c.stage1_width
-        bn = c.batch_norm
         refinements = c.stages - 1
 
-        if backbone == "cpm":
-            # Stage 1 has its own image trunk; a second one, computed once, feeds stages 2..T (Fig. 2).
-            widths = trunk_widths_for(c.trunk_widths, stride)
-
-            def make_trunk() -> CPMTrunk:
-                return CPMTrunk(in_channels, widths=widths, kernel=c.trunk_kernel, batch_norm=bn,
-                                caffe_pooling=c.caffe_pooling)
-
-            # shared_trunk: one trunk for every stage, as the other backbones (one trunk's convolutions fewer)
-            self.image_features_stage1: nn.Module | None = None if c.shared_trunk else make_trunk()
-            trunk_channels = widths[-1]
-        else:
-            # One trunk shared by every stage, stage 1 included (the released VGG-based MPII model).
-            shared = build_backbone(backbone, in_channels=in_channels, stride=stride,
-                                    vgg_cpm_widths=c.vgg_cpm_widths, batch_norm=bn, caffe_pooling=c.caffe_pooling)
-            self.image_features_stage1 = None
-            self.image_features = shared
-            trunk_channels = shared.out_channels
-
-        # Stage 1 head: [5x5 conv to feature_channels], stage1_layers x (kxk conv, stage1_width), 1x1, 1x1 to K+1.
-        head: list[nn.Module] = []
-        channels = trunk_channels
-        if feature_channels:
-            head.append(conv_block(channels, feature_channels, 5, batch_norm=bn))
-            channels = feature_channels
-        for _ in range(c.stage1_layers):
-            head.append(conv_block(channels, stage1_width, c.stage1_kernel, batch_norm=bn, dropout=c.dropout))
-            channels = stage1_width
-        head += [conv_block(channels, stage1_width, 1, batch_norm=bn, dropout=c.dropout),
-                 nn.Conv2d(stage1_width, self.out_channels, 1)]
-        self.stage1 = nn.Sequential(*head)
-
-        if backbone == "cpm":
-            self.image_features = make_trunk() if refinements or c.shared_trunk else None
+        # Built in this order (each construction draws from torch's generator, which `_init_weights` then goes on
+        # from): stage 1's trunk (or the shared backbone), stage 1's head, the trunk of stages 2..T, the stages.
+        trunk_channels = self._stage1_features(c)
+        self.stage1 = stage1_head(trunk_channels, c, self.out_channels)
+        if c.backbone == "cpm":
+            self.image_features = _cpm_trunk(c) if refinements or c.shared_trunk else None
         # Each refinement stage projects the shared features (5x5 conv 32 in the paper), or takes them as they are.
         self.project = nn.ModuleList(
-            conv_block(trunk_channels, feature_channels, 5, batch_norm=bn) if feature_channels else nn.Identity()
-            for _ in range(refinements)
+            conv_block(trunk_channels, c.feature_channels, 5, batch_norm=c.batch_norm) if c.feature_channels
+            else nn.Identity() for _ in range(refinements)
         )
-        stage_inputs = (feature_channels or trunk_channels) + self.out_channels + int(center_map)
+        stage_inputs = (c.feature_channels or trunk_channels) + self.out_channels + int(center_map)
         self.stages = nn.ModuleList(
             RefinementStage(stage_inputs, self.out_channels, width=c.stage_width, kernel=c.stage_kernel,
-                            layers=c.stage_layers, batch_norm=bn, separable=c.stage_separable)
+                            layers=c.stage_layers, batch_norm=c.batch_norm, separable=c.stage_separable)
             for _ in range(refinements)
         )
         # Caffe's pool_center_lower: AvgPool 9x9/8, no padding, ceil mode, so H = 8h -> h.
         self.center_pooling = nn.AvgPool2d(stride + 1, stride, ceil_mode=True) if c.center_pool else None
         self._init_weights(c.init)
+
+    def _stage1_features(self, c: ModelConfig) -> int:
+        """Stage 1's image features: with the CPM backbone its own trunk (none with ``shared_trunk``: the trunk of
+        the later stages, one trunk's convolutions fewer), a second one, computed once, feeding stages 2..T (Fig. 2);
+        with another backbone one trunk for every stage, stage 1 included (the released VGG-based MPII model).
+        Returns the trunk's channels."""
+        if c.backbone == "cpm":
+            self.image_features_stage1: nn.Module | None = None if c.shared_trunk else _cpm_trunk(c)
+            return trunk_widths_for(c.trunk_widths, c.stride)[-1]
+        shared = build_backbone(c.backbone, in_channels=c.in_channels, stride=c.stride,
+                                vgg_cpm_widths=c.vgg_cpm_widths, batch_norm=c.batch_norm,
+                                caffe_pooling=c.caffe_pooling)
+        self.image_features_stage1 = None
+        self.image_features = shared
+        return shared.out_channels
 
     def _init_weights(self, init: str) -> None:
         """``kaiming`` (He fan-in; belief outputs start near zero, as the targets mostly are), ``caffe``

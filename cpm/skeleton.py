@@ -317,65 +317,78 @@ def skeleton_from_table(table: dict[str, Any], where: str = "skeleton") -> Skele
     unknown = [key for key in table if key not in SKELETON_KEYS]
     if unknown:
         raise ConfigError(f"{where}.{unknown[0]}: unknown skeleton key (known: {', '.join(SKELETON_KEYS)})")
-    name = table.get("name", "")
+    name = _skeleton_name(table.get("name", ""), where)
+    joints = _joint_names(table.get("joints", []), where)
+    index = {joint: i for i, joint in enumerate(joints)}
+    flips = _joint_pairs(table, "flip_pairs", index, where)
+    flipped = [i for pair in flips for i in pair]
+    if len(flipped) != len(set(flipped)):
+        raise ConfigError(f"{where}.flip_pairs: a joint appears in two pairs")
+    limbs = _joint_pairs(table, "limbs", index, where)
+    torso = table.get("torso")
+    if torso is None:
+        raise ConfigError(f"{where}.torso: give the two joints whose distance normalises PCK, e.g. "
+                          "[\"left_shoulder\", \"right_hip\"]")
+    torso_pair = pairs_of(torso, index, f"{where}.torso")
+    to_itop15 = _to_itop15(table["to_itop15"], index, where) if table.get("to_itop15") else None
+    return Skeleton(name=name, joint_names=tuple(joints), flip_pairs=tuple(flips), limbs=tuple(limbs),
+                    torso=torso_pair, to_itop15=to_itop15)
+
+
+def _skeleton_name(name: Any, where: str) -> str:
+    """A new skeleton's name: not empty, not a built-in one, not a file name."""
     if not isinstance(name, str) or not name.strip():
         raise ConfigError(f"{where}.name: give the skeleton a name")
     if name in SKELETONS:
         raise ConfigError(f"{where}.name: {name!r} is a built-in skeleton; choose another name for your own")
     if name.endswith(".toml"):
         raise ConfigError(f"{where}.name: {name!r} looks like a file name")
-    joints = table.get("joints", [])
+    return name
+
+
+def _joint_names(joints: Any, where: str) -> list[str]:
+    """A non-empty list of distinct joint names."""
     if not isinstance(joints, list) or not all(isinstance(j, str) and j for j in joints) or not joints:
         raise ConfigError(f"{where}.joints: expected a non-empty list of joint names")
     duplicates = sorted({j for j in joints if joints.count(j) > 1})
     if duplicates:
         raise ConfigError(f"{where}.joints: {duplicates[0]!r} is named twice")
-    index = {joint: i for i, joint in enumerate(joints)}
+    return joints
 
-    def pairs(key: str) -> list[tuple[int, int]]:
-        value = table.get(key, [])
-        if not isinstance(value, list):
-            raise ConfigError(f"{where}.{key}: expected a list of [joint, joint] pairs")
-        out = []
-        for pair in value:
-            if not isinstance(pair, list) or len(pair) != 2:
-                raise ConfigError(f"{where}.{key}: {pair!r} is not a [joint, joint] pair")
-            for joint in pair:
-                if joint not in index:
-                    raise ConfigError(f"{where}.{key}: {joint!r} is not one of {where}.joints")
-            if pair[0] == pair[1]:
-                raise ConfigError(f"{where}.{key}: {pair!r} pairs a joint with itself")
-            out.append((index[pair[0]], index[pair[1]]))
-        return out
 
-    flips = pairs("flip_pairs")
-    flipped = [i for pair in flips for i in pair]
-    if len(flipped) != len(set(flipped)):
-        raise ConfigError(f"{where}.flip_pairs: a joint appears in two pairs")
-    limbs = pairs("limbs")
-    torso = table.get("torso")
-    if torso is None:
-        raise ConfigError(f"{where}.torso: give the two joints whose distance normalises PCK, e.g. "
-                          "[\"left_shoulder\", \"right_hip\"]")
-    torso_pair = pairs_of(torso, index, f"{where}.torso")
-    to_itop15 = None
-    if table.get("to_itop15"):
-        mapping = table["to_itop15"]
-        if not isinstance(mapping, list):
-            raise ConfigError(f"{where}.to_itop15: expected a list of [itop15 joint, joint] pairs")
-        to_itop15 = [-1] * 15
-        for pair in mapping:
-            if not isinstance(pair, list) or len(pair) != 2:
-                raise ConfigError(f"{where}.to_itop15: {pair!r} is not an [itop15 joint, joint] pair")
-            if pair[0] not in ITOP_15.joint_names:
-                raise ConfigError(f"{where}.to_itop15: {pair[0]!r} is not an ITOP-15 joint "
-                                  f"({', '.join(ITOP_15.joint_names)})")
-            if pair[1] not in index:
-                raise ConfigError(f"{where}.to_itop15: {pair[1]!r} is not one of {where}.joints")
-            to_itop15[ITOP_15.index(pair[0])] = index[pair[1]]
-        to_itop15 = tuple(to_itop15)
-    return Skeleton(name=name, joint_names=tuple(joints), flip_pairs=tuple(flips), limbs=tuple(limbs),
-                    torso=torso_pair, to_itop15=to_itop15)
+def _joint_pairs(table: dict[str, Any], key: str, index: dict[str, int], where: str) -> list[tuple[int, int]]:
+    """``table[key]``, a list of [joint, joint] pairs of two different joints of ``index``, as index pairs."""
+    value = table.get(key, [])
+    if not isinstance(value, list):
+        raise ConfigError(f"{where}.{key}: expected a list of [joint, joint] pairs")
+    out = []
+    for pair in value:
+        if not isinstance(pair, list) or len(pair) != 2:
+            raise ConfigError(f"{where}.{key}: {pair!r} is not a [joint, joint] pair")
+        for joint in pair:
+            if joint not in index:
+                raise ConfigError(f"{where}.{key}: {joint!r} is not one of {where}.joints")
+        if pair[0] == pair[1]:
+            raise ConfigError(f"{where}.{key}: {pair!r} pairs a joint with itself")
+        out.append((index[pair[0]], index[pair[1]]))
+    return out
+
+
+def _to_itop15(mapping: Any, index: dict[str, int], where: str) -> tuple[int, ...]:
+    """``to_itop15`` ([itop15 joint, joint] pairs) -> for each ITOP-15 joint the index of its joint, -1 for none."""
+    if not isinstance(mapping, list):
+        raise ConfigError(f"{where}.to_itop15: expected a list of [itop15 joint, joint] pairs")
+    to_itop15 = [-1] * 15
+    for pair in mapping:
+        if not isinstance(pair, list) or len(pair) != 2:
+            raise ConfigError(f"{where}.to_itop15: {pair!r} is not an [itop15 joint, joint] pair")
+        if pair[0] not in ITOP_15.joint_names:
+            raise ConfigError(f"{where}.to_itop15: {pair[0]!r} is not an ITOP-15 joint "
+                              f"({', '.join(ITOP_15.joint_names)})")
+        if pair[1] not in index:
+            raise ConfigError(f"{where}.to_itop15: {pair[1]!r} is not one of {where}.joints")
+        to_itop15[ITOP_15.index(pair[0])] = index[pair[1]]
+    return tuple(to_itop15)
 
 
 def pairs_of(value: Any, index: dict[str, int], key: str) -> tuple[int, int]:

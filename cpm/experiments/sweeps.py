@@ -42,6 +42,36 @@ def sweep_table(results_root: Path, target: str, key: str, *, only: str = "*", c
     from cpm.runtime.checkpoint import git_revision
 
     stem = Path(config).stem if config else None
+    groups = _swept_cells(results_root, target, key, only=only, stem=stem, where=where or {})
+    lines = [f"# {target}: {key} swept", ""]
+    lines.append(f"Command: `{command}` (revision {git_revision()}). Each column is one grid request; its cells' "
+                 "summaries are in `experiments/results/runs/" + target + "/<setting>/`.")
+    values = sorted({v for cells in groups.values() for v in cells}, key=lambda v: (str(type(v)), v))
+    lines += ["", "| cell | " + " | ".join(f"{key} = {v}" for v in values) + " | best (PCK@0.2) |",
+              "|---|" + "---:|" * len(values) + "---|"]
+    notes = []
+    for cell, by_value in sorted(groups.items()):
+        row, note = _sweep_row(cell, by_value, values, key)
+        lines.append(row)
+        notes += [note] if note else []
+    images = sorted({s["config"]["train"]["epochs"] * s["config"]["data"]["train_samples"]
+                     for by_value in groups.values() for s, _ in by_value.values()})
+    settings = sorted({folder for by_value in groups.values() for _, folder in by_value.values()})
+    lines += ["", "Final-stage PCK@0.2 / PCK@0.1 (%) on the held-out split, one seed each: a sweep picks a value, "
+              "it does not compare the cells (the grid does, with seeds and intervals).",
+              f"Training images per run: {', '.join(f'{n:,}' for n in images)}. Settings: "
+              + ", ".join(f"`{s}`" for s in settings) + "."]
+    lines += [""] + notes if notes else []
+    out = results_root / target / f"{target}-sweep-{key}{f'-{stem}' if stem else ''}.md"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out, "\n".join(lines) + "\n")
+    return out
+
+
+def _swept_cells(results_root: Path, target: str, key: str, *, only: str, stem: str | None,
+                 where: dict[str, Any]) -> dict[str, dict[Any, tuple[dict, str]]]:
+    """{cell: {value of ``key``: (its summary, its setting folder)}} of the committed summaries of ``target`` whose
+    cell matches ``only``, in the settings of the config ``stem`` (all when None), with the ``where`` values."""
     folders = sorted(p for p in (results_root / "runs" / target).glob("*") if p.is_dir()
                      and (stem is None or p.name == stem or p.name.startswith((f"{stem}+", f"{stem}-"))))
     groups: dict[str, dict[Any, tuple[dict, str]]] = {}
@@ -55,7 +85,7 @@ def sweep_table(results_root: Path, target: str, key: str, *, only: str = "*", c
             flat = _flat(summary["config"])
             if key not in flat:
                 raise CPMError(f"--sweep: {key!r} is not a config key (e.g. train.lr)")
-            if any(flat.get(k) != v for k, v in (where or {}).items()):
+            if any(flat.get(k) != v for k, v in where.items()):
                 continue
             value = flat[key]
             value = tuple(value) if isinstance(value, list) else value
@@ -66,35 +96,20 @@ def sweep_table(results_root: Path, target: str, key: str, *, only: str = "*", c
             cell[value] = (summary, folder.name)
     if not groups:
         raise CPMError(f"{results_root / 'runs' / target}: no cell summaries match {only!r}")
-    lines = [f"# {target}: {key} swept", ""]
-    lines.append(f"Command: `{command}` (revision {git_revision()}). Each column is one grid request; its cells' "
-                 "summaries are in `experiments/results/runs/" + target + "/<setting>/`.")
-    values = sorted({v for cells in groups.values() for v in cells}, key=lambda v: (str(type(v)), v))
-    lines += ["", "| cell | " + " | ".join(f"{key} = {v}" for v in values) + " | best (PCK@0.2) |",
-              "|---|" + "---:|" * len(values) + "---|"]
-    notes = []
-    for cell, by_value in sorted(groups.items()):
-        configs = {v: {k: x for k, x in _flat(s["config"]).items() if k != key and k not in MACHINE_KEYS}
-                   for v, (s, _) in by_value.items()}
-        first = next(iter(configs.values()))
-        differing = sorted({k for c in configs.values() for k in set(c) | set(first) if c.get(k) != first.get(k)})
-        if differing:
-            notes.append(f"{cell}: the runs also differ in {', '.join(differing)}.")
-        scores = {v: _final(s, "0.2") for v, (s, _) in by_value.items()}
-        best = max(scores, key=scores.get)
-        tried = sorted(scores)
-        edge = " (edge of the values tried)" if len(tried) > 2 and best in (tried[0], tried[-1]) else ""
-        row = [f"{scores[v]:.1f} / {_final(by_value[v][0], '0.1'):.1f}" if v in by_value else "" for v in values]
-        lines.append(f"| {cell} | " + " | ".join(row) + f" | {best}{edge} |")
-    images = sorted({s["config"]["train"]["epochs"] * s["config"]["data"]["train_samples"]
-                     for by_value in groups.values() for s, _ in by_value.values()})
-    settings = sorted({folder for by_value in groups.values() for _, folder in by_value.values()})
-    lines += ["", "Final-stage PCK@0.2 / PCK@0.1 (%) on the held-out split, one seed each: a sweep picks a value, "
-              "it does not compare the cells (the grid does, with seeds and intervals).",
-              f"Training images per run: {', '.join(f'{n:,}' for n in images)}. Settings: "
-              + ", ".join(f"`{s}`" for s in settings) + "."]
-    lines += [""] + notes if notes else []
-    out = results_root / target / f"{target}-sweep-{key}{f'-{stem}' if stem else ''}.md"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out, "\n".join(lines) + "\n")
-    return out
+    return groups
+
+
+def _sweep_row(cell: str, by_value: dict[Any, tuple[dict, str]], values: list, key: str) -> tuple[str, str | None]:
+    """A cell's row (PCK@0.2 / @0.1 at each value, the best value) and a note when its runs differ in more than
+    ``key``."""
+    configs = {v: {k: x for k, x in _flat(s["config"]).items() if k != key and k not in MACHINE_KEYS}
+               for v, (s, _) in by_value.items()}
+    first = next(iter(configs.values()))
+    differing = sorted({k for c in configs.values() for k in set(c) | set(first) if c.get(k) != first.get(k)})
+    note = f"{cell}: the runs also differ in {', '.join(differing)}." if differing else None
+    scores = {v: _final(s, "0.2") for v, (s, _) in by_value.items()}
+    best = max(scores, key=scores.get)
+    tried = sorted(scores)
+    edge = " (edge of the values tried)" if len(tried) > 2 and best in (tried[0], tried[-1]) else ""
+    row = [f"{scores[v]:.1f} / {_final(by_value[v][0], '0.1'):.1f}" if v in by_value else "" for v in values]
+    return f"| {cell} | " + " | ".join(row) + f" | {best}{edge} |", note

@@ -87,3 +87,12 @@ def test_train_then_eval_prints_the_per_stage_table(tmp_path, capsys):
 def test_bad_overrides_exit_2(override, capsys):
     assert main(["config", "--set", override]) == 2
     assert override.split("=")[0] in capsys.readouterr().err
+
+
+def test_every_command_of_the_parser_has_its_runner():
+    import argparse
+
+    from cpm.cli import COMMANDS, build_parser
+
+    commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    assert set(commands.choices) == set(COMMANDS)

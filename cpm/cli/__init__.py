@@ -96,70 +96,76 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run the command ``args`` names; returns its exit status."""
+    return COMMANDS[args.command](args)
+
+
+def run_report(args: argparse.Namespace) -> int:
+    from cpm.evaluation.report import write_report
+
+    print(f"wrote {write_report(args.run_dir, args.out, command=args.run_command)}")
+    return 0
+
+
+def run_config(args: argparse.Namespace) -> int:
+    from cpm.config import load_config
+
+    print(load_config(args.config, args.overrides, reject_ignored=True).to_toml(), end="")
+    return 0
+
+
+def run_rf(args: argparse.Namespace) -> int:
+    from cpm.evaluation.receptive_field import receptive_field_report
+
+    if args.samples < 1 or not 0 < args.threshold < 1:
+        raise CPMError("--samples must be >= 1 and --threshold in (0, 1)")
+    print(receptive_field_report(args.config, args.overrides, checkpoint=args.checkpoint, samples=args.samples,
+                                 threshold=args.threshold, effective=not args.theoretical_only))
+    return 0
+
+
+def run_train(args: argparse.Namespace) -> int:
+    """``cpm train``: train a config (or resume a run), then print the per-stage table and, for synthetic data, the
+    table per pose source."""
     from cpm.config import load_config, parse_override
+    from cpm.evaluation.report import format_stage_table
+    from cpm.training.loop import TrainingInterrupted, train
 
-    if args.command == "score":
-        return run_score(args)
-    if args.command == "predict":
-        return run_predict(args)
-    if args.command == "export":
-        return run_export(args)
-    if args.command == "data":
-        return run_data(args)
-    if args.command == "convert-caffe":
-        return run_convert_caffe(args)
-    if args.command == "report":
-        from cpm.evaluation.report import write_report
-
-        print(f"wrote {write_report(args.run_dir, args.out, command=args.run_command)}")
+    if args.pose_sources and not Path(args.pose_sources).is_dir():  # said before training, not after
+        raise CPMError(f"--pose-sources {args.pose_sources}: no such folder")
+    if args.resume:  # the run's saved config; --set may extend it (train.epochs) or change how it runs
+        if args.config:
+            raise CPMError(f"cpm train: give a config or --resume, not both ({args.config}, {args.resume})")
+        overrides: dict = {}
+        for text in args.overrides:
+            for section, values in parse_override(text).items():
+                overrides.setdefault(section, {}).update(values)
+        config = None
+    else:
+        config, overrides = load_config(_train_config(args.config), args.overrides, reject_ignored=True), None
+        _print_cpu_kind(config)
+    try:
+        results = train(config, resume=args.resume, progress=not args.no_progress, overrides=overrides)
+    except TrainingInterrupted as stop:  # SIGTERM / SIGINT: last.pt written after a whole step
+        print(f"cpm train: stopped by {stop}", file=sys.stderr)
+        return 128 + stop.signum
+    if results["rank"] != 0:  # under torchrun, rank 0 alone prints
         return 0
-    if args.command == "config":
-        print(load_config(args.config, args.overrides, reject_ignored=True).to_toml(), end="")
-        return 0
-    if args.command == "rf":
-        from cpm.evaluation.receptive_field import receptive_field_report
+    print(f"\nPer-stage PCK on the held-out split ({results['run_dir']}):\n")
+    print(format_stage_table(results))
+    if not args.no_pose_sources:  # the generalisation gap: held-out mocap subjects, K2HPD test poses
+        from cpm.cli.eval import pose_sources_after_training
 
-        if args.samples < 1 or not 0 < args.threshold < 1:
-            raise CPMError("--samples must be >= 1 and --threshold in (0, 1)")
-        print(receptive_field_report(args.config, args.overrides, checkpoint=args.checkpoint, samples=args.samples,
-                                     threshold=args.threshold, effective=not args.theoretical_only))
-        return 0
-    if args.command == "train":
-        from cpm.evaluation.report import format_stage_table
-        from cpm.training.loop import TrainingInterrupted, train
+        text = pose_sources_after_training(results["run_dir"], args.pose_sources, progress=not args.no_progress)
+        if text:
+            print(text)
+    return 0
 
-        if args.pose_sources and not Path(args.pose_sources).is_dir():  # said before training, not after
-            raise CPMError(f"--pose-sources {args.pose_sources}: no such folder")
-        if args.resume:  # the run's saved config; --set may extend it (train.epochs) or change how it runs
-            if args.config:
-                raise CPMError(f"cpm train: give a config or --resume, not both ({args.config}, {args.resume})")
-            overrides: dict = {}
-            for text in args.overrides:
-                for section, values in parse_override(text).items():
-                    overrides.setdefault(section, {}).update(values)
-            config = None
-        else:
-            config, overrides = load_config(_train_config(args.config), args.overrides, reject_ignored=True), None
-            _print_cpu_kind(config)
-        try:
-            results = train(config, resume=args.resume, progress=not args.no_progress, overrides=overrides)
-        except TrainingInterrupted as stop:  # SIGTERM / SIGINT: last.pt written after a whole step
-            print(f"cpm train: stopped by {stop}", file=sys.stderr)
-            return 128 + stop.signum
-        if results["rank"] != 0:  # under torchrun, rank 0 alone prints
-            return 0
-        print(f"\nPer-stage PCK on the held-out split ({results['run_dir']}):\n")
-        print(format_stage_table(results))
-        if not args.no_pose_sources:  # the generalisation gap: held-out mocap subjects, K2HPD test poses
-            from cpm.cli.eval import pose_sources_after_training
 
-            text = pose_sources_after_training(results["run_dir"], args.pose_sources, progress=not args.no_progress)
-            if text:
-                print(text)
-        return 0
-    if args.command == "eval":
-        return run_eval(args)
-    raise AssertionError(args.command)
+# Each command of `build_parser` and the function that runs it.
+COMMANDS = {"train": run_train, "eval": run_eval, "score": run_score, "predict": run_predict, "export": run_export,
+            "data": run_data, "convert-caffe": run_convert_caffe, "rf": run_rf, "report": run_report,
+            "config": run_config}
 
 
 def _train_config(path: str | None) -> str:

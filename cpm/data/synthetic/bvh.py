@@ -113,57 +113,88 @@ def read_bvh(path: str | Path) -> Motion:
     header = [(n, line.split()) for n, line in enumerate(lines[:motion + 3], 1)]
     header = [(n, words) for n, words in header if words]
     frames = _frame_rows(lines[motion + 3:])
-    tokens = header if frames is not None else header + [
-        (n, words) for n, line in enumerate(lines[motion + 3:], motion + 4) if (words := line.split())]
-    names, parents, offsets, channels, stack = [], [], [], [], []
-    position, last = 0, -1
+    cursor = _Cursor(header if frames is not None else header + [
+        (n, words) for n, line in enumerate(lines[motion + 3:], motion + 4) if (words := line.split())])
     try:
-        if tokens[0][1][0] != "HIERARCHY":
-            raise CPMError(f"{path}: line {tokens[0][0]}: expected HIERARCHY")
-        position = 1
-        while tokens[position][1][0] != "MOTION":
-            line, words = tokens[position]
-            keyword = words[0]
-            if keyword in ("ROOT", "JOINT", "End"):
-                name = words[1] if keyword != "End" else f"{names[stack[-1]]}_end"
-                names.append(name)
-                parents.append(stack[-1] if stack else -1)
-                offsets.append(np.zeros(3))
-                last = len(names) - 1
-            elif keyword == "{":
-                stack.append(last)
-            elif keyword == "}":
-                stack.pop()
-            elif keyword == "OFFSET":
-                offsets[stack[-1]] = np.array([float(v) for v in words[1:4]])
-            elif keyword == "CHANNELS":
-                listed = words[2:2 + int(words[1])]
-                if any(c[0] not in _AXES or not c.endswith(("position", "rotation")) for c in listed):
-                    raise CPMError(f"{path}: line {line}: unknown channel in {' '.join(listed)}")
-                channels += [(stack[-1], c) for c in listed]
-            else:
-                raise CPMError(f"{path}: line {line}: unexpected {keyword!r} in HIERARCHY")
-            position += 1
-        position += 1
-        count = int(tokens[position][1][-1])  # Frames: F
-        position += 1
-        frame_time = float(tokens[position][1][-1])  # Frame Time: T
-        if frames is not None and position + 1 == len(tokens) and frames.shape[0] >= count:
-            rows = frames[:count]
-        else:  # a frame line to name: `position` follows the lines as they are read
-            rows, first = [], position + 1
-            for position in range(first, min(first + count, len(tokens))):  # noqa: B007 - named on an error
-                rows.append([float(v) for v in tokens[position][1]])
+        names, parents, offsets, channels, open_braces = _read_hierarchy(cursor, path)
+        count, frame_time, rows = _read_motion(cursor, frames)
     except IndexError:
         raise CPMError(f"{path}: truncated BVH file") from None
     except ValueError as error:
-        raise CPMError(f"{path}: line {tokens[position][0]}: not a number ({error})") from None
-    if stack or not names:
+        raise CPMError(f"{path}: line {cursor.line}: not a number ({error})") from None
+    if open_braces or not names:
         raise CPMError(f"{path}: unbalanced braces or no joints in HIERARCHY")
     if len(rows) != count or any(len(row) != len(channels) for row in rows):
         raise CPMError(f"{path}: expected {count} frames of {len(channels)} channel values")
     return Motion(names, parents, np.array(offsets), channels, np.asarray(rows, dtype=np.float64).reshape(
         count, len(channels)), frame_time)
+
+
+@dataclass
+class _Cursor:
+    """The non-blank lines of a BVH file as (line number, words), and the one being read (named on an error)."""
+
+    tokens: list[tuple[int, list[str]]]
+    position: int = 0
+
+    @property
+    def words(self) -> list[str]:
+        return self.tokens[self.position][1]
+
+    @property
+    def line(self) -> int:
+        return self.tokens[self.position][0]
+
+
+def _read_hierarchy(cursor: _Cursor, path: Path) -> tuple[list[str], list[int], list[np.ndarray],
+                                                           list[tuple[int, str]], list[int]]:
+    """HIERARCHY up to and past MOTION -> joint names, parents (-1: the root), offsets, (joint, channel) of every
+    channel in file order, and the braces left open."""
+    names, parents, offsets, channels, stack = [], [], [], [], []
+    last = -1
+    if cursor.words[0] != "HIERARCHY":
+        raise CPMError(f"{path}: line {cursor.line}: expected HIERARCHY")
+    cursor.position = 1
+    while cursor.words[0] != "MOTION":
+        line, words = cursor.line, cursor.words
+        keyword = words[0]
+        if keyword in ("ROOT", "JOINT", "End"):
+            name = words[1] if keyword != "End" else f"{names[stack[-1]]}_end"
+            names.append(name)
+            parents.append(stack[-1] if stack else -1)
+            offsets.append(np.zeros(3))
+            last = len(names) - 1
+        elif keyword == "{":
+            stack.append(last)
+        elif keyword == "}":
+            stack.pop()
+        elif keyword == "OFFSET":
+            offsets[stack[-1]] = np.array([float(v) for v in words[1:4]])
+        elif keyword == "CHANNELS":
+            listed = words[2:2 + int(words[1])]
+            if any(c[0] not in _AXES or not c.endswith(("position", "rotation")) for c in listed):
+                raise CPMError(f"{path}: line {line}: unknown channel in {' '.join(listed)}")
+            channels += [(stack[-1], c) for c in listed]
+        else:
+            raise CPMError(f"{path}: line {line}: unexpected {keyword!r} in HIERARCHY")
+        cursor.position += 1
+    cursor.position += 1
+    return names, parents, offsets, channels, stack
+
+
+def _read_motion(cursor: _Cursor, frames: np.ndarray | None) -> tuple[int, float, np.ndarray | list[list[float]]]:
+    """``Frames: F`` and ``Frame Time: T``, then the F frames: numpy's rows when they parsed whole, else read line by
+    line (the cursor on the line being read)."""
+    count = int(cursor.words[-1])  # Frames: F
+    cursor.position += 1
+    frame_time = float(cursor.words[-1])  # Frame Time: T
+    if frames is not None and cursor.position + 1 == len(cursor.tokens) and frames.shape[0] >= count:
+        return count, frame_time, frames[:count]
+    rows, first = [], cursor.position + 1
+    for position in range(first, min(first + count, len(cursor.tokens))):
+        cursor.position = position
+        rows.append([float(v) for v in cursor.words])
+    return count, frame_time, rows
 
 
 def _frame_rows(lines: list[str]) -> np.ndarray | None:

@@ -389,6 +389,24 @@ def _apply_table(current: Any, table: Any, name: str, where: str) -> Any:
 
 
 def validate(config: Config) -> Config:
+    """``config`` checked, or the first `ConfigError` naming the key: every value (finite, one of its choices, in
+    its range), then the data, model, training and evaluation settings against each other, the depth encoding, the
+    skeleton and the best-checkpoint metric. The keys the head ignores are set back to their defaults."""
+    _validate_values(config)
+    _validate_data(config.data)
+    _validate_model(config.data, config.model)
+    _validate_train_and_eval(config)
+    _validate_depth(config.data)
+    _validate_skeleton(config)
+    best_metric(config)  # a metric that is measured
+    for key in IGNORED_BY_HEAD[config.model.head]:  # what the head ignores keeps its default: one config per model
+        section, _, name = key.partition(".")
+        setattr(getattr(config, section), name, getattr(_DEFAULTS[section], name))
+    return config
+
+
+def _validate_values(config: Config) -> None:
+    """Each value alone: finite numbers, one of `CHOICES`, within `RANGES`."""
     for section_name in Config.__dataclass_fields__:
         section = getattr(config, section_name)
         for key in section.__dataclass_fields__:
@@ -403,7 +421,10 @@ def validate(config: Config) -> Config:
                 if (low is not None and value < low) or (high is not None and value > high):
                     bounds = f">= {low}" if high is None else f"in [{low}, {high}]"
                     raise ConfigError(f"{name}: {value!r} must be {bounds}")
-    data, model, train = config.data, config.model, config.train
+
+
+def _validate_data(data: DataConfig) -> None:
+    """``[data]``: augmentation scales, what a real dataset needs, what only synthetic frames have, pose sources."""
     if len(data.scale_range) != 2 or not 0 < data.scale_range[0] <= data.scale_range[1]:
         raise ConfigError(f"data.scale_range: expected [low, high] with 0 < low <= high, got {data.scale_range}")
     if data.source != "synthetic" and not data.root:
@@ -421,6 +442,11 @@ def validate(config: Config) -> Config:
     if data.pose_source != "procedural" and not data.pose_files:
         raise ConfigError(f"data.pose_files: data.pose_source = {data.pose_source!r} needs its file or folder")
     _validate_pose_mix(data)
+
+
+def _validate_model(data: DataConfig, model: ModelConfig) -> None:
+    """``[model]``: crop sizes that the stride divides, a trunk per backbone, widths, what each backbone and head
+    has."""
     if data.input_size % model.stride:
         raise ConfigError(f"data.input_size: {data.input_size} is not a multiple of model.stride = {model.stride}")
     for size in data.epoch_input_sizes:
@@ -445,6 +471,12 @@ def validate(config: Config) -> Config:
         raise ConfigError("model.regression_loss: rle needs the scale that only the regression head outputs")
     if model.backbone_weights and model.backbone not in ("vgg16", "vgg19"):
         raise ConfigError(f"model.backbone_weights: only vgg16 and vgg19 load weights, not {model.backbone!r}")
+
+
+def _validate_train_and_eval(config: Config) -> None:
+    """``[train]`` and ``[eval]``: stage weights and trainable stages of the model's stages, thresholds, scales,
+    crops and learning-rate milestones."""
+    data, train = config.data, config.train
     stages = output_stages(config)
     if train.stage_weights and len(train.stage_weights) != stages:
         raise ConfigError(
@@ -463,13 +495,6 @@ def validate(config: Config) -> Config:
                           f"{data.source!r} has none")
     if any(m <= 0 for m in train.lr_milestones) or train.lr_milestones != sorted(train.lr_milestones):
         raise ConfigError(f"train.lr_milestones: expected increasing epochs > 0, got {train.lr_milestones}")
-    _validate_depth(data)
-    _validate_skeleton(config)
-    best_metric(config)  # a metric that is measured
-    for key in IGNORED_BY_HEAD[model.head]:  # what the head ignores keeps its default: one config per model
-        section, _, name = key.partition(".")
-        setattr(getattr(config, section), name, getattr(_DEFAULTS[section], name))
-    return config
 
 
 # Keys that a head never reads: a config file or --set that gives them another value than the default is refused

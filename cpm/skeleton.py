@@ -329,7 +329,7 @@ def skeleton_from_table(table: dict[str, Any], where: str = "skeleton") -> Skele
     if torso is None:
         raise ConfigError(f"{where}.torso: give the two joints whose distance normalises PCK, e.g. "
                           "[\"left_shoulder\", \"right_hip\"]")
-    torso_pair = pairs_of(torso, index, f"{where}.torso")
+    torso_pair = joint_pair(torso, index, f"{where}.torso", joints=f"{where}.joints")
     to_itop15 = _to_itop15(table["to_itop15"], index, where) if table.get("to_itop15") else None
     return Skeleton(name=name, joint_names=tuple(joints), flip_pairs=tuple(flips), limbs=tuple(limbs),
                     torso=torso_pair, to_itop15=to_itop15)
@@ -357,21 +357,11 @@ def _joint_names(joints: Any, where: str) -> list[str]:
 
 
 def _joint_pairs(table: dict[str, Any], key: str, index: dict[str, int], where: str) -> list[tuple[int, int]]:
-    """``table[key]``, a list of [joint, joint] pairs of two different joints of ``index``, as index pairs."""
+    """``table[key]``, a list of [joint, joint] pairs (`joint_pair`), as index pairs."""
     value = table.get(key, [])
     if not isinstance(value, list):
         raise ConfigError(f"{where}.{key}: expected a list of [joint, joint] pairs")
-    out = []
-    for pair in value:
-        if not isinstance(pair, list) or len(pair) != 2:
-            raise ConfigError(f"{where}.{key}: {pair!r} is not a [joint, joint] pair")
-        for joint in pair:
-            if joint not in index:
-                raise ConfigError(f"{where}.{key}: {joint!r} is not one of {where}.joints")
-        if pair[0] == pair[1]:
-            raise ConfigError(f"{where}.{key}: {pair!r} pairs a joint with itself")
-        out.append((index[pair[0]], index[pair[1]]))
-    return out
+    return [joint_pair(pair, index, f"{where}.{key}", joints=f"{where}.joints") for pair in value]
 
 
 def _to_itop15(mapping: Any, index: dict[str, int], where: str) -> tuple[int, ...]:
@@ -391,16 +381,18 @@ def _to_itop15(mapping: Any, index: dict[str, int], where: str) -> tuple[int, ..
     return tuple(to_itop15)
 
 
-def pairs_of(value: Any, index: dict[str, int], key: str) -> tuple[int, int]:
-    """``[joint, joint]`` -> their indices, or `ConfigError` naming ``key``."""
-    if not isinstance(value, list) or len(value) != 2 or not all(isinstance(v, str) for v in value):
-        raise ConfigError(f"{key}: expected two joint names, e.g. [\"left_shoulder\", \"right_hip\"]")
-    for joint in value:
+def joint_pair(pair: Any, index: dict[str, int], key: str, *, joints: str = "the skeleton's joints"
+               ) -> tuple[int, int]:
+    """``[joint, joint]``, the names of two different joints of ``index`` (which ``joints`` names) -> their
+    indices, or `ConfigError` naming ``key``."""
+    if not isinstance(pair, list) or len(pair) != 2 or not all(isinstance(joint, str) for joint in pair):
+        raise ConfigError(f"{key}: {pair!r} is not a [joint, joint] pair, e.g. [\"left_shoulder\", \"right_hip\"]")
+    for joint in pair:
         if joint not in index:
-            raise ConfigError(f"{key}: {joint!r} is not one of the skeleton's joints")
-    if value[0] == value[1]:
-        raise ConfigError(f"{key}: the two torso joints must differ")
-    return index[value[0]], index[value[1]]
+            raise ConfigError(f"{key}: {joint!r} is not one of {joints}")
+    if pair[0] == pair[1]:
+        raise ConfigError(f"{key}: {pair!r} pairs a joint with itself")
+    return index[pair[0]], index[pair[1]]
 
 
 def load_skeleton_file(path: str | Path) -> dict[str, Any]:

@@ -7,6 +7,11 @@ small prior over "activities" (standing, walking, arms raised, reaching, bending
 human joint limits. Everything is ray-cast analytically into a z-buffer, then degraded like a Kinect2
 depth frame: distance-dependent Gaussian noise, 8-bit quantisation and missing depth along edges.
 
+Here: `render_sample` (sample i of a stream) and `SyntheticPoses`, the dataset of a stream. A sample's scene is drawn
+by `cpm.data.synthetic.scene.sample_scene` (the body and its pose: `cpm.data.synthetic.body`, or a pose source of
+`cpm.data.synthetic.sources`) and rendered by `cpm.data.synthetic.zbuffer.render_scene` through the depth camera of
+`cpm.data.synthetic.camera`.
+
 Conventions
     * World: metres, y up, floor is the plane y = 0. The camera sits at (0, h, 0) looking along +z,
       pitched down by a small angle. Camera frame: x right, y down, z forward (OpenCV).

@@ -14,6 +14,7 @@ import json
 import os
 import signal
 import sys
+import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
@@ -84,6 +85,9 @@ def killed(action: Callable[[], object], fault: str) -> None:
     _, status = os.waitpid(pid, 0)
     assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, \
         f"CPM_FAULT={fault}: the process was not killed (exit status {os.waitstatus_to_exitcode(status)})"
+    # TensorBoard reads a run's event files in the order of their names, which start with the second the writer
+    # started: the next sitting's must come after this one's (seconds apart outside a test).
+    time.sleep(1 - time.time() % 1)
 
 
 def timeless(rows: list[dict]) -> list[dict]:
@@ -107,15 +111,26 @@ def assert_same_tensors(a, b, where: str = "") -> None:
         assert a == b, where
 
 
-def assert_same_run(run_dir: Path, reference: Path) -> None:
-    """Same final and best weights and optimiser, the same records row for row (times aside), no temporary file."""
+def tensorboard_losses(folder: Path) -> list[tuple[int, float]]:
+    """train/loss as TensorBoard shows it (the events a later sitting's purge_step hides left out)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(folder), size_guidance={"scalars": 0})
+    events.Reload()
+    return [(e.step, e.value) for e in events.Scalars("train/loss")]
+
+
+def assert_same_run(run_dir: Path, reference: Path, epochs: int = EPOCHS) -> None:
+    """Same final and best weights and optimiser, the same records row for row (times aside: metrics.jsonl,
+    steps.jsonl, TensorBoard's train/loss), no temporary file."""
     assert_same_tensors(weights(run_dir / "last.pt"), weights(reference / "last.pt"), "last.pt")
     assert_same_tensors(weights(run_dir / "best.pt"), weights(reference / "best.pt"), "best.pt")
     for name in ("metrics.jsonl", "steps.jsonl"):
         assert timeless(read_jsonl(run_dir / name)) == timeless(read_jsonl(reference / name)), name
-    assert [row["epoch"] for row in read_jsonl(run_dir / "metrics.jsonl")] == list(range(1, EPOCHS + 1))
-    assert [row["step"] for row in read_jsonl(run_dir / "steps.jsonl")] == list(range(1, EPOCHS * STEPS + 1))
+    assert [row["epoch"] for row in read_jsonl(run_dir / "metrics.jsonl")] == list(range(1, epochs + 1))
+    assert [row["step"] for row in read_jsonl(run_dir / "steps.jsonl")] == list(range(1, epochs * STEPS + 1))
     assert not list(run_dir.glob(".*.tmp"))
+    assert tensorboard_losses(run_dir) == tensorboard_losses(reference)
 
 
 @pytest.fixture(scope="module")
@@ -129,15 +144,26 @@ def reference(tmp_path_factory) -> Path:
 
 # The fast suite's kill points; tests/test_faults_sweep.py (slow) goes through every point and more counts.
 RUN_FAULTS = [
-    "kill:step@7",           # mid-epoch 2, during evaluation-free training: last.pt is the mid-epoch one of step 6
-    "kill:write:last.pt@4",  # during the end-of-epoch-2 (final) checkpoint write: a temporary file left behind
+    "kill:step@7",           # mid-epoch 2: last.pt is the mid-epoch one of step 6, step 7 trained
+    "kill:write:last.pt@4",  # during the final checkpoint write: a temporary file left behind, TensorBoard flushed
+                             # with steps 7 and 8 and epoch 2, last.pt at step 6
     "kill:write:best.pt@2",  # between last.pt and best.pt of epoch 2: best.pt one epoch behind last.pt
+    "kill:saved@1",          # epoch 1's last.pt written, its metrics.jsonl row not: the row comes from last.pt
 ]
+
+
+def assert_no_row_ahead_of_the_checkpoint(run_dir: Path) -> None:
+    """Wherever a kill lands, metrics.jsonl has no row of an epoch that last.pt does not hold (steps.jsonl, like
+    TensorBoard, shows the steps as they are trained: its rows after last.pt are cut when the run resumes)."""
+    if (run_dir / "last.pt").is_file() and (run_dir / "metrics.jsonl").is_file():
+        epochs = [row["epoch"] for row in cpm.io.read_log(run_dir / "metrics.jsonl")[0]]
+        assert max(epochs, default=0) <= load_checkpoint(run_dir / "last.pt")["epoch"]
 
 
 def killed_and_resumed(tmp: Path, reference: Path, fault: str, **extra) -> Path:
     killed(start(tmp, **extra), fault)
     run_dir = tmp / "runs" / "run"
+    assert_no_row_ahead_of_the_checkpoint(run_dir)
     resume(run_dir)
     assert_same_run(run_dir, reference)
     return run_dir
@@ -148,21 +174,6 @@ def test_a_run_killed_and_resumed_ends_as_the_uninterrupted_run(tmp_path, refere
     killed_and_resumed(tmp_path, reference, fault)
 
 
-def tensorboard_losses(folder: Path) -> list[tuple[int, float]]:
-    """train/loss as TensorBoard shows it (the events a later sitting's purge_step hides left out)."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    events = EventAccumulator(str(folder), size_guidance={"scalars": 0})
-    events.Reload()
-    return [(e.step, e.value) for e in events.Scalars("train/loss")]
-
-
-def test_a_kill_between_the_checkpoint_and_its_metrics_row_loses_no_row_and_tensorboard_no_step(tmp_path,
-                                                                                                 reference):
-    """Killed after epoch 1's last.pt, before its metrics.jsonl row: the row comes from the checkpoint. The
-    killed sitting's TensorBoard events are kept up to the checkpoint, once."""
-    run_dir = killed_and_resumed(tmp_path, reference, "kill:saved@1")
-    assert tensorboard_losses(run_dir) == tensorboard_losses(reference)
 
 
 def test_a_last_line_cut_short_is_dropped_with_one_line_and_rows_of_an_old_double_resume_kept_once(tmp_path,
@@ -225,15 +236,20 @@ def full_disk(monkeypatch):
     monkeypatch.setattr(cpm.io.os, "fdopen", lambda *args, **kwargs: _FullDisk(real(*args, **kwargs), 100))
 
 
-def test_a_checkpoint_write_on_a_full_disk_keeps_the_previous_file_and_names_it(tmp_path, full_disk):
-    path = tmp_path / "last.pt"
-    path.write_bytes(b"the previous checkpoint")
+@pytest.mark.parametrize(("name", "write"), [
+    ("last.pt", lambda path: save_checkpoint({"model": {"w": torch.zeros(1000)}, "config": {}}, path)),  # RuntimeError
+    ("T1-is-seed0-0123abcd.json", lambda path: cpm.io.write_text_atomic(path, json.dumps({"metrics": [0.5] * 100}))),
+])
+def test_a_checkpoint_or_summary_write_on_a_full_disk_keeps_the_previous_file_and_names_it(tmp_path, full_disk,
+                                                                                           name, write):
+    path = tmp_path / name
+    path.write_bytes(b"the previous file")
     with pytest.raises(CPMError) as error:
-        save_checkpoint({"model": {"w": torch.zeros(1000)}, "config": {}}, path)  # torch.save's RuntimeError
+        write(path)
     message = str(error.value)
     assert str(path) in message and "No space left on device" in message and len(message.splitlines()) == 1
-    assert path.read_bytes() == b"the previous checkpoint"
-    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
+    assert path.read_bytes() == b"the previous file"
+    assert [p.name for p in tmp_path.iterdir()] == [name]
 
 
 def test_a_full_disk_during_training_stops_with_one_line_and_the_run_resumes(tmp_path, reference, capsys):
@@ -313,6 +329,8 @@ def grid_killed_and_run_again(tmp_path: Path, grid_reference: Path, fault: str, 
     """Kill the grid of the cells ``only`` at ``fault``, run the same command again: the summaries and the report
     of the uninterrupted grid, each cell's logs with one row an epoch and a step, no temporary file anywhere."""
     killed(grid(tmp_path, only), fault)
+    for run_dir in (tmp_path / "runs").rglob("T*-is-seed0-*"):
+        assert_no_row_ahead_of_the_checkpoint(run_dir)
     grid(tmp_path, only)()
     assert summaries(tmp_path) == summaries(grid_reference)
     assert report_text(tmp_path) == report_text(grid_reference).replace(str(grid_reference), str(tmp_path))

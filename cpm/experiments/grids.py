@@ -15,8 +15,9 @@ Targets (also make targets of the same names):
   checkpoint: each epoch of the per-epoch metrics and each step of the loss curve kept once (the last written).
 
 Each cell of a grid is one `cpm.training.loop.train` call with config overrides, into ``runs/<target>/<name>``
-(``name`` ends in ``-seed<s>``). A run whose ``metrics.jsonl`` already has its final epoch is skipped, an
-interrupted one resumes from its ``last.pt``, so a target can be stopped and started again. After each run
+(``name`` ends in ``-seed<s>``). A run whose ``last.pt`` already holds its final epoch is not trained again, an
+interrupted one (a stop signal, SIGKILL, a power cut) resumes from its ``last.pt`` with its logs cut back to it, so a
+target can be stopped anywhere and started again. After each run
 ``summary.json`` stores what the tables need beyond ``metrics.jsonl`` (PCK at 0.05/0.1/0.2 per stage, EPE,
 the PDJ curve, per-layer weight sparsity). `cpm.experiments.reports` writes ``experiments/results/<target>.md``
 and PNG plots, with mean ± std over seeds, the budget, the command and the git revision.

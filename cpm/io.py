@@ -110,7 +110,7 @@ def atomic_write(path: str | Path, mode: str = "wb") -> Iterator[IO]:
         os.umask(umask)
         os.chmod(temporary, 0o666 & ~umask)
         os.replace(temporary, path)
-        _sync_folder(path.parent)
+        sync_file(path.parent)
     except BaseException as error:
         Path(temporary).unlink(missing_ok=True)
         failed = recorded.error if recorded is not None and recorded.error is not None else error
@@ -120,28 +120,19 @@ def atomic_write(path: str | Path, mode: str = "wb") -> Iterator[IO]:
         raise
 
 
-def _sync_folder(folder: Path) -> None:
-    """A rename is on disk once its folder is (a power cut right after it could otherwise undo it)."""
-    try:
-        handle = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(handle)
-    except OSError:  # some file systems do not sync folders; the rename itself is still atomic
-        pass
-    finally:
-        os.close(handle)
-
-
 def sync_file(path: str | Path) -> None:
-    """Flush ``path`` (a log appended to) to disk, if it exists: what a checkpoint then commits survives a power cut."""
+    """Flush ``path`` to disk, if it exists: a log appended to (what a checkpoint then commits survives a power
+    cut), or a folder after a rename in it (the rename survives too; a file system that cannot sync folders is
+    left at that, the rename itself being atomic)."""
     try:
         handle = os.open(path, os.O_RDONLY)
     except FileNotFoundError:
         return
     try:
         os.fsync(handle)
+    except OSError:
+        if not os.path.isdir(path):
+            raise
     finally:
         os.close(handle)
 

@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import sys
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -125,8 +127,9 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    """The network (``[model]``): its head, trunk, stages and their sizes, and the targets it learns
-    (`cpm.models.build_model` builds every variant from this one section)."""
+    """The network (``[model]``): its head, trunk, stages and their sizes (`cpm.models.build_model` builds every
+    variant from this section and the two keys of ``[targets]`` that shape its outputs and inputs: the background
+    channel and the centre map's resolution)."""
 
     head: str = "heatmap"  # heatmap (CPM belief maps) | regression (FC to K x 2) | integral (soft-argmax of each stage)
     # coordinate loss of the regression and integral heads: l2 | l1 | smooth_l1 | rle (regression head only: RLE's
@@ -157,15 +160,28 @@ class ModelConfig:
     stage_separable: bool = False
     stride: int = 8  # input pixels per belief-map cell (the cpm trunk pools log2(stride) times)
     center_map: bool = True  # every stage also reads a Gaussian at the person's centre (the paper's centre map)
-    center_pool: bool = False  # centre map made at input resolution, avg-pooled (s+1)/s by the model (Caffe)
-    background: bool = True  # one more belief channel, 1 - max over the joints (K + 1 maps)
     batch_norm: bool = False  # batch norm after every convolution but the output layers
     dropout: float = 0.0  # dropout probability in stage 1's wide layers and the regression head (0.5 in the paper)
     init: str = "kaiming"  # kaiming | caffe (Gaussian std 0.01, the released prototxts' filler)
-    sigma: float = 1.0  # Gaussian target sigma, heatmap cells
-    center_sigma: float = 2.5  # centre map sigma, heatmap cells
     checkpoint_stages: bool = False  # recompute refinement stages in backward (less memory, ~1 more forward)
     beliefs_first: bool = False  # stages concatenate [beliefs, features, centre] (released VGG MPII net, mmpose)
+
+
+@dataclass
+class TargetsConfig:
+    """What the heatmap head learns (``[targets]``): the Gaussian belief maps and the centre map that
+    `cpm.targets.codecs.HeatmapCodec` makes from the keypoints (`cpm.runtime.build.build_codec`), which joints and
+    people they hold, and the background channel. The network reads ``background`` (K + 1 output maps) and
+    ``center_pool`` (the centre map it takes) too; the coordinate heads read only ``center_sigma`` and
+    ``center_pool``."""
+
+    sigma: float = 1.0  # Gaussian target sigma, heatmap cells
+    center_sigma: float = 2.5  # centre map sigma, heatmap cells
+    background: bool = True  # one more belief channel, 1 - max over the joints (K + 1 maps)
+    center_pool: bool = False  # centre map made at input resolution, avg-pooled (s+1)/s by the model (Caffe)
+    missing_joints: str = "ignore"  # unlabeled / out-of-crop joints: ignore (weight 0) | zero (trained toward 0, Caffe)
+    cutoff: float = 0.0  # Gaussian target values below this become 0 (Caffe: 0.01)
+    stage1_all_people: bool = False  # stage 1 learns every person in the crop, later stages the centred one (Caffe)
 
 
 @dataclass
@@ -208,9 +224,6 @@ class TrainConfig:
     threads: int = 0  # torch intra-op threads; 0 = torch's default
     lr_gamma: float = 0.333  # step schedule: the factor of each decay (Caffe's gamma; mmpose's 0.1)
     lr_milestones: list[float] = field(default_factory=list)  # step schedule: decay at these epochs (mmpose [170, 200])
-    missing_joints: str = "ignore"  # unlabeled / out-of-crop joints: ignore (weight 0) | zero (trained toward 0, Caffe)
-    target_cutoff: float = 0.0  # Gaussian target values below this become 0 (Caffe: 0.01)
-    stage1_all_people: bool = False  # stage 1 learns every person in the crop, later stages the centred one (Caffe)
     best_metric: str = ""  # what best.pt maximises: "pck@A" (final stage) or "loss"; "" = pck@0.2, else the first A
 
 
@@ -250,6 +263,7 @@ class SkeletonConfig:
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
+    targets: TargetsConfig = field(default_factory=TargetsConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     skeleton: SkeletonConfig = field(default_factory=SkeletonConfig)
@@ -280,7 +294,7 @@ CHOICES = {
     "model.regression_features": ("backbone", "stage1"),
     "model.init": INIT_NAMES,
     "data.input_scale": INPUT_SCALES,
-    "train.missing_joints": ("ignore", "zero"),
+    "targets.missing_joints": ("ignore", "zero"),
     "train.optimizer": ("adamw", "sgd"),
     "train.schedule": ("cosine", "linear", "step", "constant"),
     "train.amp": ("auto", "bf16", "fp16", "off"),
@@ -298,14 +312,14 @@ RANGES = {
     "model.trunk_kernel": (1, None), "model.stage1_width": (1, None), "model.stage1_kernel": (1, None),
     "model.feature_channels": (0, None), "model.stage_kernel": (1, None), "model.stage_layers": (1, None),
     "model.in_channels": (1, None), "model.stage1_layers": (0, None),
-    "model.stride": (1, 64), "model.dropout": (0, 0.99), "model.sigma": (1e-3, None),
-    "model.center_sigma": (1e-3, None), "model.regression_hidden": (0, None), "model.regression_pool": (1, None),
+    "model.stride": (1, 64), "model.dropout": (0, 0.99), "targets.sigma": (1e-3, None),
+    "targets.center_sigma": (1e-3, None), "model.regression_hidden": (0, None), "model.regression_pool": (1, None),
     "train.epochs": (1, None), "train.batch_size": (1, None), "train.lr": (0, None),
     "train.weight_decay": (0, None), "train.momentum": (0, 1), "train.warmup_steps": (0, None),
     "train.log_every": (1, None), "train.checkpoint_every": (0, None),
     "train.grad_clip": (0, None), "train.threads": (0, None), "train.ema": (0, 0.999999),
     "train.stage1_lr_mult": (0, None), "train.refinement_lr_mult": (0, None), "train.bias_lr_mult": (0, None),
-    "train.lr_step_size": (0, None), "train.lr_gamma": (0, 1), "train.target_cutoff": (0, 0.99),
+    "train.lr_step_size": (0, None), "train.lr_gamma": (0, 1), "targets.cutoff": (0, 0.99),
     "eval.batch_size": (1, None), "data.pad_value": (0, 255), "eval.image_fraction": (1e-3, None),
 }
 
@@ -350,9 +364,52 @@ def _section_types(section: Any) -> dict[str, Any]:
     return typing.get_type_hints(type(section))
 
 
-def apply(config: Config, overrides: dict[str, Any], *, source: str = "") -> Config:
-    """Set ``{"section": {"key": value}}`` on ``config`` in place, checking names and types."""
+# Keys that moved, by their old dotted name: a config file, a --set, a saved config (a checkpoint, a run folder's
+# config.toml, a committed cell summary) or an experiment's override that names the old key sets the new one
+# (`migrate`). A cell's hash is taken over the old names (`cpm.experiments.runs.config_hash`), so that no committed
+# cell changes its hash when a key moves.
+MOVED_KEYS = {
+    "model.sigma": "targets.sigma",
+    "model.center_sigma": "targets.center_sigma",
+    "model.background": "targets.background",
+    "model.center_pool": "targets.center_pool",
+    "train.missing_joints": "targets.missing_joints",
+    "train.target_cutoff": "targets.cutoff",
+    "train.stage1_all_people": "targets.stage1_all_people",
+}
+
+
+def migrate(table: dict[str, Any], *, source: str = "", log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """``table`` ({section: {key: value}}, as a config file, a --set or a saved config gives it) in today's layout:
+    each key of `MOVED_KEYS` under its new name, said to ``log`` in one line per key (the command line says it; a
+    saved config moves silently). A key given under both names with two values is a `ConfigError` naming both.
+    ``table`` itself is not changed."""
     where = f"{source}: " if source else ""
+    moved = {section: dict(values) if isinstance(values, dict) else values for section, values in table.items()}
+    for old, new in MOVED_KEYS.items():
+        (old_section, old_key), (new_section, new_key) = old.split("."), new.split(".")
+        values = moved.get(old_section)
+        if not isinstance(values, dict) or old_key not in values:
+            continue
+        value = values.pop(old_key)
+        target = moved.setdefault(new_section, {})
+        if not isinstance(target, dict):
+            continue  # `apply` names a section that is not a table
+        if new_key in target and target[new_key] != value:
+            raise ConfigError(f"{where}{old} = {toml_value(value)} and {new} = {toml_value(target[new_key])}: "
+                              f"{old} is {new} now; give it once")
+        target[new_key] = value
+        if log is not None:
+            log(f"{where}{old} is {new} now (read as {new} = {toml_value(value)})")
+    return moved
+
+
+def apply(config: Config, overrides: dict[str, Any], *, source: str = "",
+          log: Callable[[str], None] | None = None) -> Config:
+    """Set ``{"section": {"key": value}}`` on ``config`` in place, checking names and types; keys that moved are
+    read under their new names (`migrate`, which says so to ``log``)."""
+    where = f"{source}: " if source else ""
+    overrides = migrate(overrides, source=source, log=log)
     for section_name, values in overrides.items():
         section = getattr(config, section_name, None) if section_name in Config.__dataclass_fields__ else None
         if section is None:
@@ -500,14 +557,15 @@ def _validate_train_and_eval(config: Config) -> None:
 # Keys that a head never reads: a config file or --set that gives them another value than the default is refused
 # (`load_config(..., reject_ignored=True)`, what `cpm train` and `cpm config` read), and `validate` leaves them at their
 # defaults, so that two configs of one model are one config and a run's saved config.toml reads back.
-_MAPS_ONLY = ("train.missing_joints", "train.target_cutoff", "train.stage1_all_people", "eval.scales")  # belief maps
+_MAPS_ONLY = ("targets.missing_joints", "targets.cutoff", "targets.stage1_all_people", "eval.scales")  # belief maps
 IGNORED_BY_HEAD = {
     "heatmap": ("model.regression_loss", "model.regression_hidden", "model.regression_pool",
                 "model.regression_features"),
     "regression": ("model.stages", "train.intermediate_supervision", *_MAPS_ONLY),
     "integral": ("model.regression_hidden", "model.regression_pool", "model.regression_features", *_MAPS_ONLY),
 }
-_DEFAULTS = {"data": DataConfig(), "model": ModelConfig(), "train": TrainConfig(), "eval": EvalConfig()}
+_DEFAULTS = {"data": DataConfig(), "model": ModelConfig(), "targets": TargetsConfig(), "train": TrainConfig(),
+             "eval": EvalConfig()}
 
 
 def _validate_depth(data: DataConfig) -> None:
@@ -589,12 +647,16 @@ def _read_skeleton_file(config: Config, candidates: list[Path]) -> None:
     config.data.skeleton = declared.name
 
 
+BEST_THRESHOLD = 0.2  # best.pt keeps the best final-stage PCK at this threshold when train.best_metric is not set
+
+
 def best_metric(config: Config) -> str:
     """What best.pt is chosen by: ``train.best_metric``, else final-stage PCK@0.2 when it is measured, else at the
     first of ``eval.pck_thresholds``. ``"pck@A"`` is maximised, ``"loss"`` (the final stage's held-out loss)
     minimised."""
     thresholds = config.eval.pck_thresholds
-    name = config.train.best_metric or (f"pck@{0.2:g}" if 0.2 in thresholds else f"pck@{thresholds[0]:g}")
+    default = BEST_THRESHOLD if BEST_THRESHOLD in thresholds else thresholds[0]
+    name = config.train.best_metric or f"pck@{default:g}"
     if name == "loss":
         return name
     measured = [f"pck@{a:g}" for a in thresholds]
@@ -635,11 +697,16 @@ def parse_override(text: str) -> dict[str, dict[str, Any]]:
     return {section: {name: value}}
 
 
+def _to_stderr(line: str) -> None:
+    print(line, file=sys.stderr)
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (), *,
                 reject_ignored: bool = False) -> Config:
     """Defaults, then the TOML file at ``path``, then each ``section.key=value`` override. With ``reject_ignored``
     (the command line), a key the file or an override names that ``model.head`` ignores (`IGNORED_BY_HEAD`), with
-    another value than its default, is a `ConfigError` naming the key and the head."""
+    another value than its default, is a `ConfigError` naming the key and the head. A key that moved (`MOVED_KEYS`)
+    is read under its new name, said in one line on stderr."""
     config = Config()
     named: list[str] = []
     if path is not None:
@@ -656,10 +723,11 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
             raise ConfigError(f"{path}: invalid TOML ({error})") from None
         _cells_of(table, path)  # [cells] is the experiment grids' (checked here, trained by none of them)
         table.pop("cells", None)
+        table = migrate(table, source=str(path), log=_to_stderr)
         apply(config, table, source=str(path))
         named += [f"{section}.{key}" for section, values in table.items() if isinstance(values, dict) for key in values]
     for override in overrides:
-        parsed = parse_override(override)
+        parsed = migrate(parse_override(override), source="--set", log=_to_stderr)
         apply(config, parsed, source="--set")
         named += [f"{section}.{key}" for section, values in parsed.items() for key in values]
     if reject_ignored:

@@ -205,8 +205,8 @@ def test_an_unknown_config_section(tmp_path, capfd):
 @pytest.mark.parametrize(("override", "fragments"), [
     ('train.epochs="three"', ("train.epochs", "expected an integer")),
     ("train.amp=true", ("train.amp", "expected str")),
-    ("model.sigma=-1.0", ("model.sigma", "must be")),
-    ("model.sigma=nan", ("model.sigma", "not a finite number")),
+    ("targets.sigma=-1.0", ("targets.sigma", "must be")),
+    ("targets.sigma=nan", ("targets.sigma", "not a finite number")),
     ("data.scale_range=[0.5, inf]", ("data.scale_range", "not a finite number")),
     ("model.stages=0", ("model.stages", "must be in [1, 6]")),
     ("data.scale_range=[1.2, 0.8]", ("data.scale_range",)),

@@ -120,7 +120,7 @@ def test_the_released_definition_converts_and_computes_the_caffe_net(tmp_path, k
     odd_rgb, odd_center = net.inputs(net.odd_size, seed=2)
     assert agree(net.ours(odd_rgb, odd_center), net.caffe(odd_rgb, odd_center), net.position)
 
-    unflipped = build_model(net.config.model, len(net.position) - 1).eval()
+    unflipped = build_model(net.config.model, len(net.position) - 1, center_pool=net.config.targets.center_pool).eval()
     unflipped.load_state_dict(net.model.state_dict())
     for module in unflipped.modules():
         if isinstance(module, nn.Conv2d) and module.in_channels == 3:
@@ -130,7 +130,7 @@ def test_the_released_definition_converts_and_computes_the_caffe_net(tmp_path, k
         assert not agree(net.ours(rgb, center), caffe, sorted(net.position))
     if key == "mpii_vgg":
         config = load_config(EXPERIMENTS / "caffe_mpii.toml", ["data.root=/nowhere", "model.caffe_pooling=false"])
-        floor = build_model(config.model, 14).eval()
+        floor = build_model(config.model, 14, center_pool=config.targets.center_pool).eval()
         floor.load_state_dict(net.model.state_dict())
         with pytest.raises(ValueError, match=r"centre map of size \(5, 5\) after pooling, belief maps \(4, 4\)"):
             net.ours(odd_rgb, odd_center, floor)

@@ -136,7 +136,7 @@ def test_build_datasets_adds_the_other_people_only_when_asked(tmp_path, monkeypa
     monkeypatch.setattr(readers, "split_dataset", lambda **kwargs: (TwoPeople(12.0), TwoPeople(12.0)))
     base = ["data.root=/nowhere", "data.skeleton=lsp14", "model.in_channels=1", "data.input_size=64"]
     plain, _ = build_datasets(load_config(EXPERIMENTS / "lsp.toml", base))
-    config = load_config(EXPERIMENTS / "lsp.toml", [*base, "train.stage1_all_people=true"])
+    config = load_config(EXPERIMENTS / "lsp.toml", [*base, "targets.stage1_all_people=true"])
     train_set, val_set = build_datasets(config)
     assert plain[0]["keypoints"].shape == (14, 3) and val_set[0]["keypoints"].shape == (14, 3)
     batch = torch.stack([train_set[0]["keypoints"], train_set[1]["keypoints"]])  # (2, 2, 14, 3)

@@ -83,7 +83,7 @@ def test_train_then_eval_prints_the_per_stage_table(tmp_path, capsys):
     assert read_prediction_all(written).shape[:2] == (16, 15)
 
 
-@pytest.mark.parametrize("override", ["model.stages=0", "train.nope=1", "model.sigma=-2"])
+@pytest.mark.parametrize("override", ["model.stages=0", "train.nope=1", "targets.sigma=-2"])
 def test_bad_overrides_exit_2(override, capsys):
     assert main(["config", "--set", override]) == 2
     assert override.split("=")[0] in capsys.readouterr().err

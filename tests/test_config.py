@@ -34,7 +34,7 @@ def test_override_values_are_read_as_toml_else_as_strings():
         ("[trian]\nlr = 0.1\n", r"unknown config section \[trian\]"),
         ("[model]\nstages = 'four'\n", "model.stages: expected an integer"),
         ("[model]\nstages = 0\n", r"model.stages: 0 must be in \[1, 6\]"),
-        ("[model]\nsigma = -1.0\n", "model.sigma: -1.0 must be >= "),
+        ("[model]\nsigma = -1.0\n", "targets.sigma: -1.0 must be >= "),
         ("[train]\nchannels_last = 1\n", "train.channels_last: expected true or false"),
         ("[train]\noptimizer = 'adam'\n", "train.optimizer: 'adam' is not one of adamw, sgd"),
         ("[data]\nscale_range = [1.2, 0.8]\n", "data.scale_range"),

@@ -257,13 +257,13 @@ def test_a_cell_overrides_the_users_set_for_its_own_factor(tmp_path):
 
 def test_cell_sets_reach_only_the_matching_cells_and_win_over_their_factors(tmp_path, capsys):
     request = GridRequest("compare-heads", "smoke", cell_sets={"regression-*-s4-*": {"train.lr": 0.005},
-                                                               "heatmap-sigma1-*": {"model.sigma": 1.5}})
+                                                               "heatmap-sigma1-*": {"targets.sigma": 1.5}})
     cells = {cell.name: cell for cell in grid_cells(request, runs_root=tmp_path, results_root=tmp_path)}
     lrs = {name: cell.config.train.lr for name, cell in cells.items() if name.endswith("-seed0")}
     assert {name for name, lr in lrs.items() if lr == 0.005} == {f"regression-{loss}-s4-seed0"
                                                                  for loss in ("l2", "l1", "smooth_l1")}
-    assert cells["heatmap-sigma1-s8-seed0"].config.model.sigma == 1.5  # the cell's own sigma = 1 loses
-    assert cells["heatmap-sigma2-s8-seed0"].config.model.sigma == 2.0
+    assert cells["heatmap-sigma1-s8-seed0"].config.targets.sigma == 1.5  # the cell's own sigma = 1 loses
+    assert cells["heatmap-sigma2-s8-seed0"].config.targets.sigma == 2.0
     plain = GridRequest("compare-heads", "smoke")
     assert request.setting != plain.setting == "smoke"  # another request, another folder
     assert GridRequest("compare-heads", "smoke", sets={"train.threads": 1, "data.workers": 0}).setting == "smoke"
@@ -277,13 +277,14 @@ def test_cell_sets_reach_only_the_matching_cells_and_win_over_their_factors(tmp_
 def test_a_config_files_cells_table_reaches_its_cells_below_set_and_cell_set(tmp_path, capsys):
     config = tmp_path / "heads.toml"
     config.write_text('[train]\nlr = 0.001\n\n[cells]\n"regression-l1-*".train.lr = 0.02\n'
-                      '"heatmap-*".model.sigma = 1.5\n')
+                      '"heatmap-*".targets.sigma = 1.5\n')
     assert load_config(config).train.lr == 0.001  # cpm train reads the file without [cells]
 
     def lrs(**request) -> dict[str, float]:
         cells = grid_cells(GridRequest("compare-heads", "none", str(config), **request), runs_root=tmp_path,
                            results_root=tmp_path, only="*-s4-seed0")
-        return {cell.name.removesuffix("-s4-seed0"): (cell.config.train.lr, cell.config.model.sigma) for cell in cells}
+        return {cell.name.removesuffix("-s4-seed0"): (cell.config.train.lr, cell.config.targets.sigma)
+                for cell in cells}
 
     plain = lrs()
     assert plain["regression-l1"][0] == 0.02 and plain["regression-l2"][0] == 0.001
@@ -381,7 +382,7 @@ def test_the_gpu_budget_runs_the_ablation_design_at_the_papers_geometry(tmp_path
     assert len(cells) == 3 * 20 and cells[0].run_dir.parent == tmp_path / "ablate-supervision" / "ablation-gpu"
     t4 = next(cell.config for cell in cells if cell.name == "T4-is-seed0")
     assert (t4.data.input_size, t4.model.stride, t4.model.stage_kernel, t4.model.init) == (368, 8, 11, "caffe")
-    assert (t4.train.optimizer, t4.train.caffe_lr, t4.model.sigma) == ("sgd", True, 0.875)
+    assert (t4.train.optimizer, t4.train.caffe_lr, t4.targets.sigma) == ("sgd", True, 0.875)
     adamw = next(cell.config for cell in cells if cell.name == "T4-is-adamw-seed0")
     assert adamw.train.optimizer == "adamw" and adamw.data.input_size == 368
     t6 = next(cell.config for cell in cells if cell.name == "T6-is-seed0")
@@ -437,7 +438,7 @@ def test_sweep_table_lines_up_one_cell_per_row_and_flags_a_best_value_at_the_edg
     text = out.read_text()
     assert "| heatmap-seed0 | 30.0 / 10.0 | 40.0 / 10.0 | 45.0 / 10.0 | 0.004 (edge of the values tried) |" in text
     assert "| integral-seed0 | 50.0 / 20.0 | 45.0 / 20.0 | 40.0 / 20.0 | 0.001 (edge of the values tried) |" in text
-    assert "integral-seed0: the runs also differ in model.sigma." in text and "heatmap-seed0: the runs" not in text
+    assert "integral-seed0: the runs also differ in targets.sigma." in text and "heatmap-seed0: the runs" not in text
     assert "0.1 " not in text.split("|---")[0] and "99.0" not in text
     assert main(["compare-heads", "--sweep", "train.nothing", "--results", str(tmp_path)]) == 2
     assert "'train.nothing' is not a config key" in capsys.readouterr().err

@@ -22,7 +22,7 @@ from tests.helpers import TINY_MODEL, tiny, tiny_overrides
 BACKBONE_SETTINGS = {  # stride and what each backbone needs at test size
     "cpm": ["model.stride=8"],
     "vgg16": ["model.stride=8", "model.vgg_cpm_widths=[8]", "model.feature_channels=0", "model.stage1_layers=0"],
-    "fourconv": ["model.stride=2", "model.sigma=2.0"],
+    "fourconv": ["model.stride=2", "targets.sigma=2.0"],
 }
 TINY = [f"model.{key}={value}" for key, value in TINY_MODEL.items()]
 

@@ -14,7 +14,7 @@ SETTINGS = {"train.epochs": 1, "data.train_samples": 5120, "data.val_samples": 9
             "train.warmup_steps": 10, "model.stages": 2, "train.log_every": 16, "model.stride": 4,
             "model.trunk_widths": [8, 16], "model.stage1_width": 32, "model.stage1_kernel": 5,
             "model.stage_width": 16, "model.stage_kernel": 5, "model.feature_channels": 8, "train.lr": 5e-3,
-            "model.sigma": 1.5, "data.rotation": 0.0, "data.scale_range": [1.0, 1.0], "data.shift": 0.0,
+            "targets.sigma": 1.5, "data.rotation": 0.0, "data.scale_range": [1.0, 1.0], "data.shift": 0.0,
             "train.amp": "off"}  # 320 steps in one epoch (one evaluation); fp32 on every CPU
 
 

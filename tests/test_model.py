@@ -18,8 +18,8 @@ def test_forward_returns_one_belief_map_per_stage(stages):
                          [(1, 64, 64, 8), (3, 64, 64, 8), (3, 96, 128, 8), (1, 48, 80, 4), (3, 128, 64, 8)])
 def test_output_grid_is_the_input_divided_by_the_stride(in_channels, height, width, stride):
     options = {"trunk_widths": [4] * (stride.bit_length() - 1)}
-    model = ConvolutionalPoseMachine(tiny(**options | {"in_channels": in_channels, "stages": 3, "stride": stride,
-                                               "background": False}), num_joints=14)
+    model = ConvolutionalPoseMachine(tiny(**options | {"in_channels": in_channels, "stages": 3, "stride": stride}),
+                                     num_joints=14, background=False)
     beliefs = model(torch.randn(1, in_channels, height, width), torch.rand(1, 1, height // stride, width // stride))
     assert [b.shape for b in beliefs] == [(1, 14, height // stride, width // stride)] * 3
 

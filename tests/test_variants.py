@@ -84,7 +84,7 @@ def test_caffe_pooling_maps_368_to_46_like_the_released_net():
     assert trunk(torch.zeros(1, 3, 368, 368)).shape == (1, 4, 46, 46)
     assert (trunk.out_channels, trunk.stride) == (4, 8)
     # pool_center_lower: 9x9/8 average, ceil mode; the last window is clipped to 8 pixels and averaged over them.
-    model = ConvolutionalPoseMachine(tiny(stages=2, center_pool=True))
+    model = ConvolutionalPoseMachine(tiny(stages=2), center_pool=True)
     pooled = model.center_pooling(torch.ones(1, 1, 368, 368))
     assert pooled.shape == (1, 1, 46, 46) and torch.allclose(pooled, torch.ones(()))
     ramp = torch.arange(368.0).expand(1, 1, 368, 368)
@@ -99,12 +99,14 @@ VARIANTS = {
     "vgg16": ModelConfig(backbone="vgg16", in_channels=3, feature_channels=0, stage1_layers=0),
     "fourconv": ModelConfig(backbone="fourconv", stride=2, stages=2),
 }
+POOLED = ("paper", "batch_norm", "vgg19")  # the paper configs' centre maps come at input resolution (center_pool)
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_each_variant_runs_forward_and_backward(variant):
     torch.manual_seed(0)
-    model = ConvolutionalPoseMachine(VARIANTS[variant])
+    model = ConvolutionalPoseMachine(VARIANTS[variant], center_pool=variant in POOLED)
+    assert all(load_config(EXPERIMENTS / name).targets.center_pool for name in ("paper_lsp.toml", "paper_mpii.toml"))
     model.train()
     stride, channels, size = model.stride, model.in_channels, 64
     full = torch.rand(2, 1, size, size)
@@ -120,7 +122,7 @@ def test_switches_change_input_and_output_channels():
     assert base.stages[0].layers[0][0].in_channels == 4 + 16 + 1  # projected features, beliefs K+1, centre map
     no_center = ConvolutionalPoseMachine(tiny(stages=2, center_map=False))
     assert no_center.stages[0].layers[0][0].in_channels == 4 + 16
-    no_background = ConvolutionalPoseMachine(tiny(stages=2, background=False))
+    no_background = ConvolutionalPoseMachine(tiny(stages=2), background=False)
     assert no_background.stage1[-1].out_channels == 15 and no_background.stages[0].layers[0][0].in_channels == 20
     rgb = ConvolutionalPoseMachine(tiny(in_channels=3, stages=2))
     assert rgb.image_features_stage1[0][0].in_channels == rgb.image_features[0][0].in_channels == 3
@@ -234,7 +236,7 @@ def test_caffe_lr_reproduces_a_caffe_sgd_step():
     config = load_config(EXPERIMENTS / "paper_lsp.toml", ["data.input_size=64"])
     torch.manual_seed(0)
     model = ConvolutionalPoseMachine(replace(config.model, **TINY_MODEL | {"trunk_widths": [4, 4, 4], "dropout": 0.0}),
-                                     15)
+                                     15, center_pool=config.targets.center_pool)
     model.double()
     image, center = torch.randn(2, 3, 64, 64, dtype=torch.float64), torch.rand(2, 1, 64, 64, dtype=torch.float64)
     target = torch.rand(2, 16, 8, 8, dtype=torch.float64)

@@ -1,4 +1,4 @@
-"""The other people in a training crop, for Caffe's stage-1 targets (``train.stage1_all_people``).
+"""The other people in a training crop, for Caffe's stage-1 targets (``targets.stage1_all_people``).
 
 The released CPM trains stage 1 on the Gaussians of every labeled person in the crop and stages >= 2 on the
 person the crop is centred on (its ``joint_others``, `cpm.targets.codecs.HeatmapCodec`). Here the other people of

@@ -45,7 +45,7 @@ from typing import Any
 
 import tomllib
 
-from cpm.config import cell_overrides, toml_value
+from cpm.config import MOVED_KEYS, cell_overrides, toml_value
 from cpm.errors import CPMError
 from cpm.experiments.figure5 import figure5, figure5_cell
 from cpm.experiments.report_heads import compare_decoders_report, compare_heads_report
@@ -55,6 +55,7 @@ from cpm.experiments.runs import (
     REPORT_THRESHOLDS,
     Cell,
     Run,
+    current_names,
     is_cell_summary,
     make_config,
     read_summary,
@@ -152,7 +153,7 @@ BACKBONE_OVERRIDES: dict[str, dict[str, Any]] = {
     # VGG16 has no batch norm; at the CPM's lr its ten plain convolutions diverge in the first steps.
     "vgg16": {"model.backbone": "vgg16", "model.stride": 8, "model.feature_channels": 0, "model.stage1_layers": 0,
               "train.lr": 2e-4},
-    "fourconv": {"model.backbone": "fourconv", "model.stride": 2, "model.sigma": 4.0, "model.center_sigma": 10.0},
+    "fourconv": {"model.backbone": "fourconv", "model.stride": 2, "targets.sigma": 4.0, "targets.center_sigma": 10.0},
 }
 HEAD_CELLS = (("heatmap", None), ("regression", "l2"), ("regression", "l1"), ("regression", "smooth_l1"),
               ("integral", "l1"))
@@ -204,8 +205,8 @@ _STAGE1_REGRESSION = {"model.head": "regression", "model.regression_features": "
                       "model.regression_hidden": 0}
 # Heads that differ only in their last layer and loss: one stage each, on the same trunk and stage-1 convolutions.
 HEAD_VARIANTS: dict[str, dict[str, Any]] = {
-    "heatmap-sigma1": {"model.head": "heatmap", "model.stages": 1, "model.sigma": 1.0},
-    "heatmap-sigma2": {"model.head": "heatmap", "model.stages": 1, "model.sigma": 2.0},
+    "heatmap-sigma1": {"model.head": "heatmap", "model.stages": 1, "targets.sigma": 1.0},
+    "heatmap-sigma2": {"model.head": "heatmap", "model.stages": 1, "targets.sigma": 2.0},
     "integral-l1": {"model.head": "integral", "model.stages": 1, "model.regression_loss": "l1"},
     **{f"regression-{loss}": _STAGE1_REGRESSION | {"model.regression_loss": loss}
        for loss in ("l2", "l1", "smooth_l1")},
@@ -250,9 +251,12 @@ def setting_name(budget: str, config: str | None, sets: dict[str, Any] | None = 
     """The folder a grid's runs and summaries go to: the budget, the config's stem for ``none``, both otherwise;
     with ``--set`` (or ``--cell-set``) values, a short hash of them after a ``+`` (another request, another folder
     and table). Keys that only say where or how fast a cell runs (`MACHINE_KEYS`: threads, device, ...) are not
-    part of it."""
+    part of it; a key that moved (`cpm.config.MOVED_KEYS`) is hashed under its old name, as a cell's config is."""
     name = budget if config is None else (Path(config).stem if budget == "none" else f"{Path(config).stem}-{budget}")
-    sets = {key: value for key, value in (sets or {}).items() if key not in MACHINE_KEYS}  # where, not what
+    old_names = {new: old for old, new in MOVED_KEYS.items()}
+    sets = {old_names.get(key, key): value for key, value in (sets or {}).items() if key not in MACHINE_KEYS}
+    cell_sets = {pattern: {old_names.get(key, key): value for key, value in values.items()}
+                 for pattern, values in (cell_sets or {}).items()}
     if sets or cell_sets:
         hashed = sets | ({"cell_sets": cell_sets} if cell_sets else {})
         name += "+" + hashlib.sha256(json.dumps(hashed, sort_keys=True).encode()).hexdigest()[:6]
@@ -298,18 +302,19 @@ def grid_cells(request: GridRequest, *, runs_root: Path, results_root: Path, dev
     """The cells of ``request`` whose name matches ``only``, resolved (config, hash, run directory, summary path).
     A cell that starts from another (stage-wise) is kept with the cells it needs."""
     chosen = budget_for(request.budget, request.target)
-    budget, seeds = dict(chosen.overrides), chosen.seeds
+    budget, seeds = current_names(chosen.overrides), chosen.seeds
     base_path = budget.pop("config", None) if request.config is None else request.config
     base = make_config({}, base_path)
-    user = dict(request.sets) | ({"data.root": request.data} if request.data else {})
+    user = current_names(request.sets) | ({"data.root": request.data} if request.data else {})
     runs = GRIDS[request.target](seeds)
     train_samples = make_config(budget | user, base).data.train_samples
     widths = list(make_config(budget | user, base).model.trunk_widths)
     # The config file's [cells] is part of the file (a --set of the same key wins over it); --cell-set wins over all.
-    file_cells = {pattern: {key: value for key, value in values.items() if key not in user}
+    file_cells = {pattern: {key: value for key, value in current_names(values).items() if key not in user}
                   for pattern, values in (cell_overrides(base_path) if base_path else {}).items()}
+    cell_sets = {pattern: current_names(values) for pattern, values in request.cell_sets.items()}
     for run in runs:
-        for pattern, values in [*file_cells.items(), *request.cell_sets.items()]:
+        for pattern, values in [*file_cells.items(), *cell_sets.items()]:
             if fnmatch(run.name, pattern):
                 run.overrides |= values
         share = run.overrides.pop("train_share", None)  # a share of the frames (stage-wise phases, equal images)

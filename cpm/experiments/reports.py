@@ -24,6 +24,7 @@ from cpm.experiments.stats import (
     paired_difference,
     pck_standard_error,
 )
+from cpm.io import write_text_atomic
 from cpm.skeleton import get_skeleton
 
 _SEEDED = re.compile(r"^(?P<cell>.+)-seed(?P<seed>\d+)$")
@@ -336,7 +337,7 @@ def _receptive_field_note(cells: dict[str, list[RunRecord]]) -> list[str]:
     person = crop / config.data.crop_padding
     cells_side = crop // config.model.stride
     return [f"Geometry: {crop} px crops, person ~{person:.0f} px ({person / crop:.2f} of the crop), stride "
-            f"{config.model.stride} ({cells_side} x {cells_side} maps), label sigma {config.model.sigma:g} cells. "
+            f"{config.model.stride} ({cells_side} x {cells_side} maps), label sigma {config.targets.sigma:g} cells. "
             f"Theoretical receptive field of stages 1..{len(fields)} (`cpm rf`): {', '.join(map(str, fields))} px "
             f"= {', '.join(f'{f / crop:.2f}' for f in fields)} of the crop.", ""]
 
@@ -363,5 +364,4 @@ def _plot_gradients(data: dict, path: Path, plt) -> None:
 
 
 def _write(path: Path, lines: list[str]) -> Path:
-    path.write_text("\n".join(lines), encoding="utf-8")
-    return path
+    return write_text_atomic(path, "\n".join(lines))

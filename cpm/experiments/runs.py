@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cpm.config import Config, apply, config_from_dict, load_config, validate
+from cpm.config import MOVED_KEYS, Config, apply, config_from_dict, load_config, validate
 from cpm.errors import CheckpointError, CPMError
 from cpm.io import fault_point, last_of_each, read_jsonl, remove_orphaned_temporaries, write_text_atomic
 
@@ -58,6 +58,12 @@ def dotted_to_nested(overrides: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return nested
 
 
+def current_names(overrides: dict[str, Any]) -> dict[str, Any]:
+    """Dotted ``overrides`` with each key that moved (`cpm.config.MOVED_KEYS`) under its new name; of two keys that
+    name one setting, the later one wins, as when one layer of overrides is laid over another."""
+    return {MOVED_KEYS.get(key, key): value for key, value in overrides.items()}
+
+
 def make_config(overrides: dict[str, Any], base: Config | str | Path | None = None) -> Config:
     """``base`` (a `Config`, a TOML file, or the defaults; the key ``config`` in ``overrides`` names a file too) +
     dotted ``overrides`` -> a validated `Config` (a bad key is a `ConfigError` naming it)."""
@@ -71,12 +77,25 @@ def make_config(overrides: dict[str, Any], base: Config | str | Path | None = No
 
 
 def config_hash(config: Config) -> str:
-    """8 hex digits of the SHA-256 of what the resolved config changes from the defaults, without `MACHINE_KEYS`:
-    a new config key with a default that keeps today's behaviour leaves every committed cell's hash as it was."""
-    table, defaults = config.to_dict(), Config().to_dict()
+    """8 hex digits of the SHA-256 of what the resolved config changes from the defaults, without `MACHINE_KEYS`,
+    each key under the name it had when the first cells were committed (`hash_layout`): a new config key with a
+    default that keeps today's behaviour, or a key moved to another section, leaves every committed cell's hash as
+    it was."""
+    table, defaults = hash_layout(config.to_dict()), hash_layout(Config().to_dict())
     changed = {f"{section}.{key}": value for section, values in table.items() for key, value in values.items()
                if f"{section}.{key}" not in MACHINE_KEYS and defaults.get(section, {}).get(key) != value}
     return hashlib.sha256(json.dumps(changed, sort_keys=True).encode()).hexdigest()[:8]
+
+
+def hash_layout(table: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """A config's table (`Config.to_dict`) with each key of `cpm.config.MOVED_KEYS` back under its old name, the
+    layout a cell's hash is taken in."""
+    legacy = {section: dict(values) for section, values in table.items()}
+    for old, new in MOVED_KEYS.items():
+        (old_section, old_key), (new_section, new_key) = old.split("."), new.split(".")
+        if new_key in legacy.get(new_section, {}):
+            legacy.setdefault(old_section, {})[old_key] = legacy[new_section].pop(new_key)
+    return {section: values for section, values in legacy.items() if values}
 
 
 @dataclass
@@ -102,8 +121,8 @@ def resolve_cells(runs: Sequence[Run], *, base: Config, layers: Sequence[dict[st
     for run in runs:
         overrides: dict[str, Any] = {}
         for layer in layers:
-            overrides |= layer
-        overrides |= run.overrides
+            overrides |= current_names(layer)
+        overrides = current_names(overrides | run.overrides)
         if "train.seed" in run.overrides:
             overrides["data.seed"] = run.overrides["train.seed"]
         overrides |= {"train.device": device}

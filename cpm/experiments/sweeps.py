@@ -38,11 +38,15 @@ def sweep_table(results_root: Path, target: str, key: str, *, only: str = "*", c
     """Write ``<results_root>/<target>/<target>-sweep-<key>[-<config stem>].md``; returns its path. ``config``
     keeps the settings of that config (folders named after its stem), ``where`` ({dotted key: value}, the
     ``--set`` values) the runs whose config has those values. Two runs of one cell with the same value of ``key``
-    are an ambiguous sweep: `CPMError` naming both settings (narrow it with ``where``)."""
+    are an ambiguous sweep: `CPMError` naming both settings (narrow it with ``where``). A key that moved
+    (`cpm.config.MOVED_KEYS`) is read under its new name."""
+    from cpm.config import MOVED_KEYS
     from cpm.runtime.checkpoint import git_revision
 
+    key = MOVED_KEYS.get(key, key)
+    where = {MOVED_KEYS.get(k, k): value for k, value in (where or {}).items()}
     stem = Path(config).stem if config else None
-    groups = _swept_cells(results_root, target, key, only=only, stem=stem, where=where or {})
+    groups = _swept_cells(results_root, target, key, only=only, stem=stem, where=where)
     lines = [f"# {target}: {key} swept", ""]
     lines.append(f"Command: `{command}` (revision {git_revision()}). Each column is one grid request; its cells' "
                  "summaries are in `experiments/results/runs/" + target + "/<setting>/`.")

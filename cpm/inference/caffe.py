@@ -232,13 +232,13 @@ def caffe_layer_names(model: nn.Module) -> list[tuple[str, str, str]]:
 
 def _check_released_design(config: Config) -> None:
     """The config must build a network of the released nets' design; each difference named by its key."""
-    m = config.model
+    m, t = config.model, config.targets
     if m.head != "heatmap" or m.backbone not in ("cpm", "vgg19"):
         raise CPMError(f"model.backbone = {m.backbone!r}, model.head = {m.head!r}: the released Caffe CPMs are "
                        "heatmap nets on the cpm (LSP, FLIC) or vgg19 (MPII) trunk")
     wanted = {"model.in_channels": (m.in_channels, 3), "model.batch_norm": (m.batch_norm, False),
-              "model.center_map": (m.center_map, True), "model.center_pool": (m.center_pool, True),
-              "model.background": (m.background, True),
+              "model.center_map": (m.center_map, True), "targets.center_pool": (t.center_pool, True),
+              "targets.background": (t.background, True),
               "model.beliefs_first": (m.beliefs_first, m.backbone == "vgg19"),
               "model.caffe_pooling": (m.caffe_pooling, True)}
     for key, (value, expected) in wanted.items():

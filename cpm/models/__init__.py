@@ -18,11 +18,12 @@ __all__ = ["BACKBONES", "COORDINATE_HEADS", "HEADS", "ConvolutionalPoseMachine",
            "build_model", "set_trainable_stages"]
 
 
-def build_model(config: ModelConfig, num_joints: int):
+def build_model(config: ModelConfig, num_joints: int, *, background: bool = True, center_pool: bool = False):
     """The network of a ``[model]`` section (`cpm.config.ModelConfig`): the class of ``config.head`` built from the
-    config, with K = ``num_joints`` (from the data's skeleton)."""
+    config, with K = ``num_joints`` (from the data's skeleton), a background belief channel or not and the centre
+    map at input resolution or not (``targets.background``, ``targets.center_pool``)."""
     try:
         cls = HEADS[config.head]
     except KeyError:
         raise ValueError(f"unknown head {config.head!r}; known: {', '.join(HEADS)}") from None
-    return cls(config, num_joints)
+    return cls(config, num_joints, background=background, center_pool=center_pool)

@@ -77,9 +77,12 @@ class RegressionHead(nn.Module):
     it (`cpm.targets.losses.rle_nll`).
     """
 
-    def __init__(self, config: ModelConfig | None = None, num_joints: int = 15) -> None:
+    def __init__(self, config: ModelConfig | None = None, num_joints: int = 15, *, background: bool = True,
+                 center_pool: bool = False) -> None:
         """``config``: the ``[model]`` section; the head reads ``regression_hidden``, ``regression_pool``,
-        ``regression_features`` and the backbone's fields (the stage-1 fields too with features ``stage1``)."""
+        ``regression_features`` and the backbone's fields (the stage-1 fields too with features ``stage1``, whose
+        stage-1 network is built with ``background`` as `ConvolutionalPoseMachine` would be). The head takes no
+        centre map: ``center_pool`` changes nothing."""
         super().__init__()
         c = config if config is not None else ModelConfig()
         hidden, pool_size, features = c.regression_hidden, c.regression_pool, c.regression_features
@@ -94,8 +97,8 @@ class RegressionHead(nn.Module):
         self.out_channels = num_joints  # K coordinate pairs
         outputs = 4 if c.regression_loss == "rle" else 2  # per joint: x, y [, σx, σy]
         if features == "stage1":
-            cpm = ConvolutionalPoseMachine(replace(c, stages=1, center_map=False, center_pool=False,
-                                                   checkpoint_stages=False), num_joints)
+            cpm = ConvolutionalPoseMachine(replace(c, stages=1, center_map=False, checkpoint_stages=False), num_joints,
+                                           background=background)
             self.image_features = _StageOneFeatures(cpm)
         else:
             self.image_features = build_backbone(c.backbone, in_channels=c.in_channels, stride=c.stride,
@@ -135,8 +138,11 @@ class IntegralHead(ConvolutionalPoseMachine):
     coordinates. It takes the config of `ConvolutionalPoseMachine` (any backbone, 1..6 stages); there is no
     background channel, because each map is a spatial distribution of one joint. ``beta`` sharpens the softmax."""
 
-    def __init__(self, config: ModelConfig | None = None, num_joints: int = 15, *, beta: float = 1.0) -> None:
-        super().__init__(replace(config if config is not None else ModelConfig(), background=False), num_joints)
+    def __init__(self, config: ModelConfig | None = None, num_joints: int = 15, *, beta: float = 1.0,
+                 background: bool = False, center_pool: bool = False) -> None:
+        """``background`` is taken and left out (a soft-argmax has no background); the rest as
+        `ConvolutionalPoseMachine`."""
+        super().__init__(config, num_joints, background=False, center_pool=center_pool)
         if beta <= 0:
             raise ValueError(f"beta must be > 0, got {beta}")
         self.beta = beta

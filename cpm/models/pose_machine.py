@@ -21,20 +21,22 @@ section; nanoGPT's ``GPT(GPTConfig)`` pattern):
 * the small CPU model (the defaults: narrow high-resolution layers, whose cost on a CPU is memory
   traffic, not arithmetic);
 * the released LSP/FLIC network (``backbone="cpm", trunk_widths=128, trunk_kernel=9, caffe_pooling=True,
-  stage1_width=512, stage1_kernel=9, stage_width=128, stage_kernel=11, dropout=0.5, center_pool=True,
-  init="caffe"``, 6 stages, 3 input channels): two CPM trunks, stage 1 on its own, stages 2..T
+  stage1_width=512, stage1_kernel=9, stage_width=128, stage_kernel=11, dropout=0.5, init="caffe"``, 6 stages,
+  3 input channels, and ``center_pool=True``): two CPM trunks, stage 1 on its own, stages 2..T
   sharing the other through a 5x5 conv 32 each (``feature_channels``);
 * the VGG-19 variant of the released MPII model (``backbone="vgg19", feature_channels=0,
   stage1_layers=0, stage_kernel=7, stage_layers=5``): one trunk shared by every stage, no projection;
-* mmpose's CPM (``batch_norm=True, center_map=False, background=False, beliefs_first=True, init="mmpose"``,
-  padded pools; `experiments/mmpose_cpm.toml`), and switches for the centre map, the background channel and the
+* mmpose's CPM (``batch_norm=True, center_map=False, beliefs_first=True, init="mmpose"``, padded pools, and
+  ``background=False``; `experiments/mmpose_cpm.toml`), and switches for the centre map, the background channel and the
   stage count (1..6).
 
 The refinement stages concatenate [features, previous beliefs, centre map] (the released LSP/FLIC nets), or
 [previous beliefs, features, centre map] with ``beliefs_first=True`` (the released VGG MPII net and mmpose): the
 order matters as soon as released weights are loaded (`cpm.inference.caffe`).
 
-With ``center_pool=True`` the model takes the centre map at input resolution (B, 1, H, W), as the
+The two keyword arguments come from the config's ``[targets]`` (they shape the maps the codec makes):
+``background`` adds the background belief channel (K + 1 maps, the default), and with ``center_pool=True`` the
+model takes the centre map at input resolution (B, 1, H, W), as the
 Caffe nets do, and average-pools it with a (s+1)x(s+1)/s window in Caffe's ceil mode (9x9/8:
 368 -> 46) before the concatenations.
 
@@ -109,9 +111,11 @@ def stage1_head(channels: int, c: ModelConfig, out_channels: int) -> nn.Sequenti
 class ConvolutionalPoseMachine(nn.Module):
     """A T-stage CPM. ``forward(image, center_map)`` returns the list of T belief-map tensors."""
 
-    def __init__(self, config: ModelConfig | None = None, num_joints: int = 15) -> None:
+    def __init__(self, config: ModelConfig | None = None, num_joints: int = 15, *, background: bool = True,
+                 center_pool: bool = False) -> None:
         """``config``: the ``[model]`` section (`cpm.config.ModelConfig`; its defaults when None); ``num_joints``:
-        K, from the skeleton of the data."""
+        K, from the skeleton of the data; ``background``: K + 1 belief maps; ``center_pool``: the centre map comes
+        at input resolution (``targets.background``, ``targets.center_pool``)."""
         super().__init__()
         c = config if config is not None else ModelConfig()
         if c.stages < 1:
@@ -125,7 +129,7 @@ class ConvolutionalPoseMachine(nn.Module):
         self.use_center_map = center_map = c.center_map
         self.checkpoint_stages = c.checkpoint_stages
         self.beliefs_first = c.beliefs_first
-        self.out_channels = num_joints + int(c.background)
+        self.out_channels = num_joints + int(background)
         refinements = c.stages - 1
 
         # Built in this order (each construction draws from torch's generator, which `_init_weights` then goes on
@@ -146,7 +150,7 @@ class ConvolutionalPoseMachine(nn.Module):
             for _ in range(refinements)
         )
         # Caffe's pool_center_lower: AvgPool 9x9/8, no padding, ceil mode, so H = 8h -> h.
-        self.center_pooling = nn.AvgPool2d(stride + 1, stride, ceil_mode=True) if c.center_pool else None
+        self.center_pooling = nn.AvgPool2d(stride + 1, stride, ceil_mode=True) if center_pool else None
         self._init_weights(c.init)
 
     def _stage1_features(self, c: ModelConfig) -> int:

@@ -20,19 +20,21 @@ from cpm.targets.losses import stage_weights_for, staged_loss
 
 
 def build_network(config: Config) -> torch.nn.Module:
-    """The network of ``config``: `cpm.models.build_model` of its ``[model]`` section, K from its skeleton."""
-    return build_model(config.model, get_skeleton(config.data.skeleton).num_joints)
+    """The network of ``config``: `cpm.models.build_model` of its ``[model]`` section, K from its skeleton, and the
+    background channel and centre-map pooling of its ``[targets]``."""
+    return build_model(config.model, get_skeleton(config.data.skeleton).num_joints,
+                       background=config.targets.background, center_pool=config.targets.center_pool)
 
 
 def build_codec(config: Config, input_size: int | None = None) -> HeatmapCodec | RegressionCodec:
     """`HeatmapCodec` for the heatmap head; `RegressionCodec` for heads that output coordinates, with the
     heatmap codec making their centre maps; for crops of ``input_size`` (default ``data.input_size``)."""
     size = input_size or config.data.input_size
-    codec = InputResolutionCenterCodec if config.model.center_pool else HeatmapCodec
-    t = config.train
-    heatmaps = codec(input_size=(size, size), stride=config.model.stride, sigma=config.model.sigma,
-                     background=config.model.background, center_sigma=config.model.center_sigma,
-                     missing_joints=t.missing_joints, cutoff=t.target_cutoff, stage1_all_people=t.stage1_all_people)
+    t = config.targets
+    codec = InputResolutionCenterCodec if t.center_pool else HeatmapCodec
+    heatmaps = codec(input_size=(size, size), stride=config.model.stride, sigma=t.sigma, background=t.background,
+                     center_sigma=t.center_sigma, missing_joints=t.missing_joints, cutoff=t.cutoff,
+                     stage1_all_people=t.stage1_all_people)
     if config.model.head in COORDINATE_HEADS:
         return RegressionCodec(input_size=(size, size), center_codec=heatmaps)
     return heatmaps
@@ -77,7 +79,7 @@ def build_datasets(config: Config) -> tuple[PoseDataset, PoseDataset]:
             val_samples=data.val_samples, skeleton=data.skeleton, exclude=data.exclude, depth=data.depth)
         train_set = PoseDataset(train_source, **common, **augmentation,
                                 length=min(data.train_samples, len(train_source)))
-        if config.train.stage1_all_people:  # Caffe's stage-1 targets: the other people of each image too
+        if config.targets.stage1_all_people:  # Caffe's stage-1 targets: the other people of each image too
             from cpm.data.other_people import with_other_people
 
             train_set = with_other_people(train_set)

@@ -123,7 +123,8 @@ def load_model(path: str | Path, device: torch.device | str = "cpu"):
     except CPMError as error:
         raise CheckpointError(f"{path}: {error}") from None
     try:
-        model = build_model(config.model, get_skeleton(config.data.skeleton).num_joints)
+        model = build_model(config.model, get_skeleton(config.data.skeleton).num_joints,
+                            background=config.targets.background, center_pool=config.targets.center_pool)
     except (TypeError, ValueError) as error:
         raise CheckpointError(f"{path}: cannot rebuild the model from its config ({error})") from None
     load_model_state(model, checkpoint["model"], path)

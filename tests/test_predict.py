@@ -2,6 +2,7 @@
 overlays, belief panels and videos are written; bad input ends in one line and leaves nothing behind."""
 
 import json
+import os
 import shutil
 
 import cv2
@@ -232,3 +233,27 @@ def test_an_unknown_decoder_exits_2_listing_the_known_ones(tmp_path, frames, cap
     assert cli(str(checkpoint), str(frames), "--out", str(tmp_path / "out"), "--decoder", "guess") == 2
     assert_one_line_naming(capfd, "unknown decoder 'guess'", "parabola", "dark")
     assert not (tmp_path / "out").exists()
+
+
+def test_a_full_disk_exits_2_naming_the_file_and_keeps_the_folder_as_it_was(tmp_path, frames, capfd, monkeypatch):
+    import errno
+
+    import cpm.cli.predict as predict_cli
+
+    checkpoint = make_checkpoint(tmp_path / "tiny.pt", tmp_path)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "earlier.json").write_text("{}")
+    written = []
+
+    def full_after_two(path, image):  # the third overlay finds the disk full
+        if len(written) == 2:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        written.append(path)
+        return real(path, image)
+
+    real = predict_cli._write_rgb
+    monkeypatch.setattr(predict_cli, "_write_rgb", full_after_two)
+    assert cli(str(checkpoint), str(frames), "--out", str(out), "--no-progress") == 2
+    assert_one_line_naming(capfd, "frame2.overlay.png", "No space left on device")
+    assert [p.name for p in out.iterdir()] == ["earlier.json"]

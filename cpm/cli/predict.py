@@ -278,6 +278,11 @@ def predict_paths(checkpoint: str | Path, inputs: Sequence[str | Path], *, out_d
         if not_crops:
             _warn_not_crops(not_crops, len(items), predictor.crop_padding)
         return written
+    except OSError as error:  # no space left, a quota, an I/O error: nothing of this call stays in out_dir
+        if created:
+            shutil.rmtree(out_dir, ignore_errors=True)
+        where = error.filename or out_dir
+        raise CPMError(f"{where}: not written ({error.strerror or error})") from None
     except BaseException:
         if created:
             shutil.rmtree(out_dir, ignore_errors=True)

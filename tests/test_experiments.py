@@ -155,8 +155,23 @@ def test_grids_name_every_cell_once():
     # T = 1 once, T = 2, 3, 4, 6 with and without IS, the AdamW pair, 4 stage-wise cells, 4 + 1 stage-wise + joint.
     assert len(ablation) == len(set(ablation)) == len(seeds) * (1 + 8 + 2 + 4 + 5)
     heads = [run.name for run in GRIDS["compare-heads"](seeds)]
-    # 6 matched heads x 3 strides, and the baselines' two heads on its two backbones
-    assert len(heads) == len(set(heads)) == len(seeds) * (6 * 3 + 4) and "regression-smooth_l1-s16-seed2" in heads
+    # 11 matched heads x 3 strides, and the baselines' two heads on its two backbones
+    assert len(heads) == len(set(heads)) == len(seeds) * (11 * 3 + 4) and "regression-smooth_l1-s16-seed2" in heads
+
+
+def test_heads_resolved_per_stride(tmp_path):
+    """The flatten regressor pools to its own map (128 px: 32, 16, 8 cells), a sigma in pixels becomes cells of the
+    stride, and the cells that were already in the grid keep their hashes (their committed summaries stay theirs)."""
+    from cpm.experiments.grids import GridRequest, grid_cells
+
+    cells = {cell.name: cell for cell in grid_cells(GridRequest("compare-heads", "none", "experiments/heads.toml"),
+                                                    runs_root=tmp_path, results_root=tmp_path, only="*-seed0")}
+    assert [cells[f"regression-flat-l1-s{s}-seed0"].config.model.regression_pool for s in (4, 8, 16)] == [32, 16, 8]
+    assert [cells[f"heatmap-px8-s{s}-seed0"].config.targets.sigma for s in (4, 8, 16)] == [2.0, 1.0, 0.5]
+    assert cells["rle-grid4h-s8-seed0"].config.model.regression_loss == "rle"
+    assert (cells["rle-grid4h-s8-seed0"].config.model.regression_pool, cells["rle-grid4h-s8-seed0"].config.model.
+            regression_hidden) == (4, 256)
+    assert cells["heatmap-sigma1-s16-seed0"].hash == "0575c65b" and cells["regression-l2-s16-seed0"].hash == "6c67e9d5"
     stagewise = {run.name: run for run in GRIDS["ablate-supervision"]((0,))}
     assert stagewise["stagewise3-seed0"].after == "stagewise2-seed0" and stagewise["stagewise1-seed0"].after is None
     assert stagewise["stagewise-joint-seed0"].after == "stagewise-joint4-seed0"
@@ -260,8 +275,8 @@ def test_cell_sets_reach_only_the_matching_cells_and_win_over_their_factors(tmp_
                                                                "heatmap-sigma1-*": {"targets.sigma": 1.5}})
     cells = {cell.name: cell for cell in grid_cells(request, runs_root=tmp_path, results_root=tmp_path)}
     lrs = {name: cell.config.train.lr for name, cell in cells.items() if name.endswith("-seed0")}
-    assert {name for name, lr in lrs.items() if lr == 0.005} == {f"regression-{loss}-s4-seed0"
-                                                                 for loss in ("l2", "l1", "smooth_l1")}
+    assert {name for name, lr in lrs.items() if lr == 0.005} == {f"regression-{variant}-s4-seed0" for variant in
+                                                                 ("l2", "l1", "smooth_l1", "flat-l1", "grid4h-l1")}
     assert cells["heatmap-sigma1-s8-seed0"].config.targets.sigma == 1.5  # the cell's own sigma = 1 loses
     assert cells["heatmap-sigma2-s8-seed0"].config.targets.sigma == 2.0
     plain = GridRequest("compare-heads", "smoke")

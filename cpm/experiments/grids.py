@@ -203,13 +203,23 @@ def ablate_supervision_runs(seeds: Sequence[int]) -> list[Run]:
 
 _STAGE1_REGRESSION = {"model.head": "regression", "model.regression_features": "stage1", "model.regression_pool": 1,
                       "model.regression_hidden": 0}
+_GRID_REGRESSION = _STAGE1_REGRESSION | {"model.regression_pool": 4, "model.regression_hidden": 256}
 # Heads that differ only in their last layer and loss: one stage each, on the same trunk and stage-1 convolutions.
+# regression-<loss>: global average pooling, one FC layer; regression-flat: the whole map flattened, one FC layer
+# (DeepPose's form; "pool_to_map" sets regression_pool to the map's side); grid4h: a 4 x 4 pooled grid, a hidden FC
+# layer of 256 (the seed regressors' form); rle: that regressor trained with residual log-likelihood estimation.
+# heatmap-px<N>: a target sigma of N input pixels ("sigma_px": N / stride cells) instead of a fixed number of cells.
 HEAD_VARIANTS: dict[str, dict[str, Any]] = {
     "heatmap-sigma1": {"model.head": "heatmap", "model.stages": 1, "targets.sigma": 1.0},
     "heatmap-sigma2": {"model.head": "heatmap", "model.stages": 1, "targets.sigma": 2.0},
     "integral-l1": {"model.head": "integral", "model.stages": 1, "model.regression_loss": "l1"},
     **{f"regression-{loss}": _STAGE1_REGRESSION | {"model.regression_loss": loss}
        for loss in ("l2", "l1", "smooth_l1")},
+    "regression-flat-l1": _STAGE1_REGRESSION | {"model.regression_loss": "l1", "pool_to_map": True},
+    "regression-grid4h-l1": _GRID_REGRESSION | {"model.regression_loss": "l1"},
+    "rle-grid4h": _GRID_REGRESSION | {"model.regression_loss": "rle"},
+    "heatmap-px4": {"model.head": "heatmap", "model.stages": 1, "sigma_px": 4.0},
+    "heatmap-px8": {"model.head": "heatmap", "model.stages": 1, "sigma_px": 8.0},
 }
 RESOLUTIONS = {"s4": 4, "s8": 8, "s16": 16}  # map strides of the resolution sweep (32, 16, 8 cells at 128 px)
 # The baselines' comparison: the FC regressor (L2) and a heatmap head on VGG16 and its 4-conv network.
@@ -307,8 +317,9 @@ def grid_cells(request: GridRequest, *, runs_root: Path, results_root: Path, dev
     base = make_config({}, base_path)
     user = current_names(request.sets) | ({"data.root": request.data} if request.data else {})
     runs = GRIDS[request.target](seeds)
-    train_samples = make_config(budget | user, base).data.train_samples
-    widths = list(make_config(budget | user, base).model.trunk_widths)
+    common = make_config(budget | user, base)
+    train_samples, widths = common.data.train_samples, list(common.model.trunk_widths)
+    input_size = common.data.input_size
     # The config file's [cells] is part of the file (a --set of the same key wins over it); --cell-set wins over all.
     file_cells = {pattern: {key: value for key, value in current_names(values).items() if key not in user}
                   for pattern, values in (cell_overrides(base_path) if base_path else {}).items()}
@@ -323,6 +334,12 @@ def grid_cells(request: GridRequest, *, runs_root: Path, results_root: Path, dev
         levels = run.overrides.pop("trunk_levels", None)  # the config's trunk cut or extended to this many pools
         if levels is not None:
             run.overrides["model.trunk_widths"] = (widths + [widths[-1]] * levels)[:levels]
+        stride = run.overrides.get("model.stride", common.model.stride)
+        if run.overrides.pop("pool_to_map", False):  # flatten the whole map: pool to its own side
+            run.overrides["model.regression_pool"] = input_size // stride
+        sigma_px = run.overrides.pop("sigma_px", None)  # a target width in input pixels, in cells of this stride
+        if sigma_px is not None:
+            run.overrides["targets.sigma"] = sigma_px / stride
     cells = resolve_cells(runs, base=base, layers=[budget, user], device=device,
                           runs_root=runs_root / request.target / request.setting,
                           results_root=results_root / "runs" / request.target / request.setting)

@@ -448,7 +448,8 @@ def _apply_table(current: Any, table: Any, name: str, where: str) -> Any:
 def validate(config: Config) -> Config:
     """``config`` checked, or the first `ConfigError` naming the key: every value (finite, one of its choices, in
     its range), then the data, model, training and evaluation settings against each other, the depth encoding, the
-    skeleton and the best-checkpoint metric. The keys the head ignores are set back to their defaults."""
+    skeleton, the best-checkpoint metric, and the keys the head ignores (at their defaults, as `resolve` sets
+    them). Pure: ``config`` comes back unchanged, no file is read and no skeleton registered."""
     _validate_values(config)
     _validate_data(config.data)
     _validate_model(config.data, config.model)
@@ -456,9 +457,29 @@ def validate(config: Config) -> Config:
     _validate_depth(config.data)
     _validate_skeleton(config)
     best_metric(config)  # a metric that is measured
-    for key in IGNORED_BY_HEAD[config.model.head]:  # what the head ignores keeps its default: one config per model
+    ignored = _ignored_key_set(config, IGNORED_BY_HEAD[config.model.head])
+    if ignored:
+        raise ConfigError(f"{ignored}: the {config.model.head} head ignores it (model.head = "
+                          f"{config.model.head!r}); leave it at its default (cpm.config.resolve sets it back)")
+    return config
+
+
+def resolve(config: Config) -> Config:
+    """``config`` as every entry point runs it, changed in place and returned: the keys its head ignores set back to
+    their defaults (`IGNORED_BY_HEAD`: two configs of one model are one config, with one hash), ``data.skeleton``
+    naming the skeleton its ``[skeleton]`` table declares; then `validate`d, and the declared skeleton made known to
+    `cpm.skeleton.get_skeleton` (`cpm.skeleton.register_skeleton`). `load_config`, `config_from_dict` and the
+    experiment grids build their configs with it. A value that is bad alone is an error even where the head ignores
+    it."""
+    _validate_values(config)
+    for key in IGNORED_BY_HEAD.get(config.model.head, ()):
         section, _, name = key.partition(".")
         setattr(getattr(config, section), name, getattr(_DEFAULTS[section], name))
+    if config.skeleton.declared() and config.data.skeleton == DataConfig.skeleton:  # the declared one is trained
+        config.data.skeleton = config.skeleton.name
+    validate(config)
+    if config.skeleton.declared():
+        register_skeleton(skeleton_from_table(dataclasses.asdict(config.skeleton), "skeleton"))
     return config
 
 
@@ -555,8 +576,9 @@ def _validate_train_and_eval(config: Config) -> None:
 
 
 # Keys that a head never reads: a config file or --set that gives them another value than the default is refused
-# (`load_config(..., reject_ignored=True)`, what `cpm train` and `cpm config` read), and `validate` leaves them at their
-# defaults, so that two configs of one model are one config and a run's saved config.toml reads back.
+# (`load_config(..., reject_ignored=True)`, what `cpm train` and `cpm config` read), `resolve` sets them back to their
+# defaults and `validate` refuses another value, so that two configs of one model are one config and a run's saved
+# config.toml reads back.
 _MAPS_ONLY = ("targets.missing_joints", "targets.cutoff", "targets.stage1_all_people", "eval.scales")  # belief maps
 IGNORED_BY_HEAD = {
     "heatmap": ("model.regression_loss", "model.regression_hidden", "model.regression_pool",
@@ -616,19 +638,17 @@ def _validate_pose_mix(data: DataConfig) -> None:
 
 
 def _validate_skeleton(config: Config) -> None:
-    """data.skeleton: a built-in skeleton, or the one the [skeleton] table (or data.skeleton's file) declares; the
-    declared one is registered by name (`cpm.skeleton.register_skeleton`)."""
+    """data.skeleton: a built-in skeleton, or the one the [skeleton] table declares (a skeleton file named there is
+    read into [skeleton] by `load_config` and `config_from_dict`)."""
     data = config.data
     if data.skeleton.endswith(".toml"):
-        _read_skeleton_file(config, [Path(data.skeleton)])
+        raise ConfigError(f"data.skeleton: {data.skeleton!r} is a skeleton file, which load_config reads into the "
+                          "[skeleton] table; a config to validate holds the skeleton itself")
     if config.skeleton.declared():
         skeleton = skeleton_from_table(dataclasses.asdict(config.skeleton), "skeleton")
-        if data.skeleton == DataConfig.skeleton:  # not named: the declared skeleton is the one trained
-            data.skeleton = skeleton.name
         if data.skeleton != skeleton.name:
             raise ConfigError(f"data.skeleton: {data.skeleton!r}, but [skeleton] declares {skeleton.name!r}; "
                               "name one of them")
-        register_skeleton(skeleton)
     elif data.skeleton not in SKELETONS:
         raise ConfigError(f"data.skeleton: {data.skeleton!r} is not one of {', '.join(SKELETONS)}; declare your own "
                           "in a [skeleton] table or a TOML file (data.skeleton = \"my_skeleton.toml\")")
@@ -670,13 +690,20 @@ def _check_named_keys(config: Config, named: list[str]) -> None:
     """A key named in a config file or --set that the head ignores, with another value than its default, is an
     error: it would change nothing."""
     head = config.model.head
-    for key in named:
-        if key in IGNORED_BY_HEAD[head]:
-            section, _, name = key.partition(".")
-            value = getattr(getattr(config, section), name)
-            if value != getattr(_DEFAULTS[section], name):
-                raise ConfigError(f"{key}: the {head} head ignores it (model.head = {head!r}); remove {key} = "
-                                  f"{toml_value(value)}")
+    key = _ignored_key_set(config, [key for key in named if key in IGNORED_BY_HEAD.get(head, ())])
+    if key:
+        section, _, name = key.partition(".")
+        raise ConfigError(f"{key}: the {head} head ignores it (model.head = {head!r}); remove {key} = "
+                          f"{toml_value(getattr(getattr(config, section), name))}")
+
+
+def _ignored_key_set(config: Config, keys: typing.Iterable[str]) -> str | None:
+    """The first of ``keys`` whose value differs from its default, or None."""
+    for key in keys:
+        section, _, name = key.partition(".")
+        if getattr(getattr(config, section), name) != getattr(_DEFAULTS[section], name):
+            return key
+    return None
 
 
 def output_stages(config: Config) -> int:
@@ -732,10 +759,16 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         named += [f"{section}.{key}" for section, values in parsed.items() for key in values]
     if reject_ignored:
         _check_named_keys(config, named)
-    if config.data.skeleton.endswith(".toml"):  # relative to the working folder, else to the config file's
+    _read_named_skeleton_file(config, path.parent if path is not None else None)
+    return resolve(config)
+
+
+def _read_named_skeleton_file(config: Config, folder: Path | None) -> None:
+    """``data.skeleton = "file.toml"``: the file, relative to the working folder, else to ``folder`` (the config
+    file's), read into [skeleton] (`_read_skeleton_file`)."""
+    if config.data.skeleton.endswith(".toml"):
         name = Path(config.data.skeleton)
-        _read_skeleton_file(config, [name] + ([path.parent / name] if path is not None else []))
-    return validate(config)
+        _read_skeleton_file(config, [name] + ([folder / name] if folder is not None else []))
 
 
 def _cells_of(table: dict[str, Any], path: Path) -> dict[str, dict[str, Any]]:
@@ -764,5 +797,8 @@ def cell_overrides(path: str | Path) -> dict[str, dict[str, Any]]:
 
 
 def config_from_dict(table: dict[str, dict[str, Any]]) -> Config:
-    """Rebuild a config saved in a checkpoint or run directory."""
-    return validate(apply(Config(), table, source="saved config"))
+    """Rebuild a config saved in a checkpoint or run directory (`resolve`d; a skeleton file it names is read, as
+    `load_config` reads it)."""
+    config = apply(Config(), table, source="saved config")
+    _read_named_skeleton_file(config, None)
+    return resolve(config)

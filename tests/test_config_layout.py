@@ -96,3 +96,38 @@ def test_the_hash_takes_a_moved_key_under_its_old_name():
                                                                                  {"model.sigma": 2.0})
     assert setting_name("none", "x.toml", {"targets.sigma": 2.0}) != setting_name("none", "x.toml",
                                                                                  {"targets.sigma": 3.0})
+
+
+def test_validate_changes_nothing_reads_no_file_and_registers_no_skeleton():
+    """`validate` is a check: its input comes back as it was, the skeleton a config declares stays unknown to
+    `cpm.skeleton.get_skeleton` until `resolve` (what load_config and config_from_dict end with) registers it, a
+    skeleton file is not read, and a key the head ignores is refused, not set back."""
+    import copy
+
+    from cpm import skeleton
+    from cpm.config import apply, resolve, validate
+
+    table = {"name": "pure_check_skeleton", "joints": ["top", "left", "right"], "flip_pairs": [["left", "right"]],
+             "torso": ["top", "left"]}
+    config = apply(Config(), {"skeleton": table, "data": {"skeleton": "pure_check_skeleton"}})
+    before, registry = copy.deepcopy(config), dict(skeleton._CUSTOM)
+    assert validate(config) is config and config == before
+    assert skeleton._CUSTOM == registry
+    with pytest.raises(ValueError, match="unknown skeleton 'pure_check_skeleton'"):
+        skeleton.get_skeleton("pure_check_skeleton")
+    assert resolve(config) is config and skeleton.get_skeleton("pure_check_skeleton").num_joints == 3
+
+    unnamed = apply(Config(), {"skeleton": table | {"name": "pure_check_unnamed"}})  # data.skeleton left unset
+    with pytest.raises(ConfigError, match="'itop15', but \\[skeleton\\] declares 'pure_check_unnamed'"):
+        validate(unnamed)
+    assert resolve(unnamed).data.skeleton == "pure_check_unnamed"
+
+    with pytest.raises(ConfigError, match="data.skeleton: 'nowhere.toml' is a skeleton file"):
+        validate(apply(Config(), {"data": {"skeleton": "nowhere.toml"}}))  # named, never opened
+
+    regression = apply(Config(), {"model": {"head": "regression", "stages": 6}})
+    before = copy.deepcopy(regression)
+    with pytest.raises(ConfigError, match="model.stages: the regression head ignores it"):
+        validate(regression)
+    assert regression == before
+    assert resolve(regression).model.stages == Config().model.stages

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cpm.config import MOVED_KEYS, Config, apply, config_from_dict, load_config, validate
+from cpm.config import MOVED_KEYS, Config, apply, config_from_dict, load_config, resolve
 from cpm.errors import CheckpointError, CPMError
 from cpm.io import fault_point, last_of_each, read_jsonl, remove_orphaned_temporaries, write_text_atomic
 
@@ -73,7 +73,7 @@ def make_config(overrides: dict[str, Any], base: Config | str | Path | None = No
         config = config_from_dict(base.to_dict())
     else:
         config = load_config(path or base) if (path or base) else Config()
-    return validate(apply(config, dotted_to_nested(overrides), source="experiment"))
+    return resolve(apply(config, dotted_to_nested(overrides), source="experiment"))
 
 
 def config_hash(config: Config) -> str:

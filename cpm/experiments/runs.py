@@ -215,7 +215,7 @@ def write_summary(cell: Cell, *, target: str, setting: str, wall_seconds: float,
     """The committed summary of a finished cell: resolved config, revision, per-epoch metrics, training-loss points,
     the `summarize` scores (and under each decoder of ``decoders``), wall time and machine. The wall time is the
     run's own ``run_seconds`` (all its sittings, each to its last checkpoint: a cell stopped and resumed counts what
-    one sitting would have taken), or ``wall_seconds`` for a run from before checkpoints carried it. The run's
+    one sitting would have taken), or ``wall_seconds`` for a checkpoint that does not carry it. The run's
     records are first cut back to its last.pt (`cpm.training.loop.align_records`)."""
     from cpm.runtime.checkpoint import load_checkpoint
     from cpm.training.loop import align_records

@@ -1,4 +1,4 @@
-"""Training runs from a `Config` (pieces from `cpm.training.builders`): run directory, checkpoints, resume.
+"""Training runs from a `Config` (pieces from `cpm.runtime` and `cpm.training.optim`): run folder, checkpoints, resume.
 
 A run lives in ``<train.runs_dir>/<train.name>/``: ``config.toml`` (resolved), ``metrics.jsonl``
 (one line per evaluation; ``elapsed_seconds`` is the wall time since the run (re)started, ``run_seconds`` that of
@@ -35,7 +35,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from cpm.config import Config, apply, best_metric, config_from_dict, validate
+from cpm.config import BEST_THRESHOLD, Config, apply, best_metric, config_from_dict, validate
 from cpm.data.dataset import usable_cores
 from cpm.data.loader import make_loader
 from cpm.device import compile_model, resolve_amp, resolve_device
@@ -86,8 +86,6 @@ from cpm.training.ema import WeightAverage
 from cpm.training.optim import build_optimizer
 from cpm.training.step import read_losses, train_step
 from cpm.training.summaries import write_evaluation_summaries
-
-SELECTION_THRESHOLD = 0.2  # best.pt keeps the best final-stage PCK at this threshold, when it is measured
 
 
 def selection_score(results: dict, metric: str) -> float:
@@ -402,8 +400,10 @@ class Trainer:
         self.scaler.load_state_dict(checkpoint["scaler"])
         self.state = RunState(epoch=checkpoint["epoch"], step=checkpoint["step"],
                               seconds=float(checkpoint.get("run_seconds", 0.0)))
-        saved = checkpoint.get("best") or {"metric": f"pck@{SELECTION_THRESHOLD:g}", "value": checkpoint["best_metric"]}
-        if saved["metric"] == self.selection and saved["value"] >= 0:  # (before best was named: -1 or -step)
+        # a checkpoint without "best" holds only best_metric: final-stage PCK at BEST_THRESHOLD, or a negative
+        # number where none was measured
+        saved = checkpoint.get("best") or {"metric": f"pck@{BEST_THRESHOLD:g}", "value": checkpoint["best_metric"]}
+        if saved["metric"] == self.selection and saved["value"] >= 0:
             self.state.best, self.state.best_epoch = float(saved["value"]), int(saved.get("epoch", 0))
         set_rng_state(checkpoint["rng"])
         if self.context.is_main and not batches and self.state.best_epoch == self.state.epoch > 0:

@@ -58,8 +58,9 @@ class DepthConfig:
 
 @dataclass
 class PoseMixConfig:
-    """Shares of the synthetic frames' pose sources (``data.pose_mix``), normalised to sum 1 and drawn per sample
-    (`cpm.data.synthetic.sources.PoseMix`); all 0 (the default): the one source ``data.pose_source``."""
+    """The synthetic frames' pose sources and their shares (``data.pose_mix``), normalised to sum 1 and drawn per
+    sample (`cpm.data.synthetic.sources.PoseMix`): one source alone is a weight of 1 (``{bvh = 1.0}``); all 0 (the
+    default): the procedural prior alone."""
 
     procedural: float = 0.0  # the embedded prior
     bvh: float = 0.0  # motion capture of data.bvh_files
@@ -78,15 +79,14 @@ class DataConfig:
     annotations: str = ""  # annotation file inside root (lsp: joints.mat by default; itop: "labels.h5,depth.h5")
     val_annotations: str = ""  # held-out annotation file; empty: the last val_samples samples of annotations
     exclude: str = ""  # samples to leave out of a real dataset: `cpm data check` CSV or index / image lines
-    pose_source: str = "procedural"  # synthetic poses: procedural (the embedded prior) | bvh | bank
     # the procedural poses' prior: procedural (hand-set activity ranges) | fitted (joint angles fitted to K2HPD
     # train poses and the training mocap subjects, on the K2HPD bone lengths: cpm.data.synthetic.prior)
     pose_prior: str = "procedural"
-    pose_files: str = ""  # bvh: a .bvh file or a folder of them; bank: an N x K x 2 keypoint .mat (K2HPD)
-    # a mixture of pose sources instead, e.g. {procedural = 0.5, bvh = 0.25, bank = 0.25}; all 0: pose_source alone
+    # the synthetic poses' sources and shares, e.g. {procedural = 0.5, bvh = 0.25, bank = 0.25}, or one source alone,
+    # e.g. {bvh = 1.0}; all 0: the procedural prior alone
     pose_mix: PoseMixConfig = field(default_factory=PoseMixConfig)
     bvh_files: str = ""  # pose_mix's bvh poses: a .bvh file or a folder of SUBJECT_CLIP.bvh clips
-    bank_files: str = ""  # pose_mix's bank: a keypoint .mat (the K2HPD train split for training) or .npy
+    bank_files: str = ""  # pose_mix's bank: an N x K x 2 keypoint .mat (the K2HPD train split for training) or .npy
     # the held-out split's bank: "" = the test split beside bank_files (k2hpd_keypoints_train.mat -> ..._test.mat)
     val_bank_files: str = ""
     # a mixture's bvh / bank files not there when a run starts: "error", or "procedural": their weight goes to the
@@ -285,7 +285,6 @@ class Config:
 
 CHOICES = {
     "data.source": ("synthetic", "list", "lsp", "mpii", "mpii_mat", "flic", "coco", "jhmdb", "itop"),
-    "data.pose_source": ("procedural", "bvh", "bank"),
     "data.bvh_subjects": ("train", "held_out", "all"),
     "data.pose_prior": ("procedural", "fitted"),
     "model.head": HEAD_NAMES,
@@ -381,9 +380,10 @@ MOVED_KEYS = {
 
 def migrate(table: dict[str, Any], *, source: str = "", log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """``table`` ({section: {key: value}}, as a config file, a --set or a saved config gives it) in today's layout:
-    each key of `MOVED_KEYS` under its new name, said to ``log`` in one line per key (the command line says it; a
-    saved config moves silently). A key given under both names with two values is a `ConfigError` naming both.
-    ``table`` itself is not changed."""
+    each key of `MOVED_KEYS` under its new name and the retired one-source keys as a ``data.pose_mix``
+    (`_migrate_pose_source`), said to ``log`` in one line per key (the command line says it; a saved config moves
+    silently). A key given under both names with two values is a `ConfigError` naming both. ``table`` itself is not
+    changed."""
     where = f"{source}: " if source else ""
     moved = {section: dict(values) if isinstance(values, dict) else values for section, values in table.items()}
     for old, new in MOVED_KEYS.items():
@@ -401,7 +401,42 @@ def migrate(table: dict[str, Any], *, source: str = "", log: Callable[[str], Non
         target[new_key] = value
         if log is not None:
             log(f"{where}{old} is {new} now (read as {new} = {toml_value(value)})")
+    data = moved.get("data")
+    if isinstance(data, dict) and ("pose_source" in data or "pose_files" in data):
+        _migrate_pose_source(data, where, log)
     return moved
+
+
+def _migrate_pose_source(data: dict[str, Any], where: str, log: Callable[[str], None] | None) -> None:
+    """The retired ``data.pose_source`` / ``data.pose_files`` (one pose source alone) of a ``[data]`` table, in
+    place: bvh or bank is a ``data.pose_mix`` of weight 1 with its files in ``data.bvh_files`` or
+    ``data.bank_files`` (a bank's held-out split is that bank, ``data.val_bank_files``, as the one source's was;
+    bvh clips are split by subject, as a mixture's are); procedural is the default mixture (a saved config's
+    ``pose_files`` beside it was read by nothing). Files without their source are an error: which source they
+    belong to is not said."""
+    if "pose_source" not in data:
+        if data.pop("pose_files"):
+            raise ConfigError(f"{where}data.pose_files is retired: name the files in data.bvh_files or "
+                              "data.bank_files, and the source in data.pose_mix (e.g. {bvh = 1.0})")
+        return
+    kind, files = data.pop("pose_source"), data.pop("pose_files", "")
+    if kind == "procedural":
+        return
+    if kind not in ("bvh", "bank"):
+        raise ConfigError(f"{where}data.pose_source: {kind!r} is not one of procedural, bvh, bank")
+    mix = data.get("pose_mix", {})
+    if not files or (isinstance(mix, dict) and any(mix.values())) or data.get(f"{kind}_files", files) != files:
+        raise ConfigError(f"{where}data.pose_source = {toml_value(kind)} is retired: one source alone is "
+                          f"data.pose_mix = {{{kind} = 1.0}} with its files in data.{kind}_files")
+    data["pose_mix"] = {"procedural": 0.0, "bvh": 0.0, "bank": 0.0} | {kind: 1.0}
+    data[f"{kind}_files"] = files
+    if kind == "bank":
+        data.setdefault("val_bank_files", files)
+    if log is not None:
+        held_out = (f", and data.val_bank_files = {toml_value(files)}" if kind == "bank" else
+                    "; the held-out split draws the clips' held-out subjects (data.bvh_subjects)")
+        log(f"{where}data.pose_source = {toml_value(kind)} is retired (read as data.pose_mix = {{{kind} = 1.0}}, "
+            f"data.{kind}_files = {toml_value(files)}{held_out})")
 
 
 def apply(config: Config, overrides: dict[str, Any], *, source: str = "",
@@ -517,8 +552,6 @@ def _validate_data(data: DataConfig) -> None:
     if data.prerender and data.source != "synthetic":
         raise ConfigError(f"data.prerender: renders synthetic frames ahead; data.source = {data.source!r} renders "
                           "none (its images are read every epoch)")
-    if data.pose_source != "procedural" and not data.pose_files:
-        raise ConfigError(f"data.pose_files: data.pose_source = {data.pose_source!r} needs its file or folder")
     _validate_pose_mix(data)
 
 
@@ -603,10 +636,9 @@ def _validate_depth(data: DataConfig) -> None:
 
 
 def _validate_pose_mix(data: DataConfig) -> None:
-    """data.pose_mix: finite weights >= 0; a mixture replaces data.pose_source and names the files of its bvh and
-    bank sources (and, optionally, its held-out split's bank); files named for a source it does not draw are an
-    error (they would change nothing), and so is a data.pose_prior other than the default where no procedural
-    pose is drawn."""
+    """data.pose_mix: finite weights >= 0; a mixture names the files of its bvh and bank sources (and, optionally,
+    its held-out split's bank); files named for a source it does not draw are an error (they would change nothing),
+    and so is a data.pose_prior other than the default where no procedural pose is drawn."""
     weights = dataclasses.asdict(data.pose_mix)
     for name, weight in weights.items():
         if not math.isfinite(weight) or weight < 0:
@@ -614,22 +646,18 @@ def _validate_pose_mix(data: DataConfig) -> None:
     mixed = any(weights.values())
     if mixed and data.source != "synthetic":
         raise ConfigError(f"data.pose_mix: poses the synthetic frames; data.source = {data.source!r} has its own")
-    if mixed and (data.pose_source != "procedural" or data.pose_files):
-        raise ConfigError("data.pose_mix: a mixture names its sources' files in data.bvh_files and "
-                          "data.bank_files; leave data.pose_source and data.pose_files unset")
     for name in ("bvh", "bank"):
         files = getattr(data, f"{name}_files")
         if weights[name] > 0 and not files:
             raise ConfigError(f"data.{name}_files: data.pose_mix.{name} = {weights[name]:g} needs its file or folder")
         if files and not weights[name] > 0:
-            raise ConfigError(f"data.{name}_files: only read by a mixture with data.pose_mix.{name} > 0 "
-                              f"(one source alone: data.pose_source = \"{name}\", data.pose_files)")
+            raise ConfigError(f"data.{name}_files: only read with data.pose_mix.{name} > 0 (one source alone: "
+                              f"data.pose_mix = {{{name} = 1.0}})")
     if data.pose_prior != "procedural" and data.source != "synthetic":
         raise ConfigError(f"data.pose_prior: poses the synthetic frames; data.source = {data.source!r} has its own")
-    draws_procedural = weights["procedural"] > 0 if mixed else data.pose_source == "procedural"
-    if data.pose_prior != "procedural" and not draws_procedural:
-        drawn = "data.pose_mix.procedural = 0" if mixed else f"data.pose_source = {data.pose_source!r}"
-        raise ConfigError(f"data.pose_prior: {data.pose_prior!r} draws the procedural poses, and {drawn} has none")
+    if data.pose_prior != "procedural" and mixed and not weights["procedural"] > 0:
+        raise ConfigError(f"data.pose_prior: {data.pose_prior!r} draws the procedural poses, and "
+                          "data.pose_mix.procedural = 0 has none")
     if data.missing_pose_files not in ("error", "procedural"):
         raise ConfigError(f"data.missing_pose_files: {data.missing_pose_files!r} is not 'error' or 'procedural'")
     if data.val_bank_files and not weights["bank"] > 0:

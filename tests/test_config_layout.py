@@ -131,3 +131,40 @@ def test_validate_changes_nothing_reads_no_file_and_registers_no_skeleton():
         validate(regression)
     assert regression == before
     assert resolve(regression).model.stages == Config().model.stages
+
+
+def test_one_pose_source_is_a_mixture_of_one_and_the_retired_keys_read_as_one(tmp_path, capsys):
+    """data.pose_mix alone chooses the poses: the retired data.pose_source / data.pose_files read as a mixture of
+    weight 1 (a bank held out on itself, as the one source was), each training frame as the one source drew it; the
+    default draws the procedural stream itself, and its hash is that of the defaults."""
+    import hashlib
+
+    import numpy as np
+
+    from cpm.data.synthetic.frames import render_sample
+    from cpm.data.synthetic.sources import PoseMix, config_pose_source, pose_sampler
+
+    assert config_pose_source(Config().data) is None and Config().data.pose_mix.procedural == 0.0
+    assert config_hash(Config()) == hashlib.sha256(b"{}").hexdigest()[:8]
+    poses = np.zeros((3, 15, 2)) + np.linspace(10, 150, 15)[None, :, None]
+    poses[:, [2, 4, 6, 9, 11, 13], 0] -= 30
+    poses[:, [3, 5, 7, 10, 12, 14], 0] += 30
+    bank = tmp_path / "poses.npy"
+    np.save(bank, poses)
+    old = tmp_path / "old.toml"
+    old.write_text(f'[data]\npose_source = "bank"\npose_files = "{bank}"\n')
+    new = tmp_path / "new.toml"
+    new.write_text(f'[data]\nbank_files = "{bank}"\nval_bank_files = "{bank}"\n[data.pose_mix]\nbank = 1.0\n')
+    assert load_config(old) == load_config(new)
+    assert (f'{old}: data.pose_source = "bank" is retired (read as data.pose_mix = {{bank = 1.0}}, '
+            f'data.bank_files = "{bank}", and data.val_bank_files = "{bank}")') in capsys.readouterr().err
+    mix = config_pose_source(load_config(new).data)
+    assert isinstance(mix, PoseMix) and mix.names == ("bank",)
+    alone = pose_sampler("bank", str(bank))
+    for index in range(3):
+        np.testing.assert_array_equal(render_sample(7, index, mix)["image"], render_sample(7, index, alone)["image"])
+    saved = Config().to_dict()
+    saved["data"] |= {"pose_source": "procedural", "pose_files": ""}  # a checkpoint's config of the old layout
+    assert config_from_dict(saved) == Config()
+    with pytest.raises(ConfigError, match="data.pose_source: 'walk' is not one of procedural, bvh, bank"):
+        load_config(None, ["data.pose_source=walk"])

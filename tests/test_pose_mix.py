@@ -113,9 +113,13 @@ def test_a_mixture_is_a_toml_table_of_weights_with_files_per_source(tmp_path):
     (["data.pose_mix.bvh=0.5"], "data.bvh_files: data.pose_mix.bvh = 0.5 needs its file or folder"),
     (["data.pose_mix.bank=-1"], "data.pose_mix.bank: -1.0 must be a finite weight >= 0"),
     (["data.pose_mix.walk=1"], "unknown config key data.pose_mix.walk"),
-    (['data.bank_files="k.mat"'], "data.bank_files: only read by a mixture with data.pose_mix.bank > 0"),
+    (['data.bank_files="k.mat"'], "data.bank_files: only read with data.pose_mix.bank > 0 (one source alone: "
+                                  "data.pose_mix = {bank = 1.0})"),
     (["data.pose_mix.procedural=1", 'data.pose_source="bank"', 'data.pose_files="k.mat"'],
-     "data.pose_mix: a mixture names its sources' files in data.bvh_files and data.bank_files"),
+     '--set: data.pose_source = "bank" is retired: one source alone is data.pose_mix = {bank = 1.0} with its files '
+     "in data.bank_files"),
+    (['data.pose_files="k.mat"'], "--set: data.pose_files is retired: name the files in data.bvh_files or "
+                                  "data.bank_files"),
     (['data.bvh_subjects="test"'], "data.bvh_subjects: 'test' is not one of train, held_out, all"),
 ])
 def test_pose_config_errors_are_one_line_naming_the_key(overrides, message):
@@ -180,9 +184,10 @@ def test_eval_pose_sources_measure_held_out_subjects_and_the_k2hpd_test_split(sh
     assert list(sources) == ["procedural", "mocap held-out subjects", "K2HPD test"] and not notes
     config = load_config(None, [f"data.{key}={json.dumps(value) if isinstance(value, str) else _inline(value)}"
                                 for key, value in sources["mocap held-out subjects"].items()])
-    mocap = config_pose_source(config.data)
+    mocap = config_pose_source(config.data).sources["bvh"]  # the one source of a mixture of one
     assert mocap.clips and all(held_out_subject(clip_subject(p)) for p in mocap.clips)
-    assert sources["K2HPD test"]["pose_files"].endswith("k2hpd_keypoints_test.mat")
+    assert sources["K2HPD test"]["bank_files"].endswith("k2hpd_keypoints_test.mat")
+    assert sources["K2HPD test"]["val_bank_files"] == sources["K2HPD test"]["bank_files"]
 
 
 def _inline(table: dict) -> str:

@@ -156,8 +156,8 @@ def test_pose_prior_selects_the_fitted_prior_and_the_default_stays():
 
 @pytest.mark.parametrize(("overrides", "message"), [
     (['data.pose_prior="learned"'], "data.pose_prior: 'learned' is not one of procedural, fitted"),
-    (['data.pose_prior="fitted"', 'data.pose_source="bvh"', 'data.pose_files="x"'],
-     "data.pose_prior: 'fitted' draws the procedural poses, and data.pose_source = 'bvh' has none"),
+    (['data.pose_prior="fitted"', "data.pose_mix={bvh = 1}", 'data.bvh_files="x"'],
+     "data.pose_prior: 'fitted' draws the procedural poses, and data.pose_mix.procedural = 0 has none"),
     (['data.pose_prior="fitted"', "data.pose_mix={bank = 1}", 'data.bank_files="x"'],
      "data.pose_prior: 'fitted' draws the procedural poses, and data.pose_mix.procedural = 0 has none"),
     (['data.pose_prior="fitted"', 'data.source="lsp"', 'data.root="somewhere"'],

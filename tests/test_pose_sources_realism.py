@@ -70,7 +70,7 @@ def test_realism_scores_a_config_row_of_its_mixture(tmp_path, shared_data, capsy
 def test_realism_config_rows_by_file(tmp_path, shared_data):
     bank = arms_out_bank(tmp_path / "poses.npy")
     path = tmp_path / "bank.toml"
-    path.write_text(f'[data]\npose_source = "bank"\npose_files = "{bank}"\n')
+    path.write_text(f'[data]\npose_mix = {{bank = 1.0}}\nbank_files = "{bank}"\n')
     rows = realism_report(real=str(shared_data / "k2hpd" / "k2hpd_keypoints_test.mat"), n=40,
                           configs={str(path): load_config(path)})
     assert [row["source"] for row in rows] == ["procedural", f"{path}: bank ({bank})"]

@@ -105,9 +105,14 @@ def test_the_default_and_one_source_held_out_splits_are_unchanged(tmp_path):
         np.testing.assert_array_equal(val_set.source[index]["image"], render_sample(1000, index)["image"])
     one = bank(tmp_path / "poses_train.npy", 0.0)
     bank(tmp_path / "poses_test.npy", 40.0)
-    train_set, val_set = build_datasets(load_config(None, mixture('data.pose_source="bank"',
-                                                                  f'data.pose_files="{one}"')))
-    assert val_set.source.pose_source is train_set.source.pose_source  # one source alone: as before
+    old = tmp_path / "one_source.toml"  # the retired one-source keys: a bank of weight 1 held out on itself
+    old.write_text(f'[data]\ntrain_samples = 8\nval_samples = 40\npose_source = "bank"\npose_files = "{one}"\n')
+    config = load_config(old)
+    assert (config.data.pose_mix.bank, config.data.bank_files, config.data.val_bank_files) == (1.0, one, one)
+    train_set, val_set = build_datasets(config)
+    poses = train_set.source.pose_source.sources["bank"]
+    for index in range(3):  # the frames of the one source as it drew them: the training bank, val_seed's stream
+        np.testing.assert_array_equal(val_set.source[index]["image"], render_sample(1000, index, poses)["image"])
 
 
 def test_a_mixture_validates_on_held_out_subjects_and_the_k2hpd_test_split(shared_data):

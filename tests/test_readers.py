@@ -192,8 +192,8 @@ def test_real_source_without_root_or_with_a_missing_root_is_a_config_error(tmp_p
     config = load_config(None, ["data.source=\"lsp\"", f"data.root=\"{tmp_path / 'nowhere'}\""])
     with pytest.raises(ConfigError, match="data.root"):
         build_datasets(config)
-    with pytest.raises(ConfigError, match="data.pose_files"):
-        load_config(None, ["data.pose_source=\"bvh\""])
+    with pytest.raises(ConfigError, match="data.bvh_files: data.pose_mix.bvh = 1 needs its file or folder"):
+        load_config(None, ["data.pose_mix.bvh=1"])
 
 
 def test_real_lspet_photographs_and_fixtures_load(shared_data):

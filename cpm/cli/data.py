@@ -40,7 +40,7 @@ def synthetic_samples(source: str, files: str | None, *, seed: int, n: int) -> l
         return [render_sample(seed, i) for i in range(n)]
     if not files:
         raise CPMError(f"--source {source} needs --files (a .bvh file or folder, or a keypoint .mat)")
-    poses = pose_sampler(source, files)
+    poses = pose_sampler(source, files, key="--files")
     return [render_sample(seed, i, poses) for i in range(n)]
 
 

@@ -32,9 +32,8 @@ SHARED_DATA = Path("..") / "shared" / "data"  # DATA of --pose-sources, from the
 TRAIN_END_FRAMES = 500  # held-out frames per pose source at the end of `cpm train` (at most data.val_samples)
 # The pose keys every source sets, so that nothing of a checkpoint's own pose settings (a mixture) is left over.
 # The procedural source is the hand-set prior (data.pose_prior = "procedural") whatever the checkpoint trained on.
-_ONE_SOURCE = {"pose_source": "procedural", "pose_files": "", "bvh_files": "", "bank_files": "", "val_bank_files": "",
-               "bvh_subjects": "train", "pose_prior": "procedural",
-               "pose_mix": {"procedural": 0.0, "bvh": 0.0, "bank": 0.0}}
+_ONE_SOURCE = {"bvh_files": "", "bank_files": "", "val_bank_files": "", "bvh_subjects": "train",
+               "pose_prior": "procedural", "pose_mix": {"procedural": 0.0, "bvh": 0.0, "bank": 0.0}}
 
 
 def add_eval_parser(subparsers) -> argparse.ArgumentParser:
@@ -109,13 +108,14 @@ def pose_source_overrides(data: Path | None) -> tuple[dict[str, dict], list[str]
     notes = []
     mocap = None if data is None else data / "mocap" / "cmu"
     if mocap is not None and mocap.is_dir() and any(mocap.glob("*.bvh")):
-        sources["mocap held-out subjects"] = _ONE_SOURCE | {"pose_source": "bvh", "pose_files": str(mocap),
-                                                            "bvh_subjects": "held_out"}
+        sources["mocap held-out subjects"] = _ONE_SOURCE | {"pose_mix": {"procedural": 0.0, "bvh": 1.0, "bank": 0.0},
+                                                            "bvh_files": str(mocap), "bvh_subjects": "held_out"}
     else:
         notes.append(f"mocap held-out subjects: skipped, no .bvh clips in {mocap or '../shared/data/mocap/cmu'}")
     k2hpd = None if data is None else data / "k2hpd" / "k2hpd_keypoints_test.mat"
     if k2hpd is not None and k2hpd.is_file():
-        sources["K2HPD test"] = _ONE_SOURCE | {"pose_source": "bank", "pose_files": str(k2hpd)}
+        sources["K2HPD test"] = _ONE_SOURCE | {"pose_mix": {"procedural": 0.0, "bvh": 0.0, "bank": 1.0},
+                                               "bank_files": str(k2hpd), "val_bank_files": str(k2hpd)}
     else:
         notes.append(f"K2HPD test: skipped, no {k2hpd or '../shared/data/k2hpd/k2hpd_keypoints_test.mat'}")
     return sources, notes
@@ -140,7 +140,7 @@ def evaluate_pose_sources(checkpoint: str | Path, data: Path | None, *, override
         merged = copy.deepcopy(overrides or {})
         merged.setdefault("data", {}).update(keys)
         results[name] = evaluate_checkpoint(checkpoint, overrides=merged, progress=progress, device_name=device_name)
-        results[name]["files"] = keys["pose_files"]
+        results[name]["files"] = keys["bvh_files"] or keys["bank_files"]
     return results, notes
 
 

@@ -1,6 +1,6 @@
 """Where the synthetic frames' poses come from: the procedural prior, motion capture (``bvh``), a bank of real 2D
-poses lifted to 3D (``bank``), or a mixture of them (`PoseMix`), as a `cpm.config.DataConfig` asks
-(`config_pose_source`).
+poses lifted to 3D (``bank``), or a mixture of them (`PoseMix`; one source alone is a mixture of one), as a
+`cpm.config.DataConfig`'s ``pose_mix`` asks (`config_pose_source`).
 
 Splits: a config's bvh poses come from the training subjects of the clips (``data.bvh_subjects = "train"``, the
 default; `cpm.data.synthetic.bvh.held_out_subject` keeps the others for evaluation), and its bank is the file it
@@ -83,12 +83,12 @@ def _offset(seed: int) -> float:
     return float(np.random.default_rng([seed, 0, _PICK_STREAM]).random())
 
 
-def pose_sampler(kind: str, files: str, *, subjects: str = "all", key: str = "data.pose_files") -> PoseSource:
+def pose_sampler(kind: str, files: str, *, subjects: str = "all", key: str = "") -> PoseSource:
     """A pose source from files: ``bvh`` (`cpm.data.synthetic.bvh.BVHPoses` of a file or folder, the clips of
     ``subjects``) or ``bank`` (`cpm.data.synthetic.bank.BankPoses` of a keypoint .mat or .npy); the files must
-    exist (ConfigError naming ``key``, the config key that named them)."""
+    exist (ConfigError naming ``key``, the config key that named them; by default ``data.<kind>_files``)."""
     if not Path(files).exists():
-        raise ConfigError(f"{key}: {files}: no such file or folder")
+        raise ConfigError(f"{key or f'data.{kind}_files'}: {files}: no such file or folder")
     if kind == "bvh":
         from cpm.data.synthetic.bvh import BVHPoses
 
@@ -97,30 +97,29 @@ def pose_sampler(kind: str, files: str, *, subjects: str = "all", key: str = "da
         from cpm.data.synthetic.bank import BankPoses
 
         return BankPoses(files)
-    raise ConfigError(f"data.pose_source: {kind!r} is not one of bvh, bank")
+    raise ConfigError(f"pose source {kind!r}: not one of bvh, bank")
 
 
 def mixture_weights(data: DataConfig) -> dict[str, float]:
-    """``data.pose_mix`` as {source name: weight} of `MIX_SOURCES`; all 0: no mixture."""
+    """``data.pose_mix`` as {source name: weight} of `MIX_SOURCES`; all 0: the procedural prior alone."""
     return {name: getattr(data.pose_mix, name) for name in MIX_SOURCES}
 
 
 def config_pose_source(data: DataConfig) -> PoseSource | PoseMix | None:
-    """The pose source of a config's synthetic frames: None for the procedural prior (the renderer draws the pose
-    itself, `cpm.data.synthetic.body.sample_pose`), `cpm.data.synthetic.prior.FittedPrior` for it with
-    ``data.pose_prior = "fitted"``, the ``data.pose_source`` of ``data.pose_files``, or the `PoseMix` of
+    """The pose source of a config's synthetic frames: with ``data.pose_mix`` all 0, the procedural prior alone:
+    None (the renderer draws the pose itself, `cpm.data.synthetic.body.sample_pose`) or
+    `cpm.data.synthetic.prior.FittedPrior` with ``data.pose_prior = "fitted"``; else the `PoseMix` of
     ``data.pose_mix`` with its procedural poses from that prior, its bvh poses from ``data.bvh_files`` and its bank
-    from ``data.bank_files``. bvh poses are the clips of ``data.bvh_subjects``."""
+    from ``data.bank_files`` (one source alone: a mixture of one, each sample posed by it). bvh poses are the clips
+    of ``data.bvh_subjects``."""
     weights = mixture_weights(data)
-    if any(weights.values()):
-        files = {"bvh": data.bvh_files, "bank": data.bank_files}
-        sources = {name: pose_sampler(name, files[name], subjects=data.bvh_subjects, key=f"data.{name}_files")
-                   for name in ("bvh", "bank") if weights[name] > 0}
-        sources["procedural"] = procedural_prior(data)
-        return PoseMix(weights, sources)
-    if data.pose_source == "procedural":
+    if not any(weights.values()):
         return procedural_prior(data)
-    return pose_sampler(data.pose_source, data.pose_files, subjects=data.bvh_subjects)
+    files = {"bvh": data.bvh_files, "bank": data.bank_files}
+    sources = {name: pose_sampler(name, files[name], subjects=data.bvh_subjects)
+               for name in ("bvh", "bank") if weights[name] > 0}
+    sources["procedural"] = procedural_prior(data)
+    return PoseMix(weights, sources)
 
 
 def _to_stderr(line: str) -> None:
@@ -181,25 +180,27 @@ def procedural_prior(data: DataConfig) -> PoseSource | None:
 
 
 def describe_pose_source(data: DataConfig) -> str:
-    """A config's pose source in a few words, for tables: ``procedural`` (``procedural (fitted prior)``),
-    ``bank (FILE)``, or the shares of a mixture (``mixture: procedural 0.50, bvh 0.25, bank 0.25``)."""
+    """A config's pose source in a few words, for tables: ``procedural`` (``procedural (fitted prior)``), one
+    source alone with its files (``bank (FILE)``), or the shares of a mixture (``mixture: procedural 0.50, bvh
+    0.25, bank 0.25``)."""
     weights = mixture_weights(data)
     total = sum(weights.values())
     procedural = "procedural" if data.pose_prior == "procedural" else f"procedural ({data.pose_prior} prior)"
-    if total:
-        return "mixture: " + ", ".join(f"{procedural if name == 'procedural' else name} {weight / total:.2f}"
-                                       for name, weight in weights.items() if weight)
-    if data.pose_source == "procedural":
+    drawn = [name for name, weight in weights.items() if weight]
+    if not drawn or drawn == ["procedural"]:
         return procedural
-    return f"{data.pose_source} ({data.pose_files})"
+    if len(drawn) == 1:
+        return f"{drawn[0]} ({getattr(data, f'{drawn[0]}_files')})"
+    return "mixture: " + ", ".join(f"{procedural if name == 'procedural' else name} {weights[name] / total:.2f}"
+                                   for name in drawn)
 
 
 def held_out_pose_source(data: DataConfig, train_source: PoseSource | PoseMix | None) -> PoseSource | PoseMix | None:
     """The pose source of a config's held-out split, given its training one (``train_source``, what
     `config_pose_source` made): a mixture draws the same shares of the sources, its bvh poses from the held-out
     subjects (``data.bvh_subjects = "train"``; "held_out" and "all" read what training reads) and its bank poses
-    from `held_out_bank`, so that no pose of the held-out split was trained on; one source alone (or the
-    procedural prior) is ``train_source`` itself."""
+    from `held_out_bank`, so that no pose of the held-out split was trained on; the procedural prior alone is
+    ``train_source`` itself."""
     if not isinstance(train_source, PoseMix):
         return train_source
     sources: dict[str, PoseSource | None] = {"procedural": train_source.sources.get("procedural")}  # one prior
@@ -212,7 +213,9 @@ def held_out_pose_source(data: DataConfig, train_source: PoseSource | PoseMix | 
                 raise ConfigError(f"data.bvh_files: {data.bvh_files} has no clip of a held-out subject (numbers "
                                   "ending in 1 or 6) for the held-out split; data.bvh_subjects = \"all\" reads "
                                   "every clip for both")
-        sources["bvh"] = pose_sampler("bvh", data.bvh_files, subjects=subjects, key="data.bvh_files")
+            sources["bvh"] = pose_sampler("bvh", data.bvh_files, subjects=subjects, key="data.bvh_files")
+        else:  # the clips training reads (held_out or all): the same poses, read once
+            sources["bvh"] = train_source.sources["bvh"]
     if "bank" in train_source.names:
         sources["bank"] = pose_sampler("bank", held_out_bank(data), key="data.val_bank_files")
     return PoseMix(train_source.weights, sources)

@@ -23,25 +23,28 @@ import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import tomllib
 
 from cpm.errors import ConfigError
 from cpm.skeleton import SKELETONS, load_skeleton_file, register_skeleton, skeleton_from_table
 
-# The names the config accepts for parts built elsewhere; tests/test_config.py checks that each tuple equals the keys
-# of its table (`cpm.models.HEADS`, `cpm.models.backbones.BACKBONES`, `cpm.targets.losses.REGRESSION_LOSSES`,
-# `cpm.targets.codecs.DECODERS`). Kept here so that reading a config does not import torch.
-HEAD_NAMES = ("heatmap", "regression", "integral")
-BACKBONE_NAMES = ("cpm", "vgg19", "vgg16", "fourconv")
+# A key's choices are its field's `Literal` (`choices`, read by `validate` and by docs/configuration.md). The names of
+# parts built elsewhere are these Literals: the tables that build them (`cpm.models.HEADS`,
+# `cpm.models.backbones.BACKBONES`, `cpm.targets.losses.REGRESSION_LOSSES`, `cpm.models.pose_machine.INITS`,
+# `cpm.data.dataset.INPUT_SCALES`) are checked against them where they are defined (`check_names`), and
+# `cpm.targets.codecs.DECODERS` is the Literal's own tuple. Here, so that reading a config does not import torch.
+Head = Literal["heatmap", "regression", "integral"]
+Backbone = Literal["cpm", "vgg19", "vgg16", "fourconv"]
 FIXED_STRIDES = {"vgg19": 8, "vgg16": 8, "fourconv": 2}  # the cpm trunk's stride follows model.trunk_widths
-REGRESSION_LOSS_NAMES = ("l2", "l1", "smooth_l1", "rle")
-DECODER_NAMES = ("argmax", "quarter", "parabola", "bicubic", "dark", "soft_argmax")
-EVAL_DECODER_NAMES = (*DECODER_NAMES, "paper")  # `cpm.targets.codecs.EVAL_DECODERS`: what eval.decoder accepts
-INIT_NAMES = ("kaiming", "caffe", "mmpose")  # `cpm.models.pose_machine.INITS`
-INPUT_SCALES = ("unit", "caffe", "imagenet")  # `cpm.data.dataset.INPUT_SCALES`
-DEPTH_ENCODINGS = ("nearness8", "millimetres16", "metres32")  # cpm.data.depth reads each
+RegressionLoss = Literal["l2", "l1", "smooth_l1", "rle"]
+Decoder = Literal["argmax", "quarter", "parabola", "bicubic", "dark", "soft_argmax"]
+EvalDecoder = Literal[Decoder, "paper"]  # what eval.decoder accepts: a decoder, or the released CPM's testing
+Init = Literal["kaiming", "caffe", "mmpose"]
+InputScale = Literal["unit", "caffe", "imagenet"]
+DepthEncoding = Literal["nearness8", "millimetres16", "metres32"]  # cpm.data.depth reads each
+DEPTH_ENCODINGS: tuple[str, ...] = typing.get_args(DepthEncoding)
 SYNTHETIC_DEPTH = ("nearness8", 0.5, 7.5)  # what the synthetic renderer makes (cpm.data.synthetic.zbuffer)
 
 
@@ -51,7 +54,8 @@ class DepthConfig:
     1 at ``far`` metres and beyond, 0 = no reading (the synthetic frames' convention); files in millimetres or
     metres are converted with ``near`` and ``far`` (`cpm.data.depth`)."""
 
-    encoding: str = "nearness8"  # nearness8: 8-bit gray, near = bright | millimetres16: 16-bit mm | metres32: float m
+    # nearness8: 8-bit gray, near = bright | millimetres16: 16-bit mm | metres32: float m
+    encoding: DepthEncoding = "nearness8"
     near: float = 0.5  # metres shown as 255
     far: float = 7.5  # metres shown as 1 (farther readings too)
 
@@ -74,14 +78,14 @@ class DataConfig:
 
     # synthetic (the embedded depth renderer) | a reader in cpm.data.datasets: list, lsp, mpii, mpii_mat, flic, coco,
     # jhmdb, itop
-    source: str = "synthetic"
+    source: Literal["synthetic", "list", "lsp", "mpii", "mpii_mat", "flic", "coco", "jhmdb", "itop"] = "synthetic"
     root: str = ""  # dataset folder of a real source (make train DATA=...)
     annotations: str = ""  # annotation file inside root (lsp: joints.mat by default; itop: "labels.h5,depth.h5")
     val_annotations: str = ""  # held-out annotation file; empty: the last val_samples samples of annotations
     exclude: str = ""  # samples to leave out of a real dataset: `cpm data check` CSV or index / image lines
     # the procedural poses' prior: procedural (hand-set activity ranges) | fitted (joint angles fitted to K2HPD
     # train poses and the training mocap subjects, on the K2HPD bone lengths: cpm.data.synthetic.prior)
-    pose_prior: str = "procedural"
+    pose_prior: Literal["procedural", "fitted"] = "procedural"
     # the synthetic poses' sources and shares, e.g. {procedural = 0.5, bvh = 0.25, bank = 0.25}, or one source alone,
     # e.g. {bvh = 1.0}; all 0: the procedural prior alone
     pose_mix: PoseMixConfig = field(default_factory=PoseMixConfig)
@@ -92,8 +96,9 @@ class DataConfig:
     # a mixture's bvh / bank files not there when a run starts: "error", or "procedural": their weight goes to the
     # procedural prior (said in one line; the run's config.toml holds the mixture it drew), so that a config with
     # real motion trains on a machine without the data too
-    missing_pose_files: str = "error"
-    bvh_subjects: str = "train"  # bvh clips read: train | held_out (subject numbers ending in 1 or 6) | all
+    missing_pose_files: Literal["error", "procedural"] = "error"
+    # bvh clips read: train | held_out (subject numbers ending in 1 or 6) | all
+    bvh_subjects: Literal["train", "held_out", "all"] = "train"
     skeleton: str = "itop15"  # a built-in skeleton, the name of the [skeleton] table, or a TOML file declaring one
     depth: DepthConfig = field(default_factory=DepthConfig)  # {encoding, near, far} of depth frames
     seed: int = 0  # training samples are a pure function of (seed, index, epoch)
@@ -118,7 +123,7 @@ class DataConfig:
     shift: float = 0.08  # centre jitter as a fraction of the crop side
     occlusion: float = 0.0  # probability of a random occluding rectangle per training crop (covered joints: v = 1)
     workers: int = -1  # DataLoader workers; -1: 1 on a CPU (the cores train), the CPU cores (up to 8) on CUDA
-    input_scale: str = "unit"  # pixels -> model input: unit (p/255 - 0.5)/0.5 | caffe (p - 128)/256 | imagenet
+    input_scale: InputScale = "unit"  # pixels -> model input: unit (p/255 - 0.5)/0.5 | caffe (p - 128)/256 | imagenet
     # pixel value (0-255, every channel) of crop pixels outside the image, in training, evaluation and prediction
     # crops; the released CPM fills with 128, 0 after (p - 128) / 256 (testing/config.m's padValue, its data
     # transformer)
@@ -131,18 +136,19 @@ class ModelConfig:
     variant from this section and the two keys of ``[targets]`` that shape its outputs and inputs: the background
     channel and the centre map's resolution)."""
 
-    head: str = "heatmap"  # heatmap (CPM belief maps) | regression (FC to K x 2) | integral (soft-argmax of each stage)
+    # heatmap (CPM belief maps) | regression (FC to K x 2) | integral (soft-argmax of each stage)
+    head: Head = "heatmap"
     # coordinate loss of the regression and integral heads: l2 | l1 | smooth_l1 | rle (regression head only: RLE's
     # likelihood with a learned residual flow, Li et al. 2021; the head then also outputs a scale per joint)
-    regression_loss: str = "l2"
+    regression_loss: RegressionLoss = "l2"
     regression_hidden: int = 256  # regression head: width of the hidden fully connected layer
     regression_pool: int = 4  # regression head: features average-pooled to N x N, then flattened (1 = global pool)
     # regression head's features: "backbone" (the trunk alone) or "stage1" (the trunk and stage 1 of the heatmap
     # model up to its last layer, so that the two heads differ only in that layer and the loss)
-    regression_features: str = "backbone"
+    regression_features: Literal["backbone", "stage1"] = "backbone"
     stages: int = 4  # T: stage 1 and T - 1 refinement stages, each predicting belief maps
     in_channels: int = 1  # 3 for RGB models; grayscale frames are replicated to fit
-    backbone: str = "cpm"  # image trunk: cpm (two trunks, Fig. 2) | vgg19 | vgg16 | fourconv (one shared trunk)
+    backbone: Backbone = "cpm"  # image trunk: cpm (two trunks, Fig. 2) | vgg19 | vgg16 | fourconv (one shared trunk)
     backbone_weights: str = ""  # torchvision vgg16/vgg19 ImageNet state dict file, loaded when a run starts
     vgg_cpm_widths: list[int] = field(default_factory=lambda: [256, 128])  # 3x3 convs after a VGG trunk
     trunk_widths: list[int] = field(default_factory=lambda: [16, 32, 64])  # per pooling level (128s in the paper)
@@ -162,7 +168,7 @@ class ModelConfig:
     center_map: bool = True  # every stage also reads a Gaussian at the person's centre (the paper's centre map)
     batch_norm: bool = False  # batch norm after every convolution but the output layers
     dropout: float = 0.0  # dropout probability in stage 1's wide layers and the regression head (0.5 in the paper)
-    init: str = "kaiming"  # kaiming | caffe (Gaussian std 0.01, the released prototxts' filler)
+    init: Init = "kaiming"  # kaiming | caffe (Gaussian std 0.01, the released prototxts' filler)
     checkpoint_stages: bool = False  # recompute refinement stages in backward (less memory, ~1 more forward)
     beliefs_first: bool = False  # stages concatenate [beliefs, features, centre] (released VGG MPII net, mmpose)
 
@@ -179,7 +185,8 @@ class TargetsConfig:
     center_sigma: float = 2.5  # centre map sigma, heatmap cells
     background: bool = True  # one more belief channel, 1 - max over the joints (K + 1 maps)
     center_pool: bool = False  # centre map made at input resolution, avg-pooled (s+1)/s by the model (Caffe)
-    missing_joints: str = "ignore"  # unlabeled / out-of-crop joints: ignore (weight 0) | zero (trained toward 0, Caffe)
+    # unlabeled / out-of-crop joints: ignore (weight 0) | zero (trained toward 0, Caffe)
+    missing_joints: Literal["ignore", "zero"] = "ignore"
     cutoff: float = 0.0  # Gaussian target values below this become 0 (Caffe: 0.01)
     stage1_all_people: bool = False  # stage 1 learns every person in the crop, later stages the centred one (Caffe)
 
@@ -193,7 +200,7 @@ class TrainConfig:
     runs_dir: str = "runs"  # folder that holds the run folders
     epochs: int = 8  # passes over data.train_samples samples
     batch_size: int = 32  # global batch: split evenly over the processes of a torchrun run
-    optimizer: str = "adamw"  # adamw | sgd (with momentum, as the released Caffe solvers)
+    optimizer: Literal["adamw", "sgd"] = "adamw"  # adamw | sgd (with momentum, as the released Caffe solvers)
     lr: float = 2e-3  # peak learning rate, reached at the end of the warm-up
     weight_decay: float = 1e-4  # AdamW's decoupled decay, or SGD's L2 penalty
     momentum: float = 0.9  # SGD only
@@ -201,14 +208,16 @@ class TrainConfig:
     stage1_lr_mult: float = 1.0  # lr multiplier of stage 1 and its trunk (5 in the released LSP net)
     refinement_lr_mult: float = 1.0  # lr multiplier of the rest (4 in the released VGG MPII net)
     bias_lr_mult: float = 1.0  # biases' lr over their weights' (2 in every released net)
-    schedule: str = "cosine"  # after the warm-up: cosine to zero | linear to zero | step | constant
+    # after the warm-up: cosine to zero | linear to zero | step | constant
+    schedule: Literal["cosine", "linear", "step", "constant"] = "cosine"
     lr_step_size: int = 0  # step schedule: x0.333 every N steps (Caffe's stepsize); 0 = at 1/2 and 3/4
     warmup_steps: int = 100  # steps of linear warm-up to lr
     intermediate_supervision: bool = True  # every stage's loss counts (false: the last stage's alone)
     stage_weights: list[float] = field(default_factory=list)  # overrides intermediate_supervision
     trainable_stages: list[int] = field(default_factory=list)  # stages whose parameters train; empty = all
     init_from: str = ""  # checkpoint whose weights (matching names and shapes) start the run: stage-wise training
-    amp: str = "auto"  # auto: bf16 on CUDA and on CPUs with native bf16, else off | bf16 | fp16 | off
+    # auto: bf16 on CUDA and on CPUs with native bf16, else off | bf16 | fp16 | off
+    amp: Literal["auto", "bf16", "fp16", "off"] = "auto"
     channels_last: bool = True  # channels-last memory layout of the model and its inputs
     compile: bool = False  # torch.compile the model (inductor); the first steps then take minutes
     device: str = "auto"  # auto (cuda, then mps, then cpu) | cpu | cuda | cuda:N | mps
@@ -232,7 +241,7 @@ class EvalConfig:
     """How belief maps become keypoints and how they are scored, in training's evaluations, ``cpm eval`` and
     ``cpm predict`` (``[eval]``)."""
 
-    decoder: str = "parabola"  # one of cpm.targets.codecs.EVAL_DECODERS ("paper": the released CPM's testing)
+    decoder: EvalDecoder = "parabola"  # one of cpm.targets.codecs.EVAL_DECODERS ("paper": the released CPM's testing)
     pck_thresholds: list[float] = field(default_factory=lambda: [0.1, 0.2])  # PCK@A thresholds, fractions of the torso
     batch_size: int = 64  # held-out samples per evaluation batch
     scales: list[float] = field(default_factory=lambda: [1.0])  # cpm eval / predict: maps averaged over these crops
@@ -240,7 +249,7 @@ class EvalConfig:
     # centre, side data.crop_padding x its extent) | image (the LSP benchmark, run_benchmark.m: the image centre, side
     # image height / eval.image_fraction) | annotated (the MPII benchmark: the annotated objpos, side
     # data.crop_padding x 200 x the annotated scale; data.source mpii or mpii_mat)
-    crop: str = "person"
+    crop: Literal["person", "image", "annotated"] = "person"
     image_fraction: float = 0.8  # eval.crop = "image": the image height as a fraction of the crop side
 
 
@@ -283,23 +292,18 @@ class Config:
         return "\n".join(lines)
 
 
-CHOICES = {
-    "data.source": ("synthetic", "list", "lsp", "mpii", "mpii_mat", "flic", "coco", "jhmdb", "itop"),
-    "data.bvh_subjects": ("train", "held_out", "all"),
-    "data.pose_prior": ("procedural", "fitted"),
-    "model.head": HEAD_NAMES,
-    "model.regression_loss": REGRESSION_LOSS_NAMES,
-    "model.backbone": BACKBONE_NAMES,
-    "model.regression_features": ("backbone", "stage1"),
-    "model.init": INIT_NAMES,
-    "data.input_scale": INPUT_SCALES,
-    "targets.missing_joints": ("ignore", "zero"),
-    "train.optimizer": ("adamw", "sgd"),
-    "train.schedule": ("cosine", "linear", "step", "constant"),
-    "train.amp": ("auto", "bf16", "fp16", "off"),
-    "eval.decoder": EVAL_DECODER_NAMES,
-    "eval.crop": ("person", "image", "annotated"),
-}
+def choices(annotation: Any) -> tuple[Any, ...]:
+    """The values a field of type ``annotation`` accepts: its `Literal`'s (() for any other type)."""
+    return typing.get_args(annotation) if typing.get_origin(annotation) is Literal else ()
+
+
+def check_names(names: typing.Iterable[str], accepted: Any, key: str) -> None:
+    """Where a table builds the parts a key names (`cpm.models.HEADS` for ``model.head``): its ``names`` must be the
+    ``accepted`` Literal's, or TypeError naming the key and the difference (a name added to one and not the other)."""
+    built, named = set(names), set(typing.get_args(accepted))
+    if built != named:
+        raise TypeError(f"{key}: the config accepts {sorted(named)}, its table builds {sorted(built)}; give a new name "
+                        "to both (cpm/config.py's Literal and the table)")
 
 # (minimum, maximum), inclusive; None = unbounded
 RANGES = {
@@ -339,8 +343,11 @@ def toml_value(value: Any) -> str:
 
 
 def _coerce(value: Any, annotation: Any, key: str) -> Any:
-    """Check ``value`` against a field annotation; ints are accepted where floats are expected."""
+    """Check ``value`` against a field annotation; ints are accepted where floats are expected, a `Literal` takes
+    the type of its choices (which of them, `validate` checks)."""
     origin = typing.get_origin(annotation)
+    if origin is Literal:
+        annotation = type(typing.get_args(annotation)[0])
     if origin is list:
         (item_type,) = typing.get_args(annotation)
         if not isinstance(value, list):
@@ -519,16 +526,20 @@ def resolve(config: Config) -> Config:
 
 
 def _validate_values(config: Config) -> None:
-    """Each value alone: finite numbers, one of `CHOICES`, within `RANGES`."""
+    """Each value alone: finite numbers, one of its field's `choices` (in the tables inside a section too, such as
+    data.depth), within `RANGES`."""
     for section_name in Config.__dataclass_fields__:
         section = getattr(config, section_name)
-        for key in section.__dataclass_fields__:
+        for key, annotation in _section_types(section).items():
             name, value = f"{section_name}.{key}", getattr(section, key)
+            tables = [(f"{name}.{k}", getattr(value, k), a) for k, a in _section_types(value).items()] \
+                if dataclasses.is_dataclass(value) else [(name, value, annotation)]
+            for dotted, item, accepted in tables:
+                if choices(accepted) and item not in choices(accepted):
+                    raise ConfigError(f"{dotted}: {item!r} is not one of {', '.join(choices(accepted))}")
             numbers = value if isinstance(value, list) else [value]
             if any(isinstance(v, float) and not math.isfinite(v) for v in numbers):
                 raise ConfigError(f"{name}: {value!r} is not a finite number")
-            if name in CHOICES and value not in CHOICES[name]:
-                raise ConfigError(f"{name}: {value!r} is not one of {', '.join(CHOICES[name])}")
             if name in RANGES:
                 low, high = RANGES[name]
                 if (low is not None and value < low) or (high is not None and value > high):
@@ -625,8 +636,6 @@ _DEFAULTS = {"data": DataConfig(), "model": ModelConfig(), "targets": TargetsCon
 
 def _validate_depth(data: DataConfig) -> None:
     depth = data.depth
-    if depth.encoding not in DEPTH_ENCODINGS:
-        raise ConfigError(f"data.depth.encoding: {depth.encoding!r} is not one of {', '.join(DEPTH_ENCODINGS)}")
     if not (math.isfinite(depth.near) and math.isfinite(depth.far) and 0 <= depth.near < depth.far):
         raise ConfigError(f"data.depth: near = {depth.near!r}, far = {depth.far!r}: expected 0 <= near < far metres")
     if data.source == "synthetic" and (depth.encoding, depth.near, depth.far) != SYNTHETIC_DEPTH:
@@ -658,8 +667,6 @@ def _validate_pose_mix(data: DataConfig) -> None:
     if data.pose_prior != "procedural" and mixed and not weights["procedural"] > 0:
         raise ConfigError(f"data.pose_prior: {data.pose_prior!r} draws the procedural poses, and "
                           "data.pose_mix.procedural = 0 has none")
-    if data.missing_pose_files not in ("error", "procedural"):
-        raise ConfigError(f"data.missing_pose_files: {data.missing_pose_files!r} is not 'error' or 'procedural'")
     if data.val_bank_files and not weights["bank"] > 0:
         raise ConfigError("data.val_bank_files: the held-out split's bank, only read by a mixture with "
                           "data.pose_mix.bank > 0")

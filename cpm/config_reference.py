@@ -117,10 +117,13 @@ def class_text(cls: type) -> str:
 
 
 def type_name(annotation: Any) -> str:
-    """The TOML-facing name of a field's type: ``int``, ``list[float]``, ``table`` for a nested dataclass."""
+    """The TOML-facing name of a field's type: ``int``, ``list[float]``, ``table`` for a nested dataclass, the type
+    of its values for a `typing.Literal` (``str``)."""
     if dataclasses.is_dataclass(annotation):
         return "table"
     origin = typing.get_origin(annotation)
+    if origin is typing.Literal:
+        return type(typing.get_args(annotation)[0]).__name__
     if origin is not None:
         arguments = ", ".join(type_name(argument) for argument in typing.get_args(annotation))
         return f"{getattr(origin, '__name__', str(origin))}[{arguments}]"
@@ -152,9 +155,10 @@ def _default(spec: dataclasses.Field) -> Any:
     raise ValueError(f"{spec.name}: a config key needs a default")
 
 
-def allowed(name: str) -> str:
-    """The values `cpm.config` accepts for a key, where it limits them (its CHOICES and RANGES tables)."""
-    choices = getattr(cpm.config, "CHOICES", {}).get(name)
+def allowed(name: str, annotation: Any = None) -> str:
+    """The values `cpm.config` accepts for a key, where it limits them: the choices of its field's ``annotation``
+    (a `typing.Literal`, `cpm.config.choices`), else its RANGES."""
+    choices = cpm.config.choices(annotation)
     if choices:
         return ", ".join(f"`{choice}`" for choice in choices)
     low, high = getattr(cpm.config, "RANGES", {}).get(name, (None, None))
@@ -190,7 +194,7 @@ def keys(cls: type, prefix: str) -> list[Key]:
     for spec in dataclasses.fields(cls):
         name = f"{prefix}.{spec.name}"
         rows.append(Key(name=name, type=type_name(hints[spec.name]), default=toml(_default(spec)),
-                        allowed=allowed(name), description=descriptions.get(spec.name, "")))
+                        allowed=allowed(name, hints[spec.name]), description=descriptions.get(spec.name, "")))
     return rows
 
 

@@ -61,18 +61,18 @@ def test_resolved_config_round_trips_through_toml(tmp_path):
     assert config_from_dict(config.to_dict()) == config
 
 
-def test_the_names_a_config_accepts_are_the_keys_of_the_tables_that_build_them():
-    from cpm import config
-    from cpm.models import HEADS
-    from cpm.models.backbones import BACKBONES
-    from cpm.targets.codecs import DECODERS
-    from cpm.targets.losses import REGRESSION_LOSSES
+def test_a_keys_choices_are_its_literal_and_a_table_that_builds_other_names_is_refused():
+    """The values a key accepts are its field's Literal (what validate and docs/configuration.md read); a table that
+    builds the parts a key names is checked against that Literal where it is defined (`check_names`)."""
+    import typing
 
-    assert config.HEAD_NAMES == tuple(HEADS)
-    assert config.BACKBONE_NAMES == tuple(BACKBONES)
-    assert config.REGRESSION_LOSS_NAMES == tuple(REGRESSION_LOSSES)
-    assert config.DECODER_NAMES == tuple(DECODERS)
-    assert config.FIXED_STRIDES == {name: BACKBONES[name].stride for name in BACKBONE_NAMES_FIXED}
+    from cpm.config import Head, TrainConfig, check_names, choices
 
-
-BACKBONE_NAMES_FIXED = ("vgg19", "vgg16", "fourconv")
+    assert choices(typing.get_type_hints(TrainConfig)["optimizer"]) == ("adamw", "sgd")
+    assert choices(int) == ()
+    check_names({"integral": 0, "heatmap": 1, "regression": 2}, Head, "model.head")  # the order is the table's
+    with pytest.raises(TypeError, match=r"model.head: the config accepts \['heatmap', 'integral', 'regression'\], "
+                                        r"its table builds \['heatmap', 'integral', 'regression', 'transformer'\]"):
+        check_names(["heatmap", "regression", "integral", "transformer"], Head, "model.head")
+    with pytest.raises(ConfigError, match="data.depth.encoding: 'gray' is not one of nearness8, millimetres16"):
+        load_config(None, ['data.depth.encoding="gray"'])

@@ -60,9 +60,9 @@ def gaussian_maps(cells: np.ndarray, size: int, sigma: float, noise: float = 0.0
 
 
 def test_paper_is_an_eval_decoder_and_a_config_choice():
-    from cpm import config
+    from cpm.targets.codecs import DECODERS
 
-    assert EVAL_DECODERS == (*config.DECODER_NAMES, "paper") == config.EVAL_DECODER_NAMES
+    assert EVAL_DECODERS == (*DECODERS, "paper")
     assert load_config(None, ["eval.decoder=paper"]).eval.decoder == "paper"
     with pytest.raises(ConfigError, match="eval.scales: expected a non-empty list of crop scales > 0"):
         load_config(None, ["eval.scales=[1.0, 0]"])

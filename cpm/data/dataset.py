@@ -25,6 +25,7 @@ import torch
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
+from cpm.config import InputScale, check_names
 from cpm.data.transforms import crop_matrix, occlude, sample_augmentation, transform_keypoints, warp_image
 from cpm.errors import CPMError
 
@@ -37,6 +38,7 @@ INPUT_SCALES = {
     "caffe": ((128 / 255,), (256 / 255,)),
     "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
 }
+check_names(INPUT_SCALES, InputScale, "data.input_scale")
 
 
 def normalize_pixels(pixels: torch.Tensor, input_scale: str = "unit") -> torch.Tensor:

@@ -4,12 +4,13 @@
 Every head returns a list of per-stage outputs: belief maps (B, K[+1], h, w) for ``heatmap``, normalised
 coordinates (B, K, 2) for ``regression`` and ``integral`` (see `cpm.models.heads`)."""
 
-from cpm.config import ModelConfig
+from cpm.config import Head, ModelConfig, check_names
 from cpm.models.backbones import BACKBONES
 from cpm.models.heads import IntegralHead, RegressionHead, set_trainable_stages
 from cpm.models.pose_machine import ConvolutionalPoseMachine
 
 HEADS = {"heatmap": ConvolutionalPoseMachine, "regression": RegressionHead, "integral": IntegralHead}
+check_names(HEADS, Head, "model.head")
 
 # The heads whose outputs are coordinates (decoded by cpm.targets.codecs.RegressionCodec), not belief maps.
 COORDINATE_HEADS = ("regression", "integral")

@@ -32,6 +32,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from cpm.config import FIXED_STRIDES, Backbone, check_names
 from cpm.errors import CPMError
 
 
@@ -171,6 +172,9 @@ BACKBONES: dict[str, type[nn.Module]] = {
     "vgg16": VGG16Backbone,
     "fourconv": FourConvBackbone,
 }
+check_names(BACKBONES, Backbone, "model.backbone")
+if {name: BACKBONES[name].stride for name in FIXED_STRIDES} != FIXED_STRIDES:
+    raise TypeError(f"cpm.config.FIXED_STRIDES = {FIXED_STRIDES} is not the strides of BACKBONES")
 
 
 def build_backbone(name: str, *, in_channels: int, stride: int, trunk_widths: int | Sequence[int] = (16, 32, 64),

@@ -52,13 +52,14 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from cpm.config import ModelConfig
+from cpm.config import Init, ModelConfig, check_names
 from cpm.models.backbones import CPMTrunk, build_backbone, conv_block, trunk_widths_for
 
 __all__ = ["INITS", "ConvolutionalPoseMachine", "RefinementStage", "conv_block"]
 
 INIT_STD = {"caffe": 0.01, "mmpose": 0.001}  # Gaussian std of every conv weight
 INITS = ("kaiming", *INIT_STD)
+check_names(INITS, Init, "model.init")
 
 
 class RefinementStage(nn.Module):

@@ -18,21 +18,23 @@ counterpart for heads that output coordinates.
 from __future__ import annotations
 
 import math
+import typing
 
 import torch
 
+from cpm.config import Decoder, EvalDecoder, TargetsConfig, choices
 from cpm.targets import decoders
 from cpm.targets.decoders import soft_argmax
 
 __all__ = ["DECODERS", "EVAL_DECODERS", "HeatmapCodec", "RegressionCodec", "soft_argmax"]
 
 # Decoders of one belief map (the compare-decoders grid and the decoder benchmark run each of them).
-DECODERS = ("argmax", "quarter", "parabola", "bicubic", "dark", "soft_argmax")
+DECODERS: tuple[str, ...] = typing.get_args(Decoder)  # argmax, quarter, parabola, bicubic, dark, soft_argmax
 # What ``eval.decoder`` accepts: those, and ``paper``, the released CPM's test-time decoding (x stride bicubic
 # upsampling and the argmax there; with ``eval.scales`` the maps are averaged over scales at input resolution first,
 # `cpm.targets.multiscale`). At one scale its keypoints are those of ``bicubic``.
-EVAL_DECODERS = (*DECODERS, "paper")
-MISSING_JOINTS = ("ignore", "zero")
+EVAL_DECODERS: tuple[str, ...] = typing.get_args(EvalDecoder)  # DECODERS and paper
+MISSING_JOINTS: tuple[str, ...] = choices(typing.get_type_hints(TargetsConfig)["missing_joints"])
 
 
 class HeatmapCodec:

@@ -21,6 +21,8 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F  # noqa: N812 - the usual name
 
+from cpm.config import RegressionLoss, check_names
+
 SMOOTH_L1_BETA = 0.05  # normalised units: quadratic within ~3 px of the truth on a 128 px crop, linear beyond
 SIGMA_EPSILON = 1e-9  # added to σ where RLE divides by it (the paper's code's guard against a scale of 0)
 
@@ -113,6 +115,7 @@ def rle_nll(prediction: torch.Tensor, target: torch.Tensor, flow: torch.nn.Modul
 
 REGRESSION_LOSSES = {"l2": _summed_over_xy(_squared), "l1": _summed_over_xy(torch.abs),
                      "smooth_l1": _summed_over_xy(_smooth_l1), "rle": rle_nll}
+check_names(REGRESSION_LOSSES, RegressionLoss, "model.regression_loss")
 
 
 def coordinate_loss(prediction: torch.Tensor, target: torch.Tensor, weights: torch.Tensor, kind: str = "l2",

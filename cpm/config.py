@@ -783,8 +783,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
             table = tomllib.loads(text)
         except tomllib.TOMLDecodeError as error:
             raise ConfigError(f"{path}: invalid TOML ({error})") from None
-        _cells_of(table, path)  # [cells] is the experiment grids' (checked here, trained by none of them)
-        table.pop("cells", None)
+        table.pop("cells", None)  # the experiment grids' (cpm.experiments.grids.cell_overrides), read by no run
         table = migrate(table, source=str(path), log=_to_stderr)
         apply(config, table, source=str(path))
         named += [f"{section}.{key}" for section, values in table.items() if isinstance(values, dict) for key in values]
@@ -804,31 +803,6 @@ def _read_named_skeleton_file(config: Config, folder: Path | None) -> None:
     if config.data.skeleton.endswith(".toml"):
         name = Path(config.data.skeleton)
         _read_skeleton_file(config, [name] + ([folder / name] if folder is not None else []))
-
-
-def _cells_of(table: dict[str, Any], path: Path) -> dict[str, dict[str, Any]]:
-    """``[cells]`` of a config file's ``table`` as {cell-name glob: {"section.key": value}}, each key checked."""
-    cells = table.get("cells", {})
-    if not isinstance(cells, dict) or not all(isinstance(values, dict) for values in cells.values()):
-        raise ConfigError(f'{path}: [cells] must map a cell-name glob to settings, e.g. "integral-*".train.lr = 0.005')
-    flat: dict[str, dict[str, Any]] = {}
-    for pattern, values in cells.items():
-        apply(Config(), values, source=f"{path}: [cells] {pattern!r}")  # names and types, as for [train] etc.
-        flat[pattern] = {f"{section}.{key}": value for section, keys in values.items() for key, value in keys.items()}
-    return flat
-
-
-def cell_overrides(path: str | Path) -> dict[str, dict[str, Any]]:
-    """The ``[cells]`` table of the config file at ``path``: values for the experiment-grid cells whose name matches
-    a glob (a sweep's chosen learning rate per head, say), as {glob: {"section.key": value}}; ``cpm train`` ignores
-    it. ``--cell-set`` on the command line wins over it."""
-    path = Path(path)
-    try:
-        return _cells_of(tomllib.loads(path.read_text(encoding="utf-8")), path)
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found") from None
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
-        raise ConfigError(f"{path}: cannot read config file ({error})") from None
 
 
 def config_from_dict(table: dict[str, dict[str, Any]]) -> Config:

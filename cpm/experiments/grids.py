@@ -45,8 +45,8 @@ from typing import Any
 
 import tomllib
 
-from cpm.config import MOVED_KEYS, cell_overrides, toml_value
-from cpm.errors import CPMError
+from cpm.config import MOVED_KEYS, Config, apply, toml_value
+from cpm.errors import ConfigError, CPMError
 from cpm.experiments.figure5 import figure5, figure5_cell
 from cpm.experiments.report_heads import compare_decoders_report, compare_heads_report
 from cpm.experiments.reports import _json_file, ablate_supervision_report, load_runs
@@ -307,6 +307,28 @@ def budget_for(budget_name: str, target: str) -> Budget:
                                overlay=None)
 
 
+def cell_overrides(path: str | Path) -> dict[str, dict[str, Any]]:
+    """The ``[cells]`` table of the config file at ``path``: values for the grid cells whose name matches a glob (a
+    sweep's chosen learning rate per head, say), as {glob: {"section.key": value}}, each key checked as a config's
+    (`cpm.config.apply`) and under its current name (`current_names`). `cpm.config.load_config`, what ``cpm train``
+    reads, leaves the table out unread; ``--cell-set`` on the command line wins over it."""
+    path = Path(path)
+    try:
+        cells = tomllib.loads(path.read_text(encoding="utf-8")).get("cells", {})
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
+        raise ConfigError(f"{path}: cannot read config file ({error})") from None
+    if not isinstance(cells, dict) or not all(isinstance(values, dict) for values in cells.values()):
+        raise ConfigError(f'{path}: [cells] must map a cell-name glob to settings, e.g. "integral-*".train.lr = 0.005')
+    flat: dict[str, dict[str, Any]] = {}
+    for pattern, values in cells.items():
+        apply(Config(), values, source=f"{path}: [cells] {pattern!r}")  # names and types, as for [train] etc.
+        flat[pattern] = current_names({f"{section}.{key}": value for section, keys in values.items()
+                                       for key, value in keys.items()})
+    return flat
+
+
 def grid_cells(request: GridRequest, *, runs_root: Path, results_root: Path, device: str = "auto",
                only: str = "*") -> list[Cell]:
     """The cells of ``request`` whose name matches ``only``, resolved (config, hash, run directory, summary path).
@@ -321,7 +343,7 @@ def grid_cells(request: GridRequest, *, runs_root: Path, results_root: Path, dev
     train_samples, widths = common.data.train_samples, list(common.model.trunk_widths)
     input_size = common.data.input_size
     # The config file's [cells] is part of the file (a --set of the same key wins over it); --cell-set wins over all.
-    file_cells = {pattern: {key: value for key, value in current_names(values).items() if key not in user}
+    file_cells = {pattern: {key: value for key, value in values.items() if key not in user}
                   for pattern, values in (cell_overrides(base_path) if base_path else {}).items()}
     cell_sets = {pattern: current_names(values) for pattern, values in request.cell_sets.items()}
     for run in runs:

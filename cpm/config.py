@@ -9,8 +9,11 @@ A config file holds only what differs from the defaults::
     intermediate_supervision = false
 
 Unknown sections or keys, values of the wrong type and out-of-range values raise `ConfigError`,
-whose message names the key. The networks take their `ModelConfig` (the ``[model]`` section) and K; codecs
-and losses take plain keyword arguments.
+whose message names the key. A key's accepted values are its field's `Literal`. Keys that moved to another section
+are read under their new names (`MOVED_KEYS`, `migrate`). `validate` only checks; `resolve` (what `load_config` and
+`config_from_dict` end with) sets the keys the head ignores to their defaults and registers a declared skeleton.
+The networks take their `ModelConfig` (the ``[model]`` section), K and the two ``[targets]`` keys that shape them;
+codecs and losses take plain keyword arguments.
 """
 
 from __future__ import annotations
@@ -178,8 +181,8 @@ class TargetsConfig:
     """What the heatmap head learns (``[targets]``): the Gaussian belief maps and the centre map that
     `cpm.targets.codecs.HeatmapCodec` makes from the keypoints (`cpm.runtime.build.build_codec`), which joints and
     people they hold, and the background channel. The network reads ``background`` (K + 1 output maps) and
-    ``center_pool`` (the centre map it takes) too; the coordinate heads read only ``center_sigma`` and
-    ``center_pool``."""
+    ``center_pool`` (the centre map it takes) too. The coordinate heads learn coordinates, not these maps: their
+    codec reads the centre map's keys alone."""
 
     sigma: float = 1.0  # Gaussian target sigma, heatmap cells
     center_sigma: float = 2.5  # centre map sigma, heatmap cells
@@ -304,6 +307,7 @@ def check_names(names: typing.Iterable[str], accepted: Any, key: str) -> None:
     if built != named:
         raise TypeError(f"{key}: the config accepts {sorted(named)}, its table builds {sorted(built)}; give a new name "
                         "to both (cpm/config.py's Literal and the table)")
+
 
 # (minimum, maximum), inclusive; None = unbounded
 RANGES = {

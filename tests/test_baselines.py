@@ -37,3 +37,18 @@ def test_baselines_on_synthetic_frames(tmp_path):
     assert main(["experiments/default.toml", "--set", "data.val_samples=8", "--set", "data.train_samples=16",
                  "--set", "data.missing_pose_files=\"procedural\"", "--train-frames", "16", "--out", str(out)]) == 0
     assert '"mean_pose"' in out.read_text()
+
+
+def test_the_report_tables_carry_the_mean_pose_row(tmp_path):
+    import json
+
+    from cpm.experiments.reports import BASELINE_LABEL, _supervision_table, baseline_scores
+
+    assert baseline_scores(tmp_path) is None  # no baseline.json: no row
+    (tmp_path / "baseline.json").write_text(json.dumps({"mean_pose": {"pck@0.05": 0.04, "pck@0.1": 0.148,
+                                                                      "pck@0.2": 0.425}}))
+    scores = baseline_scores(tmp_path)
+    assert scores == pytest.approx({"0.05": 4.0, "0.1": 14.8, "0.2": 42.5})
+    rows = [line for line in _supervision_table({}, [], scores) if line.startswith(f"| {BASELINE_LABEL}")]
+    assert rows == [f"| {BASELINE_LABEL} | 42.5 | – | – | 14.8 | – | – | – |"]
+    assert not any(BASELINE_LABEL in line for line in _supervision_table({}, [], None))

@@ -8,12 +8,14 @@ from pathlib import Path
 import numpy as np
 
 from cpm.experiments.reports import (
+    BASELINE_LABEL,
     RunRecord,
     _header,
     _legend,
     _mean_curve,
     _pyplot,
     _write,
+    baseline_scores,
     final_pck,
     format_mean_std,
 )
@@ -176,11 +178,17 @@ def _last_stage(metrics: dict) -> int:
     return max(int(k.rsplit("stage", 1)[1]) for k in metrics if k.startswith("val/pck@") and "stage" in k)
 
 
-def compare_heads_report(cells: dict[str, list[RunRecord]], note: dict, out: Path, setting: str, **_: object) -> Path:
+def compare_heads_report(cells: dict[str, list[RunRecord]], note: dict, out: Path, setting: str, *,
+                         extra_folder: Path | None = None, **_: object) -> Path:
     stem = f"compare-heads-{setting}"
     everything = [r for runs in cells.values() for r in runs]
     top, bottom = _header(note, "compare-heads: heatmap, regression and integral heads", everything)
-    lines = top + _HEADS_INTRO + [_heads_row(cell, runs) for cell, runs in cells.items()] + _heads_differences(cells)
+    baseline = baseline_scores(extra_folder) if extra_folder is not None else None
+    rows = [_heads_row(cell, runs) for cell, runs in cells.items()]
+    if baseline:  # the training crops' mean pose in every held-out crop: what a head that ignores the image scores
+        rows.append(f"| {BASELINE_LABEL} | – | – | {baseline['0.05']:.1f} | {baseline['0.1']:.1f} | "
+                    f"{baseline['0.2']:.1f} | – | – | – | 0 | – | – | – | – |")
+    lines = top + _HEADS_INTRO + rows + _heads_differences(cells)
     plt = _pyplot()
     plots = []
     if cells:

@@ -183,7 +183,8 @@ def ablate_supervision_report(cells: dict[str, list[RunRecord]], note: dict, out
     everything = [r for runs in cells.values() for r in runs]
     top, bottom = _header(note, "ablate-supervision: intermediate supervision and the number of stages", everything)
     stage_counts = sorted({int(c[1:].split("-")[0]) for c in cells if c.startswith("T")})
-    lines = top + _receptive_field_note(cells) + _supervision_table(cells, stage_counts)
+    lines = top + _receptive_field_note(cells) + _supervision_table(cells, stage_counts,
+                                                                     baseline_scores(extra_folder))
     lines += ["", "What the intervals say (generated from the table):", ""]
     lines += [f"- {s}" for s in _supervision_sentences(cells, stage_counts)]
     lines += _regimes_table(cells) + _stage_table(cells, [t for t in stage_counts if t > 1])
@@ -200,7 +201,20 @@ def ablate_supervision_report(cells: dict[str, list[RunRecord]], note: dict, out
     return _write(out / f"{stem}.md", lines + bottom)
 
 
-def _supervision_table(cells: dict[str, list[RunRecord]], stage_counts: list[int]) -> list[str]:
+def baseline_scores(folder: Path) -> dict[str, float] | None:
+    """The mean pose's PCK (%) by threshold ("0.05", "0.1", "0.2") from a setting folder's ``baseline.json``
+    (`cpm.experiments.baselines`), or None where there is none."""
+    data = _json_file(folder / "baseline.json")
+    if not data:
+        return None
+    return {key.removeprefix("pck@"): 100 * value for key, value in data["mean_pose"].items()}
+
+
+BASELINE_LABEL = "mean pose (no image)"
+
+
+def _supervision_table(cells: dict[str, list[RunRecord]], stage_counts: list[int],
+                       baseline: dict[str, float] | None = None) -> list[str]:
     """Final PCK of the last stage per T, with and without intermediate supervision, and their paired difference."""
     lines = [
         "Final held-out PCK of the last stage, with (IS) and without (last stage only) intermediate supervision; "
@@ -214,6 +228,8 @@ def _supervision_table(cells: dict[str, list[RunRecord]], stage_counts: list[int
             row += [format_mean_std([final_pck(r, a) for r in on]), format_mean_std([final_pck(r, a) for r in off])]
             row.append(format_difference(_paired(on, off, a)) if stages > 1 else "–")
         lines.append(" | ".join(row) + f" | {len(on)} / {len(off)} |")
+    if baseline:  # the training crops' mean pose in every held-out crop: what a model that ignores the image scores
+        lines.append(f"| {BASELINE_LABEL} | {baseline['0.2']:.1f} | – | – | {baseline['0.1']:.1f} | – | – | – |")
     return lines
 
 

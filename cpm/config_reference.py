@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import cpm.config
+from cpm.config import toml_value
 
 PAGE = Path("docs") / "configuration.md"
 
@@ -131,20 +132,8 @@ def type_name(annotation: Any) -> str:
 
 
 def toml(value: Any) -> str:
-    """A default as TOML writes it."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(toml(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{k} = {toml(v)}" for k, v in value.items()) + "}"
-    if dataclasses.is_dataclass(value):
-        return toml(dataclasses.asdict(value))
-    raise TypeError(f"cannot write {type(value).__name__} to TOML")
+    """A default as TOML writes it (`cpm.config.toml_value`; a nested section's default as its inline table)."""
+    return toml_value(dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value)
 
 
 def _default(spec: dataclasses.Field) -> Any:

@@ -120,6 +120,9 @@ class DataConfig:
     # later epoch); empty: input_size every epoch. The held-out split is always scored at input_size.
     epoch_input_sizes: list[int] = field(default_factory=list)
     crop_padding: float = 1.3  # crop side = crop_padding * person extent (joints' bounding box)
+    # what a crop is centred on and sized by: keypoints (the labeled joints' bounding box) | box (the annotated person
+    # box of a COCO file, as top-down evaluation on boxes crops; people without a box fall back to their keypoints)
+    crop_around: Literal["keypoints", "box"] = "keypoints"
     scale_range: list[float] = field(default_factory=lambda: [0.8, 1.2])  # [low, high] random scale of training crops
     rotation: float = 30.0  # degrees, uniform in [-rotation, rotation]
     flip: bool = True  # mirror with probability 0.5 (left and right joints swap)
@@ -254,6 +257,9 @@ class EvalConfig:
     # data.crop_padding x 200 x the annotated scale; data.source mpii or mpii_mat)
     crop: Literal["person", "image", "annotated"] = "person"
     image_fraction: float = 0.8  # eval.crop = "image": the image height as a fraction of the crop side
+    # the crop and its mirror: the mirror's maps flipped back, left / right channels swapped, averaged before decoding
+    flip_test: bool = False
+    oks_nms: float = 0.9  # top-down on boxes: of two people of one image with OKS above this, the lower-scored goes
 
 
 @dataclass
@@ -266,6 +272,8 @@ class SkeletonConfig:
     limbs: list[list[str]] = field(default_factory=list)  # drawn by cpm.viz
     torso: list[str] = field(default_factory=list)  # the two joints whose distance normalises PCK
     to_itop15: list[list[str]] = field(default_factory=list)  # optional [[ITOP-15 joint, this skeleton's joint]]
+    # per-joint OKS sigmas of COCO keypoint AP, in the order of joints; empty: by joint name (cpm.skeleton.oks_sigmas)
+    oks_sigmas: list[float] = field(default_factory=list)
 
     def declared(self) -> bool:
         return self != SkeletonConfig()

@@ -308,7 +308,7 @@ def get_skeleton(name: str) -> Skeleton:
     return found
 
 
-SKELETON_KEYS = ("name", "joints", "flip_pairs", "limbs", "torso", "to_itop15")
+SKELETON_KEYS = ("name", "joints", "flip_pairs", "limbs", "torso", "to_itop15", "oks_sigmas")
 
 
 def skeleton_from_table(table: dict[str, Any], where: str = "skeleton") -> Skeleton:

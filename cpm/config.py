@@ -627,6 +627,11 @@ def _validate_train_and_eval(config: Config) -> None:
     if config.eval.crop == "annotated" and data.source not in ("mpii", "mpii_mat"):
         raise ConfigError(f"eval.crop: 'annotated' crops around MPII's objpos and scale; data.source = "
                           f"{data.source!r} has none")
+    if data.crop_around == "box" and data.source != "coco":
+        raise ConfigError(f"data.crop_around: 'box' crops around the person boxes of a COCO keypoints file; "
+                          f"data.source = {data.source!r} has none (use data.source = \"coco\")")
+    if not 0 < config.eval.oks_nms <= 1:
+        raise ConfigError(f"eval.oks_nms: expected an OKS threshold in (0, 1], got {config.eval.oks_nms}")
     if any(m <= 0 for m in train.lr_milestones) or train.lr_milestones != sorted(train.lr_milestones):
         raise ConfigError(f"train.lr_milestones: expected increasing epochs > 0, got {train.lr_milestones}")
 

@@ -58,16 +58,21 @@ def build_stage_weights(config: Config) -> list[float]:
                              stage_weights=config.train.stage_weights)
 
 
+def dataset_options(config: Config) -> dict:
+    """The `PoseDataset` keywords of ``config`` that training and held-out crops share (no augmentation)."""
+    data = config.data
+    return {"input_size": data.input_size, "flip_permutation": get_skeleton(data.skeleton).flip_permutation,
+            "crop_padding": data.crop_padding, "channels": config.model.in_channels,
+            **({"input_scale": data.input_scale} if data.input_scale != "unit" else {}),
+            **({"pad_value": data.pad_value} if data.pad_value else {})}
+
+
 def build_datasets(config: Config) -> tuple[PoseDataset, PoseDataset]:
     """The training and held-out datasets of ``config`` as it stands: an entry point that reads a config first
     gives a mixture's missing pose files to the procedural prior
     (`cpm.data.synthetic.sources.drop_missing_pose_files`), once."""
     data = config.data
-    skeleton = get_skeleton(data.skeleton)
-    common = {"input_size": data.input_size, "flip_permutation": skeleton.flip_permutation,
-              "crop_padding": data.crop_padding, "channels": config.model.in_channels,
-              **({"input_scale": data.input_scale} if data.input_scale != "unit" else {}),
-              **({"pad_value": data.pad_value} if data.pad_value else {})}
+    common = dataset_options(config)
     augmentation = {"augment": True, "scale_range": tuple(data.scale_range), "rotation": data.rotation,
                     "flip": data.flip, "shift": data.shift, "occlusion": data.occlusion,
                     "seed": data.seed, "epoch_input_sizes": tuple(data.epoch_input_sizes)}
@@ -77,6 +82,8 @@ def build_datasets(config: Config) -> tuple[PoseDataset, PoseDataset]:
         train_source, val_source = split_dataset(
             source=data.source, root=data.root, annotations=data.annotations, val_annotations=data.val_annotations,
             val_samples=data.val_samples, skeleton=data.skeleton, exclude=data.exclude, depth=data.depth)
+        if data.crop_around != "keypoints":  # crops around the annotated person boxes (a COCO file's)
+            train_source.crop_around = val_source.crop_around = data.crop_around
         train_set = PoseDataset(train_source, **common, **augmentation,
                                 length=min(data.train_samples, len(train_source)))
         if config.targets.stage1_all_people:  # Caffe's stage-1 targets: the other people of each image too

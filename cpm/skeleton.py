@@ -29,10 +29,25 @@ table, or in a TOML file named by ``data.skeleton`` (`skeleton_from_table`, `loa
 
 A declared skeleton is registered under its name (`register_skeleton`), so `get_skeleton` finds it wherever a
 config names it: readers, flips, metrics, drawing, prediction and export.
+
+OKS sigmas (COCO keypoint AP, `cpm.evaluation.coco`): `oks_sigmas(skeleton)` gives one per joint. COCO_17 has COCO's
+published values (`COCO_OKS_SIGMAS`). A declared skeleton may give its own (``oks_sigmas = [...]``, K positive
+numbers in the order of its joints; empty: the rule). Every other skeleton takes them by joint name: the name is
+lower-cased, "-" and spaces read as "_", the side words ``left``, ``right``, ``l``, ``r`` (and K2HPD's ``image``
+before a side) are dropped, and what is left is looked up in `OKS_SIGMA_BY_NAME`:
+
+- a joint COCO has takes COCO's sigma: nose .026, eye .025, ear .035, shoulder .079, elbow .072, wrist / hand .062,
+  hip .107, knee .087, ankle / foot .089;
+- a joint COCO lacks takes CrowdPose's choice (its 14-joint file gives head top and neck the shoulders' .079):
+  head, head_top, neck, upper_neck, thorax and spine_shoulder (Kinect's base of the neck) .079; torso, pelvis,
+  spine, spine_base, spine_mid and belly (the trunk, as wide as the hips) .107.
+
+A name the rule does not know is a `ConfigError` naming the joint: give ``[skeleton] oks_sigmas`` then.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -53,6 +68,8 @@ class Skeleton:
     # For each ITOP_15 joint, the index of the joint of this skeleton that marks the same place, or -1; None: no
     # mapping (the built-in skeletons keep theirs in TO_ITOP_15).
     to_itop15: tuple[int, ...] | None = field(default=None, compare=True)
+    # The OKS sigmas a [skeleton] table gives, one per joint; None: `oks_sigmas` takes them by joint name.
+    declared_oks_sigmas: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
         k = len(self.joint_names)
@@ -61,6 +78,9 @@ class Skeleton:
             raise ValueError(f"skeleton {self.name!r}: joint index out of range 0..{k - 1}")
         if self.to_itop15 is not None and (len(self.to_itop15) != 15 or any(not -1 <= i < k for i in self.to_itop15)):
             raise ValueError(f"skeleton {self.name!r}: to_itop15 needs 15 indices in -1..{k - 1}")
+        sigmas = self.declared_oks_sigmas
+        if sigmas is not None and (len(sigmas) != k or not all(0 < s < math.inf for s in sigmas)):
+            raise ValueError(f"skeleton {self.name!r}: declared_oks_sigmas needs {k} positive finite numbers")
 
     @property
     def num_joints(self) -> int:
@@ -89,6 +109,8 @@ class Skeleton:
         }
         if self.to_itop15 is not None:
             table["to_itop15"] = [[ITOP_15.joint_names[i], names[j]] for i, j in enumerate(self.to_itop15) if j >= 0]
+        if self.declared_oks_sigmas is not None:  # only then: tables (and hashes) without sigmas stay as they were
+            table["oks_sigmas"] = list(self.declared_oks_sigmas)
         return table
 
 
@@ -217,6 +239,20 @@ K2HPD_19 = Skeleton(
     torso=(6, 9),
 )
 
+# COCO's per-joint OKS sigmas in COCO_17's order (pycocotools' COCOeval, Ronchi & Perona 2017).
+COCO_OKS_SIGMAS = (.026, .025, .025, .035, .035, .079, .079, .072, .072, .062, .062, .107, .107, .087, .087, .089, .089)
+
+# The joint-name rule of the module docstring: a name without its side -> its OKS sigma.
+OKS_SIGMA_BY_NAME = {
+    # COCO's own joints (and the names other datasets give them)
+    "nose": .026, "eye": .025, "ear": .035, "shoulder": .079, "elbow": .072, "wrist": .062, "hand": .062,
+    "hip": .107, "knee": .087, "ankle": .089, "foot": .089,
+    # joints COCO lacks, as CrowdPose chose: head and neck as a shoulder, the trunk as a hip
+    "head": .079, "head_top": .079, "neck": .079, "upper_neck": .079, "thorax": .079, "spine_shoulder": .079,
+    "torso": .107, "pelvis": .107, "spine": .107, "spine_base": .107, "spine_mid": .107, "belly": .107,
+}
+_SIDE_WORDS = {"left", "right", "l", "r"}
+
 SKELETONS = {skeleton.name: skeleton for skeleton in (ITOP_15, LSP_14, MPII_16, JHMDB_15, COCO_17, FLIC_10, K2HPD_19)}
 DEFAULT_SKELETON = ITOP_15
 
@@ -231,6 +267,29 @@ TO_ITOP_15 = {
     "flic10": (-1, 1, 2, 6, 3, 7, 4, 8, -1, 5, 9, -1, -1, -1, -1),
     "k2hpd19": (0, 1, 3, 6, 4, 7, 5, 8, 2, 9, 12, 10, 13, 11, 14),
 }
+
+
+def oks_sigmas(skeleton: Skeleton):
+    """The per-joint OKS sigmas of ``skeleton``, a float64 array (K,): the declared ones, COCO's published ones for
+    COCO_17, else the joint-name rule of the module docstring. `ConfigError` names a joint the rule does not know."""
+    import numpy as np
+
+    if skeleton.declared_oks_sigmas is not None:
+        return np.array(skeleton.declared_oks_sigmas, dtype=np.float64)
+    if skeleton == COCO_17:
+        return np.array(COCO_OKS_SIGMAS, dtype=np.float64)
+    return np.array([_oks_sigma_by_name(joint, skeleton.name) for joint in skeleton.joint_names], dtype=np.float64)
+
+
+def _oks_sigma_by_name(joint: str, skeleton_name: str) -> float:
+    words = joint.lower().replace("-", "_").replace(" ", "_").split("_")
+    if len(words) > 1 and words[0] == "image" and words[1] in _SIDE_WORDS:  # K2HPD's sides as the image shows them
+        words = words[1:]
+    key = "_".join(word for word in words if word not in _SIDE_WORDS)
+    if key not in OKS_SIGMA_BY_NAME:
+        raise ConfigError(f"skeleton.oks_sigmas: joint {joint!r} of skeleton {skeleton_name!r} has no OKS sigma by "
+                          f"name (known: {', '.join(OKS_SIGMA_BY_NAME)}); give [skeleton] oks_sigmas, one per joint")
+    return OKS_SIGMA_BY_NAME[key]
 
 
 def itop15_mapping(source: str) -> tuple[int, ...] | None:
@@ -331,8 +390,9 @@ def skeleton_from_table(table: dict[str, Any], where: str = "skeleton") -> Skele
                           "[\"left_shoulder\", \"right_hip\"]")
     torso_pair = joint_pair(torso, index, f"{where}.torso", joints=f"{where}.joints")
     to_itop15 = _to_itop15(table["to_itop15"], index, where) if table.get("to_itop15") else None
+    sigmas = _oks_sigmas(table.get("oks_sigmas", []), len(joints), where)
     return Skeleton(name=name, joint_names=tuple(joints), flip_pairs=tuple(flips), limbs=tuple(limbs),
-                    torso=torso_pair, to_itop15=to_itop15)
+                    torso=torso_pair, to_itop15=to_itop15, declared_oks_sigmas=sigmas)
 
 
 def _skeleton_name(name: Any, where: str) -> str:
@@ -379,6 +439,21 @@ def _to_itop15(mapping: Any, index: dict[str, int], where: str) -> tuple[int, ..
             raise ConfigError(f"{where}.to_itop15: {pair[1]!r} is not one of {where}.joints")
         to_itop15[ITOP_15.index(pair[0])] = index[pair[1]]
     return tuple(to_itop15)
+
+
+def _oks_sigmas(sigmas: Any, num_joints: int, where: str) -> tuple[float, ...] | None:
+    """``oks_sigmas``: K positive finite numbers, one per joint; an empty list (None): by joint name."""
+    if not isinstance(sigmas, list) or not all(isinstance(s, int | float) and not isinstance(s, bool) for s in sigmas):
+        raise ConfigError(f"{where}.oks_sigmas: expected a list of numbers, one per joint")
+    if not sigmas:
+        return None
+    if len(sigmas) != num_joints:
+        raise ConfigError(f"{where}.oks_sigmas: {len(sigmas)} sigmas for {num_joints} joints; give one per joint "
+                          "(or none, to take them by joint name)")
+    bad = next((s for s in sigmas if not 0 < s < math.inf), None)
+    if bad is not None:
+        raise ConfigError(f"{where}.oks_sigmas: {bad!r} is not a positive finite number")
+    return tuple(float(s) for s in sigmas)
 
 
 def joint_pair(pair: Any, index: dict[str, int], key: str, *, joints: str = "the skeleton's joints"

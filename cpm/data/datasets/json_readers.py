@@ -1,5 +1,6 @@
 """Readers of text annotation files: a user's CSV / JSON list, the HRNet / mmpose MPII list, and COCO-style
-keypoint JSON (COCO itself and mmpose's J-HMDB files). Each returns `cpm.data.datasets.samples.ImageSamples`."""
+keypoint JSON (COCO itself, mmpose's J-HMDB files, this project's scenes; `cpm.data.datasets.coco_files`). Each
+returns `cpm.data.datasets.samples.ImageSamples`."""
 
 from __future__ import annotations
 
@@ -8,9 +9,10 @@ from pathlib import Path
 
 import numpy as np
 
+from cpm.data.datasets.coco_files import read_coco_file
 from cpm.data.datasets.samples import ImageSamples, image_folder, json_key, read_json, resolve_image
 from cpm.errors import CPMError
-from cpm.skeleton import COCO_17, ITOP_15, JHMDB_15, MPII_16, get_skeleton
+from cpm.skeleton import ITOP_15, MPII_16, get_skeleton
 
 
 def read_list(path: str | Path, *, image_root: str | Path | None = None, skeleton: str = ITOP_15.name,
@@ -93,40 +95,23 @@ def read_mpii_json(path: str | Path, *, image_root: str | Path | None = None) ->
                         num_joints=16, annotated=np.array(annotated))
 
 
-def read_coco(path: str | Path, *, image_root: str | Path | None = None) -> ImageSamples:
-    """COCO keypoints JSON (``images``, ``annotations`` with ``keypoints`` [x, y, v] * K, ``categories``), one
-    sample per annotated person (crowds and people without keypoints are left out). COCO's v is this project's.
-    The skeleton is told from the category's keypoint names: COCO 17 (0-based pixels) or J-HMDB 15 (mmpose's
-    J-HMDB files, which keep the 1-based MATLAB pixels of J-HMDB's ``pos_img``: labeled joints get 1 taken off,
-    as mmpose's own J-HMDB loader does, so they agree with `cpm.data.datasets.mat_readers.read_jhmdb`)."""
-    path = Path(path)
-    data = read_json(path)
-    for key in ("images", "annotations", "categories"):
-        json_key(data, key, str(path))
-    names = tuple(json_key(data["categories"][0], "keypoints", f"{path}: categories[0]")) if data["categories"] else ()
-    skeletons = {COCO_17.joint_names: COCO_17, JHMDB_15.joint_names: JHMDB_15}
-    if names not in skeletons:
-        raise CPMError(f"{path}: categories[0].keypoints is neither the COCO 17 nor the J-HMDB 15 joint list")
-    skeleton = skeletons[names]
-    files = {}
-    for n, image in enumerate(data["images"]):
-        files[json_key(image, "id", f"{path}: images[{n}]")] = json_key(image, "file_name", f"{path}: images[{n}]")
-    root = image_folder(path, image_root)
-    images, keypoints = [], []
-    for n, annotation in enumerate(data["annotations"]):
-        where = f"{path}: annotations[{n}]"
-        values = np.asarray(json_key(annotation, "keypoints", where), dtype=np.float64)
-        if annotation.get("iscrowd", 0) or not (values[2::3] > 0).any():
-            continue
-        if values.size != 3 * skeleton.num_joints:
-            raise CPMError(f"{where}: {values.size // 3} keypoints, expected {skeleton.num_joints}")
-        image_id = json_key(annotation, "image_id", where)
-        if image_id not in files:
-            raise CPMError(f"{where}: image_id {image_id} is not in images")
-        images.append(resolve_image(root, files[image_id], where))
-        person = values.reshape(-1, 3)
-        if skeleton is JHMDB_15:
-            person[person[:, 2] > 0, :2] -= 1
-        keypoints.append(person)
-    return ImageSamples(images, np.array(keypoints).reshape(-1, skeleton.num_joints, 3), skeleton=skeleton.name,
-                        where=str(path), num_joints=skeleton.num_joints)
+def read_coco(path: str | Path, *, image_root: str | Path | None = None, skeleton: str | None = None) -> ImageSamples:
+    """A COCO keypoints file (`cpm.data.datasets.coco_files.read_coco_file`, read without its ``strict`` checks:
+    annotations need only ``image_id`` and ``keypoints``), one sample per annotated person, with the person's box
+    (NaN where the file has none); crowds and people without a labeled joint are left out. COCO's v is this
+    project's. The skeleton is told from the category's joint names (COCO 17, J-HMDB 15, this project's ITOP-15
+    scenes, a declared skeleton named as the file's joints), else ``skeleton`` when its joint count is the file's.
+    mmpose's J-HMDB files keep the 1-based MATLAB pixels of J-HMDB's ``pos_img``: labeled joints get 1 taken off, as
+    mmpose's own J-HMDB loader does, so they agree with `cpm.data.datasets.mat_readers.read_jhmdb`."""
+    coco = read_coco_file(path, skeleton=skeleton, image_root=image_root, strict=False)
+    images, keypoints, boxes = [], [], []
+    for image in coco.images:
+        for person, box, crowd in zip(image.keypoints, image.boxes, image.iscrowd, strict=True):
+            if crowd or not (person[:, 2] > 0).any():
+                continue
+            images.append(resolve_image(coco.image_root, image.file_name, f"{path}: image {image.id!r}"))
+            keypoints.append(person)
+            boxes.append(box)
+    k = coco.num_joints
+    return ImageSamples(images, np.array(keypoints).reshape(-1, k, 3), skeleton=coco.skeleton, where=str(path),
+                        num_joints=k, boxes=np.array(boxes).reshape(-1, 4))

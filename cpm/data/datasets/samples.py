@@ -10,6 +10,8 @@ x, y are 0-based pixels; v is 0 unlabeled, 1 labeled but occluded, 2 labeled and
 ``scale`` are the centre and the longer side of the labeled joints' bounding box, as the synthetic renderer
 gives them, so ``data.crop_padding`` means the same for every source. ``index`` is the sample's dataset index:
 its position in the reader's full list, kept by slices, `ImageSamples.subset` and `ImageSamples.exclude`. A reader
+of a file that boxes each person (COCO's ``bbox``) passes ``boxes`` (N, 4) x, y, w, h; with ``crop_around = "box"``
+(config ``data.crop_around``) ``center`` and ``scale`` are then the box's centre and longer side. A reader
 whose file annotates the person's position and size (MPII's ``objpos`` and ``scale``, 0-based pixels and height / 200)
 passes them as ``annotated``; its samples then also have ``"objpos"`` (2,) and ``"annotated_scale"``
 (`cpm.data.benchmark`, ``eval.crop = "annotated"``).
@@ -100,7 +102,7 @@ class ImageSamples(Sequence):
 
     def __init__(self, images: Sequence[Path], keypoints: np.ndarray, *, skeleton: str, where: str,
                  num_joints: int | None = None, indices: Sequence[int] | None = None,
-                 annotated: np.ndarray | None = None) -> None:
+                 annotated: np.ndarray | None = None, boxes: np.ndarray | None = None) -> None:
         if len(images) == 0:
             raise CPMError(f"{where}: no samples")
         self.keypoints = check_keypoints(keypoints, num_joints or np.shape(keypoints)[1], where)
@@ -115,6 +117,11 @@ class ImageSamples(Sequence):
         self.annotated = None if annotated is None else np.asarray(annotated, dtype=np.float64).reshape(-1, 3)
         if self.annotated is not None and len(self.annotated) != len(self.keypoints):
             raise CPMError(f"{where}: {len(self.annotated)} annotated positions for {len(self.keypoints)} people")
+        # (N, 4) person boxes x, y, w, h (NaN where a person has none), or None
+        self.boxes = None if boxes is None else np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+        if self.boxes is not None and len(self.boxes) != len(self.keypoints):
+            raise CPMError(f"{where}: {len(self.boxes)} boxes for {len(self.keypoints)} people")
+        self.crop_around = "keypoints"  # data.crop_around: "box" centres on the person's box where there is one
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -124,7 +131,11 @@ class ImageSamples(Sequence):
             return self.subset(range(len(self))[i])
         n = self.indices[i]
         keypoints = self.keypoints[n]
-        center, scale = person_box(keypoints)
+        box = self.boxes[n] if self.crop_around == "box" and self.boxes is not None else None
+        if box is not None and np.isfinite(box).all() and box[2] > 0 and box[3] > 0:
+            center, scale = (box[:2] + box[2:] / 2).astype(np.float32), float(max(box[2], box[3]))
+        else:
+            center, scale = person_box(keypoints)
         sample = {"image": load_image(self.images[n], self.depth), "keypoints": keypoints, "center": center,
                   "scale": scale, "index": n}
         if self.annotated is not None and np.isfinite(self.annotated[n]).all():

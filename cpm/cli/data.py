@@ -7,6 +7,7 @@
     cpm data fit-prior --k2hpd K2HPD_TRAIN.mat --bvh CMU --out cpm/data/synthetic/fitted_prior.py   the fitted prior
     cpm data check --source lsp --root DATASET --out flags.csv       label checks, one CSV row per flag
     cpm data check --synthetic 2000                                  precision / recall on injected errors
+    cpm data render-scenes scenes --scenes 500 --people 1-5          depth frames of several people, a COCO file
 
 Wire it into a parser with ``add_data_parser(subparsers)``; ``run_data(args)`` runs it.
 """
@@ -45,7 +46,7 @@ def synthetic_samples(source: str, files: str | None, *, seed: int, n: int) -> l
 
 
 def add_data_parser(subparsers) -> argparse.ArgumentParser:
-    """Add ``cpm data {render, realism, fit-prior, check}`` to a ``parser.add_subparsers()`` object."""
+    """Add ``cpm data {render, realism, fit-prior, check, render-scenes}`` to a ``parser.add_subparsers()`` object."""
     parser = subparsers.add_parser("data", help="render, compare and check pose data",
                                    description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="data_command", required=True)
@@ -90,6 +91,20 @@ def add_data_parser(subparsers) -> argparse.ArgumentParser:
     check.add_argument("--out", metavar="CSV", help="write the flags here")
     check.add_argument("--sheet", metavar="PNG", help="contact sheet of up to 64 flagged samples")
     check.add_argument("--seed", type=int, default=0)
+
+    scenes = commands.add_parser("render-scenes", help="synthetic depth frames of several people, as a COCO keypoints "
+                                 "file (OUT/annotations.json) and 8-bit PNGs (OUT/images/)")
+    scenes.add_argument("out", metavar="OUT", help="the folder to write (refused if it exists, unless --force)")
+    scenes.add_argument("--scenes", type=int, required=True, metavar="N", help="how many frames")
+    scenes.add_argument("--seed", type=int, default=0, help="the stream: frame i is a pure function of (seed, i)")
+    scenes.add_argument("--people", default="1-5", metavar="LOW-HIGH", help="people per frame (default 1-5; 3: three)")
+    scenes.add_argument("--no-furniture", action="store_true", help="people alone in front of the wall")
+    scenes.add_argument("--config", metavar="TOML", help="its data.pose_mix (and pose files, data.pose_prior) poses "
+                        "the people, as training frames are posed; default the procedural prior")
+    scenes.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="a config value, e.g. --set data.pose_mix.bvh=1 (repeatable)")
+    scenes.add_argument("--force", action="store_true", help="replace OUT if it exists")
+    scenes.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
 
@@ -116,7 +131,87 @@ def run_data(args: argparse.Namespace) -> int:
 
     if args.data_command == "fit-prior":
         return run_fit_prior(args)
+    if args.data_command == "render-scenes":
+        return run_render_scenes(args)
     return run_check(args)
+
+
+def people_range(text: str) -> tuple[int, int]:
+    """``--people``: "LOW-HIGH" or "N" -> (low, high) with 1 <= low <= high; CPMError otherwise."""
+    low, _, high = text.partition("-")
+    try:
+        people = (int(low), int(high or low))
+    except ValueError:
+        people = (0, 0)
+    if not 1 <= people[0] <= people[1]:
+        raise CPMError(f"--people {text}: expected LOW-HIGH (or N) with 1 <= LOW <= HIGH, e.g. 1-5")
+    return people
+
+
+def run_render_scenes(args: argparse.Namespace) -> int:
+    """``cpm data render-scenes``: frames of `cpm.data.synthetic.crowd.render_crowd` written into a temporary folder
+    beside OUT (images/NNNNNN.png, then annotations.json, `cpm.data.datasets.coco_files.write_coco`), which then
+    takes OUT's name: an interrupted run leaves no OUT and no temporary folder."""
+    import os
+    import shutil
+    import tempfile
+
+    import cv2
+    from tqdm import tqdm
+
+    from cpm.data.datasets.coco_files import write_coco
+    from cpm.data.synthetic.camera import FRAME_HEIGHT, FRAME_WIDTH
+    from cpm.data.synthetic.crowd import render_crowd
+    from cpm.skeleton import ITOP_15
+
+    if args.scenes < 1:
+        raise CPMError(f"--scenes {args.scenes}: must be >= 1")
+    people = people_range(args.people)
+    out = Path(args.out)
+    if out.exists() and not args.force:
+        raise CPMError(f"{out}: already exists (--force replaces it)")
+    if not out.resolve().parent.is_dir():
+        raise CPMError(f"{out}: the folder to write it into does not exist")
+    pose_source = None
+    if args.config or args.overrides:
+        from cpm.config import load_config
+        from cpm.data.synthetic.sources import config_pose_source, drop_missing_pose_files
+
+        pose_source = config_pose_source(drop_missing_pose_files(load_config(args.config, args.overrides)).data)
+    digits = max(6, len(str(args.scenes - 1)))
+    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.{os.getpid()}-", suffix=".tmp", dir=out.resolve().parent))
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        work.chmod(0o777 & ~umask)  # a folder as any other, not mkdtemp's owner-only one
+        (work / "images").mkdir()
+        images, annotations, total = [], [], 0
+        for index in tqdm(range(args.scenes), desc="scenes", unit="frame", disable=args.no_progress,
+                          dynamic_ncols=True, leave=False):
+            frame = render_crowd(args.seed, index, pose_source, people, furniture=not args.no_furniture)
+            name = f"{index:0{digits}d}.png"
+            if not cv2.imwrite(str(work / "images" / name), frame["image"]):
+                raise CPMError(f"{out}: cannot write {name}")
+            images.append({"id": index, "file_name": name, "width": FRAME_WIDTH, "height": FRAME_HEIGHT})
+            annotations.append([{"keypoints": k, "bbox": b, "area": a}
+                                for k, b, a in zip(frame["keypoints"], frame["boxes"], frame["areas"], strict=True)])
+            total += len(frame["keypoints"])
+        write_coco(work / "annotations.json", images, annotations, ITOP_15)
+        old = None
+        if out.exists():  # --force: the old folder goes only once the new one is whole
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.{os.getpid()}-old-", dir=out.resolve().parent))
+            os.replace(out, old / out.name)
+        os.replace(work, out)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except OSError as error:
+        raise CPMError(f"{out}: not written ({error.strerror or error})") from None
+    finally:
+        if work.exists():
+            shutil.rmtree(work, ignore_errors=True)
+    print(f"wrote {out}: {args.scenes} frames, {total} people annotated ({out / 'annotations.json'}, "
+          f"{out / 'images'})")
+    return 0
 
 
 def run_fit_prior(args: argparse.Namespace) -> int:

@@ -15,11 +15,14 @@ def add_export_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("checkpoint")
     parser.add_argument("--onnx", required=True, metavar="FILE", help="where to write the .onnx file")
     parser.add_argument("--opset", type=int, help="ONNX opset version (default: the exporter's)")
+    parser.add_argument("--flip-test", action=argparse.BooleanOptionalAction, default=None,
+                        help="the graph averages the crop's and its mirror's outputs (default: the config's "
+                             "eval.flip_test)")
     return parser
 
 
 def run_export(args: argparse.Namespace) -> int:
-    result = export_onnx(args.checkpoint, args.onnx, opset=args.opset)
+    result = export_onnx(args.checkpoint, args.onnx, opset=args.opset, flip_test=args.flip_test)
 
     def describe(shapes: dict[str, list]) -> str:
         return ", ".join(f"{name} ({', '.join(map(str, shape))})" for name, shape in shapes.items())
@@ -32,6 +35,8 @@ def run_export(args: argparse.Namespace) -> int:
         print(f"  joints:  {result['notes']['cpm.joint_names']} ({result['notes']['cpm.skeleton']})")
         if "cpm.outputs" in result["notes"]:  # an RLE head's (K, 4) outputs
             print(f"  stages:  {result['notes']['cpm.outputs']}")
+        if result["notes"].get("cpm.flip_test") == "1":
+            print("  flip test: every output is the mean of the crop's and its mirror's (cpm.flip_test = 1)")
     print(f"ONNX Runtime vs PyTorch (fp32, batch of {result['check_batch']}): max abs difference "
           f"{result['max_abs_difference']:.3g} (tolerance {TOLERANCE:g})")
     return 0

@@ -227,9 +227,11 @@ def _predict_video(predictor: Predictor, path: Path, staging: Path, *, stages: b
 def predict_paths(checkpoint: str | Path, inputs: Sequence[str | Path], *, out_dir: str | Path,
                   center: Sequence[float] | None = None, bbox: Sequence[float] | None = None,
                   decoder: str | None = None, stages: bool = False, device_name: str = "auto",
-                  progress: bool = True, boxes: str | Path | None = None, depth: str | None = None) -> list[Path]:
+                  progress: bool = True, boxes: str | Path | None = None, depth: str | None = None,
+                  flip_test: bool | None = None) -> list[Path]:
     """Predict every input (see the module docstring); returns the files written, in ``out_dir``. ``boxes`` is a
-    file of one box per input (`read_boxes`); ``depth`` the encoding depth inputs must be in (None: their dtype)."""
+    file of one box per input (`read_boxes`); ``depth`` the encoding depth inputs must be in (None: their dtype);
+    ``flip_test`` True / False overrides the config's ``eval.flip_test``."""
     from cpm.inference.predictor import load_predictor
 
     if sum(v is not None for v in (center, bbox, boxes)) > 1:
@@ -238,7 +240,7 @@ def predict_paths(checkpoint: str | Path, inputs: Sequence[str | Path], *, out_d
         raise CPMError(f"--depth: {depth!r} is not one of {', '.join(DEPTH_ENCODINGS)}")
     if bbox is not None and (len(bbox) != 4 or min(bbox[2], bbox[3]) < 0 or max(bbox[2], bbox[3]) <= 0):
         raise CPMError(f"--bbox {bbox}: expected X,Y,W,H with a positive width or height")
-    predictor = load_predictor(checkpoint, device_name=device_name, decoder=decoder)
+    predictor = load_predictor(checkpoint, device_name=device_name, decoder=decoder, flip_test=flip_test)
     if stages and not predictor.has_beliefs:
         raise CPMError(f"--stages: {checkpoint} has a direct-regression head: no belief maps to draw")
     items = collect_inputs(inputs)
@@ -334,6 +336,9 @@ def add_predict_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--decoder", metavar="NAME",
                         help="heatmap decoder, one of cpm.targets.codecs.DECODERS such as parabola or dark "
                              "(default: the config's eval.decoder)")
+    parser.add_argument("--flip-test", action=argparse.BooleanOptionalAction, default=None,
+                        help="average the crop's and its mirror's outputs before decoding (default: the config's "
+                             "eval.flip_test)")
     parser.add_argument("--stages", action="store_true",
                         help="also every stage's keypoints in the JSON and a belief-map panel <stem>.stages.png")
     parser.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:1...")
@@ -344,7 +349,8 @@ def add_predict_parser(subparsers) -> argparse.ArgumentParser:
 def run_predict(args: argparse.Namespace) -> int:
     written = predict_paths(args.checkpoint, args.inputs, out_dir=args.out, center=args.center, bbox=args.bbox,
                             decoder=args.decoder, stages=args.stages, device_name=args.device,
-                            progress=not args.no_progress, boxes=args.boxes, depth=args.depth)
+                            progress=not args.no_progress, boxes=args.boxes, depth=args.depth,
+                            flip_test=args.flip_test)
     jsons = [path for path in written if path.suffix == ".json"]
     print(f"wrote {len(written)} files for {len(jsons)} inputs to {args.out}")
     return 0

@@ -3,7 +3,9 @@
 With ``eval.scales`` other than [1.0], `evaluate_checkpoint` (``cpm eval``) crops every held-out person at each
 scale and decodes the maps averaged over scales (`cpm.targets.multiscale`), around what ``eval.crop`` names (the
 person, or the released benchmark's image-centred or MPII objpos crops: `cpm.data.benchmark`); the per-epoch
-evaluation of training decodes the one training-size crop."""
+evaluation of training decodes the one training-size crop. With ``eval.flip_test`` `evaluate_checkpoint` runs the
+model on every crop and its mirror and averages their outputs before decoding (`cpm.targets.flip.FlipTest`; with
+``eval.scales``, every scale's crop), training's evaluation never."""
 
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ from cpm.runtime.build import build_codec, build_datasets, build_loss
 from cpm.runtime.checkpoint import load_model
 from cpm.skeleton import get_skeleton
 from cpm.targets.codecs import HeatmapCodec
+from cpm.targets.flip import FlipTest
 from cpm.targets.losses import staged_loss
 from cpm.targets.multiscale import predict_scales
 
@@ -129,7 +132,9 @@ def evaluate_checkpoint(path: str | Path, *, overrides: dict[str, Any] | None = 
         val_set = MultiScaleDataset(val_set, config.eval.scales)
     loader = make_loader(val_set, batch_size=config.eval.batch_size, shuffle=False, workers=config.data.workers,
                          device=device, seed=0)
-    results = evaluate(model, loader, build_codec(config), torso=get_skeleton(config.data.skeleton).torso,
+    skeleton = get_skeleton(config.data.skeleton)
+    evaluated = FlipTest(model, skeleton.flip_permutation) if config.eval.flip_test else model
+    results = evaluate(evaluated, loader, build_codec(config), torso=skeleton.torso,
                        thresholds=config.eval.pck_thresholds, decoder=config.eval.decoder, device=device,
                        amp_dtype=resolve_amp(config.train.amp, device), channels_last=channels_last,
                        progress=progress, loss_fn=build_loss(config, model))

@@ -20,6 +20,11 @@ The file's metadata (``metadata_props``) says what a caller must feed and read: 
 ``cpm.joint_names`` (the order of the K channels), ``cpm.input`` (how pixels are normalised and, for a one-channel
 model, the depth encoding of `cpm.data.depth`: nearness gray over ``data.depth``'s near / far range) and
 ``cpm.crop_padding``.
+
+With flip test (``--flip-test``; default the checkpoint's ``eval.flip_test``) the graph holds both passes, the crop's
+and its mirror's (mirrored image and centre map in, mirror's outputs mirrored back, left / right joints swapped),
+and their average (`cpm.targets.flip.FlipTest`): every output is the flip-tested one, the check compares it with
+PyTorch's flip-tested output, and the metadata says ``cpm.flip_test`` = ``1``.
 """
 
 from __future__ import annotations
@@ -79,8 +84,9 @@ def _serialise(wrapper, inputs: dict, output_names: list[str], opset: int | None
 
 
 def export_onnx(checkpoint: str | Path, onnx_path: str | Path, *, opset: int | None = None,
-                tolerance: float = TOLERANCE) -> dict:
-    """Export ``checkpoint`` to ``onnx_path``; returns {"path", "inputs": {name: shape}, "outputs": {name: shape},
+                tolerance: float = TOLERANCE, flip_test: bool | None = None) -> dict:
+    """Export ``checkpoint`` to ``onnx_path`` (flip-tested with ``flip_test``, None: the config's
+    ``eval.flip_test``); returns {"path", "inputs": {name: shape}, "outputs": {name: shape},
     "max_abs_difference", "check_batch", "opset"}. Raises `CPMError` (and writes nothing) when the
     ONNX packages are missing, the folder does not exist, or ONNX Runtime disagrees with PyTorch."""
     try:
@@ -101,7 +107,15 @@ def export_onnx(checkpoint: str | Path, onnx_path: str | Path, *, opset: int | N
     model.float()
     codec, size = build_codec(config), config.data.input_size
     uses_center_map = bool(getattr(model, "use_center_map", False) and model.num_stages > 1)  # regression: none
-    wrapper = _stages_as_tuple(model, uses_center_map)
+    flip_test = bool(config.eval.flip_test if flip_test is None else flip_test)
+    if flip_test:
+        from cpm.skeleton import get_skeleton
+        from cpm.targets.flip import FlipTest
+
+        wrapper = _stages_as_tuple(FlipTest(model, get_skeleton(config.data.skeleton).flip_permutation),
+                                   uses_center_map)
+    else:
+        wrapper = _stages_as_tuple(model, uses_center_map)
     output_names = [f"stage{t}" for t in range(1, model.num_stages + 1)]
     generator = torch.Generator().manual_seed(0)
     traced = _example_inputs(model, codec, size, TRACE_BATCH, uses_center_map, generator)
@@ -111,7 +125,7 @@ def export_onnx(checkpoint: str | Path, onnx_path: str | Path, *, opset: int | N
         raise CPMError(f"{checkpoint}: ONNX export failed ({first_line(error)})") from None
 
     proto = onnx.load_from_string(data)
-    notes = export_notes(config, model.in_channels)
+    notes = export_notes(config, model.in_channels, flip_test=flip_test)
     onnx.helper.set_model_props(proto, notes)
     data = proto.SerializeToString()
     onnx.checker.check_model(proto)
@@ -136,7 +150,7 @@ def export_onnx(checkpoint: str | Path, onnx_path: str | Path, *, opset: int | N
             "opset": next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))}
 
 
-def export_notes(config, in_channels: int) -> dict[str, str]:
+def export_notes(config, in_channels: int, *, flip_test: bool = False) -> dict[str, str]:
     """What the ONNX file's metadata says about its input and outputs (see the module docstring)."""
     from cpm.data.depth import DepthSpec
     from cpm.skeleton import get_skeleton
@@ -150,4 +164,6 @@ def export_notes(config, in_channels: int) -> dict[str, str]:
     if config.model.head == "regression" and config.model.regression_loss == "rle":
         notes["cpm.outputs"] = ("(batch, K, 4): x, y normalised to the crop ((2 * pixel + 1) / N - 1), then RLE's "
                                 "scale sigma_x, sigma_y; confidence = 1 - mean(sigma)")
+    if flip_test:  # the outputs are the mean of the crop's and its mirror's (cpm.targets.flip)
+        notes["cpm.flip_test"] = "1"
     return notes

@@ -20,7 +20,9 @@ The Python API (also ``from cpm import load_predictor, Predictor``)::
     predictor.predict(depth_mm, boxes=[box])   # arrays: uint8 nearness / RGB, uint16 millimetres, float metres
 
 A box (x, y, width, height) per image centres the crop on the person with the training crop's padding
-(``data.crop_padding``); without one the crop is the whole image.
+(``data.crop_padding``); without one the crop is the whole image. With flip test (the checkpoint's
+``eval.flip_test``, or ``flip_test=`` of `load_predictor` and `Predictor.predict`) the crop and its mirror both go
+through the model and their outputs are averaged before decoding (`cpm.targets.flip`).
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from cpm.inference.images import DEFAULT_DEPTH, read_image, to_model_pixels
 from cpm.runtime.checkpoint import load_model
 from cpm.skeleton import Skeleton
 from cpm.targets.codecs import EVAL_DECODERS, HeatmapCodec, RegressionCodec
+from cpm.targets.flip import FlipTest, integral_flip_test
 from cpm.targets.multiscale import predict_scales
 
 __all__ = ["Prediction", "Predictor", "load_predictor", "person_crop", "predict_images"]
@@ -97,6 +100,7 @@ class Predictor:
     scales: tuple[float, ...] = (1.0,)  # eval.scales: the maps of these crops are averaged (cpm.targets.multiscale)
     depth: DepthSpec = DEFAULT_DEPTH  # data.depth of the checkpoint: the near / far range of its nearness gray
     pad_value: float = 0.0  # data.pad_value: crop pixels outside the image (128 for the released Caffe nets)
+    flip_test: bool = False  # eval.flip_test: the crop's and its mirror's outputs averaged (cpm.targets.flip)
 
     @property
     def has_beliefs(self) -> bool:
@@ -109,12 +113,12 @@ class Predictor:
 
     def predict(self, images: np.ndarray | Sequence[np.ndarray], *, boxes: Sequence[Box | None] | None = None,
                 centers: Sequence[Sequence[float] | None] | None = None, decoder: str | None = None,
-                depth: str | None = None) -> Prediction:
+                depth: str | None = None, flip_test: bool | None = None) -> Prediction:
         """Images -> `Prediction`. ``images``: one array or a list of them, each (H, W) or (H, W, 3) RGB; for a
         one-channel model uint8 is nearness gray, uint16 millimetres and float metres (``depth`` names the encoding
         they must have, None: their dtype tells). ``boxes``: one (x, y, width, height) per image, or None for one
         that has none; ``centers`` likewise (the crop is then the whole image). ``decoder``: another heatmap
-        decoder than the predictor's."""
+        decoder than the predictor's; ``flip_test``: True / False to override the predictor's flip test."""
         if isinstance(images, np.ndarray):
             images = [images]
         pixels = [to_model_pixels(image, channels=self.in_channels, depth=self.depth, encoding=depth,
@@ -126,6 +130,8 @@ class Predictor:
             if decoder not in EVAL_DECODERS:
                 raise CPMError(f"decoder: unknown decoder {decoder!r}; known: {', '.join(EVAL_DECODERS)}")
             predictor = dataclasses.replace(self, decoder=decoder)
+        if flip_test is not None and bool(flip_test) != predictor.flip_test:
+            predictor = dataclasses.replace(predictor, flip_test=bool(flip_test))
         result = predict_images(predictor, pixels, boxes=boxes, centers=centers)
         return Prediction(joint_names=self.joint_names, stage_keypoints=result["keypoints"],
                           stage_confidence=result["confidence"], beliefs=result["beliefs"], crops=result["crops"],
@@ -133,13 +139,13 @@ class Predictor:
 
     def predict_files(self, paths: Sequence[str | Path], *, boxes: Sequence[Box | None] | None = None,
                       centers: Sequence[Sequence[float] | None] | None = None, decoder: str | None = None,
-                      depth: str | None = None) -> Prediction:
+                      depth: str | None = None, flip_test: bool | None = None) -> Prediction:
         """Image files (PNG, JPEG, 16-bit depth PNG, ``.npy``...) -> `Prediction`, as `predict` on what
         `read_image` reads."""
         if isinstance(paths, (str, Path)):
             paths = [paths]
         images = [self.read_image(path, depth=depth) for path in paths]
-        return self.predict(images, boxes=boxes, centers=centers, decoder=decoder)
+        return self.predict(images, boxes=boxes, centers=centers, decoder=decoder, flip_test=flip_test)
 
     def read_image(self, path: str | Path, *, depth: str | None = None, **warn) -> np.ndarray:
         """A file as this model reads it: (H, W) uint8 nearness / gray for a one-channel model, (H, W, 3) RGB
@@ -148,10 +154,11 @@ class Predictor:
 
 
 def load_predictor(path: str | Path, device: str | None = None, *, device_name: str = "auto",
-                   decoder: str | None = None, scales: Sequence[float] | None = None) -> Predictor:
+                   decoder: str | None = None, scales: Sequence[float] | None = None,
+                   flip_test: bool | None = None) -> Predictor:
     """Read a checkpoint once: the model (fp32, eval mode) on ``device`` (or ``device_name``; auto: cuda, mps, cpu),
     its codec, skeleton, crop and depth settings. ``decoder`` defaults to the config's ``eval.decoder``,
-    ``scales`` to its ``eval.scales``."""
+    ``scales`` to its ``eval.scales``, ``flip_test`` to its ``eval.flip_test``."""
     from cpm.device import resolve_device
     from cpm.runtime.build import build_codec
     from cpm.skeleton import get_skeleton
@@ -182,7 +189,8 @@ def load_predictor(path: str | Path, device: str | None = None, *, device_name: 
                      input_size=config.data.input_size, in_channels=model.in_channels,
                      crop_padding=config.data.crop_padding, decoder=decoder, device=device,
                      checkpoint=Path(path), input_scale=config.data.input_scale, scales=scales,
-                     depth=DepthSpec.of(config.data.depth), pad_value=config.data.pad_value)
+                     depth=DepthSpec.of(config.data.depth), pad_value=config.data.pad_value,
+                     flip_test=bool(config.eval.flip_test if flip_test is None else flip_test))
 
 
 def person_crop(image_shape: tuple[int, ...], *, crop_padding: float, center: Sequence[float] | None = None,
@@ -278,18 +286,31 @@ def _person_crops(predictor: Predictor, images: Sequence[np.ndarray], *, center:
     return crops, matrices, crop_centers, sides
 
 
+def _model(predictor: Predictor) -> torch.nn.Module:
+    """The predictor's model, flip-tested when ``predictor.flip_test`` (`cpm.targets.flip.FlipTest`)."""
+    if predictor.flip_test:
+        return FlipTest(predictor.model, predictor.skeleton.flip_permutation)
+    return predictor.model
+
+
 def _predict_crops(predictor: Predictor, tensor: torch.Tensor, center_map: torch.Tensor
                    ) -> tuple[np.ndarray, torch.Tensor, np.ndarray | None]:
     """The model on the crops ``tensor`` (B, C, N, N) -> keypoints (B, T, K, 2) in crop pixels, confidence
     (B * T, K) and the belief maps to draw (an integral head: its soft-argmax distributions; direct regression:
     None)."""
     model, beliefs = predictor.model, None
-    if isinstance(predictor.codec, RegressionCodec) and predictor.has_beliefs:  # integral head: one pass, its maps
+    integral = isinstance(predictor.codec, RegressionCodec) and predictor.has_beliefs
+    if integral and predictor.flip_test:  # the mean coordinates are the mean distributions' expectations
+        coordinates, distributions = integral_flip_test(model, tensor, center_map, predictor.skeleton.flip_permutation)
+        outputs = torch.stack(coordinates, dim=1)  # (B, T, K, 2)
+        maps = torch.stack(distributions, dim=1)  # (B, T, K, h, w)
+        beliefs = (maps / maps.flatten(-2).amax(-1)[..., None, None]).cpu().numpy()  # peak 1, as probability_maps
+    elif integral:  # one pass, its maps
         logits = torch.stack(model.forward_beliefs(tensor, center_map), dim=1).float()  # (B, T, K, h, w)
         outputs = model.coordinates(logits.flatten(0, 1)).unflatten(0, logits.shape[:2])  # (B, T, K, 2)
         beliefs = model.probability_maps(logits).cpu().numpy()  # what its soft-argmax averages, peak 1
     else:
-        outputs = torch.stack(model(tensor, center_map), dim=1)  # (B, T, K[+1], h, w) or (B, T, K, 2)
+        outputs = torch.stack(_model(predictor)(tensor, center_map), dim=1)  # (B, T, K[+1], h, w) or (B, T, K, 2)
         if isinstance(predictor.codec, HeatmapCodec):
             beliefs = outputs.float().cpu().numpy()
     batch, stages = outputs.shape[:2]
@@ -310,6 +331,6 @@ def _predict_scales(predictor: Predictor, images: Sequence[np.ndarray], center_m
                                                for image, m in zip(images, scaled, strict=True)]))
         scale_matrices.append(np.stack(scaled))
     points, confidence, averaged = predict_scales(
-        predictor.model, inputs, [center_map] * len(inputs), torch.from_numpy(np.stack(matrices)),
+        _model(predictor), inputs, [center_map] * len(inputs), torch.from_numpy(np.stack(matrices)),
         torch.from_numpy(np.stack(scale_matrices, axis=1)), predictor.codec, predictor.decoder, device=predictor.device)
     return points.double().cpu().numpy(), confidence, torch.stack(averaged, dim=1).cpu().numpy()

@@ -10,7 +10,7 @@ CONFIG ?= experiments/default.toml
 ARGS   ?=
 DATA   ?=
 
-.PHONY: install train train-ddp eval test test-slow bench lint tensorboard clean \
+.PHONY: install train train-scenes train-ddp eval test test-slow bench lint tensorboard clean \
         ablate-supervision compare-heads compare-decoders report
 
 .DEFAULT_GOAL := help
@@ -35,6 +35,7 @@ $(ONNX_STAMP): pyproject.toml
 ## help: this list of targets, one line each
 help:
 	@echo "make train [CONFIG=...] [DATA=...] [ARGS=...]  train CONFIG (experiments/default.toml: a 2-stage CPM, CPU)"
+	@echo "make train-scenes [ARGS=...]                   many people: top-down CPM on 1-5-person depth scenes, COCO AP"
 	@echo "make train-ddp NPROC=2 [CONFIG=...]            the same run on NPROC processes (torchrun)"
 	@echo "make eval CKPT=runs/default/best.pt            per-stage PCK of a checkpoint on its held-out split"
 	@echo "make test                                      the fast test suite (installs '.[dev]')"
@@ -62,6 +63,14 @@ install: $(STAMP)
 ## DATA=/path/to/dataset sets data.root for a real-data config (experiments/lsp.toml, mpii.toml)
 train: $(RUN_STAMP)
 	$(VENV)/bin/cpm train $(CONFIG) $(if $(DATA),--set data.root=$(DATA)) $(ARGS)
+
+## train-scenes: make train's model top-down on many people: depth scenes of 1-5 people rendered once into
+## SCENES (COCO keypoints files), a crop per person's box, COCO keypoint AP of the held-out scenes at the end
+SCENES ?= runs/scenes-data
+train-scenes: $(RUN_STAMP)
+	test -f $(SCENES)/train/annotations.json || $(VENV)/bin/cpm data render-scenes $(SCENES)/train --scenes 4000 --seed 0
+	test -f $(SCENES)/val/annotations.json || $(VENV)/bin/cpm data render-scenes $(SCENES)/val --scenes 300 --seed 1000
+	$(VENV)/bin/cpm train experiments/scenes.toml --set data.root=$(SCENES) $(ARGS)
 
 ## train-ddp: the same run on NPROC processes of this machine (torchrun; one GPU each on CUDA, gloo on CPU)
 NPROC ?= 2

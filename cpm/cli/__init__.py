@@ -159,6 +159,11 @@ def run_train(args: argparse.Namespace) -> int:
         text = pose_sources_after_training(results["run_dir"], args.pose_sources, progress=not args.no_progress)
         if text:
             print(text)
+    from cpm.cli.eval_coco import coco_ap_after_training  # many people: AP of the held-out scenes' boxes
+
+    text = coco_ap_after_training(results["run_dir"], progress=not args.no_progress)
+    if text:
+        print(text)
     return 0
 
 

@@ -170,8 +170,10 @@ def run_render_scenes(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and not args.force:
         raise CPMError(f"{out}: already exists (--force replaces it)")
-    if not out.resolve().parent.is_dir():
-        raise CPMError(f"{out}: the folder to write it into does not exist")
+    try:
+        out.resolve().parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise CPMError(f"{out}: cannot make the folder to write it into ({error.strerror})") from None
     pose_source = None
     if args.config or args.overrides:
         from cpm.config import load_config

@@ -57,7 +57,21 @@ def open_dataset(source: str, *, root: str | Path, annotations: str = "", skelet
         return read_jhmdb(root, clips=annotations)
     if source == "mpii_mat":
         return read_mpii_mat(root / annotations, image_root=root / "images")
+    if source == "coco":
+        return read_coco(root / annotations, image_root=coco_image_folder(root, annotations), skeleton=skeleton)
     return READERS[source](root / annotations, image_root=root / "images" if (root / "images").is_dir() else root)
+
+
+def coco_image_folder(root: Path, annotations: str) -> Path | None:
+    """Where a COCO file's images are: ``root/images``; else COCO's own layout, ``annotations/person_keypoints_
+    val2017.json`` beside ``val2017/``; else (None) the file's folder or its ``images/`` subfolder, as
+    ``cpm data render-scenes`` writes them."""
+    if (root / "images").is_dir():
+        return root / "images"
+    split = Path(annotations).stem.rpartition("_")[2]  # person_keypoints_val2017 -> val2017
+    if split and (root / split).is_dir():
+        return root / split
+    return None
 
 
 def split_dataset(*, source: str, root: str | Path, annotations: str = "", val_annotations: str = "",

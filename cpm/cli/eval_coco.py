@@ -1,0 +1,113 @@
+"""``cpm eval CHECKPOINT --coco ANNOTATIONS``: the model on every person box of a COCO keypoints file, COCO keypoint
+AP per setting (`cpm.evaluation.topdown`).
+
+    cpm eval runs/scenes/best.pt --coco runs/scenes/val/annotations.json \
+        --boxes gt --boxes detector-like --flip-test both
+
+One row per boxes x flip setting: AP, AP50, AP75, APM, APL, AR (the COCO API's, with the skeleton's OKS sigmas).
+``--out DIR`` also writes each setting's COCO results file (``results-<boxes>[-flip].json``, what the COCO API and
+other toolboxes read), the detector-like boxes (``detections.json``) and ``coco-ap.json`` / ``coco-ap.md`` with the
+table."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from cpm.errors import CPMError
+
+BOX_NAMES = {"gt": "ground-truth boxes", "detector-like": "detector-like boxes"}
+FLIP_SETTINGS = {"off": (False,), "on": (True,), "both": (False, True), "config": (None,)}
+
+
+def add_coco_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("many people: top-down on boxes, COCO keypoint AP")
+    group.add_argument("--coco", metavar="ANNOTATIONS",
+                       help="a COCO keypoints file: run the model on every person box of its images, print COCO AP")
+    group.add_argument("--boxes", action="append", default=[], metavar="gt|detector-like|DETECTIONS.json",
+                       help="the boxes of --coco: the annotated ones (gt, the default), detector-like ones made from "
+                            "them, or a COCO results file of person boxes with scores (repeatable: one row each)")
+    group.add_argument("--flip-test", choices=tuple(FLIP_SETTINGS), default="config",
+                       help="with --coco: flip test off, on, both (a row each), or as eval.flip_test says (config)")
+    group.add_argument("--out", metavar="DIR", help="with --coco: write the results files and the table here")
+
+
+def run_coco(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
+    from cpm.evaluation.coco import format_ap_table, write_results
+    from cpm.evaluation.topdown import evaluate_topdown
+    from cpm.io import write_text_atomic
+
+    if not Path(args.coco).is_file():
+        raise CPMError(f"--coco {args.coco}: no such file")
+    out = Path(args.out) if args.out else None
+    if out is not None and not out.resolve().parent.is_dir():
+        raise CPMError(f"--out {args.out}: the folder to write into does not exist")
+    for boxes in args.boxes:
+        if boxes not in BOX_NAMES and not Path(boxes).is_file():
+            raise CPMError(f"--boxes {boxes}: neither gt, detector-like nor a detections file")
+    rows: dict[str, dict[str, float]] = {}
+    written: dict[str, Any] = {}
+    for boxes in args.boxes or ["gt"]:
+        for flip in FLIP_SETTINGS[args.flip_test]:
+            layered = {**overrides, "eval": {**overrides.get("eval", {})}}
+            if flip is not None:
+                layered["eval"]["flip_test"] = flip
+            result = evaluate_topdown(args.checkpoint, args.coco, boxes=boxes, overrides=layered,
+                                      device_name=args.device, progress=not args.no_progress)
+            name = BOX_NAMES.get(boxes, f"boxes of {Path(boxes).name}") + (", flip test" if result["flip_test"] else "")
+            rows[name] = result["stats"]
+            written[name] = {"boxes": boxes, "flip_test": result["flip_test"], "instances": result["boxes"],
+                             "images": result["images"], "people": result["people"], **result["stats"]}
+            if out is not None:
+                out.mkdir(exist_ok=True)
+                tag = boxes if boxes in BOX_NAMES else Path(boxes).stem
+                write_results(out / f"results-{tag}{'-flip' if result['flip_test'] else ''}.json", result["results"])
+                if result["detections"] is not None:
+                    write_results(out / "detections.json", result["detections"])
+    table = format_ap_table(rows)
+    if args.json:
+        print(json.dumps({"checkpoint": args.checkpoint, "annotations": args.coco, "settings": written}, indent=2))
+    else:
+        print(f"COCO keypoint AP of {args.checkpoint} on {args.coco} (OKS, the COCO API):")
+        print(table)
+    if out is not None:
+        write_text_atomic(out / "coco-ap.json", json.dumps({"checkpoint": args.checkpoint, "annotations": args.coco,
+                                                             "settings": written}, indent=2) + "\n")
+        write_text_atomic(out / "coco-ap.md", table + "\n")
+    return 0
+
+
+def coco_ap_after_training(run_dir: str | Path, *, progress: bool = True) -> str:
+    """The end of ``cpm train`` for a run that crops around COCO person boxes (``data.crop_around = "box"``): its
+    best.pt on every person of the held-out annotations (``data.val_annotations``), with the ground-truth and with
+    detector-like boxes, flip test off and on; the table, also written to ``coco-ap.md`` / ``coco-ap.json`` of the
+    run. "" for any other run, or one without held-out annotations."""
+    from cpm.config import load_config
+    from cpm.evaluation.coco import format_ap_table
+    from cpm.evaluation.topdown import evaluate_topdown
+    from cpm.io import write_text_atomic
+
+    run_dir = Path(run_dir)
+    config = load_config(run_dir / "config.toml")
+    annotations = Path(config.data.root) / config.data.val_annotations
+    if config.data.crop_around != "box" or not config.data.val_annotations or not annotations.is_file():
+        return ""
+    rows, written = {}, {}
+    for boxes in BOX_NAMES:
+        for flip in (False, True):
+            result = evaluate_topdown(run_dir / "best.pt", annotations, boxes=boxes,
+                                      overrides={"eval": {"flip_test": flip}}, progress=progress)
+            name = BOX_NAMES[boxes] + (", flip test" if flip else "")
+            rows[name] = result["stats"]
+            written[name] = {"boxes": boxes, "flip_test": flip, "instances": result["boxes"],
+                             "images": result["images"], "people": result["people"], **result["stats"]}
+    table = format_ap_table(rows)
+    write_text_atomic(run_dir / "coco-ap.md", table + "\n")
+    write_text_atomic(run_dir / "coco-ap.json", json.dumps({"checkpoint": str(run_dir / "best.pt"),
+                                                            "annotations": str(annotations), "settings": written},
+                                                           indent=2) + "\n")
+    people = next(iter(written.values()))
+    return (f"\nCOCO keypoint AP on the held-out scenes ({annotations}: {people['images']} images, {people['people']} "
+            f"people; OKS, the COCO API):\n\n{table}")

@@ -38,7 +38,7 @@ from tqdm import tqdm
 
 from cpm.config import DEPTH_ENCODINGS
 from cpm.errors import CPMError
-from cpm.inference.boxes import box_for, read_boxes
+from cpm.inference.boxes import box_for, read_boxes, read_people_boxes
 from cpm.inference.images import captured_stderr, first_message
 from cpm.skeleton import Skeleton
 
@@ -179,6 +179,34 @@ def _predict_image(predictor: Predictor, path: Path, staging: Path, *, stages: b
     return image.shape
 
 
+def _predict_people(predictor: Predictor, path: Path, staging: Path, people: list, *, depth: str | None = None,
+                    nms: float = 0.9) -> tuple[int, ...]:
+    """Every person box of one image (``--people``): the model on each box's crop, the instances rescored and merged
+    by OKS-NMS as `cpm.evaluation.topdown` does for COCO AP, every person drawn on one overlay."""
+    from cpm.evaluation.topdown import merge_instances
+    from cpm.inference.predictor import predict_images
+    from cpm.skeleton import oks_sigmas
+    from cpm.viz import draw_skeleton
+
+    image = predictor.read_image(path, depth=depth, warn=_warn)
+    record = {"input": str(path), **_header(predictor), "width": image.shape[1], "height": image.shape[0],
+              "people": []}
+    overlay = image
+    if people:
+        result = predict_images(predictor, [image] * len(people), boxes=[box for box, _ in people])
+        meta = [(0, np.asarray(box, dtype=np.float64), score) for box, score in people]
+        points, confidence = result["keypoints"][:, -1], result["confidence"][:, -1]
+        for n, score in merge_instances(points, confidence, meta, oks_sigmas(predictor.skeleton), nms_threshold=nms):
+            record["people"].append({"box": [round(float(v), 2) for v in people[n][0]], "box_score": people[n][1],
+                                     "score": round(score, 5),
+                                     "joints": _joints(predictor.skeleton, points[n], confidence[n])})
+            overlay = draw_skeleton(overlay, points[n], predictor.skeleton)
+    (staging / f"{path.stem}.json").write_text(json.dumps(record, indent=1), encoding="utf-8")
+    _write_rgb(staging / f"{path.stem}.overlay.png", overlay if record["people"] else np.dstack([image] * 3)
+               if image.ndim == 2 else image)
+    return image.shape
+
+
 def _predict_video(predictor: Predictor, path: Path, staging: Path, *, stages: bool, progress: bool,
                    **crop) -> tuple[int, ...]:
     from cpm.inference.predictor import predict_images
@@ -228,14 +256,15 @@ def predict_paths(checkpoint: str | Path, inputs: Sequence[str | Path], *, out_d
                   center: Sequence[float] | None = None, bbox: Sequence[float] | None = None,
                   decoder: str | None = None, stages: bool = False, device_name: str = "auto",
                   progress: bool = True, boxes: str | Path | None = None, depth: str | None = None,
-                  flip_test: bool | None = None) -> list[Path]:
+                  flip_test: bool | None = None, people: str | Path | None = None) -> list[Path]:
     """Predict every input (see the module docstring); returns the files written, in ``out_dir``. ``boxes`` is a
     file of one box per input (`read_boxes`); ``depth`` the encoding depth inputs must be in (None: their dtype);
-    ``flip_test`` True / False overrides the config's ``eval.flip_test``."""
+    ``flip_test`` True / False overrides the config's ``eval.flip_test``; ``people`` is a file of every person box of
+    each image (`read_people_boxes`: all of them are predicted, merged by OKS-NMS at the config's ``eval.oks_nms``)."""
     from cpm.inference.predictor import load_predictor
 
-    if sum(v is not None for v in (center, bbox, boxes)) > 1:
-        raise CPMError("give one of --center, --bbox and --boxes")
+    if sum(v is not None for v in (center, bbox, boxes, people)) > 1:
+        raise CPMError("give one of --center, --bbox, --boxes and --people")
     if depth is not None and depth not in DEPTH_ENCODINGS:
         raise CPMError(f"--depth: {depth!r} is not one of {', '.join(DEPTH_ENCODINGS)}")
     if bbox is not None and (len(bbox) != 4 or min(bbox[2], bbox[3]) < 0 or max(bbox[2], bbox[3]) <= 0):
@@ -248,6 +277,17 @@ def predict_paths(checkpoint: str | Path, inputs: Sequence[str | Path], *, out_d
     if boxes is not None:  # every input's box is found before anything is written
         table = read_boxes(boxes)
         per_input = {path: box_for(table, path, boxes) for path, _ in items}
+    per_image_people: dict[Path, list] = {}
+    if people is not None:  # every person box of every image, read before anything is written
+        videos = [path for path, kind in items if kind != "image"]
+        if videos:
+            raise CPMError(f"--people: person boxes per image; {videos[0]} is a video")
+        table = read_people_boxes(people)
+        per_image_people = {path: next((table[key] for key in (str(path), path.as_posix(), path.name) if key in table),
+                                       []) for path, _ in items}
+        missing = [path for path, found in per_image_people.items() if not found]
+        if len(missing) == len(items):
+            raise CPMError(f"--people {people}: no box for any input (first {items[0][0].name})")
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise CPMError(f"{out_dir}: --out exists and is not a folder")
@@ -264,6 +304,11 @@ def predict_paths(checkpoint: str | Path, inputs: Sequence[str | Path], *, out_d
                   dynamic_ncols=True, leave=False) as bar:
             for path, kind in items:
                 box = per_input.get(path, bbox)
+                if people is not None:
+                    _predict_people(predictor, path, staging, per_image_people[path], depth=depth,
+                                    nms=predictor.oks_nms)
+                    bar.update()
+                    continue
                 if kind == "image":
                     shape = _predict_image(predictor, path, staging, stages=stages, depth=depth, center=center,
                                            bbox=box)
@@ -277,6 +322,9 @@ def predict_paths(checkpoint: str | Path, inputs: Sequence[str | Path], *, out_d
         for staged in sorted(staging.iterdir()):
             os.replace(staged, out_dir / staged.name)
             written.append(out_dir / staged.name)
+        if people is not None and missing:
+            _warn(f"--people {people}: no box for {len(missing)} of {len(items)} images (first {missing[0].name}); "
+                  "their JSON lists no people")
         if not_crops:
             _warn_not_crops(not_crops, len(items), predictor.crop_padding)
         return written
@@ -330,6 +378,10 @@ def add_predict_parser(subparsers) -> argparse.ArgumentParser:
     person.add_argument("--boxes", metavar="FILE",
                         help="one person box per input: JSON {name: [x, y, w, h]}, [{image, bbox}], COCO "
                              "(images + annotations' bbox), or CSV rows image,x,y,w,h")
+    person.add_argument("--people", metavar="FILE",
+                        help="every person box of each image (a COCO file, [{image, bbox, score}], or CSV rows "
+                             "image,x,y,w,h[,score]): each box predicted, duplicates merged by OKS-NMS; the JSON "
+                             "lists the people"),
     parser.add_argument("--depth", choices=DEPTH_ENCODINGS,
                         help="the encoding one-channel inputs must be in: nearness8 (8-bit, near = bright), "
                              "millimetres16 (16-bit mm), metres32 (float .npy); default: each file's own type")
@@ -350,7 +402,7 @@ def run_predict(args: argparse.Namespace) -> int:
     written = predict_paths(args.checkpoint, args.inputs, out_dir=args.out, center=args.center, bbox=args.bbox,
                             decoder=args.decoder, stages=args.stages, device_name=args.device,
                             progress=not args.no_progress, boxes=args.boxes, depth=args.depth,
-                            flip_test=args.flip_test)
+                            flip_test=args.flip_test, people=args.people)
     jsons = [path for path in written if path.suffix == ".json"]
     print(f"wrote {len(written)} files for {len(jsons)} inputs to {args.out}")
     return 0

@@ -23,7 +23,7 @@ import numpy as np
 from cpm.errors import CPMError
 
 __all__ = ["VISIBLE_CONFIDENCE", "box_samples", "detector_like_boxes", "evaluate_topdown", "ground_truth_boxes",
-           "instances_to_results", "read_detections"]
+           "instances_to_results", "merge_instances", "read_detections"]
 
 VISIBLE_CONFIDENCE = 0.2  # HRNet's in_vis_thre: joints above it make an instance's keypoint score
 BoxList = dict[int, list[tuple[np.ndarray, float]]]  # image id -> [(x, y, w, h), score]
@@ -140,17 +140,18 @@ def box_samples(coco, boxes: BoxList, crop_padding: float):
     return samples, meta
 
 
-def instances_to_results(keypoints: np.ndarray, confidence: np.ndarray, meta: Sequence[tuple[int, np.ndarray, float]],
-                         sigmas: np.ndarray, *, nms_threshold: float = 0.9) -> list[dict[str, Any]]:
+def merge_instances(keypoints: np.ndarray, confidence: np.ndarray, meta: Sequence[tuple[int, np.ndarray, float]],
+                    sigmas: np.ndarray, *, nms_threshold: float = 0.9) -> list[tuple[int, float]]:
     """Keypoints (N, K, 2) in image pixels and their confidence (N, K), one per box of ``meta`` (image id, box, box
-    score) -> COCO keypoint results after rescoring and OKS-NMS per image (module docstring)."""
+    score) -> the instances that stay, as (index into the N, score): each scored as the box's score times the mean
+    confidence of its joints above `VISIBLE_CONFIDENCE`, then OKS-NMS per image (box areas; module docstring)."""
     from cpm.evaluation.coco import oks_nms
 
     by_image: dict[int, list[int]] = defaultdict(list)
     for n, (image_id, _, _) in enumerate(meta):
         by_image[image_id].append(n)
-    results = []
-    for image_id, members in by_image.items():
+    kept = []
+    for members in by_image.values():
         scores, areas = [], []
         for n in members:
             visible = confidence[n] > VISIBLE_CONFIDENCE
@@ -159,9 +160,19 @@ def instances_to_results(keypoints: np.ndarray, confidence: np.ndarray, meta: Se
             areas.append(float(meta[n][1][2] * meta[n][1][3]))
         people = np.concatenate([keypoints[members], confidence[members][..., None]], axis=-1)
         for k in oks_nms(people, np.array(scores), np.array(areas), sigmas, threshold=nms_threshold):
-            flat = np.concatenate([keypoints[members[k]], confidence[members[k]][:, None]], axis=1).reshape(-1)
-            results.append({"image_id": image_id, "category_id": 1, "keypoints": [round(float(v), 3) for v in flat],
-                            "score": round(float(scores[k]), 6)})
+            kept.append((members[k], scores[k]))
+    return kept
+
+
+def instances_to_results(keypoints: np.ndarray, confidence: np.ndarray, meta: Sequence[tuple[int, np.ndarray, float]],
+                         sigmas: np.ndarray, *, nms_threshold: float = 0.9) -> list[dict[str, Any]]:
+    """`merge_instances` as COCO keypoint results: {"image_id", "category_id" 1, "keypoints" [x, y, confidence] * K,
+    "score"}."""
+    results = []
+    for n, score in merge_instances(keypoints, confidence, meta, sigmas, nms_threshold=nms_threshold):
+        flat = np.concatenate([keypoints[n], confidence[n][:, None]], axis=1).reshape(-1)
+        results.append({"image_id": meta[n][0], "category_id": 1, "keypoints": [round(float(v), 3) for v in flat],
+                        "score": round(float(score), 6)})
     return results
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import numpy as np
 from cpm.data.datasets.json_readers import is_number
 from cpm.errors import CPMError
 
-__all__ = ["Box", "box_for", "check_box", "read_boxes"]
+__all__ = ["Box", "box_for", "check_box", "read_boxes", "read_people_boxes"]
 
 Box = Sequence[float]  # (x, y, width, height) in image pixels
 
@@ -109,3 +110,61 @@ def box_for(boxes: dict[str, tuple], path: Path, source: str | Path) -> tuple:
     if path.name in by_name:
         return by_name[path.name]
     raise CPMError(f"--boxes {source}: no box for {path.name}")
+
+
+def read_people_boxes(path: str | Path) -> dict[str, list[tuple[tuple[float, float, float, float], float]]]:
+    """Every person box of each image, with its score: {image name: [((x, y, width, height), score), ...]}.
+
+    JSON: COCO's ``{"images": [{"id", "file_name"}], "annotations": [{"image_id", "bbox"[, "score"]}]}`` (a
+    keypoints file's people, or a detector's boxes in that layout; crowds left out) or ``[{"image", "bbox"[,
+    "score"]}, ...]`` with an entry per person. CSV: ``image, x, y, w, h[, score]`` rows. A missing score is 1. Bad
+    input raises `CPMError` naming the file as ``--people FILE`` and the entry."""
+    path = Path(path)
+    if not path.is_file():
+        raise CPMError(f"--people {path}: no such file")
+    people: dict[str, list] = {}
+
+    def add(name, box, score, where: str) -> None:
+        try:
+            value = float(score)
+        except (TypeError, ValueError):
+            value = math.nan
+        if not math.isfinite(value):
+            raise CPMError(f"{where}: score must be a number, got {score!r}")
+        people.setdefault(str(name), []).append((check_box(box, where), value))
+
+    if path.suffix.lower() == ".json":
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise CPMError(f"--people {path}: invalid JSON ({error})") from None
+        if isinstance(data, dict) and "annotations" in data and "images" in data:
+            names = {image.get("id"): image.get("file_name") for image in data["images"] if isinstance(image, dict)}
+            for n, annotation in enumerate(data["annotations"]):
+                where = f"--people {path}: annotations[{n}]"
+                if not isinstance(annotation, dict) or "bbox" not in annotation or "image_id" not in annotation:
+                    raise CPMError(f"{where}: expected image_id and bbox")
+                if names.get(annotation["image_id"]) is None:
+                    raise CPMError(f"{where}: image_id {annotation['image_id']!r} is not in images")
+                if not annotation.get("iscrowd", 0):
+                    add(names[annotation["image_id"]], annotation["bbox"], annotation.get("score", 1.0), where)
+        elif isinstance(data, list):
+            for n, entry in enumerate(data):
+                where = f"--people {path}: entry {n}"
+                name = entry.get("image", entry.get("file_name")) if isinstance(entry, dict) else None
+                if name is None or "bbox" not in entry:
+                    raise CPMError(f"{where}: expected image and bbox")
+                add(name, entry["bbox"], entry.get("score", 1.0), where)
+        else:
+            raise CPMError(f"--people {path}: expected a COCO file or a JSON list of {{image, bbox, score}}")
+    else:
+        with path.open(newline="", encoding="utf-8") as file:
+            for line, row in enumerate(csv.reader(file), start=1):
+                if not row or (line == 1 and len(row) > 1 and not is_number(row[1])):
+                    continue
+                if len(row) not in (5, 6):
+                    raise CPMError(f"--people {path}: line {line}: expected image, x, y, width, height[, score]")
+                add(row[0].strip(), row[1:5], row[5] if len(row) == 6 else 1.0, f"--people {path}: line {line}")
+    if not people:
+        raise CPMError(f"--people {path}: no boxes")
+    return people

@@ -101,6 +101,7 @@ class Predictor:
     depth: DepthSpec = DEFAULT_DEPTH  # data.depth of the checkpoint: the near / far range of its nearness gray
     pad_value: float = 0.0  # data.pad_value: crop pixels outside the image (128 for the released Caffe nets)
     flip_test: bool = False  # eval.flip_test: the crop's and its mirror's outputs averaged (cpm.targets.flip)
+    oks_nms: float = 0.9  # eval.oks_nms: people of one image above this OKS are one (cpm predict --people)
 
     @property
     def has_beliefs(self) -> bool:
@@ -190,7 +191,8 @@ def load_predictor(path: str | Path, device: str | None = None, *, device_name: 
                      crop_padding=config.data.crop_padding, decoder=decoder, device=device,
                      checkpoint=Path(path), input_scale=config.data.input_scale, scales=scales,
                      depth=DepthSpec.of(config.data.depth), pad_value=config.data.pad_value,
-                     flip_test=bool(config.eval.flip_test if flip_test is None else flip_test))
+                     flip_test=bool(config.eval.flip_test if flip_test is None else flip_test),
+                     oks_nms=config.eval.oks_nms)
 
 
 def person_crop(image_shape: tuple[int, ...], *, crop_padding: float, center: Sequence[float] | None = None,

@@ -6,11 +6,14 @@ instead, one per-stage table each, so that the gap between the poses it learned 
     procedural                the embedded pose prior (its hand-set ranges: data.pose_prior = "procedural")
     mocap held-out subjects   DATA/mocap/cmu, the CMU subjects held out of training (numbers ending in 1 or 6)
     K2HPD test                DATA/k2hpd/k2hpd_keypoints_test.mat, real 2D poses lifted to 3D
+    LSP test poses            DATA/lsp:test, the poses of LSP's test images 1001-2000 (sport), lifted to 3D
+    MPII validation poses     DATA/mpii:test, the 2017 complete poses of the 2958-person MPII validation split
 
 Each source poses the frames of the checkpoint's held-out seed (``data.val_seed``, ``data.val_samples`` frames;
 --set changes them). DATA defaults to ``../shared/data`` of the working folder or of the project; a source whose
 files are not there is skipped with a note. A training config's bvh poses are the other subjects
-(``data.bvh_subjects = "train"``) and its bank the K2HPD train split, so none of these poses was trained on.
+(``data.bvh_subjects = "train"``) and its bank the K2HPD train split (or named training sets such as lsp:train,
+`cpm.data.synthetic.photo_poses`), so none of these poses was trained on.
 
 The end of ``cpm train`` prints the same tables for the run's best.pt on the first `TRAIN_END_FRAMES` held-out
 frames of each source (`pose_sources_after_training`).
@@ -53,6 +56,9 @@ def add_eval_parser(subparsers) -> argparse.ArgumentParser:
                           help="a synthetic-data checkpoint on each pose source: procedural, held-out mocap subjects "
                                "(DATA/mocap/cmu), K2HPD test (DATA/k2hpd); DATA defaults to ../shared/data")
     evaluate.add_argument("--no-progress", action="store_true")
+    from cpm.cli.eval_coco import add_coco_arguments
+
+    add_coco_arguments(evaluate)
     return evaluate
 
 
@@ -63,6 +69,14 @@ def run_eval(args: argparse.Namespace) -> int:
     for text in args.overrides:
         for section, values in parse_override(text).items():
             overrides.setdefault(section, {}).update(values)
+    if args.coco is not None:
+        from cpm.cli.eval_coco import run_coco
+
+        if args.predictions or args.pose_sources is not None:
+            raise CPMError("--coco scores every person box of a COCO file; not with --predictions or --pose-sources")
+        return run_coco(args, overrides)
+    if args.boxes or args.out or args.flip_test != "config":
+        raise CPMError("--boxes, --flip-test and --out go with --coco (cpm eval CKPT --coco ANNOTATIONS ...)")
     if args.pose_sources is not None:
         if args.predictions:
             raise CPMError("--predictions writes the keypoints of one held-out split; not with --pose-sources")
@@ -118,6 +132,16 @@ def pose_source_overrides(data: Path | None) -> tuple[dict[str, dict], list[str]
                                                "bank_files": str(k2hpd), "val_bank_files": str(k2hpd)}
     else:
         notes.append(f"K2HPD test: skipped, no {k2hpd or '../shared/data/k2hpd/k2hpd_keypoints_test.mat'}")
+    from cpm.data.synthetic.photo_poses import NAMED_SETS
+
+    for name, named in (("LSP test poses", "lsp:test"), ("MPII validation poses", "mpii:test")):
+        file = NAMED_SETS[named.partition(":")[0]]["test"][0]
+        if data is not None and (data / file).is_file():
+            bank = f"{data}/{named}"  # the named set of this DATA folder
+            sources[name] = _ONE_SOURCE | {"pose_mix": {"procedural": 0.0, "bvh": 0.0, "bank": 1.0},
+                                           "bank_files": bank, "val_bank_files": bank}
+        else:
+            notes.append(f"{name}: skipped, no {data / file if data is not None else SHARED_DATA / file}")
     return sources, notes
 
 

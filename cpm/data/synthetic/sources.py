@@ -4,10 +4,11 @@ poses lifted to 3D (``bank``), or a mixture of them (`PoseMix`; one source alone
 
 Splits: a config's bvh poses come from the training subjects of the clips (``data.bvh_subjects = "train"``, the
 default; `cpm.data.synthetic.bvh.held_out_subject` keeps the others for evaluation), and its bank is the file it
-names, the K2HPD *train* split for training. The held-out split of a mixture (`held_out_pose_source`, what best.pt
+names, the K2HPD *train* split for training, or named training sets (``k2hpd:train,lsp:train,lspet:train``,
+`cpm.data.synthetic.photo_poses`). The held-out split of a mixture (`held_out_pose_source`, what best.pt
 is chosen on) draws its bvh poses from the held-out subjects and its bank poses from ``data.val_bank_files``, by
 default the test split beside the training bank (`held_out_bank`); ``cpm eval --pose-sources`` measures a
-checkpoint on the held-out subjects and on the K2HPD *test* split.
+checkpoint on the held-out subjects, on the K2HPD *test* split and on the LSP and MPII test poses.
 """
 
 from __future__ import annotations
@@ -85,10 +86,13 @@ def _offset(seed: int) -> float:
 
 def pose_sampler(kind: str, files: str, *, subjects: str = "all", key: str = "") -> PoseSource:
     """A pose source from files: ``bvh`` (`cpm.data.synthetic.bvh.BVHPoses` of a file or folder, the clips of
-    ``subjects``) or ``bank`` (`cpm.data.synthetic.bank.BankPoses` of a keypoint .mat or .npy); the files must
-    exist (ConfigError naming ``key``, the config key that named them; by default ``data.<kind>_files``)."""
-    if not Path(files).exists():
-        raise ConfigError(f"{key or f'data.{kind}_files'}: {files}: no such file or folder")
+    ``subjects``) or ``bank`` (`cpm.data.synthetic.bank.BankPoses` of a keypoint .mat or .npy, a named set such as
+    ``lsp:train`` or several comma-separated: `cpm.data.synthetic.photo_poses`); the files must exist (ConfigError
+    naming ``key``, the config key that named them; by default ``data.<kind>_files``)."""
+    key = key or f"data.{kind}_files"
+    missing = _missing_file(kind, files, key)
+    if missing is not None:
+        raise ConfigError(f"{key}: {missing}: no such file or folder")
     if kind == "bvh":
         from cpm.data.synthetic.bvh import BVHPoses
 
@@ -96,7 +100,7 @@ def pose_sampler(kind: str, files: str, *, subjects: str = "all", key: str = "")
     if kind == "bank":
         from cpm.data.synthetic.bank import BankPoses
 
-        return BankPoses(files)
+        return BankPoses(files, key=key)
     raise ConfigError(f"pose source {kind!r}: not one of bvh, bank")
 
 
@@ -142,12 +146,16 @@ def drop_missing_pose_files(config: Config, log: Callable[[str], None] = _to_std
     gone = []
     for name in ("bvh", "bank"):
         files = [getattr(data, f"{name}_files")] if weights[name] > 0 else []
-        if name == "bank" and files and Path(files[0]).exists():
+        if name == "bank" and files and _missing_file("bank", files[0], "data.bank_files") is None:
             try:
                 files.append(held_out_bank(data))
             except ConfigError:
+                if _named(data.bank_files) and not data.val_bank_files:
+                    raise
                 files.append(data.val_bank_files or "its test split")
-        missing = [f for f in files if not Path(f).exists()]
+        keys = (f"data.{name}_files", "data.val_bank_files")
+        missing = [missing for f, key in zip(files, keys, strict=False)
+                   if (missing := _missing_file(name, f, key)) is not None]
         if missing:
             gone.append(name)
             log(f"data.pose_mix.{name}: {missing[0]} is not there; its weight {weights[name]:g} goes to the "
@@ -167,6 +175,22 @@ def drop_missing_pose_files(config: Config, log: Callable[[str], None] = _to_std
     if not (mix["bvh"] or mix["bank"]):  # procedural alone: the plain procedural stream, as without a mixture
         mix["procedural"] = 0.0
     return config_from_dict(table)
+
+
+def _named(files: str) -> bool:
+    from cpm.data.synthetic.photo_poses import is_named
+
+    return is_named(files)
+
+
+def _missing_file(kind: str, files: str, key: str) -> str | None:
+    """The first file of ``files`` (``data.<kind>_files``) that is not there, None when all are: a path, or the
+    entries of a bank's list (ConfigError for a bad set name, which no missing data excuses)."""
+    if kind != "bank" or (not _named(files) and "," not in files):
+        return None if Path(files).exists() else files
+    from cpm.data.synthetic.photo_poses import missing_file
+
+    return missing_file(files, key)
 
 
 def procedural_prior(data: DataConfig) -> PoseSource | None:
@@ -224,10 +248,16 @@ def held_out_pose_source(data: DataConfig, train_source: PoseSource | PoseMix | 
 def held_out_bank(data: DataConfig) -> str:
     """The bank file of a mixture's held-out split: ``data.val_bank_files``, else the test split beside
     ``data.bank_files`` (the file whose name has "test" for its last "train": k2hpd_keypoints_train.mat ->
-    k2hpd_keypoints_test.mat). ConfigError naming ``data.val_bank_files`` where there is none: the held-out split is
-    never drawn from the training bank unless a config names that file there itself."""
+    k2hpd_keypoints_test.mat; named sets: each one's test split, ``k2hpd:train,lsp:train,lspet:train`` ->
+    ``k2hpd:test,lsp:test``, `cpm.data.synthetic.photo_poses.held_out_files`). ConfigError naming
+    ``data.val_bank_files`` where there is none: the held-out split is never drawn from the training bank unless a
+    config names that file there itself."""
     if data.val_bank_files:
         return data.val_bank_files
+    if _named(data.bank_files):
+        from cpm.data.synthetic.photo_poses import held_out_files
+
+        return held_out_files(data.bank_files)
     path = Path(data.bank_files)
     stem, found, rest = path.name.rpartition("train")
     if found and (path.parent / f"{stem}test{rest}").is_file():

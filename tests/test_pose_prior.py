@@ -252,7 +252,7 @@ def test_eval_pose_sources_of_a_fitted_prior_checkpoint_measure_the_hand_set_pri
     save_checkpoint({"model": build_network(config).state_dict(), "config": config.to_dict(), "epoch": 1, "step": 1},
                     path)
     results, notes = evaluate_pose_sources(path, shared_data, progress=False, device_name="cpu")
-    assert list(results) == ["procedural", "mocap held-out subjects", "K2HPD test"] and not notes
+    assert list(results) == ["procedural", "mocap held-out subjects", "K2HPD test", "LSP test poses", "MPII validation poses"] and not notes
     hand_set = evaluate_checkpoint(path, overrides={"data": {"pose_prior": "procedural"}}, progress=False,
                                    device_name="cpu")
     fitted = evaluate_checkpoint(path, progress=False, device_name="cpu")

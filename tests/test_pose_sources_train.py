@@ -44,7 +44,7 @@ def test_train_ends_with_a_table_per_pose_source(tmp_path, shared_data, capsys):
     final = {line.split(" | ")[0][2:]: line for line in printed.splitlines()
              if line.startswith("| ") and not line.startswith(("| stage", "| pose source"))
              and not line[2].isdigit()}
-    assert list(final) == ["procedural", "mocap held-out subjects", "K2HPD test"]
+    assert list(final) == ["procedural", "mocap held-out subjects", "K2HPD test", "LSP test poses", "MPII validation poses"]
     assert final["procedural"].split(" | ")[1:] == held_out[-1].split(" | ")[1:]
     # the same numbers as cpm eval --pose-sources of best.pt
     assert main(["eval", str(run_dir / "best.pt"), "--json", "--no-progress", "--pose-sources", str(shared_data)]) == 0
@@ -59,9 +59,11 @@ def test_train_says_which_source_it_skipped_and_why(tmp_path, capsys):
     (empty / "mocap" / "cmu").mkdir(parents=True)
     assert train(tmp_path, "--pose-sources", str(empty)) == 0
     printed = capsys.readouterr().out
-    assert printed.rstrip().splitlines()[-2:] == [
+    assert printed.rstrip().splitlines()[-4:] == [
         f"pose sources: mocap held-out subjects: skipped, no .bvh clips in {empty / 'mocap' / 'cmu'}",
-        f"pose sources: K2HPD test: skipped, no {empty / 'k2hpd' / 'k2hpd_keypoints_test.mat'}"]
+        f"pose sources: K2HPD test: skipped, no {empty / 'k2hpd' / 'k2hpd_keypoints_test.mat'}",
+        f"pose sources: LSP test poses: skipped, no {empty / 'lsp' / 'lsp-joints-PC.mat'}",
+        f"pose sources: MPII validation poses: skipped, no {empty / 'mpii' / 'tompson_valid_detections.mat'}"]
     assert "per pose source" not in printed  # the procedural frames alone: the held-out table says it
 
 
@@ -87,7 +89,7 @@ def test_at_most_a_few_hundred_frames_per_source(tmp_path, shared_data):
     checkpoint = tmp_path / "runs" / "tiny" / "best.pt"
     assert (f"({checkpoint}), each on the first 5 of its 12 held-out frames; `cpm eval {checkpoint} --pose-sources` "
             "measures them all:") in text
-    assert text.count("\n5 held-out samples, torso-normalised PCK in %") == 3
+    assert text.count("\n5 held-out samples, torso-normalised PCK in %") == 5
     assert "12 held-out samples" not in text
 
 

@@ -38,7 +38,7 @@ from cpm.skeleton import SKELETONS, load_skeleton_file, register_skeleton, skele
 # `cpm.models.backbones.BACKBONES`, `cpm.targets.losses.REGRESSION_LOSSES`, `cpm.models.pose_machine.INITS`,
 # `cpm.data.dataset.INPUT_SCALES`) are checked against them where they are defined (`check_names`), and
 # `cpm.targets.codecs.DECODERS` is the Literal's own tuple. Here, so that reading a config does not import torch.
-Head = Literal["heatmap", "regression", "integral"]
+Head = Literal["heatmap", "regression", "integral", "paf"]
 Backbone = Literal["cpm", "vgg19", "vgg16", "fourconv"]
 FIXED_STRIDES = {"vgg19": 8, "vgg16": 8, "fourconv": 2}  # the cpm trunk's stride follows model.trunk_widths
 RegressionLoss = Literal["l2", "l1", "smooth_l1", "rle"]
@@ -142,7 +142,8 @@ class ModelConfig:
     variant from this section and the two keys of ``[targets]`` that shape its outputs and inputs: the background
     channel and the centre map's resolution)."""
 
-    # heatmap (CPM belief maps) | regression (FC to K x 2) | integral (soft-argmax of each stage)
+    # heatmap (CPM belief maps) | regression (FC to K x 2) | integral (soft-argmax of each stage) | paf (bottom-up:
+    # each stage predicts the joints' confidence maps and the limbs' part affinity fields of every person in the image)
     head: Head = "heatmap"
     # coordinate loss of the regression and integral heads: l2 | l1 | smooth_l1 | rle (regression head only: RLE's
     # likelihood with a learned residual flow, Li et al. 2021; the head then also outputs a scale per joint)
@@ -195,6 +196,7 @@ class TargetsConfig:
     missing_joints: Literal["ignore", "zero"] = "ignore"
     cutoff: float = 0.0  # Gaussian target values below this become 0 (Caffe: 0.01)
     stage1_all_people: bool = False  # stage 1 learns every person in the crop, later stages the centred one (Caffe)
+    limb_width: float = 1.0  # paf head: half-width of a limb's field, heatmap cells (the paper's sigma_l)
 
 
 @dataclass
@@ -239,7 +241,9 @@ class TrainConfig:
     threads: int = 0  # torch intra-op threads; 0 = torch's default
     lr_gamma: float = 0.333  # step schedule: the factor of each decay (Caffe's gamma; mmpose's 0.1)
     lr_milestones: list[float] = field(default_factory=list)  # step schedule: decay at these epochs (mmpose [170, 200])
-    best_metric: str = ""  # what best.pt maximises: "pck@A" (final stage) or "loss"; "" = pck@0.2, else the first A
+    # what best.pt is chosen by: "pck@A" (final stage, maximised) or "loss" (minimised); "" = pck@0.2, else the first
+    # A (a paf model: loss)
+    best_metric: str = ""
 
 
 @dataclass
@@ -335,6 +339,7 @@ RANGES = {
     "train.grad_clip": (0, None), "train.threads": (0, None), "train.ema": (0, 0.999999),
     "train.stage1_lr_mult": (0, None), "train.refinement_lr_mult": (0, None), "train.bias_lr_mult": (0, None),
     "train.lr_step_size": (0, None), "train.lr_gamma": (0, 1), "targets.cutoff": (0, 0.99),
+    "targets.limb_width": (1e-3, None),
     "eval.batch_size": (1, None), "data.pad_value": (0, 255), "eval.image_fraction": (1e-3, None),
 }
 
@@ -510,6 +515,7 @@ def validate(config: Config) -> Config:
     _validate_train_and_eval(config)
     _validate_depth(config.data)
     _validate_skeleton(config)
+    _validate_paf(config)
     best_metric(config)  # a metric that is measured
     ignored = _ignored_key_set(config, IGNORED_BY_HEAD[config.model.head])
     if ignored:
@@ -646,6 +652,10 @@ IGNORED_BY_HEAD = {
                 "model.regression_features"),
     "regression": ("model.stages", "train.intermediate_supervision", *_MAPS_ONLY),
     "integral": ("model.regression_hidden", "model.regression_pool", "model.regression_features", *_MAPS_ONLY),
+    # bottom-up: whole images, no person crop, no centre map; one trunk read by every stage as it is
+    "paf": ("model.regression_loss", "model.regression_hidden", "model.regression_pool", "model.regression_features",
+            "model.feature_channels", "model.shared_trunk", "model.beliefs_first", "targets.center_sigma",
+            "targets.center_pool", "data.crop_padding", "data.crop_around", *_MAPS_ONLY),
 }
 _DEFAULTS = {"data": DataConfig(), "model": ModelConfig(), "targets": TargetsConfig(), "train": TrainConfig(),
              "eval": EvalConfig()}
@@ -706,6 +716,28 @@ def _validate_skeleton(config: Config) -> None:
                           "in a [skeleton] table or a TOML file (data.skeleton = \"my_skeleton.toml\")")
 
 
+def _validate_paf(config: Config) -> None:
+    """A paf model (``model.head = "paf"``): whole images of many people from a COCO keypoints file, no centre map, a
+    skeleton with limbs (each gets a field)."""
+    if config.model.head != "paf":
+        return
+    data = config.data
+    if config.model.center_map:
+        raise ConfigError("model.center_map: the paf head finds every person of the image without a centre map; set "
+                          "model.center_map = false")
+    if data.source != "coco":
+        raise ConfigError(f"data.source: the paf head trains on whole images of many people from a COCO keypoints "
+                          f"file; data.source = {data.source!r} has none (use data.source = \"coco\")")
+    if data.exclude:
+        raise ConfigError("data.exclude: leaves out person samples; the paf head reads whole images")
+    declared = config.skeleton.declared()
+    skeleton = skeleton_from_table(dataclasses.asdict(config.skeleton), "skeleton") if declared \
+        else SKELETONS[data.skeleton]
+    if not skeleton.limbs:
+        key = "skeleton.limbs" if declared else "data.skeleton"
+        raise ConfigError(f"{key}: the paf head predicts a field per limb; skeleton {skeleton.name!r} has no limbs")
+
+
 def _read_skeleton_file(config: Config, candidates: list[Path]) -> None:
     """``data.skeleton = "file.toml"``: the file's skeleton fills the [skeleton] table, and data.skeleton becomes its
     name, so the resolved config (and every checkpoint) carries the skeleton itself."""
@@ -724,8 +756,13 @@ BEST_THRESHOLD = 0.2  # best.pt keeps the best final-stage PCK at this threshold
 
 def best_metric(config: Config) -> str:
     """What best.pt is chosen by: ``train.best_metric``, else final-stage PCK@0.2 when it is measured, else at the
-    first of ``eval.pck_thresholds``. ``"pck@A"`` is maximised, ``"loss"`` (the final stage's held-out loss)
-    minimised."""
+    first of ``eval.pck_thresholds``; a paf model measures no PCK (decoding needs grouping): the loss. ``"pck@A"`` is
+    maximised, ``"loss"`` (the final stage's held-out loss) minimised."""
+    if config.model.head == "paf":
+        if config.train.best_metric not in ("", "loss"):
+            raise ConfigError(f"train.best_metric: {config.train.best_metric!r}: the paf head's evaluation in training "
+                              "measures the held-out loss, not PCK; use loss")
+        return "loss"
     thresholds = config.eval.pck_thresholds
     default = BEST_THRESHOLD if BEST_THRESHOLD in thresholds else thresholds[0]
     name = config.train.best_metric or f"pck@{default:g}"

@@ -70,9 +70,10 @@ def test_a_keys_choices_are_its_literal_and_a_table_that_builds_other_names_is_r
 
     assert choices(typing.get_type_hints(TrainConfig)["optimizer"]) == ("adamw", "sgd")
     assert choices(int) == ()
-    check_names({"integral": 0, "heatmap": 1, "regression": 2}, Head, "model.head")  # the order is the table's
-    with pytest.raises(TypeError, match=r"model.head: the config accepts \['heatmap', 'integral', 'regression'\], "
-                                        r"its table builds \['heatmap', 'integral', 'regression', 'transformer'\]"):
-        check_names(["heatmap", "regression", "integral", "transformer"], Head, "model.head")
+    check_names({"integral": 0, "paf": 3, "heatmap": 1, "regression": 2}, Head, "model.head")  # the table's order
+    with pytest.raises(TypeError, match=r"model.head: the config accepts \['heatmap', 'integral', 'paf', "
+                                        r"'regression'\], its table builds \['heatmap', 'integral', 'paf', "
+                                        r"'regression', 'transformer'\]"):
+        check_names(["heatmap", "regression", "integral", "paf", "transformer"], Head, "model.head")
     with pytest.raises(ConfigError, match="data.depth.encoding: 'gray' is not one of nearness8, millimetres16"):
         load_config(None, ['data.depth.encoding="gray"'])

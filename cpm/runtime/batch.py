@@ -10,9 +10,11 @@ from cpm.targets.codecs import HeatmapCodec, RegressionCodec
 
 
 def prepare_batch(batch: dict[str, torch.Tensor], codec: HeatmapCodec | RegressionCodec, device: torch.device,
-                  channels_last: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+                  channels_last: bool) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor]:
     """-> image (B, C, H, W), center_map (B, 1, h, w), targets (B, K[+1], h, w) — (B, K, 2) normalised
-    coordinates with a `RegressionCodec` —, weights (B, K)."""
+    coordinates with a `RegressionCodec` —, weights (B, K). With a `cpm.targets.paf.PafCodec` (a bottom-up batch
+    of whole images, keypoints (B, P, K, 3) of every person): center_map None, targets and weights
+    (B, K[+1] + 2L, h, w)."""
     non_blocking = device.type == "cuda"
     image = batch["image"].to(device, non_blocking=non_blocking)
     if channels_last:

@@ -3,8 +3,9 @@
     loss = sum_t  stage_weight_t * mean_{b, k, pixels} w_bk * (b_t[b, k] - target[b, k])^2
 
 with w_bk the target weight of joint k (0 for unlabeled or out-of-crop joints; 1 for the background
-channel). ``intermediate_supervision = False`` keeps only the last stage's term, so earlier stages
-learn only through the gradient that flows back from the last one.
+channel), or a weight per pixel where the codec gives one (part affinity fields).
+``intermediate_supervision = False`` keeps only the last stage's term, so earlier stages learn only
+through the gradient that flows back from the last one.
 
 Heads that output coordinates (B, K, 2) (`cpm.models.heads`) are trained with a per-joint coordinate loss
 on the normalised coordinates of `cpm.targets.codecs.RegressionCodec`, summed over x and y, weighted by the target
@@ -40,7 +41,11 @@ def stage_weights_for(stages: int, *, intermediate_supervision: bool = True,
 
 
 def weighted_mse(prediction: torch.Tensor, target: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """prediction, target (B, C, h, w); weights (B, K) with K = C or C - 1 (background weighted 1)."""
+    """prediction, target (B, C, h, w); weights (B, K) per channel with K = C or C - 1 (background weighted 1), or
+    (B, C, h, w) per pixel (`cpm.targets.paf.PafCodec`'s). The mean over B, C and the cells of weight x squared
+    error either way."""
+    if weights.ndim == 4:
+        return (((prediction.float() - target) ** 2) * weights).mean()
     batch, channels = prediction.shape[:2]
     if weights.shape[1] < channels:
         weights = torch.cat([weights, weights.new_ones(batch, channels - weights.shape[1])], dim=1)

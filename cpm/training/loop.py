@@ -6,8 +6,9 @@ all its sittings together, each counted to its last checkpoint, so that a resume
 would have taken), ``steps.jsonl`` (the
 loss terms and lr every ``train.log_every`` steps), TensorBoard events, ``last.pt`` (after every epoch, and where a
 stop signal ended a run) and ``best.pt`` (the epoch with the best ``train.best_metric``, by default final-stage
-PCK@0.2 when it is measured, else at the first threshold; written after the first evaluation whatever its score,
-and naming its metric under ``best``).
+PCK@0.2 when it is measured, else at the first threshold, and the held-out loss for a paf model, whose evaluation
+here is its loss per stage (`held_out_loss`); written after the first evaluation whatever its score, and naming its
+metric under ``best``).
 
 The checkpoint is the record of what was trained, and the logs follow it: rows are written as the work is done, the
 rows up to a checkpoint reach the disk before it, and a resumed run first cuts every log back to the checkpoint it
@@ -38,7 +39,7 @@ from tqdm import tqdm
 from cpm.config import BEST_THRESHOLD, Config, apply, best_metric, config_from_dict, validate
 from cpm.data.dataset import usable_cores
 from cpm.data.loader import make_loader
-from cpm.device import compile_model, resolve_amp, resolve_device
+from cpm.device import autocast, compile_model, resolve_amp, resolve_device
 from cpm.errors import CheckpointError, CPMError
 from cpm.evaluation.evaluate import evaluate
 from cpm.evaluation.report import flatten_metrics
@@ -94,6 +95,24 @@ def selection_score(results: dict, metric: str) -> float:
         return float(results["loss"][-1])
     by_name = {f"pck@{a:g}": a for a in results["pck"]}
     return float(results["pck"][by_name[metric]][-1])
+
+
+@torch.no_grad()
+def held_out_loss(model: torch.nn.Module, loader, codec, *, device: torch.device, amp_dtype: torch.dtype | None,
+                  channels_last: bool, progress: bool, loss_fn: Callable[..., dict[str, torch.Tensor]]) -> dict:
+    """The per-epoch evaluation of a model whose outputs training does not decode (a paf model: its people come from
+    grouping, `cpm.inference.grouping`): every stage's held-out loss, each weighted 1, averaged over the batches as
+    `cpm.evaluation.evaluate.evaluate` averages them -> {"samples", "pck": {} (none measured), "loss": [per stage]}."""
+    model.eval()
+    stage_losses, samples = [], 0
+    for batch in tqdm(loader, desc="eval", disable=not progress, dynamic_ncols=True, leave=False):
+        image, center_map, targets, weights = prepare_batch(batch, codec, device, channels_last)
+        with autocast(device, amp_dtype):
+            outputs = model(image, center_map)
+        losses = loss_fn(outputs, targets, weights, [1.0] * len(outputs))
+        stage_losses.append(torch.stack([losses[f"loss/stage{t}"] for t in range(1, len(outputs) + 1)]))
+        samples += image.shape[0]
+    return {"samples": samples, "pck": {}, "loss": torch.stack(stage_losses).mean(dim=0).tolist()}
 
 
 def is_better(score: float, best: float, metric: str) -> bool:
@@ -533,10 +552,12 @@ class Trainer:
         """Evaluate on the held-out split, write the summaries, log one line, write last.pt (and best.pt), then
         metrics.jsonl (the checkpoint carries the row: `align_records` writes it where a stop came between)."""
         t, s = self.config.train, self.state
-        results = evaluate(self.evaluated, self.val_loader, self.codec, torso=self.skeleton.torso,
-                           thresholds=self.config.eval.pck_thresholds, decoder=self.config.eval.decoder,
-                           device=self.device, amp_dtype=self.amp_dtype, channels_last=t.channels_last,
-                           progress=self.progress, loss_fn=self.loss_fn)
+        bottom_up = self.config.model.head == "paf"  # no decoding here: the held-out loss alone
+        scoring = held_out_loss if bottom_up else functools.partial(
+            evaluate, torso=self.skeleton.torso, thresholds=self.config.eval.pck_thresholds,
+            decoder=self.config.eval.decoder)
+        results = scoring(self.evaluated, self.val_loader, self.codec, device=self.device, amp_dtype=self.amp_dtype,
+                          channels_last=t.channels_last, progress=self.progress, loss_fn=self.loss_fn)
         fault_point("evaluated")
         metrics = {"epoch": epoch + 1, "step": s.step, "train_seconds": round(train_seconds, 2),
                    "elapsed_seconds": round(time.perf_counter() - self.started, 2),
@@ -548,14 +569,16 @@ class Trainer:
             for name, value in metrics.items():
                 if name.startswith(("train/", "val/")) or name == "images_per_second":
                     self.writer.add_scalar(name, value, s.step)
+        if self.writer is not None and not bottom_up:  # its images draw decoded keypoints
             write_evaluation_summaries(self.writer, self.model, self.optimizer, step=s.step, results=results,
                                        val_set=self.val_set, codec=self.codec, skeleton=self.skeleton,
                                        device=self.device)
         self.last_metrics, self.render_seconds = metrics, 0.0
         final = {a: f"{100 * v[-1]:.1f}" for a, v in results["pck"].items()}
+        scores = ("held-out loss per stage " + " ".join(f"{v:.5f}" for v in results["loss"]) if bottom_up else
+                  "final-stage PCK " + " ".join(f"@{a:g} {v}" for a, v in final.items()))
         self.log(f"epoch {epoch + 1}/{t.epochs} | loss {train_losses.get('loss', math.nan):.5f} | "
-                 f"{metrics['images_per_second']:.0f} img/s | final-stage PCK " +
-                 " ".join(f"@{a:g} {v}" for a, v in final.items()))
+                 f"{metrics['images_per_second']:.0f} img/s | {scores}")
         s.epoch = epoch + 1
         score = selection_score(results, self.selection)
         is_best = is_better(score, s.best, self.selection)

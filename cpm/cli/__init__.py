@@ -151,8 +151,13 @@ def run_train(args: argparse.Namespace) -> int:
         return 128 + stop.signum
     if results["rank"] != 0:  # under torchrun, rank 0 alone prints
         return 0
-    print(f"\nPer-stage PCK on the held-out split ({results['run_dir']}):\n")
-    print(format_stage_table(results))
+    if results["pck"]:
+        print(f"\nPer-stage PCK on the held-out split ({results['run_dir']}):\n")
+        print(format_stage_table(results))
+    else:  # a paf model: training decodes no keypoints (grouping does), its held-out loss per stage
+        print(f"\nPer-stage loss on the held-out split ({results['run_dir']}, {results['samples']} images):\n")
+        print("| stage | loss |\n|---:|---:|\n" + "\n".join(f"| {t} | {loss:.5f} |"
+                                                      for t, loss in enumerate(results["loss"], start=1)))
     if not args.no_pose_sources:  # the generalisation gap: held-out mocap subjects, K2HPD test poses
         from cpm.cli.eval import pose_sources_after_training
 

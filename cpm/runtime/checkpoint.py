@@ -26,8 +26,6 @@ import torch
 from cpm.config import config_from_dict
 from cpm.errors import CheckpointError, CPMError, first_line
 from cpm.io import atomic_write
-from cpm.models import build_model
-from cpm.skeleton import get_skeleton
 
 REQUIRED_KEYS = ("model", "config")
 
@@ -123,8 +121,9 @@ def load_model(path: str | Path, device: torch.device | str = "cpu"):
     except CPMError as error:
         raise CheckpointError(f"{path}: {error}") from None
     try:
-        model = build_model(config.model, get_skeleton(config.data.skeleton).num_joints,
-                            background=config.targets.background, center_pool=config.targets.center_pool)
+        from cpm.runtime.build import build_network  # the network of the config, as training built it
+
+        model = build_network(config)
     except (TypeError, ValueError) as error:
         raise CheckpointError(f"{path}: cannot rebuild the model from its config ({error})") from None
     load_model_state(model, checkpoint["model"], path)

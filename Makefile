@@ -95,6 +95,7 @@ BENCH_CONFIGS ?= experiments/default.toml experiments/paper_lsp.toml
 bench: $(ONNX_STAMP)
 	$(PY) -m cpm.bench $(BENCH_CONFIGS)
 	$(PY) -m cpm.bench.decoders
+	$(PY) -m cpm.bench.grouping
 
 ## gpu-check: on a CUDA machine, <= MINUTES (8) minutes: the CUDA tests, the paper step fp32 vs bf16 (+ compile) with
 ## TFLOP/s and the share of the bf16 peak, make train on the GPU, and grid cells (--parallel 3); all under OUT

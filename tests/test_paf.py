@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from cpm.bench.grouping import grouping_table
 from cpm.data.synthetic.crowd import render_crowd
 from cpm.inference.grouping import MATCHINGS, Person, group_people, match_pairs, score_limbs
 from cpm.skeleton import ITOP_15
@@ -354,3 +355,11 @@ def test_grouping_rejects_bad_input_in_one_line(limbs, fields_channels, options,
     with pytest.raises(ValueError, match=message) as error:
         group_people(torch.zeros(4, 6, 6), torch.zeros(fields_channels, 6, 6), limbs, stride=STRIDE, **options)
     assert "\n" not in str(error.value)
+
+
+def test_grouping_benchmark_prints_one_row_per_number_of_people():
+    table = grouping_table(people=(1, 3), frames=2, seconds=0.0)
+    rows = [line for line in table.splitlines() if line.startswith("| ") and line[2].isdigit()]
+    assert [row.split("|")[1].strip() for row in rows] == ["1", "3"]
+    assert all(len(row.split("|")) == 11 for row in rows)  # 9 columns
+    assert rows[0].split("|")[6].strip().endswith("/ 2")  # people annotated in 2 one-person frames

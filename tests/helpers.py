@@ -5,6 +5,9 @@ from pathlib import Path
 from cpm.config import ModelConfig
 from cpm.experiments.grids import SMOKE_MODEL
 
+# The rows of `cpm eval --pose-sources` and of the end of `cpm train`, in their order.
+POSE_SOURCES = ["procedural", "mocap held-out subjects", "K2HPD test", "LSP test poses", "MPII validation poses"]
+
 # The smoke budget's CPM (its CPM-trunk settings): a seconds-long model.
 TINY_MODEL = {key.removeprefix("model."): value for key, value in SMOKE_MODEL.items()
               if key.startswith("model.") and key not in ("model.vgg_cpm_widths", "model.regression_hidden")}

@@ -1,4 +1,4 @@
-"""Part affinity field targets (`cpm.targets.paf`) and the bottom-up grouping (`cpm.inference.grouping`)."""
+"""Part affinity field targets (`cpm.targets.paf`) and the bottom-up grouping (`cpm.targets.grouping`)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import torch
 
 from cpm.bench.grouping import grouping_table
 from cpm.data.synthetic.crowd import render_crowd
-from cpm.inference.grouping import MATCHINGS, Person, group_people, match_pairs, score_limbs
 from cpm.skeleton import ITOP_15
+from cpm.targets.grouping import MATCHINGS, Person, group_people, match_pairs, score_limbs
 from cpm.targets.paf import PafCodec
 
 STRIDE = 8

@@ -15,6 +15,7 @@ from cpm.data.synthetic.frames import SyntheticPoses, render_sample
 from cpm.data.synthetic.scene import sample_scene
 from cpm.data.synthetic.sources import PoseMix, config_pose_source
 from cpm.errors import ConfigError, CPMError
+from tests.helpers import POSE_SOURCES
 
 
 class Recording:
@@ -181,7 +182,7 @@ def test_eval_pose_sources_measure_held_out_subjects_and_the_k2hpd_test_split(sh
     from cpm.cli.eval import pose_source_overrides
 
     sources, notes = pose_source_overrides(shared_data)
-    assert list(sources) == ["procedural", "mocap held-out subjects", "K2HPD test", "LSP test poses", "MPII validation poses"] and not notes
+    assert list(sources) == POSE_SOURCES and not notes
     config = load_config(None, [f"data.{key}={json.dumps(value) if isinstance(value, str) else _inline(value)}"
                                 for key, value in sources["mocap held-out subjects"].items()])
     mocap = config_pose_source(config.data).sources["bvh"]  # the one source of a mixture of one
@@ -238,7 +239,7 @@ def test_cpm_eval_pose_sources_on_the_shared_data(checkpoint, shared_data, capsy
     assert main(["eval", checkpoint, "--json", "--no-progress", "--device", "cpu", "--pose-sources",
                  str(shared_data), "--set", "data.val_samples=4"]) == 0
     sources = json.loads(capsys.readouterr().out)["sources"]
-    assert list(sources) == ["procedural", "mocap held-out subjects", "K2HPD test", "LSP test poses", "MPII validation poses"]
+    assert list(sources) == POSE_SOURCES
     for result in sources.values():
         assert result["samples"] == 4 and len(result["pck"]["0.2"]) == 4
     assert sources["K2HPD test"]["files"].endswith("k2hpd_keypoints_test.mat")

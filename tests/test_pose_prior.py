@@ -28,6 +28,7 @@ from cpm.data.synthetic.prior import (
 )
 from cpm.data.synthetic.sources import PoseMix, config_pose_source, held_out_pose_source
 from cpm.errors import ConfigError
+from tests.helpers import POSE_SOURCES
 
 L = dict(zip(["spine", "head", "r_sho", "l_sho", "r_upper", "l_upper", "r_fore", "l_fore", "r_hip", "l_hip",
               "r_thigh", "l_thigh", "r_shin", "l_shin"], K2HPD_LENGTHS, strict=True))
@@ -252,7 +253,7 @@ def test_eval_pose_sources_of_a_fitted_prior_checkpoint_measure_the_hand_set_pri
     save_checkpoint({"model": build_network(config).state_dict(), "config": config.to_dict(), "epoch": 1, "step": 1},
                     path)
     results, notes = evaluate_pose_sources(path, shared_data, progress=False, device_name="cpu")
-    assert list(results) == ["procedural", "mocap held-out subjects", "K2HPD test", "LSP test poses", "MPII validation poses"] and not notes
+    assert list(results) == POSE_SOURCES and not notes
     hand_set = evaluate_checkpoint(path, overrides={"data": {"pose_prior": "procedural"}}, progress=False,
                                    device_name="cpu")
     fitted = evaluate_checkpoint(path, progress=False, device_name="cpu")

@@ -13,7 +13,7 @@ import torch
 
 from cpm.cli import main
 from cpm.cli.eval import TRAIN_END_FRAMES, pose_sources_after_training
-from tests.helpers import tiny_overrides
+from tests.helpers import POSE_SOURCES, tiny_overrides
 
 PROCEDURAL = str(Path(__file__).resolve().parents[1] / "experiments" / "procedural.toml")  # no pose mixture
 
@@ -44,7 +44,7 @@ def test_train_ends_with_a_table_per_pose_source(tmp_path, shared_data, capsys):
     final = {line.split(" | ")[0][2:]: line for line in printed.splitlines()
              if line.startswith("| ") and not line.startswith(("| stage", "| pose source"))
              and not line[2].isdigit()}
-    assert list(final) == ["procedural", "mocap held-out subjects", "K2HPD test", "LSP test poses", "MPII validation poses"]
+    assert list(final) == POSE_SOURCES
     assert final["procedural"].split(" | ")[1:] == held_out[-1].split(" | ")[1:]
     # the same numbers as cpm eval --pose-sources of best.pt
     assert main(["eval", str(run_dir / "best.pt"), "--json", "--no-progress", "--pose-sources", str(shared_data)]) == 0

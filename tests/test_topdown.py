@@ -214,3 +214,22 @@ def test_people_boxes_files_fail_in_one_line(tmp_path, capsys):
         with pytest.raises(CPMError, match=message) as error:
             read_people_boxes(path)
         assert str(error.value).startswith(f"--people {path}") and "\n" not in str(error.value)
+
+
+def test_the_mean_pose_baseline_is_exact_when_every_person_has_the_same_pose_in_its_box(tmp_path):
+    from cpm.data.datasets.coco_files import write_coco
+    from cpm.evaluation.topdown import mean_pose_ap
+
+    rng = np.random.default_rng(0)
+    relative = rng.uniform(0.1, 0.9, (15, 2))  # one pose, in box coordinates
+
+    def person(x, y, w, h):
+        keypoints = np.concatenate([relative * [w, h] + [x, y], np.full((15, 1), 2.0)], axis=1)
+        return {"keypoints": keypoints, "bbox": [x, y, w, h], "area": w * h * 0.5}
+
+    images = [{"file_name": f"{i}.png", "width": 256, "height": 212} for i in range(2)]
+    for name, boxes in (("train", [[(10, 20, 40, 80)], [(100, 30, 60, 120)]]),
+                        ("val", [[(5, 5, 50, 100), (120, 40, 30, 60)], [(60, 10, 70, 150)]])):
+        write_coco(tmp_path / f"{name}.json", images, [[person(*b) for b in per] for per in boxes], ITOP_15)
+    stats = mean_pose_ap(tmp_path / "train.json", tmp_path / "val.json")
+    assert stats["AP"] == pytest.approx(1.0) and stats["AR"] == pytest.approx(1.0)

@@ -1,4 +1,4 @@
-"""Grouping benchmark: milliseconds per frame of `cpm.inference.grouping.group_people` against the number of people.
+"""Grouping benchmark: milliseconds per frame of `cpm.targets.grouping.group_people` against the number of people.
 
 ``python -m cpm.bench.grouping`` prints one Markdown table. For each number of people (1 to 5) it renders crowd depth
 frames of exactly that many people (`cpm.data.synthetic.crowd.render_crowd`, 256 x 212), pads each to a 256 x 256 input
@@ -25,8 +25,8 @@ import torch
 
 from cpm.bench.timing import timed_alternately
 from cpm.data.synthetic.crowd import render_crowd
-from cpm.inference.grouping import MATCHINGS, Person, group_people
 from cpm.skeleton import ITOP_15
+from cpm.targets.grouping import MATCHINGS, Person, group_people
 from cpm.targets.paf import PafCodec
 
 FRAME_WIDTH = 256  # render_crowd's frames are 256 x 212

@@ -32,6 +32,9 @@ def add_coco_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--flip-test", choices=tuple(FLIP_SETTINGS), default="config",
                        help="with --coco: flip test off, on, both (a row each), or as eval.flip_test says (config)")
     group.add_argument("--out", metavar="DIR", help="with --coco: write the results files and the table here")
+    group.add_argument("--matching", choices=("greedy", "optimal", "both"), default="greedy",
+                       help="with --coco and a part-affinity-field model: how each limb's candidates are matched "
+                            "(the paper's greedy, or optimal by the Hungarian method), or a row for each")
 
 
 def run_coco(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
@@ -49,6 +52,8 @@ def run_coco(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
             raise CPMError(f"--boxes {boxes}: neither gt, detector-like nor a detections file")
     rows: dict[str, dict[str, float]] = {}
     written: dict[str, Any] = {}
+    if _head(args.checkpoint) == "paf":
+        return _run_bottomup(args, overrides, out)
     for boxes in args.boxes or ["gt"]:
         for flip in FLIP_SETTINGS[args.flip_test]:
             layered = {**overrides, "eval": {**overrides.get("eval", {})}}
@@ -79,6 +84,50 @@ def run_coco(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
     return 0
 
 
+def _head(checkpoint: str | Path) -> str:
+    """``model.head`` of a checkpoint's config, read without building the model."""
+    from cpm.runtime.checkpoint import load_checkpoint
+
+    config = load_checkpoint(checkpoint).get("config", {})
+    return str(config.get("model", {}).get("head", "heatmap")) if isinstance(config, dict) else "heatmap"
+
+
+def _run_bottomup(args: argparse.Namespace, overrides: dict[str, Any], out: Path | None) -> int:
+    """``cpm eval PAF_CHECKPOINT --coco FILE``: bottom-up, one row per matching, and time per frame by people."""
+    from cpm.evaluation.bottomup import evaluate_bottomup, format_times
+    from cpm.evaluation.coco import format_ap_table, write_results
+    from cpm.io import write_text_atomic
+
+    if args.boxes or args.flip_test not in ("config", "off"):
+        raise CPMError("--boxes and --flip-test are for top-down models; a part-affinity-field model finds the "
+                       "people itself")
+    rows, written, times = {}, {}, {}
+    for matching in ("greedy", "optimal") if args.matching == "both" else (args.matching,):
+        result = evaluate_bottomup(args.checkpoint, args.coco, overrides=overrides, device_name=args.device,
+                                   progress=not args.no_progress, matching=matching)
+        name = f"bottom-up, {matching} matching"
+        rows[name] = result["stats"]
+        times[name] = result["times"]
+        written[name] = {"matching": matching, "images": result["images"], "people": result["people"],
+                         **result["stats"]}
+        if out is not None:
+            out.mkdir(exist_ok=True)
+            write_results(out / f"results-bottom-up-{matching}.json", result["results"])
+    table, timing = format_ap_table(rows), format_times(times)
+    if args.json:
+        print(json.dumps({"checkpoint": args.checkpoint, "annotations": args.coco, "settings": written}, indent=2))
+    else:
+        print(f"COCO keypoint AP of {args.checkpoint} on {args.coco} (OKS, the COCO API):")
+        print(table)
+        print(f"\nTime per frame by the people in it ({args.device}):\n")
+        print(timing)
+    if out is not None:
+        write_text_atomic(out / "coco-ap.json", json.dumps({"checkpoint": args.checkpoint, "annotations": args.coco,
+                                                             "settings": written, "times": times}, indent=2) + "\n")
+        write_text_atomic(out / "coco-ap.md", table + "\n\n" + timing + "\n")
+    return 0
+
+
 def coco_ap_after_training(run_dir: str | Path, *, progress: bool = True) -> str:
     """The end of ``cpm train`` for a run that crops around COCO person boxes (``data.crop_around = "box"``): its
     best.pt on every person of the held-out annotations (``data.val_annotations``), with the ground-truth and with
@@ -92,7 +141,11 @@ def coco_ap_after_training(run_dir: str | Path, *, progress: bool = True) -> str
     run_dir = Path(run_dir)
     config = load_config(run_dir / "config.toml")
     annotations = Path(config.data.root) / config.data.val_annotations
-    if config.data.crop_around != "box" or not config.data.val_annotations or not annotations.is_file():
+    if not config.data.val_annotations or not annotations.is_file():
+        return ""
+    if config.model.head == "paf":
+        return _bottomup_after_training(run_dir, annotations, progress=progress)
+    if config.data.crop_around != "box":
         return ""
     rows, written = {}, {}
     for boxes in BOX_NAMES:
@@ -103,6 +156,13 @@ def coco_ap_after_training(run_dir: str | Path, *, progress: bool = True) -> str
             rows[name] = result["stats"]
             written[name] = {"boxes": boxes, "flip_test": flip, "instances": result["boxes"],
                              "images": result["images"], "people": result["people"], **result["stats"]}
+    training = Path(config.data.root) / config.data.annotations
+    if training.is_file():  # the trivial baseline: the training people's mean pose in every ground-truth box
+        from cpm.evaluation.topdown import mean_pose_ap
+
+        rows["mean pose (no image), ground-truth boxes"] = mean_pose_ap(training, annotations)
+        written["mean pose (no image), ground-truth boxes"] = {"boxes": "gt", **rows[
+            "mean pose (no image), ground-truth boxes"]}
     table = format_ap_table(rows)
     write_text_atomic(run_dir / "coco-ap.md", table + "\n")
     write_text_atomic(run_dir / "coco-ap.json", json.dumps({"checkpoint": str(run_dir / "best.pt"),
@@ -111,3 +171,26 @@ def coco_ap_after_training(run_dir: str | Path, *, progress: bool = True) -> str
     people = next(iter(written.values()))
     return (f"\nCOCO keypoint AP on the held-out scenes ({annotations}: {people['images']} images, {people['people']} "
             f"people; OKS, the COCO API):\n\n{table}")
+
+
+def _bottomup_after_training(run_dir: Path, annotations: Path, *, progress: bool) -> str:
+    """The end of a paf run: best.pt bottom-up on the held-out annotations, greedy and optimal matching."""
+    from cpm.evaluation.bottomup import evaluate_bottomup, format_times
+    from cpm.evaluation.coco import format_ap_table
+    from cpm.io import write_text_atomic
+
+    rows, times, written = {}, {}, {}
+    for matching in ("greedy", "optimal"):
+        result = evaluate_bottomup(run_dir / "best.pt", annotations, progress=progress, matching=matching)
+        name = f"bottom-up, {matching} matching"
+        rows[name], times[name] = result["stats"], result["times"]
+        written[name] = {"matching": matching, "images": result["images"], "people": result["people"],
+                         **result["stats"]}
+    table, timing = format_ap_table(rows), format_times(times)
+    write_text_atomic(run_dir / "coco-ap.md", table + "\n\n" + timing + "\n")
+    write_text_atomic(run_dir / "coco-ap.json", json.dumps({"checkpoint": str(run_dir / "best.pt"),
+                                                            "annotations": str(annotations), "settings": written,
+                                                            "times": times}, indent=2) + "\n")
+    people = next(iter(written.values()))
+    return (f"\nCOCO keypoint AP on the held-out scenes ({annotations}: {people['images']} images, {people['people']} "
+            f"people; OKS, the COCO API):\n\n{table}\n\nTime per frame by the people in it:\n\n{timing}")

@@ -23,7 +23,7 @@ import numpy as np
 from cpm.errors import CPMError
 
 __all__ = ["VISIBLE_CONFIDENCE", "box_samples", "detector_like_boxes", "evaluate_topdown", "ground_truth_boxes",
-           "instances_to_results", "merge_instances", "read_detections"]
+           "instances_to_results", "mean_pose_ap", "merge_instances", "read_detections"]
 
 VISIBLE_CONFIDENCE = 0.2  # HRNet's in_vis_thre: joints above it make an instance's keypoint score
 BoxList = dict[int, list[tuple[np.ndarray, float]]]  # image id -> [(x, y, w, h), score]
@@ -246,3 +246,37 @@ def _depth_spec(config):
     from cpm.data.depth import DepthSpec
 
     return DepthSpec.of(config.data.depth)
+
+
+def mean_pose_ap(training: str | Path, annotations: str | Path, *, skeleton: str | None = None) -> dict[str, float]:
+    """The trivial baseline of a top-down table: the training people's mean pose, in box coordinates ((x - box x) /
+    box width, likewise y; labeled joints), placed in every ground-truth box of ``annotations``, all joints at
+    confidence 1, scored by COCO keypoint AP as a model's instances are. What a head that sees no image scores."""
+    from cpm.data.datasets.coco_files import read_coco_file
+    from cpm.evaluation.coco import keypoint_ap
+    from cpm.skeleton import get_skeleton, oks_sigmas
+
+    train = read_coco_file(training, skeleton=skeleton, strict=False)
+    coco = read_coco_file(annotations, skeleton=skeleton)
+    if train.num_joints != coco.num_joints:
+        raise CPMError(f"{training}: {train.num_joints} joints a person, {annotations} {coco.num_joints}")
+    total, count = np.zeros((train.num_joints, 2)), np.zeros((train.num_joints, 1))
+    for image in train.images:
+        keep = (~image.iscrowd) & np.isfinite(image.boxes).all(axis=1)
+        for person, box in zip(image.keypoints[keep], image.boxes[keep], strict=True):
+            labeled = person[:, 2] > 0
+            if box[2] > 0 and box[3] > 0 and labeled.any():
+                total[labeled] += (person[labeled, :2] - box[:2]) / box[2:]
+                count[labeled] += 1
+    if not count.all():
+        raise CPMError(f"{training}: a joint is labeled in no person with a box; no mean pose")
+    mean = total / count
+    keypoints, meta = [], []
+    for image in coco.images:
+        for box, score in ground_truth_boxes(coco)[image.id]:
+            keypoints.append(box[:2] + mean * box[2:])
+            meta.append((image.id, box, score))
+    sigmas = oks_sigmas(get_skeleton(coco.skeleton))
+    results = instances_to_results(np.stack(keypoints), np.ones((len(meta), coco.num_joints)), meta, sigmas,
+                                   nms_threshold=1.0)
+    return keypoint_ap(coco.to_dict(), results, sigmas)

@@ -101,7 +101,7 @@ def selection_score(results: dict, metric: str) -> float:
 def held_out_loss(model: torch.nn.Module, loader, codec, *, device: torch.device, amp_dtype: torch.dtype | None,
                   channels_last: bool, progress: bool, loss_fn: Callable[..., dict[str, torch.Tensor]]) -> dict:
     """The per-epoch evaluation of a model whose outputs training does not decode (a paf model: its people come from
-    grouping, `cpm.inference.grouping`): every stage's held-out loss, each weighted 1, averaged over the batches as
+    grouping, `cpm.targets.grouping`): every stage's held-out loss, each weighted 1, averaged over the batches as
     `cpm.evaluation.evaluate.evaluate` averages them -> {"samples", "pck": {} (none measured), "loss": [per stage]}."""
     model.eval()
     stage_losses, samples = [], 0

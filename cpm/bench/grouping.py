@@ -120,14 +120,15 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m cpm.bench.grouping", description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=20, help="frames per number of people")
     parser.add_argument("--size", type=int, default=256, help="input side in pixels (the frame padded to it)")
+    parser.add_argument("--stride", type=int, default=8, help="input pixels per map cell")
     parser.add_argument("--fit", action="store_true", help="scale the frame by size / 256 instead of padding it")
     parser.add_argument("--noise", type=float, default=0.0, help="standard deviation of noise added to the maps")
     parser.add_argument("--blur", type=float, default=0.0, help="Gaussian blur of S before the peak search, cells")
     parser.add_argument("--seconds", type=float, default=1.0, help="least time spent timing each column")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: as is)")
     args = parser.parse_args(argv)
-    print(grouping_table(frames=args.frames, size=args.size, noise=args.noise, blur=args.blur, fit=args.fit,
-                         seconds=args.seconds, threads=args.threads or None))
+    print(grouping_table(frames=args.frames, size=args.size, stride=args.stride, noise=args.noise, blur=args.blur,
+                         fit=args.fit, seconds=args.seconds, threads=args.threads or None))
 
 
 if __name__ == "__main__":

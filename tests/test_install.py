@@ -37,7 +37,8 @@ def test_runtime_dependencies_train_and_predict_and_the_extras_hold_the_rest():
     project = PYPROJECT["project"]
     runtime = {re.split(r"[<>=\[ ]", d)[0] for d in project["dependencies"]}
     assert {"torch", "torchvision", "numpy", "opencv-python-headless", "scipy", "tensorboard", "tqdm",
-            "matplotlib"} == runtime
+            "matplotlib", "pycocotools"} == runtime
+    assert "pycocotools==2.0.11" in project["dependencies"]  # COCO keypoint AP: pinned, the number is its
     extras = project["optional-dependencies"]
     assert {"onnx", "notebooks", "itop", "dev"} <= set(extras)
     assert [d.split(">")[0] for d in extras["itop"]] == ["h5py"]

@@ -10,7 +10,7 @@ CONFIG ?= experiments/default.toml
 ARGS   ?=
 DATA   ?=
 
-.PHONY: install train train-scenes train-ddp eval test test-slow bench lint tensorboard clean \
+.PHONY: install train train-scenes train-paf train-ddp eval test test-slow bench lint tensorboard clean \
         ablate-supervision compare-heads compare-decoders report
 
 .DEFAULT_GOAL := help
@@ -36,6 +36,7 @@ $(ONNX_STAMP): pyproject.toml
 help:
 	@echo "make train [CONFIG=...] [DATA=...] [ARGS=...]  train CONFIG (experiments/default.toml: a 2-stage CPM, CPU)"
 	@echo "make train-scenes [ARGS=...]                   many people: top-down CPM on 1-5-person depth scenes, COCO AP"
+	@echo "make train-paf [ARGS=...]                      many people bottom-up: part affinity fields on the same scenes"
 	@echo "make train-ddp NPROC=2 [CONFIG=...]            the same run on NPROC processes (torchrun)"
 	@echo "make eval CKPT=runs/default/best.pt            per-stage PCK of a checkpoint on its held-out split"
 	@echo "make test                                      the fast test suite (installs '.[dev]')"
@@ -71,6 +72,12 @@ train-scenes: $(RUN_STAMP)
 	test -f $(SCENES)/train/annotations.json || $(VENV)/bin/cpm data render-scenes $(SCENES)/train --scenes 4000 --seed 0
 	test -f $(SCENES)/val/annotations.json || $(VENV)/bin/cpm data render-scenes $(SCENES)/val --scenes 300 --seed 1000
 	$(VENV)/bin/cpm train experiments/scenes.toml --set data.root=$(SCENES) $(ARGS)
+
+## train-paf: bottom-up on the same scenes: part affinity fields (experiments/paf.toml), COCO AP at the end
+train-paf: $(RUN_STAMP)
+	test -f $(SCENES)/train/annotations.json || $(VENV)/bin/cpm data render-scenes $(SCENES)/train --scenes 4000 --seed 0
+	test -f $(SCENES)/val/annotations.json || $(VENV)/bin/cpm data render-scenes $(SCENES)/val --scenes 300 --seed 1000
+	$(VENV)/bin/cpm train experiments/paf.toml --set data.root=$(SCENES) $(ARGS)
 
 ## train-ddp: the same run on NPROC processes of this machine (torchrun; one GPU each on CUDA, gloo on CPU)
 NPROC ?= 2

@@ -17,6 +17,12 @@ skeleton drawn, `cpm.viz.draw_skeleton`) and with ``--stages`` ``<stem>.stages.p
 panel, `cpm.viz.belief_panel`; a video's first frame). The model's input channels decide the reading:
 1 = grayscale, 3 = RGB. Everything is first written into a hidden folder inside ``--out`` and renamed
 into place only when every input has succeeded, so a bad input leaves nothing half-written.
+
+A bottom-up part-affinity-field checkpoint (``model.head = "paf"``) sees each whole image and finds every person in it
+(`cpm.inference.predictor.predict_people_images`): ``<stem>.json`` lists the "people" as ``--people`` does (each with
+"box", the box of its found joints, "score" and "joints", x and y null for a joint not found) and
+``<stem>.overlay.png`` draws them all; ``--people``, ``--boxes``, ``--bbox``, ``--center``, ``--stages``,
+``--decoder`` and ``--flip-test`` are refused, and so are videos.
 """
 
 from __future__ import annotations
@@ -207,6 +213,40 @@ def _predict_people(predictor: Predictor, path: Path, staging: Path, people: lis
     return image.shape
 
 
+def _predict_people_paf(predictor: Predictor, path: Path, staging: Path, *, depth: str | None = None) -> None:
+    """A paf model on one whole image: every person it finds, in the record layout of `_predict_people`."""
+    from cpm.inference.predictor import predict_people_images
+    from cpm.viz import draw_skeleton
+
+    image = predictor.read_image(path, depth=depth, warn=_warn)
+    record = {"input": str(path), **_header(predictor), "width": image.shape[1], "height": image.shape[0],
+              "people": []}
+    overlay = np.dstack([image] * 3) if image.ndim == 2 else image
+    for person in predict_people_images(predictor, [image])[0]:
+        keypoints = person["keypoints"]
+        found = np.isfinite(keypoints[:, 0])
+        low, high = keypoints[found, :2].min(axis=0), keypoints[found, :2].max(axis=0)
+        joints = [{"name": name, "x": round(float(x), 4) if ok else None, "y": round(float(y), 4) if ok else None,
+                   "confidence": round(float(c), 5)}
+                  for name, (x, y, c), ok in zip(predictor.skeleton.joint_names, keypoints, found, strict=True)]
+        record["people"].append({"box": [round(float(v), 2) for v in (*low, *(high - low))],
+                                 "score": round(person["score"], 5), "joints": joints})
+        overlay = draw_skeleton(overlay, keypoints, predictor.skeleton)
+    (staging / f"{path.stem}.json").write_text(json.dumps(record, indent=1), encoding="utf-8")
+    _write_rgb(staging / f"{path.stem}.overlay.png", overlay)
+
+
+def _refuse_for_paf(checkpoint: str | Path, items: list, **flags) -> None:
+    """One line for the first flag or video that a bottom-up paf model has no use for."""
+    for flag, value in flags.items():
+        if value:
+            raise CPMError(f"--{flag.replace('_', '-')}: {checkpoint} is a bottom-up part-affinity-field model that "
+                           "finds every person in the whole image; it takes no boxes, centres or stage panels")
+    videos = [path for path, kind in items if kind != "image"]
+    if videos:
+        raise CPMError(f"{videos[0]}: a video; cpm predict of a part-affinity-field model reads images only")
+
+
 def _predict_video(predictor: Predictor, path: Path, staging: Path, *, stages: bool, progress: bool,
                    **crop) -> tuple[int, ...]:
     from cpm.inference.predictor import predict_images
@@ -269,10 +309,15 @@ def predict_paths(checkpoint: str | Path, inputs: Sequence[str | Path], *, out_d
         raise CPMError(f"--depth: {depth!r} is not one of {', '.join(DEPTH_ENCODINGS)}")
     if bbox is not None and (len(bbox) != 4 or min(bbox[2], bbox[3]) < 0 or max(bbox[2], bbox[3]) <= 0):
         raise CPMError(f"--bbox {bbox}: expected X,Y,W,H with a positive width or height")
+    # a paf checkpoint refuses --decoder and --flip-test in load_predictor
     predictor = load_predictor(checkpoint, device_name=device_name, decoder=decoder, flip_test=flip_test)
-    if stages and not predictor.has_beliefs:
+    if predictor.bottom_up:
+        _refuse_for_paf(checkpoint, [], people=people, boxes=boxes, bbox=bbox, center=center, stages=stages)
+    elif stages and not predictor.has_beliefs:
         raise CPMError(f"--stages: {checkpoint} has a direct-regression head: no belief maps to draw")
     items = collect_inputs(inputs)
+    if predictor.bottom_up:
+        _refuse_for_paf(checkpoint, items)
     per_input = {}
     if boxes is not None:  # every input's box is found before anything is written
         table = read_boxes(boxes)
@@ -304,6 +349,10 @@ def predict_paths(checkpoint: str | Path, inputs: Sequence[str | Path], *, out_d
                   dynamic_ncols=True, leave=False) as bar:
             for path, kind in items:
                 box = per_input.get(path, bbox)
+                if predictor.bottom_up:  # the whole image is what the model learnt on: no crop warning
+                    _predict_people_paf(predictor, path, staging, depth=depth)
+                    bar.update()
+                    continue
                 if people is not None:
                     _predict_people(predictor, path, staging, per_image_people[path], depth=depth,
                                     nms=predictor.oks_nms)

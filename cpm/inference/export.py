@@ -25,6 +25,12 @@ With flip test (``--flip-test``; default the checkpoint's ``eval.flip_test``) th
 and its mirror's (mirrored image and centre map in, mirror's outputs mirrored back, left / right joints swapped),
 and their average (`cpm.targets.flip.FlipTest`): every output is the flip-tested one, the check compares it with
 PyTorch's flip-tested output, and the metadata says ``cpm.flip_test`` = ``1``.
+
+A bottom-up part-affinity-field model (``model.head = "paf"``) takes only ``image``: the whole image, its longer side
+fitted to N, centred, padded with ``data.pad_value`` (`cpm.data.bottomup`). Each ``stageT`` output is
+(batch, K[+1] + 2L, h, w): the confidence maps S, then the x, y fields of every limb (`cpm.targets.paf.PafCodec`'s
+order); the metadata adds ``cpm.head`` = ``paf``, ``cpm.limbs`` (``j1-j2`` joint indices, comma-separated),
+``cpm.background`` and ``cpm.stride``. It has no flip test (``--flip-test`` is refused).
 """
 
 from __future__ import annotations
@@ -107,6 +113,10 @@ def export_onnx(checkpoint: str | Path, onnx_path: str | Path, *, opset: int | N
     model.float()
     codec, size = build_codec(config), config.data.input_size
     uses_center_map = bool(getattr(model, "use_center_map", False) and model.num_stages > 1)  # regression: none
+    if config.model.head == "paf":  # mirroring would also have to negate and swap the limbs' fields
+        if flip_test:
+            raise CPMError(f"--flip-test: {checkpoint} is a part-affinity-field model; its export has no flip test")
+        flip_test = False
     flip_test = bool(config.eval.flip_test if flip_test is None else flip_test)
     if flip_test:
         from cpm.skeleton import get_skeleton
@@ -164,6 +174,13 @@ def export_notes(config, in_channels: int, *, flip_test: bool = False) -> dict[s
     if config.model.head == "regression" and config.model.regression_loss == "rle":
         notes["cpm.outputs"] = ("(batch, K, 4): x, y normalised to the crop ((2 * pixel + 1) / N - 1), then RLE's "
                                 "scale sigma_x, sigma_y; confidence = 1 - mean(sigma)")
+    if config.model.head == "paf":  # every stage: [S, L] of cpm.targets.paf.PafCodec
+        notes["cpm.head"] = "paf"
+        notes["cpm.limbs"] = ",".join(f"{a}-{b}" for a, b in skeleton.limbs)
+        notes["cpm.background"] = "1" if config.targets.background else "0"
+        notes["cpm.stride"] = str(config.model.stride)
+        notes["cpm.input"] += "; the whole image, its longer side fitted to the input, centred"
+        notes["cpm.outputs"] = "(batch, K[+1] + 2L, h, w): confidence maps S, then x, y fields of each limb"
     if flip_test:  # the outputs are the mean of the crop's and its mirror's (cpm.targets.flip)
         notes["cpm.flip_test"] = "1"
     return notes

@@ -23,6 +23,18 @@ A box (x, y, width, height) per image centres the crop on the person with the tr
 (``data.crop_padding``); without one the crop is the whole image. With flip test (the checkpoint's
 ``eval.flip_test``, or ``flip_test=`` of `load_predictor` and `Predictor.predict`) the crop and its mirror both go
 through the model and their outputs are averaged before decoding (`cpm.targets.flip`).
+
+A part-affinity-field checkpoint (``model.head = "paf"``, bottom-up) sees the whole image, warped as in its training
+(`cpm.data.bottomup`: the longer side fitted to the N x N input, centred, padded with ``data.pad_value``), and finds
+every person in it (`cpm.targets.grouping.group_people` on the final stage's maps, as ``cpm eval --coco`` does)::
+
+    predictor = load_predictor("runs/paf/best.pt", "cpu")
+    people = predictor.predict_people([image])     # per image a list, best score first, of
+    people[0][0]["score"], people[0][0]["keypoints"]   # (K, 3) [x, y, confidence] in image pixels
+
+A joint not found has x = y = NaN and confidence 0. Boxes, centres, decoders, flip test and multi-scale do not apply
+to it; its `Predictor.predict` and `Predictor.predict_files` refuse, naming ``predict_people`` and
+``predict_people_files``.
 """
 
 from __future__ import annotations
@@ -47,7 +59,9 @@ from cpm.targets.codecs import EVAL_DECODERS, HeatmapCodec, RegressionCodec
 from cpm.targets.flip import FlipTest, integral_flip_test
 from cpm.targets.multiscale import predict_scales
 
-__all__ = ["Prediction", "Predictor", "load_predictor", "person_crop", "predict_images"]
+__all__ = ["Prediction", "Predictor", "load_predictor", "person_crop", "predict_images", "predict_people_images"]
+
+PAF_DECODER = "part affinity fields (grouping)"  # Predictor.decoder of a paf checkpoint
 
 
 @dataclass
@@ -102,6 +116,12 @@ class Predictor:
     pad_value: float = 0.0  # data.pad_value: crop pixels outside the image (128 for the released Caffe nets)
     flip_test: bool = False  # eval.flip_test: the crop's and its mirror's outputs averaged (cpm.targets.flip)
     oks_nms: float = 0.9  # eval.oks_nms: people of one image above this OKS are one (cpm predict --people)
+    head: str = "heatmap"  # model.head; "paf": bottom-up, `predict_people`
+
+    @property
+    def bottom_up(self) -> bool:
+        """Whether the checkpoint is a bottom-up part-affinity-field model (people by `predict_people`)."""
+        return self.head == "paf"
 
     @property
     def has_beliefs(self) -> bool:
@@ -120,6 +140,7 @@ class Predictor:
         they must have, None: their dtype tells). ``boxes``: one (x, y, width, height) per image, or None for one
         that has none; ``centers`` likewise (the crop is then the whole image). ``decoder``: another heatmap
         decoder than the predictor's; ``flip_test``: True / False to override the predictor's flip test."""
+        self._not_bottom_up("predict")
         if isinstance(images, np.ndarray):
             images = [images]
         pixels = [to_model_pixels(image, channels=self.in_channels, depth=self.depth, encoding=depth,
@@ -143,10 +164,38 @@ class Predictor:
                       depth: str | None = None, flip_test: bool | None = None) -> Prediction:
         """Image files (PNG, JPEG, 16-bit depth PNG, ``.npy``...) -> `Prediction`, as `predict` on what
         `read_image` reads."""
+        self._not_bottom_up("predict_files")
         if isinstance(paths, (str, Path)):
             paths = [paths]
         images = [self.read_image(path, depth=depth) for path in paths]
         return self.predict(images, boxes=boxes, centers=centers, decoder=decoder, flip_test=flip_test)
+
+    def predict_people(self, images: np.ndarray | Sequence[np.ndarray], *, depth: str | None = None,
+                       matching: str = "greedy", min_parts: int = 3) -> list[list[dict]]:
+        """A paf checkpoint: images (as `predict` reads them) -> per image every person found, best score first, each
+        {"score": float, "keypoints": (K, 3) [x, y, confidence] in image pixels (NaN x, y for a joint not found)}.
+        ``matching``, ``min_parts``: `cpm.targets.grouping.group_people`'s."""
+        if not self.bottom_up:
+            raise CPMError(f"predict_people: {self.checkpoint} is a top-down {self.head} model; use predict with one "
+                           "box per person")
+        if isinstance(images, np.ndarray):
+            images = [images]
+        pixels = [to_model_pixels(image, channels=self.in_channels, depth=self.depth, encoding=depth,
+                                  where=f"image {i}", key="depth") for i, image in enumerate(images)]
+        return predict_people_images(self, pixels, matching=matching, min_parts=min_parts)
+
+    def predict_people_files(self, paths: Sequence[str | Path], *, depth: str | None = None,
+                             matching: str = "greedy", min_parts: int = 3) -> list[list[dict]]:
+        """Image files -> `predict_people` on what `read_image` reads."""
+        if isinstance(paths, (str, Path)):
+            paths = [paths]
+        images = [self.read_image(path, depth=depth) for path in paths]
+        return self.predict_people(images, matching=matching, min_parts=min_parts)
+
+    def _not_bottom_up(self, method: str) -> None:
+        if self.bottom_up:
+            raise CPMError(f"{method}: {self.checkpoint} is a bottom-up part-affinity-field model that finds every "
+                           "person in the whole image; use predict_people / predict_people_files (no boxes or centres)")
 
     def read_image(self, path: str | Path, *, depth: str | None = None, **warn) -> np.ndarray:
         """A file as this model reads it: (H, W) uint8 nearness / gray for a one-channel model, (H, W, 3) RGB
@@ -167,6 +216,12 @@ def load_predictor(path: str | Path, device: str | None = None, *, device_name: 
     device = resolve_device(device or device_name)
     model, config = load_model(path, device)
     codec = build_codec(config)
+    if config.model.head == "paf":  # bottom-up: the whole image, grouped into people; no decoder, flip or scales
+        for name, value in (("decoder", decoder), ("flip_test", flip_test), ("scales", scales)):
+            if value and not (name == "scales" and tuple(float(s) for s in value) == (1.0,)):
+                raise CPMError(f"--{name.replace('_', '-')}: {path} is a bottom-up part-affinity-field model; its "
+                               "people are grouped from its maps, with no decoder, flip test or multi-scale")
+        decoder, scales, flip_test = PAF_DECODER, (1.0,), False
     if isinstance(codec, RegressionCodec):  # the head outputs coordinates: nothing for a decoder to do
         if decoder:
             kind = "an integral" if config.model.head == "integral" else "a regression"
@@ -192,7 +247,43 @@ def load_predictor(path: str | Path, device: str | None = None, *, device_name: 
                      checkpoint=Path(path), input_scale=config.data.input_scale, scales=scales,
                      depth=DepthSpec.of(config.data.depth), pad_value=config.data.pad_value,
                      flip_test=bool(config.eval.flip_test if flip_test is None else flip_test),
-                     oks_nms=config.eval.oks_nms)
+                     oks_nms=config.eval.oks_nms, head=config.model.head)
+
+
+def whole_image_matrix(image_shape: tuple[int, ...], size: int) -> np.ndarray:
+    """(2, 3) image -> input: the whole image, its longer side fitted to ``size``, centred (`cpm.data.bottomup`)."""
+    height, width = image_shape[:2]
+    return crop_matrix(np.array([(width - 1) / 2, (height - 1) / 2]), float(max(height, width)), size)
+
+
+@torch.no_grad()
+def predict_people_images(predictor: Predictor, images: Sequence[np.ndarray], *, matching: str = "greedy",
+                          min_parts: int = 3) -> list[list[dict]]:
+    """A paf predictor on B images (H, W) gray or (H, W, 3) RGB uint8 -> per image its people, best score first:
+    {"score", "keypoints": (K, 3) [x, y, confidence] in image pixels, NaN x, y where a joint was not found}."""
+    from cpm.targets.grouping import group_people
+
+    size = predictor.input_size
+    matrices = [whole_image_matrix(image.shape, size) for image in images]
+    crops = [warp_image(image, matrix, size, fill=predictor.pad_value) for image, matrix in zip(images, matrices,
+                                                                                                strict=True)]
+    found_people = []
+    for start in range(0, len(crops), 8):  # a few images per forward pass
+        outputs = predictor.model(_model_input(predictor, crops[start:start + 8]), None)[-1].float()
+        maps, fields = predictor.codec.split(outputs)
+        for b in range(len(outputs)):
+            people = group_people(maps[b], fields[b], predictor.codec.limbs, stride=predictor.codec.stride,
+                                  matching=matching, min_parts=min_parts, background=predictor.codec.background)
+            inverse = invert_affine(matrices[start + b])
+            persons = []
+            for person in people:
+                keypoints = np.asarray(person.keypoints, dtype=np.float64).copy()
+                found = keypoints[:, 2] > 0
+                keypoints[found, :2] = apply_affine(keypoints[found, :2], inverse)
+                keypoints[~found] = (np.nan, np.nan, 0.0)
+                persons.append({"score": float(person.score), "keypoints": keypoints})
+            found_people.append(persons)
+    return found_people
 
 
 def person_crop(image_shape: tuple[int, ...], *, crop_padding: float, center: Sequence[float] | None = None,

@@ -838,6 +838,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         except tomllib.TOMLDecodeError as error:
             raise ConfigError(f"{path}: invalid TOML ({error})") from None
         table.pop("cells", None)  # the experiment grids' (cpm.experiments.grids.cell_overrides), read by no run
+        table.pop("grid", None)  # the grids' seeds (cpm.experiments.grids.grid_seeds), read by no run
         table = migrate(table, source=str(path), log=_to_stderr)
         apply(config, table, source=str(path))
         named += [f"{section}.{key}" for section, values in table.items() if isinstance(values, dict) for key in values]

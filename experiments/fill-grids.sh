@@ -7,6 +7,7 @@
 #   nohup sh experiments/fill-grids.sh heads    > logs/heads-grid.log 2>&1 &
 #   nohup sh experiments/fill-grids.sh heads-long > logs/heads-long.log 2>&1 &
 #   nohup sh experiments/fill-grids.sh gate 0 > logs/gate-0.log 2>&1 &   # with gate 1 beside it: one seed each
+#   nohup sh experiments/fill-grids.sh supervision 0 > logs/supervision-0.log 2>&1 &   # with supervision 1 beside it
 #
 # heads-long: the six stride-4 heads of the heads grid at four times its image budget (train.epochs=16: 48,000 images,
 # the same cosine schedule stretched), three seeds; a setting of its own (compare-heads-heads+<hash>.md), which tells
@@ -14,6 +15,10 @@
 #
 # gate SEED: the refinement gate of the intermediate-supervision study (experiments/gate/README.md): T = 1 and T = 3
 # with intermediate supervision in each candidate setting, seed SEED; run `gate 0` and `gate 1` side by side.
+#
+# supervision LANE: the main arm of the intermediate-supervision study (experiments/supervision.toml, its seeds in
+# its [grid] table): the pilot first (lane 0 T3-is-seed0, lane 1 T3-nois-seed0, at the file's length and at twice
+# it), then T in {1, 3, 6} x IS on / off, the seeds of the lane's parity; run lanes 0 and 1 side by side.
 #
 # Each grid trains on one thread (train.threads=1), so the two grids together use two cores; each epoch's frames are
 # rendered before it trains (data.prerender: the same frames and cells, no DataLoader worker rendering beside them).
@@ -42,8 +47,22 @@ gate)
         done
     done
     exit 0 ;;
+supervision)
+    lane=${2:?usage: sh experiments/fill-grids.sh supervision LANE (0 or 1)}
+    config=experiments/supervision.toml
+    pilot=$([ "$lane" = 0 ] && echo T3-is-seed0 || echo T3-nois-seed0)
+    epochs=$(sed -n 's/^epochs *= *\([0-9]*\).*/\1/p' "$config" | head -n 1)
+    for extra in "" "--set train.epochs=$((2 * epochs))"; do
+        echo "== supervision pilot $pilot $extra ($(date -u +%FT%TZ))"
+        "$PY" -m cpm.experiments ablate-supervision --config "$config" --budget none --only "$pilot" $extra \
+            --set train.threads=1 --no-progress || echo "== pilot $pilot failed with status $?"
+    done
+    echo "== supervision cells, seeds = $lane mod 2 ($(date -u +%FT%TZ))"
+    "$PY" -m cpm.experiments ablate-supervision --config "$config" --budget none --only 'T[136]-*' \
+        --shard "$lane/2" --set train.threads=1 --no-progress || echo "== supervision cells failed with status $?"
+    exit 0 ;;
 *)
-    echo "usage: sh experiments/fill-grids.sh ablation|heads|heads-long|gate SEED" >&2; exit 2 ;;
+    echo "usage: sh experiments/fill-grids.sh ablation|heads|heads-long|gate SEED|supervision LANE" >&2; exit 2 ;;
 esac
 for pattern in $patterns; do
     echo "== $target --only '$pattern' ($(date -u +%FT%TZ))"

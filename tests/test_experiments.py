@@ -17,6 +17,7 @@ from cpm.experiments.grids import (
     GridRequest,
     cell_overrides,
     grid_cells,
+    grid_seeds,
     main,
     run_target,
     setting_name,
@@ -376,6 +377,37 @@ def test_the_hash_ignores_where_a_run_executes():
     a = make_config({"train.device": "cpu", "data.workers": 0, "train.runs_dir": "x"})
     b = make_config({"train.device": "cuda", "data.workers": 8, "train.runs_dir": "y", "data.prerender": True})
     assert config_hash(a) == config_hash(b) != config_hash(make_config({"train.lr": 1e-3}))
+
+
+def test_a_config_files_grid_seeds_replace_the_budgets_and_runs_leave_them_unread(tmp_path, capsys):
+    config = tmp_path / "study.toml"
+    config.write_text("[train]\nlr = 0.001\n\n[grid]\nseeds = [0, 3, 7]\n")
+    assert load_config(config).train.lr == 0.001  # cpm train reads the file without [grid]
+    assert grid_seeds(config) == (0, 3, 7)
+    cells = grid_cells(GridRequest("ablate-supervision", "none", str(config)), runs_root=tmp_path,
+                       results_root=tmp_path, only="T3-is-*")
+    assert [cell.name for cell in cells] == ["T3-is-seed0", "T3-is-seed3", "T3-is-seed7"]
+    assert [cell.config.train.seed for cell in cells] == [0, 3, 7]
+    plain = tmp_path / "plain.toml"
+    plain.write_text("[train]\nlr = 0.001\n")
+    assert grid_seeds(plain) is None
+    cells = grid_cells(GridRequest("ablate-supervision", "none", str(plain)), runs_root=tmp_path,
+                       results_root=tmp_path, only="T3-is-*")
+    assert [cell.name for cell in cells] == ["T3-is-seed0", "T3-is-seed1", "T3-is-seed2"]  # the budget's
+    assert GridRequest("ablate-supervision", "none", str(config)).setting == "study"  # not part of the hash
+    for text, message in (("[grid]\nseeds = []\n", "seeds must be a list of distinct integers"),
+                          ("[grid]\nseeds = [1, 1]\n", "seeds must be a list of distinct integers"),
+                          ("[grid]\nseeds = [-1]\n", "seeds must be a list of distinct integers"),
+                          ("[grid]\nseeds = 8\n", "seeds must be a list of distinct integers"),
+                          ("[grid]\nseed = [1]\n", r"\[grid\] takes one key")):
+        config.write_text(text)
+        with pytest.raises(ConfigError, match=message):
+            grid_seeds(config)
+    results = tmp_path / "results"
+    assert main(["ablate-supervision", "--budget", "none", "--config", str(config), "--only", "x", "--results",
+                 str(results), "--runs", str(tmp_path / "runs")]) == 2
+    assert "study.toml: [grid] takes one key" in capsys.readouterr().err
+
 
 
 @pytest.mark.parametrize("budget", sorted(BUDGETS))

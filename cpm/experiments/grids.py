@@ -329,6 +329,28 @@ def cell_overrides(path: str | Path) -> dict[str, dict[str, Any]]:
     return flat
 
 
+def grid_seeds(path: str | Path) -> tuple[int, ...] | None:
+    """The ``seeds`` of the ``[grid]`` table of the config file at ``path`` (a list of distinct integers >= 0), or
+    None where the file has no such table: the seeds its grid trains in place of the budget's, so that a study's
+    file states its n. `cpm.config.load_config` leaves the table out unread."""
+    path = Path(path)
+    try:
+        grid = tomllib.loads(path.read_text(encoding="utf-8")).get("grid")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
+        raise ConfigError(f"{path}: cannot read config file ({error})") from None
+    if grid is None:
+        return None
+    if not isinstance(grid, dict) or set(grid) - {"seeds"}:
+        raise ConfigError(f"{path}: [grid] takes one key, seeds = [0, 1, ...]")
+    seeds = grid.get("seeds")
+    if (not isinstance(seeds, list) or not seeds or len(set(seeds)) != len(seeds)
+            or not all(isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0 for seed in seeds)):
+        raise ConfigError(f"{path}: [grid] seeds must be a list of distinct integers >= 0, got {seeds!r}")
+    return tuple(seeds)
+
+
 def grid_cells(request: GridRequest, *, runs_root: Path, results_root: Path, device: str = "auto",
                only: str = "*") -> list[Cell]:
     """The cells of ``request`` whose name matches ``only``, resolved (config, hash, run directory, summary path).
@@ -337,6 +359,7 @@ def grid_cells(request: GridRequest, *, runs_root: Path, results_root: Path, dev
     budget, seeds = current_names(chosen.overrides), chosen.seeds
     base_path = budget.pop("config", None) if request.config is None else request.config
     base = make_config({}, base_path)
+    seeds = (grid_seeds(base_path) if base_path else None) or seeds
     user = current_names(request.sets) | ({"data.root": request.data} if request.data else {})
     runs = GRIDS[request.target](seeds)
     common = make_config(budget | user, base)

@@ -108,7 +108,8 @@ def build_datasets(config: Config) -> tuple[PoseDataset, PoseDataset]:
     pose_source = config_pose_source(data)  # None: the renderer's own procedural prior
     poses = {} if pose_source is None else {"pose_source": pose_source}
     train_set = PoseDataset(
-        SyntheticPoses(seed=data.seed, size=data.train_samples * config.train.epochs, **poses), **common,
+        SyntheticPoses(seed=data.seed, size=data.train_samples * config.train.epochs, views=tuple(data.train_views),
+                       **poses), **common,
         **augmentation, length=data.train_samples, resample_each_epoch=True, reuse_epochs=data.render_epochs,
     )
     # a mixture's held-out split: held-out mocap subjects and the bank's test split; else the training source

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from cpm.data.synthetic.body import KINECT_VIEWS
 from cpm.data.synthetic.scene import sample_scene
 from cpm.data.synthetic.sources import PoseMix
 from cpm.data.synthetic.zbuffer import render_scene
@@ -38,21 +39,24 @@ if TYPE_CHECKING:
     from cpm.data.synthetic.sources import PoseSource
 
 
-def render_sample(seed: int, index: int, pose_source: PoseSource | PoseMix | None = None) -> dict:
+def render_sample(seed: int, index: int, pose_source: PoseSource | PoseMix | None = None,
+                  views: tuple[float, float, float] = KINECT_VIEWS) -> dict:
     """Sample ``index`` of the stream ``seed``: {"image": uint8 (212, 256), "keypoints": float32
     (15, 3) [x, y, v], "center": float32 (2,) keypoint-bbox centre, "scale": float keypoint-bbox side}. A
-    `PoseMix` first picks the sample's pose source from (seed, index)."""
+    `PoseMix` first picks the sample's pose source from (seed, index). ``views``: the shares of frontal, side and
+    back views where the renderer draws the yaw (`cpm.data.synthetic.scene.sample_scene`)."""
     rng = np.random.default_rng([seed, index])
     if isinstance(pose_source, PoseMix):
         pose_source = pose_source.source(seed, index)
-    return render_scene(sample_scene(rng, pose_source), rng)
+    return render_scene(sample_scene(rng, pose_source, views), rng)
 
 
 class SyntheticPoses:
     """Map-style dataset of ``size`` samples of stream ``seed``: ``ds[i]`` is ``render_sample(seed, i)``."""
 
-    def __init__(self, seed: int = 0, size: int = 1000, pose_source: PoseSource | PoseMix | None = None) -> None:
-        self.seed, self.size, self.pose_source = seed, size, pose_source
+    def __init__(self, seed: int = 0, size: int = 1000, pose_source: PoseSource | PoseMix | None = None,
+                 views: tuple[float, float, float] = KINECT_VIEWS) -> None:
+        self.seed, self.size, self.pose_source, self.views = seed, size, pose_source, tuple(views)
 
     def __len__(self) -> int:
         return self.size
@@ -62,4 +66,4 @@ class SyntheticPoses:
             index += self.size
         if not 0 <= index < self.size:
             raise IndexError(f"index {index} out of range for {self.size} samples")
-        return render_sample(self.seed, index, self.pose_source)
+        return render_sample(self.seed, index, self.pose_source, self.views)

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from cpm.data.synthetic.body import Body, Pose, pose_body, pose_joints, sample_pose
+from cpm.data.synthetic.body import KINECT_VIEWS, Body, Pose, pose_body, pose_joints, sample_pose
 from cpm.data.synthetic.camera import CX, FOCAL, FRAME_HEIGHT, FRAME_WIDTH, Camera
 
 if TYPE_CHECKING:
@@ -38,18 +38,20 @@ class Scene:
         return pose_body(self.body, self.pose)
 
 
-def sample_scene(rng: np.random.Generator, pose_source: PoseSource | None = None) -> Scene:
+def sample_scene(rng: np.random.Generator, pose_source: PoseSource | None = None,
+                 views: tuple[float, float, float] = KINECT_VIEWS) -> Scene:
     """Body, pose, camera placement and furniture. The camera distance is chosen so the posed body
     fits the frame; about 8% of scenes are framed tighter, so that in ~5% a joint leaves it.
     ``pose_source`` (opt-in; None = the procedural prior) gives body-frame joints and, with them, whether
-    the view yaw is still to be drawn (BVH) or already in the pose (a 2D bank)."""
+    the view yaw is still to be drawn (BVH) or already in the pose (a 2D bank); ``views`` the shares of frontal,
+    side and back views that yaw is drawn from (`cpm.data.synthetic.body.sample_pose`)."""
     u = rng.uniform
     body = Body(u(1.5, 1.95), u(0.92, 1.08, 5), u(0.8, 1.2))
     if pose_source is None:
-        scene = Scene(body, sample_pose(rng), Camera())
+        scene = Scene(body, sample_pose(rng, views), Camera())
     else:
         posed = pose_source(rng, body.height)
-        yaw = sample_pose(rng).yaw if pose_source.needs_yaw else 0.0
+        yaw = sample_pose(rng, views).yaw if pose_source.needs_yaw else 0.0
         scene = Scene(body, Pose(yaw=yaw), Camera(), posed=posed)
     _, caps, _ = scene.geometry
     ends = np.concatenate([caps[:, 0:3], caps[:, 3:6]])

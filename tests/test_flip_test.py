@@ -64,7 +64,9 @@ def center_maps(codec, x: float, y: float = 30.0, batch: int = 2):
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     folder = tmp_path_factory.mktemp("flip")
-    return make_checkpoint(folder / "tiny.pt", folder)
+    # fp32 on every CPU: cpm eval runs in the config's train.amp (bf16 where the CPU has it), and bf16 rounds the two
+    # passes apart from the written-out average by whole pixels where peaks nearly tie
+    return make_checkpoint(folder / "tiny.pt", folder, **{"train.amp": "off"})
 
 
 def test_a_flipped_back_mirror_target_equals_the_target_exactly_without_a_shift():
@@ -195,7 +197,9 @@ def test_predictor_flip_test_decodes_the_average_written_out(checkpoint):
         averaged = flip_test_by_hand(model, tensor, codec.center_map(torch.tensor([[31.5, 31.5]])))
     expected = np.stack([apply_affine(codec.decode(maps, method=config.eval.decoder)[0][0].double().numpy(),
                                       invert_affine(matrix)) for maps in averaged])  # (T, K, 2) image pixels
-    np.testing.assert_allclose(flipped.stage_keypoints[0], expected, atol=1e-3)
+    # one batch of crop and mirror against two calls: kernels may round differently (AVX-512), the refinement
+    # magnifies it to ~1e-3 px; a wrong flip moves keypoints by whole pixels
+    np.testing.assert_allclose(flipped.stage_keypoints[0], expected, atol=5e-3)
     np.testing.assert_allclose(flipped.beliefs[0], np.stack([m[0].numpy() for m in averaged]), atol=1e-5)
     assert np.abs(flipped.keypoints - plain.keypoints).max() > 0.5  # a random model's two passes disagree
 

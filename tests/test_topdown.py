@@ -126,7 +126,8 @@ def test_each_box_is_cropped_as_the_predictor_crops_a_box(scenes, tmp_path):
     (crop centred on the box, side data.crop_padding x its longer side, as training crops with crop_around = box)."""
     checkpoint = tiny_checkpoint(tmp_path / "tiny.pt", tmp_path)
     result = evaluate_topdown(checkpoint, scenes, boxes="gt", device_name="cpu", progress=False,
-                              overrides={"eval": {"oks_nms": 1.0}})  # NMS off: one instance per box
+                              overrides={"eval": {"oks_nms": 1.0},  # NMS off: one instance per box
+                                         "train": {"amp": "off"}})  # fp32 as the predictor, on a bf16 CPU too
     coco = read_coco_file(scenes)
     predictor = load_predictor(checkpoint, "cpu")
     count = 0

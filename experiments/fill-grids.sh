@@ -18,7 +18,8 @@
 #
 # supervision LANE: the main arm of the intermediate-supervision study (experiments/supervision.toml, its seeds in
 # its [grid] table): the pilot first (lane 0 T3-is-seed0, lane 1 T3-nois-seed0, at the file's length and at twice
-# it), then T in {1, 3, 6} x IS on / off, the seeds of the lane's parity; run lanes 0 and 1 side by side.
+# it), then, if `python -m cpm.experiments.pilot` says the length stands (both pilot cells within 1 point of PCK@0.1
+# at twice the length), T in {1, 3, 6} x IS on / off, the seeds of the lane's parity; run lanes 0 and 1 side by side.
 #
 # Each grid trains on one thread (train.threads=1), so the two grids together use two cores; each epoch's frames are
 # rendered before it trains (data.prerender: the same frames and cells, no DataLoader worker rendering beside them).
@@ -57,6 +58,14 @@ supervision)
         "$PY" -m cpm.experiments ablate-supervision --config "$config" --budget none --only "$pilot" $extra \
             --set train.threads=1 --no-progress || echo "== pilot $pilot failed with status $?"
     done
+    # the rule of the file: the cells train only if both pilot cells change by under 1 point at twice the length
+    # (their summaries are synced into this checkout's results while both lanes run); else this lane stops here
+    while :; do
+        "$PY" -m cpm.experiments.pilot "$config" --cells T3-is-seed0 T3-nois-seed0; verdict=$?
+        [ "$verdict" = 3 ] || break
+        sleep 120
+    done
+    if [ "$verdict" != 0 ]; then echo "== supervision: pilot says the length doubles; no cells trained"; exit 0; fi
     echo "== supervision cells, seeds = $lane mod 2 ($(date -u +%FT%TZ))"
     "$PY" -m cpm.experiments ablate-supervision --config "$config" --budget none --only 'T[136]-*' \
         --shard "$lane/2" --set train.threads=1 --no-progress || echo "== supervision cells failed with status $?"

@@ -1,0 +1,36 @@
+"""python -m cpm.experiments.pilot: a grid file's length stands when its pilot cells change by under a point."""
+
+from __future__ import annotations
+
+import json
+
+from cpm.experiments.grids import GridRequest, grid_cells
+from cpm.experiments.pilot import main
+
+
+def write_summary(results, config, epochs_set, cell, pck01):
+    sets = {"train.epochs": epochs_set} if epochs_set else {}
+    (path,) = [c.summary_path for c in grid_cells(GridRequest("ablate-supervision", "none", str(config), sets=sets),
+                                                   runs_root=results, results_root=results, only=cell)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"summary": {"pck": {"0.1": [0.1, pck01]}}}))
+
+
+def test_the_length_stands_doubles_or_waits(tmp_path, capsys):
+    config = tmp_path / "study.toml"
+    config.write_text("[train]\nepochs = 5\n")
+    results = tmp_path / "results"
+    argv = [str(config), "--cells", "T3-is-seed0", "T3-nois-seed0", "--results", str(results)]
+    assert main(argv) == 3  # nothing trained yet
+    write_summary(results, config, None, "T3-is-seed0", 0.700)
+    write_summary(results, config, 10, "T3-is-seed0", 0.709)
+    write_summary(results, config, None, "T3-nois-seed0", 0.690)
+    assert main(argv) == 3 and "waiting for T3-nois-seed0" in capsys.readouterr().out
+    write_summary(results, config, 10, "T3-nois-seed0", 0.695)
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "70.00 -> 70.90 at twice the length (+0.90 points)" in out and "the length stands" in out
+    write_summary(results, config, 10, "T3-nois-seed0", 0.680)  # -1.0 point: not under 1
+    assert main(argv) == 1 and "the length doubles" in capsys.readouterr().out
+    assert main([str(config), "--cells", "T9-is-seed0", "--results", str(results)]) == 2
+    assert "T9-is-seed0 is no cell" in capsys.readouterr().err

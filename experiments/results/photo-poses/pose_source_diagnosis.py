@@ -7,7 +7,7 @@ For each pose source (500 held-out frames each, as `cpm eval CKPT --pose-sources
   every left/right pair swapped, whichever is closer; the difference is what left/right mix-ups cost;
 - the share of frames whose swapped prediction is closer;
 - PCK@0.1 by the **view** of the ground-truth pose, judged in the image with the spine turned upright: frontal (the
-  person's right shoulder and hip on the image's left), back (both on the image's right), side (shoulders and hips
+  person's right shoulder and hip on the image's left), back (both on the image's right), side (the
   shoulders less than 0.35 spine lengths wide or hips less than 0.21, or the two in disagreeing order);
 - PCK@0.1 by the spine's **tilt** from upright (0-30, 30-60, 60-120, 120-180 degrees).
 

@@ -23,7 +23,8 @@
 #   table's baseline row. Budget: about 25 min a seed on a 2-core CPU with native bf16 (13 min top-down, 4 min each
 #   bottom-up), nothing else running.
 #
-# Each finished cell's scores go to experiments/results/multiperson/<cell>.json (commit them); a cell whose file is
+# `python -m cpm` (not the venv's `cpm` script), so that a checkout pinned for the cells runs its own code. Each
+# finished cell's scores go to experiments/results/multiperson/<cell>.json (commit them); a cell whose file is
 # there is skipped.
 set -u
 seed=${1:?usage: sh experiments/multiperson/run.sh SEED}
@@ -31,14 +32,14 @@ VENV=${VENV:-.venv}
 SCENES=${SCENES:-runs/scenes-data}
 OUT=experiments/results/multiperson
 mkdir -p "$OUT"
-test -f "$SCENES/train/annotations.json" || "$VENV/bin/cpm" data render-scenes "$SCENES/train" --scenes 4000 --seed 0
-test -f "$SCENES/val/annotations.json" || "$VENV/bin/cpm" data render-scenes "$SCENES/val" --scenes 300 --seed 1000
+test -f "$SCENES/train/annotations.json" || "$VENV/bin/python" -m cpm data render-scenes "$SCENES/train" --scenes 4000 --seed 0
+test -f "$SCENES/val/annotations.json" || "$VENV/bin/python" -m cpm data render-scenes "$SCENES/val" --scenes 300 --seed 1000
 cell() {
     name=$1; shift
     if [ -f "$OUT/$name.json" ]; then echo "== $name: done"; return; fi
     echo "== $name ($(date -u +%FT%TZ))"
     rm -rf "runs/multiperson/$name"  # an unfinished run of this cell starts again
-    "$VENV/bin/cpm" train "$@" --set "data.root=$SCENES" --set "train.seed=$seed" --set "data.seed=$seed" \
+    "$VENV/bin/python" -m cpm train "$@" --set "data.root=$SCENES" --set "train.seed=$seed" --set "data.seed=$seed" \
         --set "train.name=multiperson/$name" --no-progress --no-pose-sources \
         && "$VENV/bin/python" -m cpm.experiments.multiperson --collect "runs/multiperson/$name" --out "$OUT/$name.json"
 }

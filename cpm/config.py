@@ -130,8 +130,13 @@ class DataConfig:
     occlusion: float = 0.0  # probability of a random occluding rectangle per training crop (covered joints: v = 1)
     # synthetic training frames: shares of [frontal, side, back] views where the renderer draws the view's yaw (its
     # procedural poses and the mocap clips; frontal |yaw| < 40, side 40-90, back 90-270 degrees). The default is
-    # the Kinect-style mostly frontal capture; the held-out split keeps it whatever this says.
+    # the Kinect-style mostly frontal capture.
     train_views: list[float] = field(default_factory=lambda: [0.85, 0.12, 0.03])
+    # the same shares for the synthetic held-out split (e.g. [0, 0, 1]: back views only, to score them alone)
+    val_views: list[float] = field(default_factory=lambda: [0.85, 0.12, 0.03])
+    # synthetic bodies with front/back cues: a nose, a chest in front and buttocks behind (front-back symmetric
+    # capsules without them, but for the feet); training and held-out frames alike
+    body_cues: bool = False
     workers: int = -1  # DataLoader workers; -1: 1 on a CPU (the cores train), the CPU cores (up to 8) on CUDA
     input_scale: InputScale = "unit"  # pixels -> model input: unit (p/255 - 0.5)/0.5 | caffe (p - 128)/256 | imagenet
     # pixel value (0-255, every channel) of crop pixels outside the image, in training, evaluation and prediction
@@ -571,10 +576,11 @@ def _validate_values(config: Config) -> None:
 
 def _validate_data(data: DataConfig) -> None:
     """``[data]``: augmentation scales, what a real dataset needs, what only synthetic frames have, pose sources."""
-    if (len(data.train_views) != 3 or not all(math.isfinite(v) and v >= 0 for v in data.train_views)
-            or abs(sum(data.train_views) - 1.0) > 1e-6):
-        raise ConfigError("data.train_views: expected [frontal, side, back] shares >= 0 that sum to 1, got "
-                          f"{data.train_views}")
+    for key in ("train_views", "val_views"):
+        views = getattr(data, key)
+        if (len(views) != 3 or not all(math.isfinite(v) and v >= 0 for v in views)
+                or abs(sum(views) - 1.0) > 1e-6):
+            raise ConfigError(f"data.{key}: expected [frontal, side, back] shares >= 0 that sum to 1, got {views}")
     if len(data.scale_range) != 2 or not 0 < data.scale_range[0] <= data.scale_range[1]:
         raise ConfigError(f"data.scale_range: expected [low, high] with 0 < low <= high, got {data.scale_range}")
     if data.source != "synthetic" and not data.root:

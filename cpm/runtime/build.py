@@ -109,13 +109,14 @@ def build_datasets(config: Config) -> tuple[PoseDataset, PoseDataset]:
     poses = {} if pose_source is None else {"pose_source": pose_source}
     train_set = PoseDataset(
         SyntheticPoses(seed=data.seed, size=data.train_samples * config.train.epochs, views=tuple(data.train_views),
-                       **poses), **common,
+                       cues=data.body_cues, **poses), **common,
         **augmentation, length=data.train_samples, resample_each_epoch=True, reuse_epochs=data.render_epochs,
     )
     # a mixture's held-out split: held-out mocap subjects and the bank's test split; else the training source
     val_source = held_out_pose_source(data, pose_source)
     val_poses = {} if val_source is None else {"pose_source": val_source}
-    val_set = PoseDataset(SyntheticPoses(seed=data.val_seed, size=data.val_samples, **val_poses), **common)
+    val_set = PoseDataset(SyntheticPoses(seed=data.val_seed, size=data.val_samples, views=tuple(data.val_views),
+                                         cues=data.body_cues, **val_poses), **common)
     return train_set, val_set
 
 

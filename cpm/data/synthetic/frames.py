@@ -40,23 +40,25 @@ if TYPE_CHECKING:
 
 
 def render_sample(seed: int, index: int, pose_source: PoseSource | PoseMix | None = None,
-                  views: tuple[float, float, float] = KINECT_VIEWS) -> dict:
+                  views: tuple[float, float, float] = KINECT_VIEWS, cues: bool = False) -> dict:
     """Sample ``index`` of the stream ``seed``: {"image": uint8 (212, 256), "keypoints": float32
     (15, 3) [x, y, v], "center": float32 (2,) keypoint-bbox centre, "scale": float keypoint-bbox side}. A
     `PoseMix` first picks the sample's pose source from (seed, index). ``views``: the shares of frontal, side and
-    back views where the renderer draws the yaw (`cpm.data.synthetic.scene.sample_scene`)."""
+    back views where the renderer draws the yaw (`cpm.data.synthetic.scene.sample_scene`); ``cues``: a body with
+    front/back cues (`cpm.data.synthetic.body.Body`)."""
     rng = np.random.default_rng([seed, index])
     if isinstance(pose_source, PoseMix):
         pose_source = pose_source.source(seed, index)
-    return render_scene(sample_scene(rng, pose_source, views), rng)
+    return render_scene(sample_scene(rng, pose_source, views, cues), rng)
 
 
 class SyntheticPoses:
     """Map-style dataset of ``size`` samples of stream ``seed``: ``ds[i]`` is ``render_sample(seed, i)``."""
 
     def __init__(self, seed: int = 0, size: int = 1000, pose_source: PoseSource | PoseMix | None = None,
-                 views: tuple[float, float, float] = KINECT_VIEWS) -> None:
+                 views: tuple[float, float, float] = KINECT_VIEWS, cues: bool = False) -> None:
         self.seed, self.size, self.pose_source, self.views = seed, size, pose_source, tuple(views)
+        self.cues = cues
 
     def __len__(self) -> int:
         return self.size
@@ -66,4 +68,4 @@ class SyntheticPoses:
             index += self.size
         if not 0 <= index < self.size:
             raise IndexError(f"index {index} out of range for {self.size} samples")
-        return render_sample(self.seed, index, self.pose_source, self.views)
+        return render_sample(self.seed, index, self.pose_source, self.views, self.cues)

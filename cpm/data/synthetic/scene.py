@@ -39,14 +39,15 @@ class Scene:
 
 
 def sample_scene(rng: np.random.Generator, pose_source: PoseSource | None = None,
-                 views: tuple[float, float, float] = KINECT_VIEWS) -> Scene:
+                 views: tuple[float, float, float] = KINECT_VIEWS, cues: bool = False) -> Scene:
     """Body, pose, camera placement and furniture. The camera distance is chosen so the posed body
     fits the frame; about 8% of scenes are framed tighter, so that in ~5% a joint leaves it.
     ``pose_source`` (opt-in; None = the procedural prior) gives body-frame joints and, with them, whether
     the view yaw is still to be drawn (BVH) or already in the pose (a 2D bank); ``views`` the shares of frontal,
-    side and back views that yaw is drawn from (`cpm.data.synthetic.body.sample_pose`)."""
+    side and back views that yaw is drawn from (`cpm.data.synthetic.body.sample_pose`); ``cues``: a body with
+    front/back cues (`cpm.data.synthetic.body.Body`; the same draws either way)."""
     u = rng.uniform
-    body = Body(u(1.5, 1.95), u(0.92, 1.08, 5), u(0.8, 1.2))
+    body = Body(u(1.5, 1.95), u(0.92, 1.08, 5), u(0.8, 1.2), cues=cues)
     if pose_source is None:
         scene = Scene(body, sample_pose(rng, views), Camera())
     else:

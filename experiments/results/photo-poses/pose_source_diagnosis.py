@@ -140,9 +140,13 @@ def main() -> None:
     parser.add_argument("checkpoint")
     parser.add_argument("--frames", type=int, default=500)
     parser.add_argument("--sheet", type=Path, default=None)
+    parser.add_argument("--views", type=float, nargs=3, default=None, metavar=("FRONTAL", "SIDE", "BACK"),
+                        help="shares of the views the renderer draws for the procedural and mocap frames "
+                             "(data.val_views; default the checkpoint's)")
     args = parser.parse_args()
-    results, notes = evaluate_pose_sources(args.checkpoint, find_shared_data(),
-                                           overrides={"data": {"val_samples": args.frames}}, progress=False)
+    data = {"val_samples": args.frames} | ({} if args.views is None else {"val_views": args.views})
+    results, notes = evaluate_pose_sources(args.checkpoint, find_shared_data(), overrides={"data": data},
+                                           progress=False)
     for note in notes:
         print(note)
     skeleton = get_skeleton("itop15")

@@ -44,7 +44,7 @@ FIXED_STRIDES = {"vgg19": 8, "vgg16": 8, "fourconv": 2}  # the cpm trunk's strid
 RegressionLoss = Literal["l2", "l1", "smooth_l1", "rle"]
 Decoder = Literal["argmax", "quarter", "parabola", "bicubic", "dark", "soft_argmax"]
 EvalDecoder = Literal[Decoder, "paper"]  # what eval.decoder accepts: a decoder, or the released CPM's testing
-Init = Literal["kaiming", "caffe", "mmpose"]
+Init = Literal["kaiming", "kaiming-all", "caffe", "mmpose"]
 InputScale = Literal["unit", "caffe", "imagenet"]
 DepthEncoding = Literal["nearness8", "millimetres16", "metres32"]  # cpm.data.depth reads each
 DEPTH_ENCODINGS: tuple[str, ...] = typing.get_args(DepthEncoding)
@@ -184,7 +184,9 @@ class ModelConfig:
     center_map: bool = True  # every stage also reads a Gaussian at the person's centre (the paper's centre map)
     batch_norm: bool = False  # batch norm after every convolution but the output layers
     dropout: float = 0.0  # dropout probability in stage 1's wide layers and the regression head (0.5 in the paper)
-    init: Init = "kaiming"  # kaiming | caffe (Gaussian std 0.01, the released prototxts' filler)
+    # kaiming (He fan-in; each stage's output layer Gaussian std 1e-3, so beliefs start near zero) | kaiming-all (He
+    # fan-in for the output layers too) | caffe (Gaussian std 0.01 everywhere, the released prototxts' filler) | mmpose
+    init: Init = "kaiming"
     checkpoint_stages: bool = False  # recompute refinement stages in backward (less memory, ~1 more forward)
     beliefs_first: bool = False  # stages concatenate [beliefs, features, centre] (released VGG MPII net, mmpose)
 

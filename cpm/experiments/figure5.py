@@ -1,5 +1,15 @@
-"""Per-layer gradient magnitudes early in training, by stage, with and without intermediate supervision (the
-paper's Fig. 5; part of ``make ablate-supervision``)."""
+"""Per-layer gradient magnitudes by stage, with and without intermediate supervision (the paper's Fig. 5): early in
+training as part of ``make ablate-supervision`` (`figure5`), and over a whole training run from the command line:
+
+    python -m cpm.experiments.figure5 experiments/supervision.toml --stages 3 \
+        --out experiments/results/ablate-supervision/figure5-supervision.json \
+        --plot experiments/results/ablate-supervision/figure5-supervision.png
+
+trains the config's full schedule four times (intermediate supervision on / off, under ``kaiming``, whose stage
+output layers start at std 1e-3, and ``kaiming-all``, whose output layers are initialised like every other layer)
+and records the mean |gradient| of every layer at the first step, the middle and the last. How much of the fall in
+gradient at each stage boundary is depth, and how much the output layers' init, is the difference between the two.
+Each finished run is written to the JSON at once; a run that is there is not trained again."""
 
 from __future__ import annotations
 
@@ -8,7 +18,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import argparse
+import sys
+
 from cpm.config import Config, config_from_dict
+from cpm.errors import CPMError
 from cpm.experiments.runs import Cell, make_config
 from cpm.io import write_text_atomic
 
@@ -103,3 +117,66 @@ def figure5(folder: Path, cells: Sequence[Cell], steps: int, *, device: str, log
             data[init][label] = gradient_magnitudes(variant, steps=steps, record=record)
     write_text_atomic(path, json.dumps(data) + "\n")
     return path
+
+
+def figure5_over_training(config: Config, out: Path, *, inits: Sequence[str] = ("kaiming", "kaiming-all"),
+                          log: Callable[[str], None] = print) -> dict:
+    """``out`` (JSON, as `figure5`'s: {init: {"with" | "without": record}}): ``config`` trained its whole schedule
+    (``train.epochs`` x ``data.train_samples // train.batch_size`` steps) under each init, with and without
+    intermediate supervision, recorded at the first step, the middle and the last. Runs already in ``out`` are
+    kept; each new one is written as soon as it ends."""
+    steps = config.train.epochs * (config.data.train_samples // config.train.batch_size)
+    if steps < 1:
+        raise CPMError(f"figure 5: {config.train.epochs} epochs of {config.data.train_samples} samples at batch "
+                       f"{config.train.batch_size} is no training step")
+    record = sorted({1, max(1, steps // 2), steps})
+    data: dict = json.loads(out.read_text()) if out.is_file() else {}
+    for init in inits:
+        for label, supervised in (("with", True), ("without", False)):
+            if label in data.get(init, {}):
+                continue
+            variant = config_from_dict(config.to_dict())
+            variant.model.init, variant.train.intermediate_supervision = init, supervised
+            log(f"figure 5: {init} init, {label} intermediate supervision, {steps} steps (records at {record})")
+            data.setdefault(init, {})[label] = gradient_magnitudes(variant, steps=steps, record=record)
+            data[init][label]["config"] = {"stages": variant.model.stages, "epochs": variant.train.epochs,
+                                           "steps": steps}
+            write_text_atomic(out, json.dumps(data) + "\n")
+    return data
+
+
+def main(argv: list[str] | None = None) -> int:
+    from cpm.config import load_config, resolve
+
+    parser = argparse.ArgumentParser(prog="python -m cpm.experiments.figure5", description=__doc__.split("\n\n")[0])
+    parser.add_argument("config", type=Path)
+    parser.add_argument("--stages", type=int, default=None, help="model.stages (default the config's)")
+    parser.add_argument("--out", type=Path, required=True, help="the records (JSON)")
+    parser.add_argument("--plot", type=Path, default=None, help="a PNG of the records: one panel per init and step")
+    parser.add_argument("--inits", nargs="+", default=["kaiming", "kaiming-all"])
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    args = parser.parse_args(argv)
+    try:
+        stages = [f"model.stages={args.stages}"] if args.stages else []
+        config = resolve(load_config(args.config, [*args.overrides, *stages]))
+        data = figure5_over_training(config, args.out, inits=args.inits)
+    except CPMError as error:
+        print(f"python -m cpm.experiments.figure5: {error}", file=sys.stderr)
+        return 2
+    print(f"wrote {args.out}")
+    if args.plot is not None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        from cpm.experiments.reports import _gradient_sentence, _plot_gradients
+
+        _plot_gradients(data, args.plot, plt)
+        print(f"wrote {args.plot}")
+        print(_gradient_sentence(data))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

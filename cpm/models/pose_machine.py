@@ -58,7 +58,7 @@ from cpm.models.backbones import CPMTrunk, build_backbone, conv_block, trunk_wid
 __all__ = ["INITS", "ConvolutionalPoseMachine", "RefinementStage", "conv_block"]
 
 INIT_STD = {"caffe": 0.01, "mmpose": 0.001}  # Gaussian std of every conv weight
-INITS = ("kaiming", *INIT_STD)
+INITS = ("kaiming", "kaiming-all", *INIT_STD)
 check_names(INITS, Init, "model.init")
 
 
@@ -170,7 +170,8 @@ class ConvolutionalPoseMachine(nn.Module):
         return shared.out_channels
 
     def _init_weights(self, init: str) -> None:
-        """``kaiming`` (He fan-in; belief outputs start near zero, as the targets mostly are), ``caffe``
+        """``kaiming`` (He fan-in; belief outputs start near zero, as the targets mostly are), ``kaiming-all`` (He
+        fan-in for the output layers too: every layer of a stage alike, as the ``caffe`` filler has it), ``caffe``
         (the released prototxts' weight_filler: Gaussian std 0.01, zero biases) or ``mmpose`` (mmpose's CPM
         ``init_weights``: Gaussian std 0.001, zero biases; batch norm weight 1, bias 0 as PyTorch's)."""
         for module in self.modules():

@@ -162,8 +162,9 @@ def test_last_quarter_gain_compares_the_same_share_of_any_budget():
 def test_grids_name_every_cell_once():
     seeds = BUDGETS["default"].seeds
     ablation = [run.name for run in GRIDS["ablate-supervision"](seeds)]
-    # T = 1 once, T = 2, 3, 4, 6 with and without IS, the AdamW pair, 4 stage-wise cells, 4 + 1 stage-wise + joint.
-    assert len(ablation) == len(set(ablation)) == len(seeds) * (1 + 8 + 2 + 4 + 5)
+    # T = 1 once, T = 2, 3, 4, 6 with and without IS, the AdamW pair, 4 stage-wise cells, 4 + 1 stage-wise + joint,
+    # the paper's stage-wise regime (3 phases + joint) and the joint run on as many images as those four.
+    assert len(ablation) == len(set(ablation)) == len(seeds) * (1 + 8 + 2 + 4 + 5 + 4 + 1)
     heads = [run.name for run in GRIDS["compare-heads"](seeds)]
     # 11 matched heads x 3 strides, and the baselines' two heads on its two backbones
     assert len(heads) == len(set(heads)) == len(seeds) * (11 * 3 + 4) and "regression-smooth_l1-s16-seed2" in heads
@@ -187,6 +188,27 @@ def test_heads_resolved_per_stride(tmp_path):
     assert stagewise["stagewise-joint-seed0"].after == "stagewise-joint4-seed0"
     assert stagewise["stagewise2-seed0"].overrides["train_share"] == 1 / 4  # equal images: 4 phases
     assert stagewise["stagewise-joint2-seed0"].overrides["train_share"] == 1 / 5
+    # the paper's regime: every phase on the whole budget, chained, and the joint run on four budgets
+    assert stagewise["paper-stagewise1-seed0"].after is None and "train_share" not in stagewise[
+        "paper-stagewise2-seed0"].overrides
+    assert stagewise["paper-stagewise-joint-seed0"].after == "paper-stagewise3-seed0"
+    assert stagewise["paper-stagewise3-seed0"].overrides["train.stage_weights"] == [0.0, 0.0, 1.0]
+    assert stagewise["paper-joint-x4-seed0"].overrides["train_share"] == 4
+
+
+def test_the_papers_stage_wise_regime_is_tabled_against_joint_training(tmp_path):
+    runs = []
+    for seed, (joint, paper, long) in enumerate([(0.60, 0.70, 0.66), (0.64, 0.70, 0.70), (0.62, 0.72, 0.68)]):
+        runs.append(summary(f"T3-is-seed{seed}", pck_line(3, 0.9, joint)))
+        runs.append(summary(f"paper-stagewise-joint-seed{seed}", pck_line(3, 0.9, paper)))
+        runs.append(summary(f"paper-joint-x4-seed{seed}", pck_line(3, 0.9, long)))
+    rows = ablate_supervision_report(load_runs(runs), NOTE, tmp_path, "hand", extra_folder=tmp_path).read_text()
+    rows = rows.splitlines()
+    assert "| stage-wise, then joint fine-tuning (4 budgets) | 90.00 ± 0.00 | 70.67 ± 1.15 | 3 |" in rows
+    assert "| joint, intermediate supervision (1 budget) | 90.00 ± 0.00 | 62.00 ± 2.00 | 3 |" in rows
+    # paired PCK@0.1: stage-wise - joint (1 budget) 10, 6, 10: mean 8.67, sd 2.309, t 4.3027 -> +-5.74
+    assert any(row.startswith("- stage-wise then joint minus joint, intermediate supervision (1 budget), PCK@0.1, "
+                              "T = 3, equal final images: +8.67 points, 95 % CI [+2.93, +14.40]") for row in rows)
 
 
 def test_gradients_of_stage_one_are_larger_with_intermediate_supervision():
@@ -436,7 +458,7 @@ def test_the_gpu_budget_runs_the_ablation_design_at_the_papers_geometry(tmp_path
     config_path = str(Path(__file__).resolve().parents[1] / "experiments" / "ablation.toml")
     cells = grid_cells(GridRequest("ablate-supervision", "gpu", config=config_path), runs_root=tmp_path,
                        results_root=tmp_path)
-    assert len(cells) == 3 * 20 and cells[0].run_dir.parent == tmp_path / "ablate-supervision" / "ablation-gpu"
+    assert len(cells) == 3 * 25 and cells[0].run_dir.parent == tmp_path / "ablate-supervision" / "ablation-gpu"
     t4 = next(cell.config for cell in cells if cell.name == "T4-is-seed0")
     assert (t4.data.input_size, t4.model.stride, t4.model.stage_kernel, t4.model.init) == (368, 8, 11, "caffe")
     assert (t4.train.optimizer, t4.train.caffe_lr, t4.targets.sigma) == ("sgd", True, 0.875)

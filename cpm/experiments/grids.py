@@ -162,6 +162,7 @@ COMPARE_STAGES = 3  # stages of the heatmap and integral heads in compare-heads 
 
 ABLATION_STAGES = (1, 2, 3, 4, 6)
 STAGEWISE_STAGES = 4  # the stage-wise regimes and the optimiser pair are run for this T
+PAPER_STAGEWISE_STAGES = 3  # stage-wise with every phase on the whole budget (the paper's regime) is run for this T
 ADAMW = {"train.optimizer": "adamw", "train.lr": 2e-3, "train.caffe_lr": False, "train.weight_decay": 1e-4,
          "train.stage1_lr_mult": 1.0, "train.refinement_lr_mult": 1.0, "train.bias_lr_mult": 1.0,
          "train.schedule": "cosine"}
@@ -171,7 +172,9 @@ def ablate_supervision_runs(seeds: Sequence[int]) -> list[Run]:
     """T stages x intermediate supervision on / off (one stage: the two are the same run), the T = 4 pair again
     under AdamW, and for T = 4 stage-wise training (stage t trained with 1..t-1 frozen, started from the t-1
     model) and stage-wise then joint fine-tuning, each phase on a share of the joint run's frames so that every
-    regime sees the same number of images (``train_share``, resolved against ``data.train_samples``)."""
+    regime sees the same number of images (``train_share``, resolved against ``data.train_samples``); and for T = 3
+    the paper's stage-wise regime, every phase and the joint fine-tuning on the whole budget, with the joint run
+    that sees as many images as they do together."""
     runs = []
     for seed in seeds:
         for stages in ABLATION_STAGES:
@@ -198,6 +201,21 @@ def ablate_supervision_runs(seeds: Sequence[int]) -> list[Run]:
                 runs.append(Run(f"stagewise-joint-seed{seed}", {"model.stages": STAGEWISE_STAGES, "train.seed": seed,
                                                                  "train.intermediate_supervision": True} | share,
                                 after=previous))
+        # Stage-wise as the paper trained it: every phase on the whole budget (stage t with 1..t-1 frozen, from the
+        # t-1 model), then joint fine-tuning on the whole budget again; beside it joint training on as many images
+        # as all those phases together (equal total images; the equal-final-images comparison is T3-is itself).
+        previous = None
+        for stages in range(1, PAPER_STAGEWISE_STAGES + 1):
+            name = f"paper-stagewise{stages}-seed{seed}"
+            runs.append(Run(name, {"model.stages": stages, "train.trainable_stages": [stages], "train.seed": seed,
+                                   "train.stage_weights": [0.0] * (stages - 1) + [1.0]}, after=previous))
+            previous = name
+        runs.append(Run(f"paper-stagewise-joint-seed{seed}", {"model.stages": PAPER_STAGEWISE_STAGES,
+                                                              "train.seed": seed, "train.intermediate_supervision": True},
+                        after=previous))
+        runs.append(Run(f"paper-joint-x{PAPER_STAGEWISE_STAGES + 1}-seed{seed}",
+                        {"model.stages": PAPER_STAGEWISE_STAGES, "train.intermediate_supervision": True,
+                         "train.seed": seed, "train_share": PAPER_STAGEWISE_STAGES + 1}))
     return runs
 
 

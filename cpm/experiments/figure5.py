@@ -13,13 +13,12 @@ Each finished run is written to the JSON at once; a run that is there is not tra
 
 from __future__ import annotations
 
+import argparse
 import json
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
-
-import argparse
-import sys
 
 from cpm.config import Config, config_from_dict
 from cpm.errors import CPMError

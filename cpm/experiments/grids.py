@@ -210,9 +210,9 @@ def ablate_supervision_runs(seeds: Sequence[int]) -> list[Run]:
             runs.append(Run(name, {"model.stages": stages, "train.trainable_stages": [stages], "train.seed": seed,
                                    "train.stage_weights": [0.0] * (stages - 1) + [1.0]}, after=previous))
             previous = name
-        runs.append(Run(f"paper-stagewise-joint-seed{seed}", {"model.stages": PAPER_STAGEWISE_STAGES,
-                                                              "train.seed": seed, "train.intermediate_supervision": True},
-                        after=previous))
+        runs.append(Run(f"paper-stagewise-joint-seed{seed}",
+                        {"model.stages": PAPER_STAGEWISE_STAGES, "train.seed": seed,
+                         "train.intermediate_supervision": True}, after=previous))
         runs.append(Run(f"paper-joint-x{PAPER_STAGEWISE_STAGES + 1}-seed{seed}",
                         {"model.stages": PAPER_STAGEWISE_STAGES, "train.intermediate_supervision": True,
                          "train.seed": seed, "train_share": PAPER_STAGEWISE_STAGES + 1}))

@@ -119,7 +119,8 @@ class PartAffinityFields(nn.Module):
 
     def _init_weights(self, init: str) -> None:
         """As `cpm.models.pose_machine.ConvolutionalPoseMachine`: ``kaiming`` (He fan-in, the output layers
-        near zero), ``kaiming-all`` (He fan-in, the output layers too), or a Gaussian of ``caffe`` / ``mmpose``'s std with zero biases."""
+        near zero), ``kaiming-all`` (He fan-in, the output layers too), or a Gaussian of ``caffe`` / ``mmpose``'s
+        std with zero biases."""
         for module in self.modules():
             if isinstance(module, nn.Conv2d):
                 if init in INIT_STD:

@@ -421,14 +421,14 @@ def test_a_config_files_grid_seeds_replace_the_budgets_and_runs_leave_them_unrea
                           ("[grid]\nseeds = [1, 1]\n", "seeds must be a list of distinct integers"),
                           ("[grid]\nseeds = [-1]\n", "seeds must be a list of distinct integers"),
                           ("[grid]\nseeds = 8\n", "seeds must be a list of distinct integers"),
-                          ("[grid]\nseed = [1]\n", r"\[grid\] takes one key")):
+                          ("[grid]\nseed = [1]\n", r"\[grid\] takes seeds")):
         config.write_text(text)
         with pytest.raises(ConfigError, match=message):
             grid_seeds(config)
     results = tmp_path / "results"
     assert main(["ablate-supervision", "--budget", "none", "--config", str(config), "--only", "x", "--results",
                  str(results), "--runs", str(tmp_path / "runs")]) == 2
-    assert "study.toml: [grid] takes one key" in capsys.readouterr().err
+    assert "study.toml: [grid] takes seeds" in capsys.readouterr().err
 
 
 

@@ -360,13 +360,41 @@ def grid_seeds(path: str | Path) -> tuple[int, ...] | None:
         raise ConfigError(f"{path}: cannot read config file ({error})") from None
     if grid is None:
         return None
-    if not isinstance(grid, dict) or set(grid) - {"seeds"}:
-        raise ConfigError(f"{path}: [grid] takes one key, seeds = [0, 1, ...]")
+    _check_grid_table(path, grid)
     seeds = grid.get("seeds")
+    if seeds is None:
+        return None
     if (not isinstance(seeds, list) or not seeds or len(set(seeds)) != len(seeds)
             or not all(isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0 for seed in seeds)):
         raise ConfigError(f"{path}: [grid] seeds must be a list of distinct integers >= 0, got {seeds!r}")
     return tuple(seeds)
+
+
+def _check_grid_table(path: Path, grid: Any) -> None:
+    if not isinstance(grid, dict) or set(grid) - {"seeds", "margin"}:
+        raise ConfigError(f"{path}: [grid] takes seeds = [0, 1, ...] and margin = POINTS")
+
+
+def grid_margin(path: str | Path) -> float | None:
+    """The ``margin`` of the ``[grid]`` table of the config file at ``path`` (points of final-stage PCK@0.1, > 0):
+    the decision rule's equivalence margin, which makes the ablate-supervision report write its decision section
+    (`cpm.experiments.decision`); None where the file states none."""
+    path = Path(path)
+    try:
+        grid = tomllib.loads(path.read_text(encoding="utf-8")).get("grid")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
+        raise ConfigError(f"{path}: cannot read config file ({error})") from None
+    if grid is None:
+        return None
+    _check_grid_table(path, grid)
+    margin = grid.get("margin")
+    if margin is None:
+        return None
+    if isinstance(margin, bool) or not isinstance(margin, int | float) or not 0 < margin < 100:
+        raise ConfigError(f"{path}: [grid] margin must be a number of points in (0, 100), got {margin!r}")
+    return float(margin)
 
 
 def grid_cells(request: GridRequest, *, runs_root: Path, results_root: Path, device: str = "auto",
@@ -447,7 +475,10 @@ def write_target_report(request: GridRequest, *, results_root: Path, runs_root: 
     out.mkdir(parents=True, exist_ok=True)
     reports = {"ablate-supervision": ablate_supervision_report, "compare-heads": compare_heads_report,
                "compare-decoders": compare_decoders_report}
-    return reports[request.target](load_runs(summaries), note, out, request.setting, extra_folder=folder)
+    config = request.config or note.get("config")
+    margin = grid_margin(config) if config and Path(config).is_file() else None
+    return reports[request.target](load_runs(summaries), note, out, request.setting, extra_folder=folder,
+                                   margin=margin, config_path=config)
 
 
 def request_from_note(note: dict) -> GridRequest:

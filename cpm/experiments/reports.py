@@ -184,7 +184,8 @@ def _runs_of(cells: dict[str, list[RunRecord]], stages: int, supervised: bool) -
 
 
 def ablate_supervision_report(cells: dict[str, list[RunRecord]], note: dict, out: Path, setting: str, *,
-                              extra_folder: Path, cells_config: list | None = None, **_: object) -> Path:
+                              extra_folder: Path, cells_config: list | None = None, margin: float | None = None,
+                              config_path: str | None = None, **_: object) -> Path:
     stem = f"ablate-supervision-{setting}" if setting else "ablate-supervision"
     everything = [r for runs in cells.values() for r in runs]
     top, bottom = _header(note, "ablate-supervision: intermediate supervision and the number of stages", everything)
@@ -194,6 +195,11 @@ def ablate_supervision_report(cells: dict[str, list[RunRecord]], note: dict, out
     lines += ["", "What the intervals say (generated from the table):", ""]
     lines += [f"- {s}" for s in _supervision_sentences(cells, stage_counts)]
     lines += _regimes_table(cells) + _stage_table(cells, [t for t in stage_counts if t > 1])
+    if margin is not None:  # the study's config states its decision rule ([grid] margin)
+        from cpm.experiments.decision import decision_section
+
+        lines += decision_section(cells, margin, config=config_path or "?", final_pck=final_pck,
+                                  stage_counts=stage_counts)
     plt = _pyplot()
     plots = [_plot_stages(cells, stage_counts, out / f"{stem}.png", plt),
              _plot_supervision_curves(cells, out / f"{stem}-curves.png", plt)]

@@ -1,0 +1,154 @@
+"""The decision section of an intermediate-supervision study: the rule a config states in its ``[grid]`` table
+(``margin``, points of final-stage PCK@0.1), applied to its cells.
+
+- **Primary**, per T > 1: intermediate supervision (IS) minus last stage only, paired by seed, 95 % t-interval.
+  *Confirms* the paper if the lower bound is above 0; *refutes* it if the interval lies within ±margin or below 0;
+  otherwise *undecided*, with the number of seeds that would give a half-width of ``margin`` at the observed
+  standard deviation of the differences.
+- **Secondary**: last stage minus stage 1 within each model (paired over the same runs), and each T against T = 1
+  (IS and last-only arms), the family of T-vs-T1 tests with Holm-adjusted p-values.
+- **Hygiene**: every IS / last-only pair of one seed, and every T-vs-T1 pair, is checked for revisions that differ in
+  the model, data or target code (`git diff` of ``cpm/models``, ``cpm/data`` and ``cpm/targets``); a pair that
+  differs, or whose revisions git cannot compare, is named.
+"""
+
+from __future__ import annotations
+
+import math
+import subprocess
+from collections.abc import Callable, Sequence
+from functools import lru_cache
+
+import numpy as np
+
+from cpm.experiments.stats import PairedDifference, format_difference, paired_difference
+
+THRESHOLD = "0.1"
+CODE = ("cpm/models", "cpm/data", "cpm/targets")
+
+
+def seeds_for_half_width(differences: Sequence[float], margin: float, confidence: float = 0.95,
+                         most: int = 10_000) -> int:
+    """The smallest n >= 2 with t_{(1+confidence)/2, n-1} * sd / sqrt(n) <= ``margin``, sd the sample standard
+    deviation of ``differences`` (same units as ``margin``); ``most`` if none up to it does."""
+    from scipy.stats import t as student_t
+
+    sd = float(np.std(np.asarray(differences, dtype=np.float64), ddof=1))
+    for n in range(2, most + 1):
+        if student_t.ppf(0.5 + confidence / 2, n - 1) * sd / math.sqrt(n) <= margin:
+            return n
+    return most
+
+
+def verdict(difference: PairedDifference, differences: Sequence[float], margin: float) -> str:
+    """The rule's verdict on an IS − last-only interval (all in points)."""
+    if difference.n < 2:
+        return "no interval yet"
+    if difference.low > 0:
+        return "confirms the paper (lower bound above 0)"
+    if difference.high < 0:
+        return "refutes the paper (interval below 0)"
+    if -margin <= difference.low and difference.high <= margin:
+        return f"refutes the paper (interval within ±{margin:g})"
+    return (f"undecided; n ≈ {seeds_for_half_width(differences, margin)} seeds would give a half-width of "
+            f"{margin:g} points")
+
+
+def paired_p(differences: Sequence[float]) -> float:
+    """Two-sided p-value of a paired t-test (mean difference 0); nan under two pairs, 0 or 1 when sd is 0."""
+    from scipy.stats import t as student_t
+
+    d = np.asarray(differences, dtype=np.float64)
+    if len(d) < 2:
+        return float("nan")
+    sd = float(d.std(ddof=1))
+    if sd == 0:
+        return 0.0 if d.mean() != 0 else 1.0
+    t = float(d.mean() / (sd / math.sqrt(len(d))))
+    return float(2 * student_t.sf(abs(t), len(d) - 1))
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm's step-down adjusted p-values (nan stays nan and does not count in the family)."""
+    finite = sorted((p, i) for i, p in enumerate(p_values) if math.isfinite(p))
+    adjusted = [float("nan")] * len(p_values)
+    running, m = 0.0, len(finite)
+    for rank, (p, i) in enumerate(finite):
+        running = max(running, min(1.0, (m - rank) * p))
+        adjusted[i] = running
+    return adjusted
+
+
+@lru_cache(maxsize=None)
+def code_differs(a: str, b: str, paths: tuple[str, ...] = CODE) -> bool | None:
+    """Whether revisions ``a`` and ``b`` differ in ``paths`` (None: git cannot tell, e.g. an unknown revision)."""
+    if a == b:
+        return False
+    try:
+        result = subprocess.run(["git", "diff", "--quiet", a, b, "--", *paths], capture_output=True, timeout=60)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return {0: False, 1: True}.get(result.returncode)
+
+
+def decision_section(cells: dict, margin: float, *, config: str, final_pck: Callable,
+                     stage_counts: Sequence[int]) -> list[str]:
+    """Markdown lines of the decision (see the module's docstring) for an ablate-supervision setting's ``cells``
+    ({cell: [RunRecord]}); ``final_pck(run, threshold, stage=None)`` reads a run's final PCK (a fraction)."""
+
+    def runs(stages: int, supervised: bool) -> list:
+        return cells.get(f"T{stages}-{'is' if supervised or stages == 1 else 'nois'}", [])
+
+    def pairs(a: list, b: list, a_stage=None, b_stage=None) -> tuple[list[float], list[tuple]]:
+        left = {r.seed: r for r in a}
+        right = {r.seed: r for r in b}
+        seeds = sorted(set(left) & set(right))
+        values = [100 * (final_pck(left[s], THRESHOLD, a_stage) - final_pck(right[s], THRESHOLD, b_stage))
+                  for s in seeds]
+        kept = [(v, left[s], right[s]) for v, s in zip(values, seeds, strict=True) if math.isfinite(v)]
+        return [v for v, _, _ in kept], [(x, y) for _, x, y in kept]
+
+    multi = [t for t in stage_counts if t > 1]
+    lines = ["", f"## Decision (the rule in `{config}`: margin ±{margin:g} points of final-stage PCK@{THRESHOLD})", "",
+             "Primary: intermediate supervision (IS) minus last stage only, paired by seed.", "",
+             "| stages | IS − last only @0.1 (points) | n | verdict |", "|---:|---:|---:|---|"]
+    checked: list[tuple] = []
+    for t in multi:
+        d, matched = pairs(runs(t, True), runs(t, False))
+        checked += matched
+        difference = paired_difference(d, [0.0] * len(d))
+        lines.append(f"| {t} | {format_difference(difference, scale=1.0)} | {difference.n} | "
+                     f"{verdict(difference, d, margin)} |")
+    lines += ["", "Secondary: last stage minus stage 1 within each model (the same runs), PCK@0.1:", "",
+              "| model | last − stage 1 (points) | n |", "|---|---:|---:|"]
+    for t in multi:
+        for supervised, label in ((True, "IS"), (False, "last only")):
+            d, _ = pairs(runs(t, supervised), runs(t, supervised), None, 1)
+            if d:
+                lines.append(f"| T = {t}, {label} | "
+                             f"{format_difference(paired_difference(d, [0.0] * len(d)), scale=1.0)} | {len(d)} |")
+    family = []
+    for t in multi:
+        for supervised, label in ((True, "IS"), (False, "last only")):
+            d, matched = pairs(runs(t, supervised), runs(1, True))
+            checked += matched
+            if d:
+                family.append((f"T = {t} ({label}) − T = 1", d))
+    if family:
+        adjusted = holm([paired_p(d) for _, d in family])
+        lines += ["", f"Secondary: each T against T = 1 at PCK@0.1, the {len(family)} tests Holm-corrected:", "",
+                  "| comparison | difference (points) | n | p | Holm-adjusted p |", "|---|---:|---:|---:|---:|"]
+        for (label, d), p_holm in zip(family, adjusted, strict=True):
+            lines.append(f"| {label} | {format_difference(paired_difference(d, [0.0] * len(d)), scale=1.0)} | "
+                         f"{len(d)} | {paired_p(d):.3g} | {p_holm:.3g} |")
+    flagged = []
+    for a, b in checked:
+        ra, rb = a.data.get("revision", "unknown"), b.data.get("revision", "unknown")
+        differs = code_differs(ra, rb)
+        if differs is None or differs:
+            why = "revisions git cannot compare" if differs is None else "differ in " + ", ".join(CODE)
+            flagged.append(f"{a.name} (`{ra}`) and {b.name} (`{rb}`): {why}")
+    lines += ["", "Hygiene: " + ("every pair above ran on one revision of " + ", ".join(f"`{p}`" for p in CODE) + "."
+                                 if not flagged else "pairs not on one revision of the model and data code:")]
+    lines += [f"- {line}" for line in dict.fromkeys(flagged)]
+    return lines

@@ -8,11 +8,11 @@ import subprocess
 import pytest
 from scipy.stats import ttest_rel
 
+from cpm.errors import ConfigError
 from cpm.experiments.decision import code_differs, holm, paired_p, seeds_for_half_width, verdict
 from cpm.experiments.grids import grid_margin, grid_seeds
 from cpm.experiments.reports import ablate_supervision_report, load_runs
 from cpm.experiments.stats import paired_difference
-from cpm.errors import ConfigError
 from tests.test_experiments import NOTE, pck_line, summary
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import subprocess
 from collections.abc import Callable, Sequence
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 
@@ -79,7 +79,7 @@ def holm(p_values: Sequence[float]) -> list[float]:
     return adjusted
 
 
-@lru_cache(maxsize=None)
+@cache
 def code_differs(a: str, b: str, paths: tuple[str, ...] = CODE) -> bool | None:
     """Whether revisions ``a`` and ``b`` differ in ``paths`` (None: git cannot tell, e.g. an unknown revision)."""
     if a == b:

@@ -21,6 +21,10 @@
 # it), then, if `python -m cpm.experiments.pilot` says the length stands (both pilot cells within 1 point of PCK@0.1
 # at twice the length), T in {1, 3, 6} x IS on / off, the seeds of the lane's parity; run lanes 0 and 1 side by side.
 #
+# heads-pilot LANE: the length pilot of the long heads study (experiments/heads-long.toml, step 1 of its plan): lane 0
+# heatmap-sigma1-s8-seed0, lane 1 regression-grid4h-l1-s8-seed0, each at the file's length and at twice it; then
+# `python -m cpm.experiments.pilot` says whether the length stands (run the lanes side by side).
+#
 # Each grid trains on one thread (train.threads=1), so the two grids together use two cores; each epoch's frames are
 # rendered before it trains (data.prerender: the same frames and cells, no DataLoader worker rendering beside them).
 # Commit each new summary under experiments/results/ with `python -m cpm.experiments report`.
@@ -70,8 +74,22 @@ supervision)
     "$PY" -m cpm.experiments ablate-supervision --config "$config" --budget none --only 'T[136]-*' \
         --shard "$lane/2" --set train.threads=1 --no-progress || echo "== supervision cells failed with status $?"
     exit 0 ;;
+heads-pilot)
+    lane=${2:?usage: sh experiments/fill-grids.sh heads-pilot LANE (0 or 1)}
+    config=experiments/heads-long.toml
+    pilot=$([ "$lane" = 0 ] && echo heatmap-sigma1-s8-seed0 || echo regression-grid4h-l1-s8-seed0)
+    epochs=$(sed -n 's/^epochs *= *\([0-9]*\).*/\1/p' "$config" | head -n 1)
+    for extra in "" "--set train.epochs=$((2 * epochs))"; do
+        echo "== heads-long pilot $pilot $extra ($(date -u +%FT%TZ))"
+        "$PY" -m cpm.experiments compare-heads --config "$config" --budget none --only "$pilot" $extra \
+            --set train.threads=1 --set data.prerender=true --no-progress || echo "== pilot $pilot failed with status $?"
+    done
+    "$PY" -m cpm.experiments.pilot "$config" --target compare-heads \
+        --cells heatmap-sigma1-s8-seed0 regression-grid4h-l1-s8-seed0
+    exit 0 ;;
 *)
-    echo "usage: sh experiments/fill-grids.sh ablation|heads|heads-long|gate SEED|supervision LANE" >&2; exit 2 ;;
+    echo "usage: sh experiments/fill-grids.sh ablation|heads|heads-long|gate SEED|supervision LANE|heads-pilot LANE" >&2
+    exit 2 ;;
 esac
 for pattern in $patterns; do
     echo "== $target --only '$pattern' ($(date -u +%FT%TZ))"

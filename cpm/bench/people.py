@@ -43,7 +43,7 @@ def frame_times(topdown: str | Path, bottomup: str | Path, annotations: str | Pa
     from cpm.data.dataset import PoseDataset
     from cpm.data.datasets.coco_files import read_coco_file
     from cpm.device import resolve_device
-    from cpm.evaluation.topdown import _depth_spec, box_samples, ground_truth_boxes
+    from cpm.evaluation.topdown import box_samples, depth_spec, ground_truth_boxes
     from cpm.runtime.batch import prepare_batch
     from cpm.runtime.build import build_bottom_up_datasets, build_codec, dataset_options
     from cpm.runtime.checkpoint import load_model
@@ -71,7 +71,7 @@ def frame_times(topdown: str | Path, bottomup: str | Path, annotations: str | Pa
     bu_codec = build_codec(bu_config)
     td_codec = build_codec(td_config)
     samples, meta = box_samples(coco, ground_truth_boxes(coco), td_config.data.crop_padding)
-    samples.depth = _depth_spec(td_config)
+    samples.depth = depth_spec(td_config)
     crops = PoseDataset(samples, **dataset_options(td_config))
     by_image: dict[int, list[int]] = defaultdict(list)
     for index, (image_id, _, _) in enumerate(meta):

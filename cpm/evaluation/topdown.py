@@ -216,7 +216,7 @@ def evaluate_topdown(checkpoint: str | Path, annotations: str | Path, *, boxes: 
     else:
         per_image = read_detections(boxes, coco)
     samples, meta = box_samples(coco, per_image, config.data.crop_padding)
-    samples.depth = _depth_spec(config)
+    samples.depth = depth_spec(config)
     if config.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
     dataset = PoseDataset(samples, **dataset_options(config))
@@ -242,7 +242,9 @@ def _boxes_of(detections: list[dict[str, Any]]) -> BoxList:
     return boxes
 
 
-def _depth_spec(config):
+def depth_spec(config):
+    """The `cpm.data.depth.DepthSpec` of ``data.depth``: how a depth checkpoint's crops read their pixels, for the
+    box crops of top-down evaluation and anything that builds them (`cpm.bench.people`)."""
     from cpm.data.depth import DepthSpec
 
     return DepthSpec.of(config.data.depth)

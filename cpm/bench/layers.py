@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 import torch
 
-from cpm.bench.timing import CEILING_FLOPS, TrainStep, ceiling_conv, fast_dtype, timed_alternately
+from cpm.bench.timing import CEILING_FLOPS, TrainStep, ceiling_conv, timed_alternately
 from cpm.config import load_config
 from cpm.device import autocast
 from cpm.errors import CPMError
@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
     args = parser.parse_args(argv)
     try:
-        print(layer_table(args.config, fp32=args.fp32 or fast_dtype(torch.device("cpu")) is None, nchw=args.nchw,
+        print(layer_table(args.config, fp32=args.fp32, nchw=args.nchw,
                           seconds=args.seconds, overrides=tuple(args.overrides)))
     except CPMError as error:
         print(f"python -m cpm.bench.layers: {error}", file=sys.stderr)

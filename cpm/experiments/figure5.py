@@ -169,11 +169,11 @@ def main(argv: list[str] | None = None) -> int:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        from cpm.experiments.reports import _gradient_sentence, _plot_gradients
+        from cpm.experiments.reports import gradient_sentence, plot_gradients
 
-        _plot_gradients(data, args.plot, plt)
+        plot_gradients(data, args.plot, plt)
         print(f"wrote {args.plot}")
-        print(_gradient_sentence(data))
+        print(gradient_sentence(data))
     return 0
 
 

@@ -347,21 +347,25 @@ def cell_overrides(path: str | Path) -> dict[str, dict[str, Any]]:
     return flat
 
 
+def _grid_table(path: Path) -> dict[str, Any]:
+    """The ``[grid]`` table of the config file at ``path`` ({} without one), its keys checked."""
+    try:
+        grid = tomllib.loads(path.read_text(encoding="utf-8")).get("grid", {})
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
+        raise ConfigError(f"{path}: cannot read config file ({error})") from None
+    if not isinstance(grid, dict) or set(grid) - {"seeds", "margin"}:
+        raise ConfigError(f"{path}: [grid] takes seeds = [0, 1, ...] and margin = POINTS")
+    return grid
+
+
 def grid_seeds(path: str | Path) -> tuple[int, ...] | None:
     """The ``seeds`` of the ``[grid]`` table of the config file at ``path`` (a list of distinct integers >= 0), or
     None where the file has no such table: the seeds its grid trains in place of the budget's, so that a study's
     file states its n. `cpm.config.load_config` leaves the table out unread."""
     path = Path(path)
-    try:
-        grid = tomllib.loads(path.read_text(encoding="utf-8")).get("grid")
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found") from None
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
-        raise ConfigError(f"{path}: cannot read config file ({error})") from None
-    if grid is None:
-        return None
-    _check_grid_table(path, grid)
-    seeds = grid.get("seeds")
+    seeds = _grid_table(path).get("seeds")
     if seeds is None:
         return None
     if (not isinstance(seeds, list) or not seeds or len(set(seeds)) != len(seeds)
@@ -370,26 +374,12 @@ def grid_seeds(path: str | Path) -> tuple[int, ...] | None:
     return tuple(seeds)
 
 
-def _check_grid_table(path: Path, grid: Any) -> None:
-    if not isinstance(grid, dict) or set(grid) - {"seeds", "margin"}:
-        raise ConfigError(f"{path}: [grid] takes seeds = [0, 1, ...] and margin = POINTS")
-
-
 def grid_margin(path: str | Path) -> float | None:
     """The ``margin`` of the ``[grid]`` table of the config file at ``path`` (points of final-stage PCK@0.1, > 0):
     the decision rule's equivalence margin, which makes the ablate-supervision report write its decision section
     (`cpm.experiments.decision`); None where the file states none."""
     path = Path(path)
-    try:
-        grid = tomllib.loads(path.read_text(encoding="utf-8")).get("grid")
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found") from None
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
-        raise ConfigError(f"{path}: cannot read config file ({error})") from None
-    if grid is None:
-        return None
-    _check_grid_table(path, grid)
-    margin = grid.get("margin")
+    margin = _grid_table(path).get("margin")
     if margin is None:
         return None
     if isinstance(margin, bool) or not isinstance(margin, int | float) or not 0 < margin < 100:

@@ -205,10 +205,10 @@ def ablate_supervision_report(cells: dict[str, list[RunRecord]], note: dict, out
              _plot_supervision_curves(cells, out / f"{stem}-curves.png", plt)]
     gradients = _json_file(extra_folder / "figure5.json")
     if gradients:
-        _plot_gradients(gradients, out / f"{stem}-gradients.png", plt)
+        plot_gradients(gradients, out / f"{stem}-gradients.png", plt)
         plots.append(f"{stem}-gradients.png")
         lines += ["", "Mean |gradient| of each layer's weights early in training, with and without intermediate "
-                  "supervision, under each init (the paper's Fig. 5): " + _gradient_sentence(gradients)]
+                  "supervision, under each init (the paper's Fig. 5): " + gradient_sentence(gradients)]
     lines += [""] + [f"![{name}]({name})" for name in plots]
     return _write(out / f"{stem}.md", lines + bottom)
 
@@ -348,7 +348,7 @@ def _plot_supervision_curves(cells: dict[str, list[RunRecord]], path: Path, plt)
     return path.name
 
 
-def _gradient_sentence(data: dict) -> str:
+def gradient_sentence(data: dict) -> str:
     """Mean |gradient| of stage 1's layers at the first recorded step, with and without IS, per init."""
     parts = []
     for init, records in data.items():
@@ -383,7 +383,7 @@ def _receptive_field_note(cells: dict[str, list[RunRecord]]) -> list[str]:
             f"= {', '.join(f'{f / crop:.2f}' for f in fields)} of the crop.", ""]
 
 
-def _plot_gradients(data: dict, path: Path, plt) -> None:
+def plot_gradients(data: dict, path: Path, plt) -> None:
     """One panel per (init, recorded step): mean |gradient| per layer, with and without IS."""
     panels = [(init, step) for init, records in data.items() for step in next(iter(records.values()))["steps"]]
     figure, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 4), squeeze=False)

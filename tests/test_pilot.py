@@ -34,3 +34,29 @@ def test_the_length_stands_doubles_or_waits(tmp_path, capsys):
     assert main(argv) == 1 and "the length doubles" in capsys.readouterr().out
     assert main([str(config), "--cells", "T9-is-seed0", "--results", str(results)]) == 2
     assert "T9-is-seed0 is no cell" in capsys.readouterr().err
+
+
+def test_the_curve_reads_the_final_stage_per_epoch_and_the_plot_is_written(tmp_path, capsys):
+    from cpm.experiments.pilot import pilot_curve
+
+    metrics = [{"step": 250 * epoch, "val/pck@0.1/stage1": 0.5, "val/pck@0.1/stage2": 0.25 * epoch,
+                "val/pck@0.1/stage3": 0.1 * epoch} for epoch in (1, 2, 3)]
+    summary = {"config": {"train": {"batch_size": 16, "epochs": 3}}, "metrics": [{"note": "no step"}, *metrics],
+               "summary": {"pck": {"0.1": [0.1, 0.3]}}}
+    images, pck = pilot_curve(summary)
+    assert images == [4000, 8000, 12000]  # steps x batch
+    assert [round(value, 6) for value in pck] == [10.0, 20.0, 30.0]  # the last stage, in %, not stage 1 or 2
+
+    config = tmp_path / "study.toml"
+    config.write_text("[train]\nepochs = 5\n")
+    results = tmp_path / "results"
+    for epochs_set in (None, 10):
+        sets = {"train.epochs": epochs_set} if epochs_set else {}
+        (path,) = [c.summary_path for c in grid_cells(GridRequest("ablate-supervision", "none", str(config), sets=sets),
+                                                       runs_root=results, results_root=results, only="T3-is-seed0")]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(summary))
+    plot = tmp_path / "pilot.png"
+    argv = [str(config), "--cells", "T3-is-seed0", "--results", str(results), "--plot", str(plot)]
+    assert main(argv) == 0 and plot.stat().st_size > 10_000
+    assert f"curves in {plot}" in capsys.readouterr().out

@@ -163,3 +163,27 @@ def test_make_trains_recipe_trains_the_four_stage_recipes_data_with_less_than_a_
     assert adds["before"] == pytest.approx(441.4e6, rel=1e-3) and adds["now"] == pytest.approx(171.1e6, rel=1e-3)
     images = {name: c.data.train_samples * c.train.epochs for name, c in (("before", before), ("now", now))}
     assert adds["now"] * images["now"] < 0.30 * adds["before"] * images["before"]  # 0.29x the training compute
+
+
+def test_a_recipe_set_changes_one_recipe_alone_and_names_it(tmp_path, capsys):
+    recipe = tmp_path / "tiny.toml"
+    recipe.write_text("")
+    record = tmp_path / "speedrun.md"
+    argv = [str(recipe), str(recipe), "--runs", str(tmp_path / "runs"), "--no-progress", "--target", "0.2=0.001",
+            "--recipe-set", "2:train.batch_size=2", "--record", str(record)]
+    for override in tiny_overrides(tmp_path):
+        if not override.startswith(("train.runs_dir", "train.name")):
+            argv += ["--set", override]
+    assert main(argv) == 0
+    runs = tmp_path / "runs"
+    first = load_config(runs / "speedrun-tiny" / "config.toml")
+    second = load_config(runs / "speedrun-tiny-2" / "config.toml")  # its own directory, its own batch size
+    assert second.train.batch_size == 2 and first.train.batch_size != 2
+    assert f"| {recipe} train.batch_size=2 |" in record.read_text()
+    for bad, message in ((["3:train.lr=1"], "there is no recipe 3 (recipes 1 to 2)"),
+                         (["two:train.lr=1"], "expected N:SECTION.KEY=VALUE"),
+                         (["2:train.nonsense=1"], "nonsense")):
+        with pytest.raises(SystemExit) as stop:
+            main([str(recipe), str(recipe), "--recipe-set", *bad])
+        assert stop.value.code == 2
+        assert message in capsys.readouterr().err

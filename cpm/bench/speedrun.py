@@ -13,6 +13,12 @@ fp32), or ``--target 0.2=0.93`` (repeatable)
 fixes them; every row gives its time relative to the first one's, so a ratio is only ever taken between runs of one
 sitting on one machine.
 
+``--recipe-set N:SECTION.KEY=VALUE`` (repeatable) gives the N-th recipe a value of its own (1 is the reference), so
+one config can be timed against itself with one thing changed:
+
+    python -m cpm.bench.speedrun experiments/default.toml experiments/default.toml experiments/default.toml \
+        --set train.amp=off --recipe-set 2:train.channels_last=false --recipe-set 3:train.compile=true
+
 ``--record FILE`` appends the rows to a Markdown record (change, images and minutes to target, img/s, ratio, CPU
 kind, command, revision), started with its header when the file does not exist yet.
 
@@ -115,17 +121,21 @@ def meets(line: dict, targets: dict[float, float]) -> bool:
 
 
 def speedrun(configs: list[str], overrides: list[str], targets: dict[float, float] | None, *, runs_dir: str,
-             progress: bool = True, log=print,
-             stop_at_target: bool = False) -> tuple[list[tuple[str, Outcome, str]], dict[float, float]]:
-    """Train each config in turn (into ``runs_dir``); -> ([(config, outcome, run directory)], targets). Without
+             progress: bool = True, log=print, stop_at_target: bool = False,
+             recipe_sets: dict[int, list[str]] | None = None) -> tuple[list[tuple[str, Outcome, str]], dict[float, float]]:
+    """Train each config in turn (into ``runs_dir``); -> ([(recipe, outcome, run directory)], targets). Without
     ``targets``, the first run's final figures (`final_figures`) are the targets of all. ``stop_at_target``: a run
-    ends at the first evaluation that meets the targets (the reference too when ``targets`` are given)."""
+    ends at the first evaluation that meets the targets (the reference too when ``targets`` are given).
+    ``recipe_sets``: {recipe number from 1: overrides of that recipe alone}; such a recipe is named by its config and
+    those overrides, and its run directory by its number."""
     from cpm.training.loop import train
 
     outcomes = []
-    for path in configs:
-        name = Path(path).stem
-        config = load_config(path, [*overrides, f'train.runs_dir="{runs_dir}"', f'train.name="speedrun-{name}"'])
+    for number, path in enumerate(configs, start=1):
+        own = list((recipe_sets or {}).get(number, []))
+        name = Path(path).stem + (f"-{number}" if own else "")
+        config = load_config(path, [*overrides, *own, f'train.runs_dir="{runs_dir}"', f'train.name="speedrun-{name}"'])
+        path = " ".join([path, *own])
         log(f"speedrun: training {path}")
         until = functools.partial(meets, targets=targets) if stop_at_target and targets is not None else None
         results = train(config, progress=progress, log=log, until=until)
@@ -193,6 +203,19 @@ def screen_rows(run_dirs: list[Path], targets: dict[float, float], reference: st
     return rows
 
 
+def _parse_recipe_sets(texts: list[str], recipes: int) -> dict[int, list[str]]:
+    """``["2:train.compile=true", ...]`` -> {2: ["train.compile=true"], ...}; N must name one of the recipes."""
+    sets: dict[int, list[str]] = {}
+    for text in texts:
+        number, sep, override = text.partition(":")
+        if not sep or not number.strip().isdigit() or "=" not in override:
+            raise CPMError(f"--recipe-set: expected N:SECTION.KEY=VALUE, got {text!r}")
+        if not 1 <= int(number) <= recipes:
+            raise CPMError(f"--recipe-set {text!r}: there is no recipe {int(number)} (recipes 1 to {recipes})")
+        sets.setdefault(int(number), []).append(override)
+    return sets
+
+
 def _parse_targets(texts: list[str]) -> dict[float, float] | None:
     targets = {}
     for text in texts:
@@ -225,6 +248,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stop-at-target", action="store_true",
                         help="end each run at its first evaluation that meets the targets (the reference too when "
                              "--target is given) instead of training all its epochs")
+    parser.add_argument("--recipe-set", dest="recipe_sets", action="append", default=[], metavar="N:SECTION.KEY=VALUE",
+                        help="a value for the N-th recipe alone (1 is the reference), e.g. 2:train.channels_last=false; "
+                             "a config may then be given more than once (repeatable)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     from cpm.runtime.checkpoint import git_revision
@@ -235,11 +261,13 @@ def main(argv: list[str] | None = None) -> int:
         targets = _parse_targets(args.target)
         if args.screen:
             return _screen(args, targets)
-        for path in args.configs:
-            load_config(path, args.overrides)  # every recipe is checked before the first trains
+        recipe_sets = _parse_recipe_sets(args.recipe_sets, len(args.configs))
+        for number, path in enumerate(args.configs, start=1):  # every recipe is checked before the first trains
+            load_config(path, [*args.overrides, *recipe_sets.get(number, [])])
         revision = git_revision()  # the code that trains, not what the checkout holds when the last run ends
         outcomes, targets = speedrun(args.configs, args.overrides, targets, runs_dir=args.runs,
-                                     progress=not args.no_progress, stop_at_target=args.stop_at_target)
+                                     progress=not args.no_progress, stop_at_target=args.stop_at_target,
+                                     recipe_sets=recipe_sets)
         cap = os.environ.get("ONEDNN_MAX_CPU_ISA")  # part of the command: it sets what the CPU runs
         command = (f"ONEDNN_MAX_CPU_ISA={shlex.quote(cap)} " if cap else "") + shlex.join(
             ["python", "-m", "cpm.bench.speedrun", *(sys.argv[1:] if argv is None else argv)])

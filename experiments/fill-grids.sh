@@ -25,6 +25,9 @@
 # heatmap-sigma1-s8-seed0, lane 1 regression-grid4h-l1-s8-seed0, each at the file's length and at twice it; then
 # `python -m cpm.experiments.pilot` says whether the length stands (run the lanes side by side).
 #
+# heads-sweep LANE: step 2 of experiments/heads-long.toml's plan, the rate sweep of the long heads study on seed LANE
+# (run lanes 0 and 1 side by side), once the pilot has fixed the file's length.
+#
 # Each grid trains on one thread (train.threads=1), so the two grids together use two cores; each epoch's frames are
 # rendered before it trains (data.prerender: the same frames and cells, no DataLoader worker rendering beside them).
 # Commit each new summary under experiments/results/ with `python -m cpm.experiments report`.
@@ -87,8 +90,28 @@ heads-pilot)
     "$PY" -m cpm.experiments.pilot "$config" --target compare-heads \
         --cells heatmap-sigma1-s8-seed0 regression-grid4h-l1-s8-seed0
     exit 0 ;;
+heads-sweep)
+    lane=${2:?usage: sh experiments/fill-grids.sh heads-sweep LANE (0 or 1: the seed)}
+    config=experiments/heads-long.toml
+    # step 2 of the file's plan: each head x stride at three rates centred on its 4,800-image best; cheap strides
+    # first so that every head has a rate sooner. Widening past an edge is a further line here once the table shows it.
+    for stride in s16 s8 s4; do
+        for entry in "heatmap-sigma1:0.005 0.01 0.02" "regression-l1:0.005 0.01 0.02" "integral-l1:0.0025 0.005 0.01" \
+                     "regression-flat-l1:0.00125 0.0025 0.005" "regression-grid4h-l1:0.00125 0.0025 0.005" \
+                     "rle-grid4h:0.00125 0.0025 0.005" "heatmap-px4:0.005 0.01 0.02" "heatmap-px8:0.005 0.01 0.02"; do
+            head=${entry%%:*}
+            case "$head-$stride" in heatmap-px4-s4|heatmap-px8-s4|heatmap-px8-s8) continue ;; esac
+            for lr in ${entry#*:}; do
+                echo "== heads-sweep $head-$stride-seed$lane lr $lr ($(date -u +%FT%TZ))"
+                "$PY" -m cpm.experiments compare-heads --config "$config" --budget none --only "$head-$stride-seed$lane" \
+                    --set train.lr="$lr" --set train.threads=1 --set data.prerender=true --no-progress \
+                    || echo "== $head-$stride-seed$lane lr $lr failed with status $?"
+            done
+        done
+    done
+    exit 0 ;;
 *)
-    echo "usage: sh experiments/fill-grids.sh ablation|heads|heads-long|gate SEED|supervision LANE|heads-pilot LANE" >&2
+    echo "usage: sh experiments/fill-grids.sh ablation|heads|heads-long|gate SEED|supervision LANE|heads-pilot LANE|heads-sweep LANE" >&2
     exit 2 ;;
 esac
 for pattern in $patterns; do

@@ -93,3 +93,32 @@ def test_a_bad_margin_fails_naming_the_file(tmp_path, table):
     config.write_text(table)
     with pytest.raises(ConfigError, match=r"study.toml: \[grid\]"):
         grid_margin(config)
+
+
+def test_the_heads_decision_by_hand():
+    from cpm.experiments.decision import heads_decision_section
+
+    values = {  # final PCK@0.1 and @0.2 per seed
+        "heatmap-sigma1-s8": ([0.80, 0.82, 0.84], [0.95, 0.95, 0.95]),
+        "regression-grid4h-l1-s8": ([0.75, 0.76, 0.80], [0.945, 0.95, 0.955]),
+        "heatmap-px4-s8": ([0.70, 0.74, 0.86], [0.90, 0.91, 0.92]),
+        "regression-l1-s16": ([0.5, 0.5, 0.5], [0.6, 0.6, 0.6]),  # no heatmap-sigma1-s16: no stride-16 rows
+    }
+    runs = [summary(f"{cell}-seed{seed}", {}, scores={"pck": {"0.1": [a01[seed]], "0.2": [a02[seed]]}})
+            for cell, (a01, a02) in values.items() for seed in range(3)]
+    cells = load_runs(runs)
+    lines = heads_decision_section(cells, 2.0, config="heads.toml",
+                                   final_pck=lambda run, threshold: run.summary["pck"][threshold][-1])
+    # sigma1 - grid4h @0.1: 5, 6, 4 -> +5.00 [+2.52, +7.48]; @0.2: 0.5, 0, -0.5 -> 0, sd 0.5, 4.303 x 0.5 / 1.732
+    assert ("| 8 | heatmap-sigma1 − regression-grid4h-l1 | +5.00 [+2.52, +7.48] | heatmap better | "
+            "+0.00 [-1.24, +1.24] | no larger than 2 points | 3 |") in lines
+    # px4 - sigma1 @0.1: -10, -8, +2 (sd 6.43): undecided; @0.2: -5, -4, -3 -> -4.00 [-6.48, -1.52]: cells better
+    row = next(line for line in lines if "heatmap-px4 − heatmap-sigma1" in line)
+    assert "| undecided; n ≈ " in row and "| -4.00 [-6.48, -1.52] | cells better | 3 |" in row
+    assert not any("| 16 |" in line for line in lines) and not any("rle-grid4h" in line for line in lines)
+    assert "Hygiene: every pair above ran on one revision of `cpm/models`, `cpm/data`, `cpm/targets`." in lines
+    runs[3]["revision"] = "0000000"  # regression-grid4h-l1-s8-seed0 on a revision git does not know
+    lines = heads_decision_section(load_runs(runs), 2.0, config="heads.toml",
+                                   final_pck=lambda run, threshold: run.summary["pck"][threshold][-1])
+    assert "- heatmap-sigma1-s8-seed0 (`abc123`) and regression-grid4h-l1-s8-seed0 (`0000000`): revisions git cannot " \
+           "compare" in lines

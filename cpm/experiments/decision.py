@@ -1,5 +1,5 @@
-"""The decision section of an intermediate-supervision study: the rule a config states in its ``[grid]`` table
-(``margin``, points of final-stage PCK@0.1), applied to its cells.
+"""The decision section of a study: the rule a config states in its ``[grid]`` table (``margin``, points of
+final-stage PCK), applied to its cells. For an intermediate-supervision study (`decision_section`):
 
 - **Primary**, per T > 1: intermediate supervision (IS) minus last stage only, paired by seed, 95 % t-interval.
   *Confirms* the paper if the lower bound is above 0; *refutes* it if the interval lies within ±margin or below 0;
@@ -10,6 +10,12 @@
 - **Hygiene**: every IS / last-only pair of one seed, and every T-vs-T1 pair, is checked for revisions that differ in
   the model, data or target code (`git diff` of ``cpm/models``, ``cpm/data`` and ``cpm/targets``); a pair that
   differs, or whose revisions git cannot compare, is named.
+
+For a heads study (`heads_decision_section`, experiments/heads-long.toml): per map stride, heatmap-sigma1 minus each
+coordinate head (flatten + FC, pooled grid + hidden layer, RLE, global pooling, integral) and each heatmap of a width
+in pixels minus heatmap-sigma1, at PCK@0.1 and @0.2: "heatmap better" / "regressor better" (or "pixels better" /
+"cells better") when the interval excludes 0, "no larger than margin" when it lies within ±margin, else undecided
+with the seeds it would need; the same revision check.
 """
 
 from __future__ import annotations
@@ -40,18 +46,27 @@ def seeds_for_half_width(differences: Sequence[float], margin: float, confidence
     return most
 
 
-def verdict(difference: PairedDifference, differences: Sequence[float], margin: float) -> str:
-    """The rule's verdict on an IS − last-only interval (all in points)."""
+def pair_verdict(difference: PairedDifference, differences: Sequence[float], margin: float, *, above: str,
+                 below: str, within: str) -> str:
+    """A paired interval (points) against the rule: ``above`` if its lower bound is above 0, ``below`` if its upper
+    bound is below 0, ``within`` if it lies within ±margin, else undecided with the seeds a ±margin half-width needs."""
     if difference.n < 2:
         return "no interval yet"
     if difference.low > 0:
-        return "confirms the paper (lower bound above 0)"
+        return above
     if difference.high < 0:
-        return "refutes the paper (interval below 0)"
+        return below
     if -margin <= difference.low and difference.high <= margin:
-        return f"refutes the paper (interval within ±{margin:g})"
+        return within
     return (f"undecided; n ≈ {seeds_for_half_width(differences, margin)} seeds would give a half-width of "
             f"{margin:g} points")
+
+
+def verdict(difference: PairedDifference, differences: Sequence[float], margin: float) -> str:
+    """The rule's verdict on an IS − last-only interval (all in points)."""
+    return pair_verdict(difference, differences, margin, above="confirms the paper (lower bound above 0)",
+                        below="refutes the paper (interval below 0)",
+                        within=f"refutes the paper (interval within ±{margin:g})")
 
 
 def paired_p(differences: Sequence[float]) -> float:
@@ -141,6 +156,49 @@ def decision_section(cells: dict, margin: float, *, config: str, final_pck: Call
         for (label, d), p_holm in zip(family, adjusted, strict=True):
             lines.append(f"| {label} | {format_difference(paired_difference(d, [0.0] * len(d)), scale=1.0)} | "
                          f"{len(d)} | {paired_p(d):.3g} | {p_holm:.3g} |")
+    return lines + _hygiene(checked)
+
+
+# The headline pairs of a heads study (experiments/heads-long.toml, step 3): per map stride, the reference heatmap
+# head minus each coordinate head, and each heatmap of a width in pixels minus the reference (target width against
+# quantisation).
+HEADS_REFERENCE = "heatmap-sigma1"
+HEADS_AGAINST = ("regression-flat-l1", "regression-grid4h-l1", "rle-grid4h", "regression-l1", "integral-l1")
+HEADS_WIDTHS = ("heatmap-px4", "heatmap-px8")
+
+
+def heads_decision_section(cells: dict, margin: float, *, config: str, final_pck: Callable) -> list[str]:
+    """Markdown lines of a heads study's decision for ``cells`` ({"<head>-s<stride>": [RunRecord]}): every headline
+    pair per stride at final PCK@0.1 and @0.2, paired by seed, with the rule's verdict, and the revision check.
+    ``final_pck(run, threshold)`` reads a run's final PCK (a fraction)."""
+    strides = sorted({cell.rsplit("-s", 1)[1] for cell in cells if cell.startswith(HEADS_REFERENCE + "-s")}, key=int)
+    lines = ["", f"## Decision (the rule in `{config}`: margin ±{margin:g} points of final PCK)", "",
+             "Each pair paired by seed, 95 % t-interval (points): the first head minus the second.", "",
+             "| stride | pair | @0.1 | verdict @0.1 | @0.2 | verdict @0.2 | n |", "|---:|---|---:|---|---:|---|---:|"]
+    checked: list[tuple] = []
+    for stride in strides:
+        reference = f"{HEADS_REFERENCE}-s{stride}"
+        pairs = [(reference, f"{other}-s{stride}", "heatmap better", "regressor better") for other in HEADS_AGAINST]
+        pairs += [(f"{width}-s{stride}", reference, "pixels better", "cells better") for width in HEADS_WIDTHS]
+        for first, second, above, below in pairs:
+            if not cells.get(first) or not cells.get(second):
+                continue
+            left, right = {r.seed: r for r in cells[first]}, {r.seed: r for r in cells[second]}
+            seeds = sorted(set(left) & set(right))
+            checked += [(left[s], right[s]) for s in seeds]
+            row = [stride, f"{first.rsplit('-s', 1)[0]} − {second.rsplit('-s', 1)[0]}"]
+            for threshold in ("0.1", "0.2"):
+                d = [100 * (final_pck(left[s], threshold) - final_pck(right[s], threshold)) for s in seeds]
+                d = [v for v in d if math.isfinite(v)]
+                difference = paired_difference(d, [0.0] * len(d))
+                row += [format_difference(difference, scale=1.0),
+                        pair_verdict(difference, d, margin, above=above, below=below,
+                                     within=f"no larger than {margin:g} points")]
+            lines.append("| " + " | ".join([*row, str(len(seeds))]) + " |")
+    return lines + _hygiene(checked)
+
+
+def _hygiene(checked: list[tuple]) -> list[str]:
     flagged = []
     for a, b in checked:
         ra, rb = a.data.get("revision", "unknown"), b.data.get("revision", "unknown")
@@ -148,7 +206,6 @@ def decision_section(cells: dict, margin: float, *, config: str, final_pck: Call
         if differs is None or differs:
             why = "revisions git cannot compare" if differs is None else "differ in " + ", ".join(CODE)
             flagged.append(f"{a.name} (`{ra}`) and {b.name} (`{rb}`): {why}")
-    lines += ["", "Hygiene: " + ("every pair above ran on one revision of " + ", ".join(f"`{p}`" for p in CODE) + "."
-                                 if not flagged else "pairs not on one revision of the model and data code:")]
-    lines += [f"- {line}" for line in dict.fromkeys(flagged)]
-    return lines
+    lines = ["", "Hygiene: " + ("every pair above ran on one revision of " + ", ".join(f"`{p}`" for p in CODE) + "."
+                               if not flagged else "pairs not on one revision of the model and data code:")]
+    return lines + [f"- {line}" for line in dict.fromkeys(flagged)]

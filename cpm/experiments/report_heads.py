@@ -179,7 +179,8 @@ def _last_stage(metrics: dict) -> int:
 
 
 def compare_heads_report(cells: dict[str, list[RunRecord]], note: dict, out: Path, setting: str, *,
-                         extra_folder: Path | None = None, **_: object) -> Path:
+                         extra_folder: Path | None = None, margin: float | None = None,
+                         config_path: str | None = None, **_: object) -> Path:
     stem = f"compare-heads-{setting}"
     everything = [r for runs in cells.values() for r in runs]
     top, bottom = _header(note, "compare-heads: heatmap, regression and integral heads", everything)
@@ -189,6 +190,11 @@ def compare_heads_report(cells: dict[str, list[RunRecord]], note: dict, out: Pat
         rows.append(f"| {BASELINE_LABEL} | – | – | {baseline['0.05']:.1f} | {baseline['0.1']:.1f} | "
                     f"{baseline['0.2']:.1f} | – | – | – | 0 | – | – | – | – |")
     lines = top + _HEADS_INTRO + rows + _heads_differences(cells)
+    if margin is not None:  # the study's config states its decision rule ([grid] margin)
+        from cpm.experiments.decision import heads_decision_section
+
+        lines += heads_decision_section(cells, margin, config=config_path or "?",
+                                        final_pck=lambda run, threshold: _summary_value(run, "pck", threshold))
     plt = _pyplot()
     plots = []
     if cells:

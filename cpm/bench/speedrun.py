@@ -122,7 +122,8 @@ def meets(line: dict, targets: dict[float, float]) -> bool:
 
 def speedrun(configs: list[str], overrides: list[str], targets: dict[float, float] | None, *, runs_dir: str,
              progress: bool = True, log=print, stop_at_target: bool = False,
-             recipe_sets: dict[int, list[str]] | None = None) -> tuple[list[tuple[str, Outcome, str]], dict[float, float]]:
+             recipe_sets: dict[int, list[str]] | None = None
+             ) -> tuple[list[tuple[str, Outcome, str]], dict[float, float]]:
     """Train each config in turn (into ``runs_dir``); -> ([(recipe, outcome, run directory)], targets). Without
     ``targets``, the first run's final figures (`final_figures`) are the targets of all. ``stop_at_target``: a run
     ends at the first evaluation that meets the targets (the reference too when ``targets`` are given).
@@ -249,8 +250,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="end each run at its first evaluation that meets the targets (the reference too when "
                              "--target is given) instead of training all its epochs")
     parser.add_argument("--recipe-set", dest="recipe_sets", action="append", default=[], metavar="N:SECTION.KEY=VALUE",
-                        help="a value for the N-th recipe alone (1 is the reference), e.g. 2:train.channels_last=false; "
-                             "a config may then be given more than once (repeatable)")
+                        help="a value for the N-th recipe alone (1 is the reference), e.g. "
+                             "2:train.channels_last=false; a config may then be given more than once (repeatable)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     from cpm.runtime.checkpoint import git_revision

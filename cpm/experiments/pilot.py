@@ -74,7 +74,7 @@ def plot_pilot(found: dict[str, list[dict | None]], path: Path, title: str) -> N
 
     figure, axes = plt.subplots(figsize=(7, 4.2))
     for index, (name, pair) in enumerate(found.items()):
-        for summary, style, label in zip(pair, ("-", "--"), ("length", "twice the length")):
+        for summary, style, label in zip(pair, ("-", "--"), ("length", "twice the length"), strict=True):
             if summary is None:
                 continue
             images, pck = pilot_curve(summary)

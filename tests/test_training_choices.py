@@ -139,6 +139,8 @@ def test_cpm_train_says_which_cpu_it_found_and_the_time_to_expect(monkeypatch, c
     _print_cpu_kind(load_config(ROOT / "experiments" / "default.toml", ['train.device="cpu"']))
     line = capsys.readouterr().out  # 45,000 / 40 / 60 = 18.75 min, where this kind has a figure
     assert ("expected about 19 min for 45,000 images at the 40 img/s" in line) == (not native)
+    _print_cpu_kind(load_config(ROOT / "experiments" / "procedural.toml", ['train.device="cpu"', "train.threads=1"]))
+    assert "expected" not in capsys.readouterr().out  # the rates were measured on two threads, not one
     _print_cpu_kind(load_config(None, ['train.device="cpu"', "model.stages=2"]))  # no measured rate for this model
     line = capsys.readouterr().out
     assert line.startswith("cpm train: CPU with") and "expected" not in line

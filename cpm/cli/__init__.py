@@ -215,7 +215,8 @@ def _print_cpu_kind(config) -> None:
     if amp == "auto" and kind != "native bf16":
         measured = CPU_TRAIN_RATES["procedural.toml"]  # the one model measured on both kinds
         line += f", about {measured['native bf16'] / measured[kind]:.1f}x slower than on a CPU with native bf16"
-    rate = _recipe_rate(config, kind) if amp == "auto" and config.data.source == "synthetic" else None
+    measured_setup = amp == "auto" and config.data.source == "synthetic" and config.train.threads != 1
+    rate = _recipe_rate(config, kind) if measured_setup else None  # the rates are of two threads, not one
     if rate:
         images = config.data.train_samples * config.train.epochs
         line += (f"; expected about {images / rate / 60:.0f} min for {images:,} images at the {rate:.0f} img/s "

@@ -171,6 +171,7 @@ class ModelConfig:
     trunk_kernel: int = 5  # kernel of the image trunks' convolutions (9 in the paper)
     shared_trunk: bool = False  # cpm backbone: one image trunk feeds stage 1 and the refinement stages (not two)
     caffe_pooling: bool = False  # trunk max-pools without padding, ceil mode, as the released Caffe nets
+    trunk_strided_levels: int = 0  # cpm trunk: its first N levels a stride-2 conv instead of conv + 3x3/2 max-pool
     feature_channels: int = 32  # per-stage projection of the shared features (5x5 conv 32 in the paper)
     stage1_width: int = 128  # stage 1's wide layers (512 in the paper)
     stage1_kernel: int = 7  # stage 1's large kernel (9 in the paper)
@@ -339,7 +340,8 @@ RANGES = {
     "data.crop_padding": (0.5, None), "data.rotation": (0, 180), "data.shift": (0, 1),
     "data.occlusion": (0, 1), "data.workers": (-1, None),
     "model.stages": (1, 6), "model.stage_width": (1, None),
-    "model.trunk_kernel": (1, None), "model.stage1_width": (1, None), "model.stage1_kernel": (1, None),
+    "model.trunk_kernel": (1, None),
+    "model.trunk_strided_levels": (0, None), "model.stage1_width": (1, None), "model.stage1_kernel": (1, None),
     "model.feature_channels": (0, None), "model.stage_kernel": (1, None), "model.stage_layers": (1, None),
     "model.in_channels": (1, None), "model.stage1_layers": (0, None),
     "model.stride": (1, 64), "model.dropout": (0, 0.99), "targets.sigma": (1e-3, None),
@@ -618,6 +620,9 @@ def _validate_model(data: DataConfig, model: ModelConfig) -> None:
     elif model.stride != FIXED_STRIDES[model.backbone]:
         raise ConfigError(f"model.stride: the {model.backbone} backbone has stride {FIXED_STRIDES[model.backbone]}, "
                           f"not {model.stride}")
+    if model.trunk_strided_levels and (model.backbone != "cpm" or model.trunk_strided_levels > len(model.trunk_widths)):
+        raise ConfigError(f"model.trunk_strided_levels: {model.trunk_strided_levels} strided levels need the cpm "
+                          f"backbone with at least as many trunk levels (model.trunk_widths: {model.trunk_widths})")
     if any(w < 1 for w in [*model.trunk_widths, *model.vgg_cpm_widths]):
         raise ConfigError("model.trunk_widths, model.vgg_cpm_widths: widths must be >= 1")
     if model.shared_trunk and model.backbone != "cpm":

@@ -91,6 +91,34 @@ def test_caffe_pooling_maps_368_to_46_like_the_released_net():
     assert model.center_pooling(ramp)[0, 0, 0, :2].tolist() == [4.0, 12.0]  # mean of columns 0..8, 8..16
 
 
+def test_strided_trunk_levels_keep_the_map_sizes_and_parameters_without_the_full_resolution_work():
+    plain = CPMTrunk(1, widths=(16, 32, 64), kernel=3)
+    strided = CPMTrunk(1, widths=(16, 32, 64), kernel=3, strided_levels=2)
+    image = torch.randn(2, 1, 128, 128)
+    assert plain(image).shape == strided(image).shape == (2, 64, 16, 16)
+    assert (strided.out_channels, strided.stride) == (64, 8)
+    assert sum(p.numel() for p in plain.parameters()) == sum(p.numel() for p in strided.parameters())
+    convs = [m for m in strided.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [c.stride for c in convs] == [(2, 2), (2, 2), (1, 1)]  # levels 1-2 strided, level 3 conv + pool
+    assert sum(isinstance(m, torch.nn.MaxPool2d) for m in strided.modules()) == 1
+    # the first conv's output is the 3x3 neighbourhood of every other input pixel: cell (0, 0) sees pixels 0..1
+    one = CPMTrunk(1, widths=(1,), kernel=3, strided_levels=1)
+    with torch.no_grad():
+        one[0][0].weight.fill_(1.0)
+        one[0][0].bias.zero_()
+    ramp = torch.arange(16.0).reshape(1, 1, 4, 4)
+    assert one(ramp)[0, 0].tolist() == [[0 + 1 + 4 + 5, 1 + 2 + 3 + 5 + 6 + 7], [4 + 5 + 8 + 9 + 12 + 13,
+                                                                             sum(range(5, 8)) + sum(range(9, 12)) +
+                                                                             sum(range(13, 16))]]
+    model = build_network(load_config(None, ["model.trunk_strided_levels=3", "model.stages=2", "data.input_size=64",
+                                             "model.stride=8"]))
+    assert model(torch.zeros(1, 1, 64, 64), torch.zeros(1, 1, 8, 8))[-1].shape[-1] == 8
+    with pytest.raises(ConfigError, match="model.trunk_strided_levels: 4 strided levels need"):
+        load_config(None, ["model.trunk_strided_levels=4"])
+    with pytest.raises(ConfigError, match="model.trunk_strided_levels"):
+        load_config(None, ["model.trunk_strided_levels=1", 'model.backbone="vgg16"', "model.stride=8"])
+
+
 VARIANTS = {
     "cpu": ModelConfig(),
     "paper": paper_model("paper_lsp.toml"),

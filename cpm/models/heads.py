@@ -103,7 +103,8 @@ class RegressionHead(nn.Module):
         else:
             self.image_features = build_backbone(c.backbone, in_channels=c.in_channels, stride=c.stride,
                                                  trunk_widths=c.trunk_widths, trunk_kernel=c.trunk_kernel,
-                                                 vgg_cpm_widths=c.vgg_cpm_widths, batch_norm=c.batch_norm)
+                                                 vgg_cpm_widths=c.vgg_cpm_widths, batch_norm=c.batch_norm,
+                                                 trunk_strided_levels=c.trunk_strided_levels)
         self.pool = nn.AdaptiveAvgPool2d(pool_size)
         flat = self.image_features.out_channels * pool_size * pool_size
         hidden_layers = [nn.Linear(flat, hidden), nn.ReLU(inplace=True),

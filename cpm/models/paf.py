@@ -101,7 +101,7 @@ class PartAffinityFields(nn.Module):
         self.image_features = build_backbone(c.backbone, in_channels=c.in_channels, stride=c.stride,
                                              trunk_widths=c.trunk_widths, trunk_kernel=c.trunk_kernel,
                                              caffe_pooling=c.caffe_pooling, vgg_cpm_widths=c.vgg_cpm_widths,
-                                             batch_norm=c.batch_norm)
+                                             batch_norm=c.batch_norm, trunk_strided_levels=c.trunk_strided_levels)
         self.image_features_stage1 = None  # one trunk for every stage (what `cpm rf` walks)
         features = self.image_features.out_channels
         self.stage1 = PafStage(stage1_branch(features, c, self.joint_channels),

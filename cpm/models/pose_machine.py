@@ -91,7 +91,7 @@ class RefinementStage(nn.Module):
 def _cpm_trunk(c: ModelConfig) -> CPMTrunk:
     """The CPM image trunk of a ``[model]`` section."""
     return CPMTrunk(c.in_channels, widths=trunk_widths_for(c.trunk_widths, c.stride), kernel=c.trunk_kernel,
-                    batch_norm=c.batch_norm, caffe_pooling=c.caffe_pooling)
+                    batch_norm=c.batch_norm, caffe_pooling=c.caffe_pooling, strided_levels=c.trunk_strided_levels)
 
 
 def stage1_head(channels: int, c: ModelConfig, out_channels: int) -> nn.Sequential:

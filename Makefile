@@ -103,6 +103,8 @@ bench: $(ONNX_STAMP)
 	$(PY) -m cpm.bench $(BENCH_CONFIGS)
 	$(PY) -m cpm.bench.decoders
 	$(PY) -m cpm.bench.grouping
+	$(PY) -m cpm.bench.variants experiments/default.toml --variant strided-1=model.trunk_strided_levels=1 \
+		--variant strided-3=model.trunk_strided_levels=3
 
 ## gpu-check: on a CUDA machine, <= MINUTES (8) minutes: the CUDA tests, the paper step fp32 vs bf16 (+ compile) with
 ## TFLOP/s and the share of the bf16 peak, make train on the GPU, and grid cells (--parallel 3); all under OUT

@@ -66,8 +66,8 @@ def trunk_widths_for(width: int | Sequence[int], stride: int) -> tuple[int, ...]
 class CPMTrunk(nn.Sequential):
     """(B, C, H, W) -> (B, widths[-1], H / 2^L, W / 2^L): L levels of kxk conv + 3x3/2 max-pool (Fig. 2).
     ``strided_levels``: the first N levels are one kxk convolution of stride 2 instead (no pool): the same map sizes
-    without the convolution, activation and pool at the level's full resolution (at 128 px, make train's step runs
-    1.2-1.5x faster on a CPU: `model.trunk_strided_levels`)."""
+    without the convolution, activation and pool at the level's full resolution (`model.trunk_strided_levels`; its
+    speed-up on make train's model is a `make bench` row, `python -m cpm.bench.variants`)."""
 
     def __init__(self, in_channels: int = 3, *, widths: Sequence[int] = (128, 128, 128), kernel: int = 9,
                  batch_norm: bool = False, caffe_pooling: bool = False, strided_levels: int = 0) -> None:

@@ -534,7 +534,7 @@ def test_sweep_table_lines_up_one_cell_per_row_and_flags_a_best_value_at_the_edg
 
 
 def test_request_argv_makes_the_same_request_again():
-    from cpm.experiments.grids import _parse_cell_sets, parse_sets, request_argv, request_from_note
+    from cpm.experiments.grids import _parse_cell_sets, _parse_sets, request_argv, request_from_note
 
     request = GridRequest("compare-heads", "none", "experiments/heads.toml",
                           {"train.lr": 0.005, "train.threads": 1, "model.trunk_widths": [8, 16],
@@ -544,7 +544,7 @@ def test_request_argv_makes_the_same_request_again():
     assert "train.threads=1" not in " ".join(argv)  # the machine that runs it chooses its threads
     values = {flag: [argv[i + 1] for i, a in enumerate(argv) if a == flag] for flag in ("--set", "--cell-set")}
     again = GridRequest(argv[0], argv[argv.index("--budget") + 1], argv[argv.index("--config") + 1],
-                        parse_sets(values["--set"]), argv[argv.index("--data") + 1],
+                        _parse_sets(values["--set"]), argv[argv.index("--data") + 1],
                         _parse_cell_sets(values["--cell-set"]))
     assert again.setting == request.setting and again.cell_sets == request.cell_sets
     assert again.sets == {k: v for k, v in request.sets.items() if k != "train.threads"}

@@ -20,11 +20,11 @@ def test_tiny_gpu_check_runs_every_step_on_the_cpu(tmp_path):
 
 def test_the_gpu_trains_the_committed_grid_requests():
     from cpm.bench.gpu_check import GPU_GRIDS, committed_grids
-    from cpm.experiments.grids import GridRequest, _parse_cell_sets, parse_sets
+    from cpm.experiments.grids import GridRequest, _parse_cell_sets, _parse_sets
 
     for setting, argv in zip(GPU_GRIDS, committed_grids(), strict=True):
         values = {flag: [argv[i + 1] for i, a in enumerate(argv) if a == flag] for flag in ("--set", "--cell-set")}
         request = GridRequest(argv[0], argv[argv.index("--budget") + 1],
                               argv[argv.index("--config") + 1] if "--config" in argv else None,
-                              parse_sets(values["--set"]), None, _parse_cell_sets(values["--cell-set"]))
+                              _parse_sets(values["--set"]), None, _parse_cell_sets(values["--cell-set"]))
         assert f"{request.target}/{request.setting}" == setting  # its summaries land in the committed folder

@@ -136,8 +136,8 @@ def speedrun(configs: list[str], overrides: list[str], targets: dict[float, floa
         own = list((recipe_sets or {}).get(number, []))
         name = Path(path).stem + (f"-{number}" if own else "")
         config = load_config(path, [*overrides, *own, f'train.runs_dir="{runs_dir}"', f'train.name="speedrun-{name}"'])
-        path = " ".join([path, *own])
-        log(f"speedrun: training {path}")
+        recipe = " ".join([path, *own])
+        log(f"speedrun: training {recipe}")
         until = functools.partial(meets, targets=targets) if stop_at_target and targets is not None else None
         results = train(config, progress=progress, log=log, until=until)
         run_dir = Path(results["run_dir"])
@@ -146,7 +146,7 @@ def speedrun(configs: list[str], overrides: list[str], targets: dict[float, floa
             targets = final_figures(lines)
             log("speedrun: targets, the reference's final figures: "
                 + ", ".join(f"PCK@{a:g} >= {100 * v:.2f}" for a, v in targets.items()))
-        outcomes.append((path, time_to_target(lines, targets, config.train.batch_size), str(run_dir)))
+        outcomes.append((recipe, time_to_target(lines, targets, config.train.batch_size), str(run_dir)))
     return outcomes, targets
 
 

@@ -106,6 +106,15 @@ def code_differs(a: str, b: str, paths: tuple[str, ...] = CODE) -> bool | None:
     return {0: False, 1: True}.get(result.returncode)
 
 
+def _paired_points(a: list, b: list, difference: Callable) -> tuple[list[float], list[tuple]]:
+    """Runs of ``a`` and ``b`` paired by seed -> (100 x ``difference(run_a, run_b)`` per seed where finite, the pairs
+    those came from)."""
+    left, right = {r.seed: r for r in a}, {r.seed: r for r in b}
+    kept = [(100 * difference(left[s], right[s]), left[s], right[s]) for s in sorted(set(left) & set(right))]
+    kept = [(v, x, y) for v, x, y in kept if math.isfinite(v)]
+    return [v for v, _, _ in kept], [(x, y) for _, x, y in kept]
+
+
 def decision_section(cells: dict, margin: float, *, config: str, final_pck: Callable,
                      stage_counts: Sequence[int]) -> list[str]:
     """Markdown lines of the decision (see the module's docstring) for an ablate-supervision setting's ``cells``
@@ -115,13 +124,7 @@ def decision_section(cells: dict, margin: float, *, config: str, final_pck: Call
         return cells.get(f"T{stages}-{'is' if supervised or stages == 1 else 'nois'}", [])
 
     def pairs(a: list, b: list, a_stage=None, b_stage=None) -> tuple[list[float], list[tuple]]:
-        left = {r.seed: r for r in a}
-        right = {r.seed: r for r in b}
-        seeds = sorted(set(left) & set(right))
-        values = [100 * (final_pck(left[s], THRESHOLD, a_stage) - final_pck(right[s], THRESHOLD, b_stage))
-                  for s in seeds]
-        kept = [(v, left[s], right[s]) for v, s in zip(values, seeds, strict=True) if math.isfinite(v)]
-        return [v for v, _, _ in kept], [(x, y) for _, x, y in kept]
+        return _paired_points(a, b, lambda x, y: final_pck(x, THRESHOLD, a_stage) - final_pck(y, THRESHOLD, b_stage))
 
     multi = [t for t in stage_counts if t > 1]
     lines = ["", f"## Decision (the rule in `{config}`: margin ±{margin:g} points of final-stage PCK@{THRESHOLD})", "",
@@ -183,18 +186,17 @@ def heads_decision_section(cells: dict, margin: float, *, config: str, final_pck
         for first, second, above, below in pairs:
             if not cells.get(first) or not cells.get(second):
                 continue
-            left, right = {r.seed: r for r in cells[first]}, {r.seed: r for r in cells[second]}
-            seeds = sorted(set(left) & set(right))
-            checked += [(left[s], right[s]) for s in seeds]
-            row = [stride, f"{first.rsplit('-s', 1)[0]} − {second.rsplit('-s', 1)[0]}"]
+            row, n = [stride, f"{first.rsplit('-s', 1)[0]} − {second.rsplit('-s', 1)[0]}"], 0
             for threshold in ("0.1", "0.2"):
-                d = [100 * (final_pck(left[s], threshold) - final_pck(right[s], threshold)) for s in seeds]
-                d = [v for v in d if math.isfinite(v)]
+                d, matched = _paired_points(cells[first], cells[second], lambda x, y, t=threshold:
+                                            final_pck(x, t) - final_pck(y, t))
+                checked += matched
                 difference = paired_difference(d, [0.0] * len(d))
+                n = max(n, len(d))
                 row += [format_difference(difference, scale=1.0),
                         pair_verdict(difference, d, margin, above=above, below=below,
                                      within=f"no larger than {margin:g} points")]
-            lines.append("| " + " | ".join([*row, str(len(seeds))]) + " |")
+            lines.append("| " + " | ".join([*row, str(n)]) + " |")
     return lines + _hygiene(checked)
 
 

@@ -570,7 +570,7 @@ def run_target(request: GridRequest, *, runs_root: Path = Path("runs"),
     return write_target_report(request, results_root=results_root, runs_root=runs_root)
 
 
-def parse_sets(texts: Sequence[str]) -> dict[str, Any]:
+def _parse_sets(texts: Sequence[str]) -> dict[str, Any]:
     """["train.epochs=40", ...] -> {"train.epochs": 40, ...} (values parsed as `cpm --set` parses them)."""
     from cpm.config import parse_override
 
@@ -588,7 +588,7 @@ def _parse_cell_sets(texts: Sequence[str]) -> dict[str, dict[str, Any]]:
         pattern, sep, override = text.partition(":")
         if not sep or not pattern or not override:
             raise CPMError(f"--cell-set: expected GLOB:SECTION.KEY=VALUE, got {text!r}")
-        cell_sets.setdefault(pattern, {}).update(parse_sets([override]))
+        cell_sets.setdefault(pattern, {}).update(_parse_sets([override]))
     return cell_sets
 
 
@@ -626,7 +626,7 @@ def main(argv: list[str] | None = None) -> int:
 
     given = list(sys.argv[1:] if argv is None else argv)
     try:
-        sets, cell_sets = parse_sets(args.sets), _parse_cell_sets(args.cell_sets)
+        sets, cell_sets = _parse_sets(args.sets), _parse_cell_sets(args.cell_sets)
         if args.sweep:
             return _sweep(args, sets, command=shlex.join(["python", "-m", "cpm.experiments", *given]))
         if args.target == "repair-records":

@@ -50,8 +50,12 @@ def pilot_changes(config: str, cells: list[str], *, target: str = "ablate-superv
                   results: Path = Path("experiments/results"), runs: Path = Path("runs")
                   ) -> dict[str, tuple[float, float] | None]:
     """{cell: (final-stage PCK@0.1 at the file's length, at twice it)}, None where a summary is missing."""
-    found = pilot_summaries(config, cells, target=target, results=results, runs=runs)
-    return {name: None if None in pair else (pair[0]["summary"]["pck"]["0.1"][-1], pair[1]["summary"]["pck"]["0.1"][-1])
+    return _changes(pilot_summaries(config, cells, target=target, results=results, runs=runs))
+
+
+def _changes(found: dict[str, list[dict | None]]) -> dict[str, tuple[float, float] | None]:
+    """`pilot_summaries`' pairs -> their final-stage PCK@0.1 pairs (None where one is missing)."""
+    return {name: None if None in pair else tuple(s["summary"]["pck"]["0.1"][-1] for s in pair)
             for name, pair in found.items()}
 
 
@@ -106,8 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.plot and any(s is not None for pair in found.values() for s in pair):
         plot_pilot(found, args.plot, f"length pilot of {Path(args.config).name}")
         print(f"pilot: curves in {args.plot}")
-    changes = {name: None if None in pair else (pair[0]["summary"]["pck"]["0.1"][-1],
-                                                 pair[1]["summary"]["pck"]["0.1"][-1]) for name, pair in found.items()}
+    changes = _changes(found)
     missing = [name for name, values in changes.items() if values is None]
     if missing:
         print(f"pilot: waiting for {', '.join(missing)}")

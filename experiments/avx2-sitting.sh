@@ -1,7 +1,7 @@
 #!/bin/sh
 # The timed sitting the AVX2 time-to-accuracy work needs, on a 2-core CPU without AVX512-BF16 (fp32 only, the kind
 # most laptops have; the ONEDNN_MAX_CPU_ISA=AVX2 imitation on a newer CPU does not show what is slow there). Nothing
-# else may run on the cores meanwhile (pause experiment lanes with kill -STOP). About 70 minutes:
+# else may run on the cores meanwhile (pause experiment lanes with kill -STOP). About 85 minutes:
 #
 #   nohup sh experiments/avx2-sitting.sh > logs/avx2-sitting.log 2>&1 &
 #
@@ -9,7 +9,8 @@
 #    convolution ceiling, channels-last and NCHW (python -m cpm.bench.layers);
 # 2. make bench's rows for make train's config (data path, step, images/s);
 # 3. speedrun rows, side by side in this one sitting: make train's recipe, then the same with NCHW tensors, with
-#    torch.compile (inductor), with batch 32; appended to experiments/results/speedrun.md with the CPU kind,
+#    torch.compile (inductor), with batch 32, with the trunk's first three levels strided convolutions
+#    (model.trunk_strided_levels = 3); appended to experiments/results/speedrun.md with the CPU kind,
 #    command and revision.
 # Each part's output also goes to $OUT (default logs/avx2-sitting/) for the record.
 set -eu
@@ -31,8 +32,9 @@ echo "== layers, NCHW ($(date -u +%T))"
 echo "== make bench rows ($(date -u +%T))"
 "$PY" -m cpm.bench "$CONFIG" | tee "$OUT/bench.txt"
 echo "== speedrun ($(date -u +%T))"
-"$PY" -m cpm.bench.speedrun "$CONFIG" "$CONFIG" "$CONFIG" "$CONFIG" --set train.amp=off --no-progress \
+"$PY" -m cpm.bench.speedrun "$CONFIG" "$CONFIG" "$CONFIG" "$CONFIG" "$CONFIG" --set train.amp=off --no-progress \
     --recipe-set 2:train.channels_last=false --recipe-set 3:train.compile=true --recipe-set 4:train.batch_size=32 \
+    --recipe-set 5:model.trunk_strided_levels=3 \
     --change "one step-speed lever (config column)" --record experiments/results/speedrun.md \
     | tee "$OUT/speedrun.txt"
 echo "== done ($(date -u +%T))"

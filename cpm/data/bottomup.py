@@ -25,14 +25,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
-from cpm.data.dataset import normalize_pixels
+from cpm.data.dataset import EpochDataset, normalize_pixels
 from cpm.data.transforms import crop_matrix, occlude, sample_augmentation, transform_keypoints, warp_image
 from cpm.errors import CPMError
 
 
-class BottomUpDataset(Dataset):
+class BottomUpDataset(EpochDataset):
     """Images of many people as whole-image samples (the module docstring's layout)."""
 
     def __init__(
@@ -92,19 +91,6 @@ class BottomUpDataset(Dataset):
         self.input_scale = input_scale
         self.pad_value = pad_value
         self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        """Call before iterating an epoch (DataLoader workers copy the dataset when they start)."""
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return self.length
-
-    def size_at(self, epoch: int) -> int:
-        """The input side of the samples of ``epoch``."""
-        if not self.epoch_input_sizes:
-            return self.input_size
-        return self.epoch_input_sizes[min(epoch, len(self.epoch_input_sizes) - 1)]
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         if not 0 <= index < self.length:

@@ -59,7 +59,31 @@ def normalize_pixels(pixels: torch.Tensor, input_scale: str = "unit") -> torch.T
     return (pixels / 255 - mean) / std
 
 
-class PoseDataset(Dataset):
+class EpochDataset(Dataset):
+    """What the training datasets share: ``length`` samples an epoch, the epoch set before each one (augmentations
+    are drawn from (seed, epoch, index)), and the input side of each epoch's samples (``input_size``, or
+    ``epoch_input_sizes`` for progressive resizing, the last one kept)."""
+
+    length: int
+    input_size: int
+    epoch_input_sizes: tuple[int, ...]
+    epoch: int
+
+    def set_epoch(self, epoch: int) -> None:
+        """Call before iterating an epoch (DataLoader workers copy the dataset when they start)."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.length
+
+    def size_at(self, epoch: int) -> int:
+        """The input side of the samples of ``epoch``."""
+        if not self.epoch_input_sizes:
+            return self.input_size
+        return self.epoch_input_sizes[min(epoch, len(self.epoch_input_sizes) - 1)]
+
+
+class PoseDataset(EpochDataset):
     def __init__(
         self,
         source: Sequence[dict],
@@ -107,19 +131,6 @@ class PoseDataset(Dataset):
         self.input_scale = input_scale
         self.pad_value = pad_value
         self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        """Call before iterating an epoch (DataLoader workers copy the dataset when they start)."""
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return self.length
-
-    def size_at(self, epoch: int) -> int:
-        """The crop side of the samples of ``epoch``."""
-        if not self.epoch_input_sizes:
-            return self.input_size
-        return self.epoch_input_sizes[min(epoch, len(self.epoch_input_sizes) - 1)]
 
     def source_item(self, source_index: int) -> dict:
         """``source[source_index]``, kept for the rest of its block when the items serve several epochs or were

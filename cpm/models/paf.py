@@ -39,7 +39,7 @@ from torch.utils.checkpoint import checkpoint
 
 from cpm.config import ModelConfig
 from cpm.models.backbones import build_backbone, conv_block
-from cpm.models.pose_machine import INIT_STD, INITS, RefinementStage
+from cpm.models.pose_machine import INITS, RefinementStage, init_convolutions
 
 __all__ = ["PafStage", "PartAffinityFields", "stage1_branch"]
 
@@ -121,14 +121,7 @@ class PartAffinityFields(nn.Module):
         """As `cpm.models.pose_machine.ConvolutionalPoseMachine`: ``kaiming`` (He fan-in, the output layers
         near zero), ``kaiming-all`` (He fan-in, the output layers too), or a Gaussian of ``caffe`` / ``mmpose``'s
         std with zero biases."""
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                if init in INIT_STD:
-                    nn.init.normal_(module.weight, std=INIT_STD[init])
-                else:
-                    nn.init.kaiming_normal_(module.weight, mode="fan_in", nonlinearity="relu")
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
+        init_convolutions(self, init)
         if init == "kaiming":
             for stage in [self.stage1, *self.stages]:
                 for branch in (stage.maps, stage.fields):

@@ -55,11 +55,25 @@ from torch.utils.checkpoint import checkpoint
 from cpm.config import Init, ModelConfig, check_names
 from cpm.models.backbones import CPMTrunk, build_backbone, conv_block, trunk_widths_for
 
-__all__ = ["INITS", "ConvolutionalPoseMachine", "RefinementStage", "conv_block"]
+__all__ = ["INITS", "ConvolutionalPoseMachine", "RefinementStage", "conv_block", "init_convolutions"]
 
 INIT_STD = {"caffe": 0.01, "mmpose": 0.001}  # Gaussian std of every conv weight
 INITS = ("kaiming", "kaiming-all", *INIT_STD)
 check_names(INITS, Init, "model.init")
+
+
+def init_convolutions(model: nn.Module, init: str) -> None:
+    """Every convolution of ``model``, in `modules()` order: a Gaussian of ``INIT_STD[init]`` for ``caffe`` and
+    ``mmpose``, He fan-in (ReLU) otherwise; zero biases. The output layers' ``kaiming`` std of 1e-3 is the model's
+    own step after this one."""
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d):
+            if init in INIT_STD:
+                nn.init.normal_(module.weight, std=INIT_STD[init])
+            else:
+                nn.init.kaiming_normal_(module.weight, mode="fan_in", nonlinearity="relu")
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
 
 
 class RefinementStage(nn.Module):
@@ -174,14 +188,7 @@ class ConvolutionalPoseMachine(nn.Module):
         fan-in for the output layers too: every layer of a stage alike, as the ``caffe`` filler has it), ``caffe``
         (the released prototxts' weight_filler: Gaussian std 0.01, zero biases) or ``mmpose`` (mmpose's CPM
         ``init_weights``: Gaussian std 0.001, zero biases; batch norm weight 1, bias 0 as PyTorch's)."""
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                if init in INIT_STD:
-                    nn.init.normal_(module.weight, std=INIT_STD[init])
-                else:
-                    nn.init.kaiming_normal_(module.weight, mode="fan_in", nonlinearity="relu")
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
+        init_convolutions(self, init)
         if init == "kaiming":
             for head in [self.stage1[-1], *(stage.layers[-1] for stage in self.stages)]:
                 nn.init.normal_(head.weight, std=1e-3)

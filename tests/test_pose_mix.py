@@ -233,6 +233,27 @@ def test_cpm_eval_prints_a_per_stage_table_per_pose_source(checkpoint, tmp_path,
     assert main(["eval", checkpoint, "--pose-sources", "--predictions", str(tmp_path / "p.mat")]) == 2
 
 
+def test_cpm_eval_flip_test_reaches_the_held_out_split_and_the_pose_sources(checkpoint, tmp_path, capsys):
+    from cpm.cli import main
+
+    empty = tmp_path / "data"
+    empty.mkdir()
+    runs = {}
+    for flip in ("off", "on"):
+        assert main(["eval", checkpoint, "--json", "--no-progress", "--device", "cpu", "--flip-test", flip]) == 0
+        plain = json.loads(capsys.readouterr().out)
+        assert main(["eval", checkpoint, "--json", "--no-progress", "--device", "cpu", "--flip-test", flip,
+                     "--pose-sources", str(empty)]) == 0
+        sources = json.loads(capsys.readouterr().out)["sources"]
+        assert sources["procedural"]["pck"] == plain["pck"]
+        runs[flip] = plain
+    assert main(["eval", checkpoint, "--json", "--no-progress", "--device", "cpu", "--set", "eval.flip_test=true"]) == 0
+    assert json.loads(capsys.readouterr().out)["pck"] == runs["on"]["pck"]  # --flip-test on is eval.flip_test
+    assert runs["on"]["loss"] != runs["off"]["loss"]  # the mirrored crop's maps were averaged in
+    assert main(["eval", checkpoint, "--flip-test", "both"]) == 2  # a row each: --coco only
+    assert "--coco" in capsys.readouterr().err
+
+
 def test_cpm_eval_pose_sources_on_the_shared_data(checkpoint, shared_data, capsys):
     from cpm.cli import main
 

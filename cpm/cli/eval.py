@@ -75,8 +75,10 @@ def run_eval(args: argparse.Namespace) -> int:
         if args.predictions or args.pose_sources is not None:
             raise CPMError("--coco scores every person box of a COCO file; not with --predictions or --pose-sources")
         return run_coco(args, overrides)
-    if args.boxes or args.out or args.flip_test != "config":
-        raise CPMError("--boxes, --flip-test and --out go with --coco (cpm eval CKPT --coco ANNOTATIONS ...)")
+    if args.boxes or args.out or args.flip_test == "both":
+        raise CPMError("--boxes, --out and --flip-test both go with --coco (cpm eval CKPT --coco ANNOTATIONS ...)")
+    if args.flip_test != "config":  # on / off: eval.flip_test for the held-out split and every pose source
+        overrides.setdefault("eval", {})["flip_test"] = args.flip_test == "on"
     if args.pose_sources is not None:
         if args.predictions:
             raise CPMError("--predictions writes the keypoints of one held-out split; not with --pose-sources")

@@ -30,7 +30,7 @@ def add_coco_arguments(parser: argparse.ArgumentParser) -> None:
                        help="the boxes of --coco: the annotated ones (gt, the default), detector-like ones made from "
                             "them, or a COCO results file of person boxes with scores (repeatable: one row each)")
     group.add_argument("--flip-test", choices=tuple(FLIP_SETTINGS), default="config",
-                       help="with --coco: flip test off, on, both (a row each), or as eval.flip_test says (config)")
+                       help="flip test off, on, both (with --coco: a row each), or as eval.flip_test says (config)")
     group.add_argument("--out", metavar="DIR", help="with --coco: write the results files and the table here")
     group.add_argument("--matching", choices=("greedy", "optimal", "both"), default="greedy",
                        help="with --coco and a part-affinity-field model: how each limb's candidates are matched "

@@ -331,12 +331,7 @@ def cell_overrides(path: str | Path) -> dict[str, dict[str, Any]]:
     (`cpm.config.apply`) and under its current name (`current_names`). `cpm.config.load_config`, what ``cpm train``
     reads, leaves the table out unread; ``--cell-set`` on the command line wins over it."""
     path = Path(path)
-    try:
-        cells = tomllib.loads(path.read_text(encoding="utf-8")).get("cells", {})
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found") from None
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
-        raise ConfigError(f"{path}: cannot read config file ({error})") from None
+    cells = _config_table(path, "cells")
     if not isinstance(cells, dict) or not all(isinstance(values, dict) for values in cells.values()):
         raise ConfigError(f'{path}: [cells] must map a cell-name glob to settings, e.g. "integral-*".train.lr = 0.005')
     flat: dict[str, dict[str, Any]] = {}
@@ -347,14 +342,20 @@ def cell_overrides(path: str | Path) -> dict[str, dict[str, Any]]:
     return flat
 
 
-def _grid_table(path: Path) -> dict[str, Any]:
-    """The ``[grid]`` table of the config file at ``path`` ({} without one), its keys checked."""
+def _config_table(path: Path, name: str) -> Any:
+    """The ``[name]`` table of the config file at ``path`` as read ({} without one); ConfigError naming the file if
+    it cannot be read."""
     try:
-        grid = tomllib.loads(path.read_text(encoding="utf-8")).get("grid", {})
+        return tomllib.loads(path.read_text(encoding="utf-8")).get(name, {})
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
         raise ConfigError(f"{path}: cannot read config file ({error})") from None
+
+
+def _grid_table(path: Path) -> dict[str, Any]:
+    """The ``[grid]`` table of the config file at ``path`` ({} without one), its keys checked."""
+    grid = _config_table(path, "grid")
     if not isinstance(grid, dict) or set(grid) - {"seeds", "margin"}:
         raise ConfigError(f"{path}: [grid] takes seeds = [0, 1, ...] and margin = POINTS")
     return grid

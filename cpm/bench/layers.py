@@ -72,9 +72,7 @@ def layer_table(config_path: str, *, fp32: bool = False, nchw: bool = False, sec
     device = torch.device("cpu")
     if config.train.threads:
         torch.set_num_threads(config.train.threads)
-    step = TrainStep(config, batch=config.train.batch_size, device=device, fast=not nchw)
-    if fp32:
-        step.dtype = None
+    step = TrainStep(config, batch=config.train.batch_size, device=device, fast=not nchw, fp32=fp32)
     layers = conv_inputs(step)
     functions: dict[str, Callable[[], object]] = {"step": step,
                                                   "ceiling": ceiling_conv(device, step.dtype)}

@@ -74,13 +74,14 @@ class TrainStep:
     """One optimiser step of a config's model on a fixed batch (random images, keypoints and centre).
 
     ``fast=False``: fp32, NCHW. ``fast=True``: channels-last model and inputs, bf16 autocast where the
-    device has it (`fast_dtype`). AdamW at a tiny learning rate, so every step computes the same thing."""
+    device has it (`fast_dtype`), unless ``fp32``. AdamW at a tiny learning rate, so every step computes the same
+    thing."""
 
-    def __init__(self, config: Config, *, batch: int, device: torch.device, fast: bool) -> None:
+    def __init__(self, config: Config, *, batch: int, device: torch.device, fast: bool, fp32: bool = False) -> None:
         self.device, self.batch = device, batch
         self.model = build_network(config).to(device)
         self.channels_last = fast
-        self.dtype = fast_dtype(device) if fast else None
+        self.dtype = fast_dtype(device) if fast and not fp32 else None
         if fast:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.codec = build_codec(config)

@@ -43,10 +43,7 @@ def variant_rows(config_path: str, variants: list[tuple[str, list[str]]], *, bat
     steps = {}
     for name, config in configs.items():
         torch.manual_seed(0)
-        step = TrainStep(config, batch=batch, device=device, fast=True)
-        if fp32:
-            step.dtype = None
-        steps[name] = step
+        steps[name] = TrainStep(config, batch=batch, device=device, fast=True, fp32=fp32)
     times = timed_alternately(steps, seconds=seconds, device=device)
     given = dict(variants)
     rows = []

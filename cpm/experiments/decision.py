@@ -202,7 +202,7 @@ def heads_decision_section(cells: dict, margin: float, *, config: str, final_pck
 
 def _hygiene(checked: list[tuple]) -> list[str]:
     flagged = []
-    for a, b in checked:
+    for a, b in {(a.name, b.name): (a, b) for a, b in checked}.values():  # each pair once, however many tests use it
         ra, rb = a.data.get("revision", "unknown"), b.data.get("revision", "unknown")
         differs = code_differs(ra, rb)
         if differs is None or differs:
@@ -210,4 +210,4 @@ def _hygiene(checked: list[tuple]) -> list[str]:
             flagged.append(f"{a.name} (`{ra}`) and {b.name} (`{rb}`): {why}")
     lines = ["", "Hygiene: " + ("every pair above ran on one revision of " + ", ".join(f"`{p}`" for p in CODE) + "."
                                if not flagged else "pairs not on one revision of the model and data code:")]
-    return lines + [f"- {line}" for line in dict.fromkeys(flagged)]
+    return lines + [f"- {line}" for line in flagged]

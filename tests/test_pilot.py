@@ -60,3 +60,39 @@ def test_the_curve_reads_the_final_stage_per_epoch_and_the_plot_is_written(tmp_p
     argv = [str(config), "--cells", "T3-is-seed0", "--results", str(results), "--plot", str(plot)]
     assert main(argv) == 0 and plot.stat().st_size > 10_000
     assert f"curves in {plot}" in capsys.readouterr().out
+
+
+def test_a_pilot_run_is_found_by_its_hash_once_the_file_doubles(tmp_path, capsys):
+    """The run at twice the length (written under the ``--set`` folder ``study+HASH``) is the doubled file's own cell:
+    the next pilot reads it from there, with no copy under ``study/``; a folder of another stem is not searched."""
+    from cpm.experiments.runs import shared_summary
+
+    config = tmp_path / "study.toml"
+    config.write_text("[train]\nepochs = 5\n")
+    results = tmp_path / "results"
+    write_summary(results, config, 10, "T3-is-seed0", 0.709)
+    write_summary(results, config, 10, "T3-nois-seed0", 0.695)
+    written = sorted(path.relative_to(results) for path in results.rglob("*.json"))
+    assert [path.parts[-2][:6] for path in written] == ["study+", "study+"]
+
+    config.write_text("[train]\nepochs = 10\n")  # the pilot doubled the length
+    cells = {c.name: c for c in grid_cells(GridRequest("ablate-supervision", "none", str(config)),
+                                           runs_root=results, results_root=results, only="T3-*-seed0")}
+    assert cells["T3-is-seed0"].summary_path == results / written[0]  # found in the sibling folder
+    write_summary(results, config, 20, "T3-is-seed0", 0.715)
+    write_summary(results, config, 20, "T3-nois-seed0", 0.700)
+    argv = [str(config), "--cells", "T3-is-seed0", "T3-nois-seed0", "--results", str(results)]
+    assert main(argv) == 0 and "70.90 -> 71.50" in capsys.readouterr().out
+
+    own = results / "ablate-supervision" / "study" / "T1-seed0-abc.json"
+    other = results / "ablate-supervision" / "study-sgd" / "T1-seed0-abc.json"
+    other.parent.mkdir(parents=True)
+    other.write_text("{}")
+    assert shared_summary(own) == own  # study-sgd is another file's setting, not this one's
+    sibling = results / "ablate-supervision" / "study+123456" / "T1-seed0-abc.json"
+    sibling.parent.mkdir(parents=True)
+    sibling.write_text("{}")
+    assert shared_summary(own) == sibling
+    own.parent.mkdir(parents=True, exist_ok=True)
+    own.write_text("{}")
+    assert shared_summary(own) == own  # a folder's own copy first

@@ -14,6 +14,7 @@ moment and started again trains and summarises each cell once, with the records 
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
@@ -134,10 +135,25 @@ def resolve_cells(runs: Sequence[Run], *, base: Config, layers: Sequence[dict[st
             if run.after not in by_name:
                 raise CPMError(f"{run.name}: starts from {run.after}, which is not in the grid before it")
             config.train.init_from = str(by_name[run.after].run_dir / "last.pt")
-        cell = Cell(run, config, digest, run_dir, results_root / f"{run.name}-{digest}.json")
+        cell = Cell(run, config, digest, run_dir, shared_summary(results_root / f"{run.name}-{digest}.json"))
         cells.append(cell)
         by_name[run.name] = cell
     return cells
+
+
+def shared_summary(path: Path) -> Path:
+    """Where the summary ``path`` names is kept: ``path`` itself when it exists, else the same file (the same cell
+    name and config hash: the same run) in another setting folder of the same config stem, e.g. ``supervision`` and
+    ``supervision+7dacf8`` (a file at one length and its pilot's ``--set train.epochs=...`` at twice it, which is the
+    file's own length once the pilot doubles it). A run is trained and committed once, wherever it was first asked
+    for; a request that finds it elsewhere reads it from there and does not train it again. ``path`` when no folder
+    holds it (the cell is to train, and its summary goes there)."""
+    if path.is_file():
+        return path
+    stem = path.parent.name.split("+")[0]
+    found = sorted(other for other in path.parent.parent.glob(f"{glob.escape(stem)}*/{glob.escape(path.name)}")
+                   if other.parent.name.split("+")[0] == stem)
+    return found[0] if found else path
 
 
 def is_finished(run_dir: Path, epochs: int) -> bool:

@@ -52,3 +52,14 @@ def test_a_schedule_without_steps_fails_in_one_line(tmp_path, capsys):
 def test_bad_overrides_fail_with_status_2(tmp_path, bad, capsys):
     assert figure5.main(["experiments/supervision.toml", "--out", str(tmp_path / "f5.json"), *bad]) == 2
     assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_the_table_averages_each_stage_by_hand(tmp_path):
+    record = {"stages": ["1", "1", "trunk", "2"], "steps": {"1": [1e-3, 3e-3, 5e-4, 4e-5], "9": [0.0, 2e-9, 1.0, 0.25]}}
+    data = {"kaiming": {"with": record, "without": {"stages": ["1", "2"], "steps": {"1": [7e-9, 1.5]}}}}
+    lines = figure5.figure5_table(data).splitlines()
+    assert lines[0] == "| init | IS | step | stage 1 | trunk | stage 2 |"
+    assert lines[2] == "| kaiming | with | 1 | 0.002 | 0.0005 | 4e-05 |"  # stage 1: (1e-3 + 3e-3) / 2
+    assert lines[3] == "| kaiming | with | 9 | 1e-09 | 1 | 0.25 |"
+    assert lines[4] == "| kaiming | without | 1 | 7e-09 | – | 1.5 |"  # no trunk layers in this record
+    assert len(lines) == 5

@@ -144,6 +144,31 @@ def figure5_over_training(config: Config, out: Path, *, inits: Sequence[str] = (
     return data
 
 
+STAGE_ORDER = ("1", "trunk", "2", "3", "4", "5", "6")
+
+
+def figure5_table(data: dict) -> str:
+    """A Markdown table of ``data`` (`figure5_over_training`'s records): per init, with / without intermediate
+    supervision and recorded step, the mean |gradient| of each stage's layer weights (the mean over the stage's
+    layers; "trunk" the image trunk of stages 2..T), as the paper's Fig. 5 reads it stage by stage."""
+    stages = sorted({stage for records in data.values() for record in records.values() for stage in record["stages"]},
+                    key=lambda stage: STAGE_ORDER.index(stage) if stage in STAGE_ORDER else len(STAGE_ORDER))
+    names = ["stage " + stage if stage != "trunk" else "trunk" for stage in stages]
+    lines = [f"| init | IS | step | {' | '.join(names)} |", "|---|---|---:|" + "---:|" * len(stages)]
+    for init, records in data.items():
+        for label in ("with", "without"):
+            if label not in records:
+                continue
+            record = records[label]
+            for step, values in record["steps"].items():
+                means = []
+                for stage in stages:
+                    chosen = [v for v, s in zip(values, record["stages"], strict=True) if s == stage]
+                    means.append(f"{sum(chosen) / len(chosen):.2g}" if chosen else "–")
+                lines.append(f"| {init} | {label} | {step} | {' | '.join(means)} |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     from cpm.config import load_config, resolve
 
@@ -152,6 +177,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stages", type=int, default=None, help="model.stages (default the config's)")
     parser.add_argument("--out", type=Path, required=True, help="the records (JSON)")
     parser.add_argument("--plot", type=Path, default=None, help="a PNG of the records: one panel per init and step")
+    parser.add_argument("--table", type=Path, default=None,
+                        help="a Markdown table of the records: mean |gradient| per stage, init, IS and step")
     parser.add_argument("--inits", nargs="+", default=["kaiming", "kaiming-all"])
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
     args = parser.parse_args(argv)
@@ -163,6 +190,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"python -m cpm.experiments.figure5: {error}", file=sys.stderr)
         return 2
     print(f"wrote {args.out}")
+    if args.table is not None:
+        write_text_atomic(args.table, figure5_table(data))
+        print(f"wrote {args.table}")
     if args.plot is not None:
         import matplotlib
 

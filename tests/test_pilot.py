@@ -96,3 +96,20 @@ def test_a_pilot_run_is_found_by_its_hash_once_the_file_doubles(tmp_path, capsys
     own.parent.mkdir(parents=True, exist_ok=True)
     own.write_text("{}")
     assert shared_summary(own) == own  # a folder's own copy first
+
+
+def test_a_run_cut_short_under_the_pilots_folder_resumes_there(tmp_path):
+    """A pilot cell still training under ``study+HASH`` when the file doubles is resumed in its own run directory,
+    not started again under ``study``."""
+    config = tmp_path / "study.toml"
+    config.write_text("[train]\nepochs = 5\n")
+    runs, results = tmp_path / "runs", tmp_path / "results"
+    (long,) = grid_cells(GridRequest("ablate-supervision", "none", str(config), sets={"train.epochs": 10}),
+                         runs_root=runs, results_root=results, only="T3-is-seed0")
+    long.run_dir.mkdir(parents=True)  # started, no summary yet
+    config.write_text("[train]\nepochs = 10\n")
+    (cell,) = grid_cells(GridRequest("ablate-supervision", "none", str(config)), runs_root=runs,
+                         results_root=results, only="T3-is-seed0")
+    assert cell.hash == long.hash and cell.run_dir == long.run_dir and "study+" in cell.run_dir.parent.name
+    assert cell.config.train.name == long.run_dir.name and cell.config.train.runs_dir == str(long.run_dir.parent)
+    assert cell.summary_path.parent.name == "study" and not cell.summary_path.exists()

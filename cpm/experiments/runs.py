@@ -129,8 +129,8 @@ def resolve_cells(runs: Sequence[Run], *, base: Config, layers: Sequence[dict[st
         overrides |= {"train.device": device}
         config = make_config(overrides, base)
         digest = config_hash(config)
-        run_dir = runs_root / f"{run.name}-{digest}"
-        config.train.runs_dir, config.train.name = str(runs_root), run_dir.name
+        run_dir = shared_summary(runs_root / f"{run.name}-{digest}")
+        config.train.runs_dir, config.train.name = str(run_dir.parent), run_dir.name
         if run.after:
             if run.after not in by_name:
                 raise CPMError(f"{run.name}: starts from {run.after}, which is not in the grid before it")
@@ -142,13 +142,13 @@ def resolve_cells(runs: Sequence[Run], *, base: Config, layers: Sequence[dict[st
 
 
 def shared_summary(path: Path) -> Path:
-    """Where the summary ``path`` names is kept: ``path`` itself when it exists, else the same file (the same cell
-    name and config hash: the same run) in another setting folder of the same config stem, e.g. ``supervision`` and
-    ``supervision+7dacf8`` (a file at one length and its pilot's ``--set train.epochs=...`` at twice it, which is the
-    file's own length once the pilot doubles it). A run is trained and committed once, wherever it was first asked
-    for; a request that finds it elsewhere reads it from there and does not train it again. ``path`` when no folder
-    holds it (the cell is to train, and its summary goes there)."""
-    if path.is_file():
+    """Where the summary (or run directory) ``path`` names is kept: ``path`` itself when it exists, else the same
+    name (the same cell and config hash: the same run) in another setting folder of the same config stem, e.g.
+    ``supervision`` and ``supervision+7dacf8`` (a file at one length and its pilot's ``--set train.epochs=...`` at
+    twice it, which is the file's own length once the pilot doubles it). A run is trained and committed once,
+    wherever it was first asked for; a request that finds it elsewhere reads it (or resumes it) there and does not
+    train it again. ``path`` when no folder holds it (the cell is to train there)."""
+    if path.exists():
         return path
     stem = path.parent.name.split("+")[0]
     found = sorted(other for other in path.parent.parent.glob(f"{glob.escape(stem)}*/{glob.escape(path.name)}")

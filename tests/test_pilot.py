@@ -65,7 +65,7 @@ def test_the_curve_reads_the_final_stage_per_epoch_and_the_plot_is_written(tmp_p
 def test_a_pilot_run_is_found_by_its_hash_once_the_file_doubles(tmp_path, capsys):
     """The run at twice the length (written under the ``--set`` folder ``study+HASH``) is the doubled file's own cell:
     the next pilot reads it from there, with no copy under ``study/``; a folder of another stem is not searched."""
-    from cpm.experiments.runs import shared_summary
+    from cpm.experiments.runs import kept_run
 
     config = tmp_path / "study.toml"
     config.write_text("[train]\nepochs = 5\n")
@@ -88,14 +88,14 @@ def test_a_pilot_run_is_found_by_its_hash_once_the_file_doubles(tmp_path, capsys
     other = results / "ablate-supervision" / "study-sgd" / "T1-seed0-abc.json"
     other.parent.mkdir(parents=True)
     other.write_text("{}")
-    assert shared_summary(own) == own  # study-sgd is another file's setting, not this one's
+    assert kept_run(own) == own  # study-sgd is another file's setting, not this one's
     sibling = results / "ablate-supervision" / "study+123456" / "T1-seed0-abc.json"
     sibling.parent.mkdir(parents=True)
     sibling.write_text("{}")
-    assert shared_summary(own) == sibling
+    assert kept_run(own) == sibling
     own.parent.mkdir(parents=True, exist_ok=True)
     own.write_text("{}")
-    assert shared_summary(own) == own  # a folder's own copy first
+    assert kept_run(own) == own  # a folder's own copy first
 
 
 def test_a_run_cut_short_under_the_pilots_folder_resumes_there(tmp_path):

@@ -22,6 +22,7 @@ from typing import Any
 
 from cpm.config import Config, config_from_dict
 from cpm.errors import CPMError
+from cpm.experiments.reports import stage_gradient
 from cpm.experiments.runs import Cell, make_config
 from cpm.io import write_text_atomic
 
@@ -157,15 +158,11 @@ def figure5_table(data: dict) -> str:
     lines = [f"| init | IS | step | {' | '.join(names)} |", "|---|---|---:|" + "---:|" * len(stages)]
     for init, records in data.items():
         for label in ("with", "without"):
-            if label not in records:
-                continue
-            record = records[label]
-            for step, values in record["steps"].items():
-                means = []
-                for stage in stages:
-                    chosen = [v for v, s in zip(values, record["stages"], strict=True) if s == stage]
-                    means.append(f"{sum(chosen) / len(chosen):.2g}" if chosen else "–")
-                lines.append(f"| {init} | {label} | {step} | {' | '.join(means)} |")
+            record = records.get(label)
+            for step in record["steps"] if record else ():
+                means = [stage_gradient(record, step, stage) for stage in stages]
+                cells = " | ".join("–" if mean is None else f"{mean:.2g}" for mean in means)
+                lines.append(f"| {init} | {label} | {step} | {cells} |")
     return "\n".join(lines) + "\n"
 
 

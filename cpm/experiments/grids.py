@@ -440,7 +440,7 @@ def write_target_report(request: GridRequest, *, results_root: Path, runs_root: 
     """``<results_root>/<target>/<setting>.md`` (and its plots) from the committed summaries of the grid's cells.
 
     The summaries in the setting's folder are the record, whatever the config file says today, with the current
-    cells' summaries kept under another folder of the same config stem (`shared_summary`): a cell with one
+    cells' summaries kept under another folder of the same config stem (`kept_run`): a cell with one
     summary is reported from it; a cell with several (its config changed and it ran again) from the one whose hash
     the current config gives, else `CPMError` naming them. Rows follow the grid's order."""
     folder = results_root / "runs" / request.target / request.setting
@@ -451,7 +451,7 @@ def write_target_report(request: GridRequest, *, results_root: Path, runs_root: 
     for path in sorted(folder.glob("*.json")):
         if is_cell_summary(path):
             by_cell.setdefault(path.stem.rsplit("-", 1)[0], []).append(path)
-    for cell in cells:  # a current cell whose run is kept under another folder of the setting (`shared_summary`)
+    for cell in cells:  # a current cell whose run is kept under another folder of the setting (`kept_run`)
         if cell.summary_path.parent != folder and cell.summary_path.is_file():
             by_cell.setdefault(cell.name, []).append(cell.summary_path)
     summaries = []

@@ -348,6 +348,13 @@ def _plot_supervision_curves(cells: dict[str, list[RunRecord]], path: Path, plt)
     return path.name
 
 
+def stage_gradient(record: dict, step: str, stage: str) -> float | None:
+    """Mean |gradient| of the layers of ``stage`` ("1", "2", ... or "trunk") at the recorded ``step`` of a Fig. 5
+    record; None when the record has no layer of that stage."""
+    values = [g for g, s in zip(record["steps"][step], record["stages"], strict=True) if s == stage]
+    return float(np.mean(values)) if values else None
+
+
 def gradient_sentence(data: dict) -> str:
     """Mean |gradient| of stage 1's layers at the first recorded step, with and without IS, per init."""
     parts = []
@@ -355,8 +362,8 @@ def gradient_sentence(data: dict) -> str:
         values = {}
         for label, record in records.items():
             first = next(iter(record["steps"]))
-            stage1 = [g for g, stage in zip(record["steps"][first], record["stages"], strict=True) if stage == "1"]
-            values[label] = float(np.mean(stage1)) if stage1 else float("nan")
+            mean = stage_gradient(record, first, "1")
+            values[label] = float("nan") if mean is None else mean
         parts.append(f"`{init}` init: stage 1 mean |gradient| {values.get('with', float('nan')):.2g} with IS, "
                      f"{values.get('without', float('nan')):.2g} without, at step {first}")
     return "; ".join(parts) + "."

@@ -129,20 +129,20 @@ def resolve_cells(runs: Sequence[Run], *, base: Config, layers: Sequence[dict[st
         overrides |= {"train.device": device}
         config = make_config(overrides, base)
         digest = config_hash(config)
-        run_dir = shared_summary(runs_root / f"{run.name}-{digest}")
+        run_dir = kept_run(runs_root / f"{run.name}-{digest}")
         config.train.runs_dir, config.train.name = str(run_dir.parent), run_dir.name
         if run.after:
             if run.after not in by_name:
                 raise CPMError(f"{run.name}: starts from {run.after}, which is not in the grid before it")
             config.train.init_from = str(by_name[run.after].run_dir / "last.pt")
-        cell = Cell(run, config, digest, run_dir, shared_summary(results_root / f"{run.name}-{digest}.json"))
+        cell = Cell(run, config, digest, run_dir, kept_run(results_root / f"{run.name}-{digest}.json"))
         cells.append(cell)
         by_name[run.name] = cell
     return cells
 
 
-def shared_summary(path: Path) -> Path:
-    """Where the summary (or run directory) ``path`` names is kept: ``path`` itself when it exists, else the same
+def kept_run(path: Path) -> Path:
+    """Where a cell's summary or run directory ``path`` is kept: ``path`` itself when it exists, else the same
     name (the same cell and config hash: the same run) in another setting folder of the same config stem, e.g.
     ``supervision`` and ``supervision+7dacf8`` (a file at one length and its pilot's ``--set train.epochs=...`` at
     twice it, which is the file's own length once the pilot doubles it). A run is trained and committed once,
